@@ -1,0 +1,47 @@
+"""`harness run --dry-run`: show what a plan would send and roughly what it would cost, sending nothing."""
+
+from __future__ import annotations
+
+import click
+
+from harness.engine import estimate_tokens, generation_for, prepare_suites
+from harness.plan import Plan
+
+
+def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
+    """Print each suite's first prompt, request counts and an estimated cost per model; return the figures.
+
+    Tokens are estimated from the prompt text (about 4 characters a token, 1.5 for Chinese);
+    completions are assumed to use their full max_tokens, so the estimate is an upper bound.
+    """
+    suites = prepare_suites(plan, data_override=data_override)
+    per_suite = {}
+    for p in suites:
+        n_items = 0
+        prompt_tokens = 0
+        first = None
+        for item in p.suite.items():
+            prompt = p.builder.build(item)
+            if first is None:
+                first = prompt
+            n_items += 1
+            prompt_tokens += estimate_tokens(prompt.text)
+        per_suite[p.suite.name] = (n_items, prompt_tokens, first)
+        click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
+        if first is not None:
+            for m in first.messages:
+                click.echo(f"--- {m.role}\n{m.content}")
+    figures = {}
+    click.echo("\nrequests and estimated cost (completions at max_tokens: an upper bound)")
+    for model in plan.models:
+        requests = 0
+        cost = 0.0
+        for p in suites:
+            n_items, prompt_tokens, _ = per_suite[p.suite.name]
+            gen = generation_for(plan, model, p.suite)
+            req = n_items * plan.samples
+            requests += req
+            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens)
+        figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
+        click.echo(f"  {model.name:<24} {requests:>7} requests   ~${cost:.4f}")
+    return figures

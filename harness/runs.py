@@ -1,0 +1,78 @@
+"""Start or resume a run of a plan, execute it with the engine, and mark how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import __version__
+from harness.engine import LocalExecutor, RunOutcome, prepare_suites
+from harness.errors import HarnessError
+from harness.plan import Plan, plan_to_dict
+from harness.store import RunModelInfo, RunSuiteInfo, Store
+
+DEFAULT_PLAN = "evals/smoke.yaml"
+
+
+def default_plan_path() -> Path:
+    """evals/smoke.yaml in the current folder, else the one next to the installed package."""
+    here = Path(DEFAULT_PLAN)
+    if here.is_file():
+        return here
+    from harness.suite import REPO_ROOT
+
+    bundled = REPO_ROOT / DEFAULT_PLAN
+    return bundled if bundled.is_file() else here
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    resumed: bool
+    status: str
+    outcome: RunOutcome
+
+
+def choose_run(store: Store, plan: Plan, *, resume: str | None, new: bool, tag: str) -> tuple[str, bool]:
+    """Resume the given run, else this plan's unfinished run, else start a new one."""
+    if resume:
+        run_id = store.resolve_run(resume)
+        info = store.run(run_id)
+        if info.plan_fingerprint != plan.fingerprint():
+            raise HarnessError(
+                f"run {run_id} was started from a different plan (or the plan changed); "
+                f"run without --resume to start a new run"
+            )
+        return run_id, True
+    if not new:
+        unfinished = store.unfinished_run(plan.fingerprint())
+        if unfinished:
+            return unfinished, True
+    run_id = store.start_run(plan_name=plan.name, plan_path=plan.path, plan_fingerprint=plan.fingerprint(),
+                             plan=plan_to_dict(plan), tag=tag, version=__version__)
+    return run_id, False
+
+
+def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bool = False, tag: str = "",
+                 max_cost: float | None = None, use_cache: bool = False, progress=None,
+                 data_override: dict[str, str] | None = None) -> RunResult:
+    suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
+    run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
+    store.record_models(run_id, [
+        RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)
+        for m in plan.models
+    ])
+    for p in suites:
+        store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
+                                                p.suite.count()))
+    store.mark_run(run_id, "running")
+    executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache, progress=progress)
+    try:
+        outcome = asyncio.run(executor.run())
+    except KeyboardInterrupt:
+        store.mark_run(run_id, "stopped")
+        raise
+    status = "stopped" if outcome.stopped_for_cost else "finished"
+    store.mark_run(run_id, status)
+    return RunResult(run_id, resumed, status, outcome)

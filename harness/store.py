@@ -1,0 +1,387 @@
+"""Persist runs and graded samples with SQLAlchemy (SQLite file by default, any SQLAlchemy URL).
+
+Only portable SQLAlchemy constructs are used (no SQLite-only SQL), so the same code serves
+PostgreSQL. Each finished sample is committed as soon as it is graded: a crash loses nothing
+that finished. API keys never reach this module: plans hold only the names of env variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, create_engine, event, func, select)
+from sqlalchemy.exc import IntegrityError, OperationalError, ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from harness.errors import HarnessError
+
+DEFAULT_DB = "sqlite:///harness.db"
+
+
+def default_db_url() -> str:
+    return os.environ.get("HARNESS_DB") or DEFAULT_DB
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan_name: Mapped[str] = mapped_column(String(200))
+    plan_path: Mapped[str] = mapped_column(String(1000), default="")
+    plan_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    plan_json: Mapped[str] = mapped_column(Text, default="{}")
+    tag: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | stopped
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    harness_version: Mapped[str] = mapped_column(String(40), default="")
+
+
+class RunModelRow(Base):
+    __tablename__ = "run_models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(40))
+    api_model: Mapped[str] = mapped_column(String(200))
+    base_url: Mapped[str] = mapped_column(String(1000), default="")
+    price_input: Mapped[float] = mapped_column(Float, default=0.0)
+    price_output: Mapped[float] = mapped_column(Float, default=0.0)
+    __table_args__ = (UniqueConstraint("run_id", "model"),)
+
+
+class RunSuiteRow(Base):
+    __tablename__ = "run_suites"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    suite: Mapped[str] = mapped_column(String(200))
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(40), default="")
+    grader: Mapped[str] = mapped_column(String(80), default="")
+    items: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (UniqueConstraint("run_id", "suite"),)
+
+
+class PromptRow(Base):
+    """A rendered prompt, stored once per suite content and item, shared by models and runs."""
+
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str] = mapped_column(String(300))
+    messages_json: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (UniqueConstraint("suite_hash", "item_id"),)
+
+
+class SampleRow(Base):
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    model: Mapped[str] = mapped_column(String(200))
+    suite: Mapped[str] = mapped_column(String(200))
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str] = mapped_column(String(300))
+    item_group: Mapped[str] = mapped_column(String(200), default="")
+    sample_index: Mapped[int] = mapped_column(Integer, default=0)
+    completion: Mapped[str] = mapped_column(Text, default="")
+    reasoning: Mapped[str] = mapped_column(Text, default="")
+    finish_reason: Mapped[str] = mapped_column(String(40), default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    served_model: Mapped[str] = mapped_column(String(200), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    grade_reason: Mapped[str] = mapped_column(Text, default="")
+    extracted: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    __table_args__ = (
+        UniqueConstraint("run_id", "model", "suite", "item_id", "sample_index", name="uq_sample"),
+        Index("ix_samples_run_model_suite", "run_id", "model", "suite"),
+    )
+
+
+class CacheRow(Base):
+    """Opt-in response cache: identical request (model, parameters, messages, sample) -> completion."""
+
+    __tablename__ = "response_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    completion_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One graded sample, as the engine hands it to the store and the store hands it back."""
+
+    run_id: str
+    model: str
+    suite: str
+    suite_hash: str
+    item_id: str
+    item_group: str
+    sample_index: int
+    completion: str
+    reasoning: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    latency_s: float
+    ttft_s: float | None
+    served_model: str
+    error: str
+    attempts: int
+    cost_usd: float
+    score: float
+    passed: bool
+    grade_reason: str
+    extracted: str
+
+
+_RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    plan_name: str
+    plan_path: str
+    plan_fingerprint: str
+    tag: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    plan: dict
+
+
+@dataclass(frozen=True)
+class RunModelInfo:
+    model: str
+    provider: str
+    api_model: str
+    base_url: str
+    price_input: float
+    price_output: float
+
+
+@dataclass(frozen=True)
+class RunSuiteInfo:
+    suite: str
+    suite_hash: str
+    family: str
+    grader: str
+    items: int | None
+
+
+def new_run_id() -> str:
+    return _now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = url or default_db_url()
+        try:
+            self.engine = create_engine(self.url)
+        except (ArgumentError, ImportError, ValueError) as exc:
+            raise HarnessError(f"--db {self.url!r}: not a usable SQLAlchemy URL ({exc})") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise HarnessError(f"--db {self.url}: cannot open the database ({exc.orig})") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing --------------------------------------------------------------------
+
+    def start_run(self, *, plan_name: str, plan_path: str, plan_fingerprint: str, plan: dict,
+                  tag: str = "", version: str = "") -> str:
+        run_id = new_run_id()
+        with Session(self.engine) as s, s.begin():
+            s.add(RunRow(id=run_id, plan_name=plan_name, plan_path=plan_path,
+                         plan_fingerprint=plan_fingerprint, plan_json=json.dumps(plan, default=str),
+                         tag=tag, harness_version=version))
+        return run_id
+
+    def unfinished_run(self, plan_fingerprint: str) -> str | None:
+        """The newest run of this plan that did not finish: rerunning the plan resumes it."""
+        with Session(self.engine) as s:
+            row = s.scalars(select(RunRow).where(RunRow.plan_fingerprint == plan_fingerprint)
+                            .order_by(RunRow.started_at.desc()).limit(1)).first()
+            return row.id if row is not None and row.status != "finished" else None
+
+    def mark_run(self, run_id: str, status: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(RunRow, run_id)
+            row.status = status
+            row.finished_at = _now() if status == "finished" else None
+
+    def record_models(self, run_id: str, models: Iterable[RunModelInfo]) -> None:
+        with Session(self.engine) as s, s.begin():
+            existing = set(s.scalars(select(RunModelRow.model).where(RunModelRow.run_id == run_id)))
+            for m in models:
+                if m.model not in existing:
+                    s.add(RunModelRow(run_id=run_id, **m.__dict__))
+
+    def record_suite(self, run_id: str, info: RunSuiteInfo) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.scalars(select(RunSuiteRow).where(RunSuiteRow.run_id == run_id,
+                                                      RunSuiteRow.suite == info.suite)).first()
+            if row is None:
+                s.add(RunSuiteRow(run_id=run_id, **info.__dict__))
+            elif row.suite_hash != info.suite_hash:
+                raise HarnessError(
+                    f"run {run_id}: suite '{info.suite}' changed since the run started (hash {row.suite_hash} -> "
+                    f"{info.suite_hash}); start a new run with --new instead of resuming"
+                )
+
+    def record_prompts(self, suite_hash: str, prompts: Iterable[tuple[str, str, str]]) -> None:
+        """Store (item_id, messages_json, reference) once per suite content."""
+        with Session(self.engine) as s, s.begin():
+            rows = list(prompts)
+            have = set(s.scalars(select(PromptRow.item_id).where(
+                PromptRow.suite_hash == suite_hash, PromptRow.item_id.in_([r[0] for r in rows]))))
+            for item_id, messages_json, reference in rows:
+                if item_id not in have:
+                    have.add(item_id)
+                    s.add(PromptRow(suite_hash=suite_hash, item_id=item_id,
+                                    messages_json=messages_json, reference=reference))
+
+    def save_samples(self, records: Iterable[SampleRecord]) -> None:
+        """Commit finished samples in one transaction (a duplicate from a race is ignored)."""
+        rows = [SampleRow(**r.__dict__) for r in records]
+        if not rows:
+            return
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add_all(rows)
+        except IntegrityError:
+            for row in rows:  # rare: fall back to one by one so the others still land
+                try:
+                    with Session(self.engine) as s, s.begin():
+                        s.merge(SampleRow(**{k: getattr(row, k) for k in _RECORD_FIELDS}))
+                except IntegrityError:
+                    pass
+
+    def done_keys(self, run_id: str) -> set[tuple[str, str, str, int]]:
+        with Session(self.engine) as s:
+            q = select(SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.sample_index) \
+                .where(SampleRow.run_id == run_id)
+            return {tuple(r) for r in s.execute(q)}
+
+    def cache_get(self, key: str) -> dict | None:
+        with Session(self.engine) as s:
+            row = s.get(CacheRow, key)
+            return json.loads(row.completion_json) if row else None
+
+    def cache_put(self, key: str, completion: dict) -> None:
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.merge(CacheRow(key=key, completion_json=json.dumps(completion)))
+        except IntegrityError:
+            pass
+
+    # -- reading --------------------------------------------------------------------
+
+    def resolve_run(self, run_id: str | None) -> str:
+        """A run id, a unique prefix of one, 'latest', or None (= the latest run)."""
+        with Session(self.engine) as s:
+            if run_id in (None, "", "latest"):
+                rid = s.scalars(select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1)).first()
+                if rid is None:
+                    raise HarnessError(f"no runs in {self.url} yet: run `harness run` first (or pass --db)")
+                return rid
+            if s.get(RunRow, run_id) is not None:
+                return run_id
+            matches = list(s.scalars(select(RunRow.id).where(RunRow.id.startswith(run_id))))
+            if len(matches) == 1:
+                return matches[0]
+            if not matches:
+                raise HarnessError(f"no run '{run_id}' in {self.url} (see `harness runs list`)")
+            raise HarnessError(f"run '{run_id}' is ambiguous: {', '.join(matches[:5])}")
+
+    def runs(self, plan_name: str | None = None) -> list[RunInfo]:
+        with Session(self.engine) as s:
+            q = select(RunRow).order_by(RunRow.started_at, RunRow.id)
+            if plan_name:
+                q = q.where(RunRow.plan_name == plan_name)
+            return [_run_info(r) for r in s.scalars(q)]
+
+    def run(self, run_id: str) -> RunInfo:
+        with Session(self.engine) as s:
+            row = s.get(RunRow, self.resolve_run(run_id))
+            return _run_info(row)
+
+    def run_models(self, run_id: str) -> list[RunModelInfo]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id).order_by(RunModelRow.id))
+            return [RunModelInfo(r.model, r.provider, r.api_model, r.base_url, r.price_input, r.price_output)
+                    for r in rows]
+
+    def run_suites(self, run_id: str) -> list[RunSuiteInfo]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(RunSuiteRow).where(RunSuiteRow.run_id == run_id).order_by(RunSuiteRow.id))
+            return [RunSuiteInfo(r.suite, r.suite_hash, r.family, r.grader, r.items) for r in rows]
+
+    def samples(self, run_id: str, *, model: str | None = None, suite: str | None = None,
+                batch: int = 2000) -> Iterator[SampleRecord]:
+        """Stream a run's samples in a stable order (model, suite, item, sample index)."""
+        q = select(*[getattr(SampleRow, f) for f in _RECORD_FIELDS]).where(SampleRow.run_id == run_id)
+        if model:
+            q = q.where(SampleRow.model == model)
+        if suite:
+            q = q.where(SampleRow.suite == suite)
+        q = q.order_by(SampleRow.model, SampleRow.suite, SampleRow.id)
+        with Session(self.engine) as s:
+            for row in s.execute(q.execution_options(yield_per=batch)):
+                yield SampleRecord(*row)
+
+    def prompts(self, suite_hash: str, item_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """item_id -> (messages_json, reference) for a suite content."""
+        with Session(self.engine) as s:
+            q = select(PromptRow.item_id, PromptRow.messages_json, PromptRow.reference) \
+                .where(PromptRow.suite_hash == suite_hash)
+            if item_ids is not None:
+                q = q.where(PromptRow.item_id.in_(list(item_ids)))
+            return {r[0]: (r[1], r[2]) for r in s.execute(q)}
+
+    def count_samples(self, run_id: str) -> int:
+        with Session(self.engine) as s:
+            return s.scalar(select(func.count()).select_from(SampleRow).where(SampleRow.run_id == run_id)) or 0
+
+
+def _run_info(r: RunRow) -> RunInfo:
+    return RunInfo(r.id, r.plan_name, r.plan_path, r.plan_fingerprint, r.tag, r.status,
+                   r.started_at, r.finished_at, json.loads(r.plan_json or "{}"))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the report read while a run writes; NORMAL sync keeps per-sample commits cheap
+    # while still never corrupting the file on a crash (the last commits may roll back).
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()

@@ -1,0 +1,171 @@
+"""Summarize a stored run per model x suite: score with 95% CI, errors, latency, tokens and cost.
+
+The CLI table, the HTML report and `harness compare` all read these values, so every view
+of a run shows the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from harness.store import RunInfo, RunModelInfo, RunSuiteInfo, Store
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    model: str
+    suite: str
+    suite_hash: str
+    n_samples: int
+    n_items: int
+    mean: float
+    lo: float
+    hi: float
+    ci_method: str
+    errors: int
+    error_rate: float
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+    ttft_p50: float
+    ttft_p99: float
+    tokens_per_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+    cost_per_correct: float
+    served_models: tuple[str, ...]
+    scores: tuple[float, ...] = field(repr=False, default=())  # per item (mean over samples), item order
+    item_ids: tuple[str, ...] = field(repr=False, default=())
+    groups: tuple[str, ...] = field(repr=False, default=())
+
+
+@dataclass(frozen=True)
+class ModelOps:
+    """Operations view of one model over the whole run (all suites)."""
+
+    model: str
+    n_samples: int
+    error_rate: float
+    latency_p50: float
+    latency_p99: float
+    ttft_p50: float
+    tokens_per_s: float
+    cost_usd: float
+    cost_per_correct: float
+    accuracy: float
+    served_models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: RunInfo
+    models: list[RunModelInfo]
+    suites: list[RunSuiteInfo]
+    cells: list[CellSummary]
+    ops: list[ModelOps]
+
+    def cell(self, model: str, suite: str) -> CellSummary | None:
+        for c in self.cells:
+            if c.model == model and c.suite == suite:
+                return c
+        return None
+
+
+class _Acc:
+    def __init__(self):
+        self.scores_by_item: dict[str, list[float]] = defaultdict(list)
+        self.group_by_item: dict[str, str] = {}
+        self.latency: list[float] = []
+        self.ttft: list[float] = []
+        self.errors = 0
+        self.n = 0
+        self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = 0
+        self.cost = 0.0
+        self.correct = 0.0
+        self.gen_time = 0.0
+        self.served: set[str] = set()
+        self.suite_hash = ""
+
+    def add(self, r) -> None:
+        self.n += 1
+        self.suite_hash = r.suite_hash
+        self.scores_by_item[r.item_id].append(r.score)
+        self.group_by_item[r.item_id] = r.item_group
+        if r.error:
+            self.errors += 1
+        else:
+            self.latency.append(r.latency_s)
+            self.gen_time += r.latency_s
+            if r.ttft_s is not None:
+                self.ttft.append(r.ttft_s)
+        if r.served_model:
+            self.served.add(r.served_model)
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.reasoning_tokens += r.reasoning_tokens
+        self.cost += r.cost_usd
+        self.correct += r.score
+
+
+def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
+    from harness import stats
+
+    run = store.run(run_id)
+    cells_acc: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
+    model_acc: dict[str, _Acc] = defaultdict(_Acc)
+    for r in store.samples(run.id):
+        cells_acc[(r.model, r.suite)].add(r)
+        model_acc[r.model].add(r)
+    models = store.run_models(run.id)
+    suites = store.run_suites(run.id)
+    cells = []
+    for m in models:
+        for s in suites:
+            acc = cells_acc.get((m.model, s.suite))
+            if acc is None:
+                continue
+            item_ids = tuple(acc.scores_by_item)
+            multi = any(len(v) > 1 for v in acc.scores_by_item.values())
+            if multi:
+                # Several samples per item: every sample counts, clustered by item.
+                flat = [x for i in item_ids for x in acc.scores_by_item[i]]
+                clusters = [i for i in item_ids for _ in acc.scores_by_item[i]]
+                est = stats.mean_ci(flat, clusters=clusters)
+            else:
+                flat = [acc.scores_by_item[i][0] for i in item_ids]
+                groups = [acc.group_by_item[i] for i in item_ids]
+                est = stats.mean_ci(flat, clusters=groups if any(groups) else None)
+            per_item = tuple(sum(v) / len(v) for v in (acc.scores_by_item[i] for i in item_ids))
+            lat = stats.percentiles(acc.latency, (50, 90, 99))
+            ttft = stats.percentiles(acc.ttft, (50, 99))
+            cells.append(CellSummary(
+                model=m.model, suite=s.suite, suite_hash=acc.suite_hash, n_samples=acc.n,
+                n_items=len(item_ids), mean=est.mean, lo=est.lo, hi=est.hi, ci_method=est.method,
+                errors=acc.errors, error_rate=acc.errors / acc.n if acc.n else float("nan"),
+                latency_p50=lat[50], latency_p90=lat[90], latency_p99=lat[99],
+                ttft_p50=ttft[50], ttft_p99=ttft[99],
+                tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
+                prompt_tokens=acc.prompt_tokens, completion_tokens=acc.completion_tokens,
+                reasoning_tokens=acc.reasoning_tokens, cost_usd=acc.cost,
+                cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+                served_models=tuple(sorted(acc.served)), scores=per_item, item_ids=item_ids,
+                groups=tuple(acc.group_by_item[i] for i in item_ids),
+            ))
+    ops = []
+    for m in models:
+        acc = model_acc.get(m.model)
+        if acc is None:
+            continue
+        lat = stats.percentiles(acc.latency, (50, 99))
+        ttft = stats.percentiles(acc.ttft, (50,))
+        ops.append(ModelOps(
+            model=m.model, n_samples=acc.n, error_rate=acc.errors / acc.n if acc.n else float("nan"),
+            latency_p50=lat[50], latency_p99=lat[99], ttft_p50=ttft[50],
+            tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
+            cost_usd=acc.cost, cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+            accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
+        ))
+    return RunSummary(run, models, suites, cells, ops)

@@ -1,0 +1,264 @@
+"""A loopback OpenAI-compatible chat server for tests and benchmarks: real HTTP, injectable faults.
+
+Hand-written on asyncio streams (HTTP/1.1 keep-alive, JSON and SSE) so it has no dependency
+and costs little CPU. It answers from a `responder(model, messages) -> text` callable, counts
+every request per (model, prompt) so tests can prove nothing was requested twice, and can
+inject latency, HTTP 500s, 429s with Retry-After, malformed bodies and dropped connections.
+
+Run standalone (for benchmarks, in its own process):
+    python tests/fakeserver.py --port 0 --latency 0.5   # prints "listening on http://127.0.0.1:PORT/v1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+def default_responder(model: str, messages: list[dict]) -> str:
+    return "The answer is 42."
+
+
+@dataclass
+class Faults:
+    latency_s: float = 0.0
+    error_500: float = 0.0  # probability per request
+    error_429: float = 0.0
+    retry_after_s: float = 0.05
+    malformed: float = 0.0  # 200 with a body that is not JSON
+    drop: float = 0.0  # close the connection without answering
+    hang: float = 0.0  # never answer (client timeout)
+    seed: int = 0
+
+
+@dataclass
+class ServerState:
+    responder: Callable[[str, list[dict]], str] = default_responder
+    faults: Faults = field(default_factory=Faults)
+    served_model: Callable[[str], str] | None = None  # the `model` reported back
+    requests: int = 0
+    successes: Counter = field(default_factory=Counter)  # prompt key -> 200 answers sent
+    attempts: Counter = field(default_factory=Counter)  # prompt key -> requests received
+    status_counts: Counter = field(default_factory=Counter)
+    bodies: list = field(default_factory=list)  # last raw request bodies (bounded) for inspection
+    headers_seen: list = field(default_factory=list)
+
+
+def prompt_key(model: str, messages: list[dict]) -> str:
+    blob = json.dumps([model, messages], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class FakeOpenAIServer:
+    def __init__(self, state: ServerState | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.state = state or ServerState()
+        self.host, self.port = host, port
+        self._rng = random.Random(self.state.faults.seed)
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start_async(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self) -> "FakeOpenAIServer":
+        """Serve from a background thread with its own event loop."""
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start_async())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            async def close():
+                self._server.close()
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    break
+                method, path, _ = request_line.decode("latin-1").split(" ", 2)
+                headers = {}
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = line.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                keep = await self._respond(method, path, headers, body, writer)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _respond(self, method, path, headers, body, writer) -> bool:
+        st = self.state
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            self._send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            return True
+        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+            self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
+            return True
+        st.requests += 1
+        if len(st.headers_seen) < 50:
+            st.headers_seen.append(headers)
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError:
+            self._send(writer, 400, {"error": {"message": "invalid JSON body"}})
+            return True
+        model = payload.get("model", "")
+        messages = payload.get("messages", [])
+        key = prompt_key(model, messages)
+        st.attempts[key] += 1
+        if len(st.bodies) < 50:
+            st.bodies.append(payload)
+        f = self.state.faults
+        roll = self._rng.random()
+        if f.latency_s:
+            await asyncio.sleep(f.latency_s)
+        # One roll picks at most one fault, so the rates add up as configured.
+        edges = [("500", f.error_500), ("429", f.error_429), ("malformed", f.malformed), ("drop", f.drop),
+                 ("hang", f.hang)]
+        acc = 0.0
+        for name, p in edges:
+            acc += p
+            if roll < acc:
+                st.status_counts[name] += 1
+                if name == "500":
+                    self._send(writer, 500, {"error": {"message": "injected server error", "type": "server_error"}})
+                    return True
+                if name == "429":
+                    self._send(writer, 429, {"error": {"message": "injected rate limit", "type": "rate_limit"}},
+                               extra={"Retry-After": f"{f.retry_after_s:g}"})
+                    return True
+                if name == "malformed":
+                    self._send_raw(writer, 200, b'{"id": "x", "choices": [ {"message": ', "application/json")
+                    return True
+                if name == "drop":
+                    return False
+                if name == "hang":
+                    await asyncio.sleep(3600)
+                    return False
+        text = st.responder(model, messages)
+        st.successes[key] += 1
+        st.status_counts["200"] += 1
+        served = st.served_model(model) if st.served_model else model
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        completion_tokens = max(1, len(text.split()))
+        if payload.get("stream"):
+            await self._stream(writer, served, text, prompt_tokens, completion_tokens)
+            return True
+        self._send(writer, 200, {
+            "id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
+            "model": served,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+        return True
+
+    async def _stream(self, writer, served, text, prompt_tokens, completion_tokens) -> None:
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+        writer.write(head.encode())
+
+        def event(obj) -> None:
+            data = f"data: {json.dumps(obj)}\n\n".encode() if obj is not None else b"data: [DONE]\n\n"
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+        base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": int(time.time()), "model": served}
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            piece = w if i == 0 else " " + w
+            event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            await writer.drain()
+        event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                                "total_tokens": prompt_tokens + completion_tokens}})
+        event(None)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    def _send(self, writer, status: int, obj, extra: dict | None = None) -> None:
+        self._send_raw(writer, status, json.dumps(obj).encode(), "application/json", extra)
+
+    @staticmethod
+    def _send_raw(writer, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Internal Server Error"}.get(status, "OK")
+        head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        for k, v in (extra or {}).items():
+            head += f"{k}: {v}\r\n"
+        writer.write((head + "\r\n").encode() + body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--error-500", type=float, default=0.0)
+    ap.add_argument("--error-429", type=float, default=0.0)
+    ap.add_argument("--retry-after", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    state = ServerState(faults=Faults(latency_s=args.latency, error_500=args.error_500, error_429=args.error_429,
+                                      retry_after_s=args.retry_after, seed=args.seed))
+    server = FakeOpenAIServer(state, port=args.port)
+
+    async def serve():
+        await server.start_async()
+        print(f"listening on {server.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Bundled suites: load, stream items with stable ids, render in the sandbox, grade their references."""
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.grading import validate_suite
+from harness.plan import SuiteRef
+from harness.prompt import PromptBuilder
+from harness.suite import list_suites, load_suite
+
+BUNDLED = ["code-functions", "code-tasks", "math-word", "zh-mcq", "en-reasoning"]
+
+
+def test_bundled_suites_are_listed():
+    assert set(BUNDLED) <= set(list_suites())
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_suite_has_40_items_with_unique_ids(name):
+    suite = load_suite(name)
+    items = list(suite.items())
+    assert len(items) >= 40
+    assert len({i.id for i in items}) == len(items)
+    assert suite.count() == len(items)
+    assert all(i.reference not in (None, "") for i in items)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_reference_answers_grade_correct(name):
+    result = validate_suite(load_suite(name))
+    assert result.failures == []
+    assert result.passed == result.total >= 40
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_prompts_render_with_and_without_shots(name):
+    suite = load_suite(SuiteRef(name=name, limit=3, fewshot=0))
+    builder = PromptBuilder(suite)
+    for item in suite.items():
+        prompt = builder.build(item)
+        assert prompt.messages[-1].role == "user" and prompt.messages[-1].content.strip()
+    with_shots = load_suite(SuiteRef(name=name, limit=1, fewshot=1))
+    if with_shots.fewshot_pool():
+        p = PromptBuilder(with_shots).build(next(with_shots.items()))
+        assert [m.role for m in p.messages if m.role != "system"] == ["user", "assistant", "user"]
+
+
+def test_limit_and_stable_order():
+    a = [i.id for i in load_suite(SuiteRef(name="math-word", limit=5)).items()]
+    b = [i.id for i in load_suite(SuiteRef(name="math-word", limit=5)).items()]
+    assert a == b == [f"math-word/{n}" for n in range(5)]
+
+
+def test_content_hash_is_stable_and_tracks_options():
+    h1 = load_suite("zh-mcq").content_hash
+    assert h1 == load_suite("zh-mcq").content_hash
+    assert h1 != load_suite(SuiteRef(name="zh-mcq", fewshot=2)).content_hash
+    # the item limit selects items; it does not change what an item is
+    assert h1 == load_suite(SuiteRef(name="zh-mcq", limit=3)).content_hash
+
+
+def test_unknown_suite_lists_known():
+    with pytest.raises(HarnessError, match="unknown suite 'nope'.*math-word"):
+        load_suite("nope")
+
+
+def _make_suite(tmp_path, template: str, items: str = '{"q": "hi", "a": "1"}\n'):
+    folder = tmp_path / "suites" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "suite.yaml").write_text(
+        "name: tiny\nfamily: reasoning\ntemplate: prompt.j2\nreference_field: a\ngrader: {name: exact}\n")
+    (folder / "prompt.j2").write_text(template)
+    (folder / "items.jsonl").write_text(items)
+    return folder
+
+
+def test_template_typo_is_an_error_not_empty_text(tmp_path):
+    folder = _make_suite(tmp_path, "Question: {{ qq }}")
+    suite = load_suite(str(folder))
+    with pytest.raises(HarnessError, match="undefined"):
+        PromptBuilder(suite).build(next(suite.items()))
+
+
+def test_template_cannot_reach_python_internals(tmp_path):
+    folder = _make_suite(tmp_path, "{{ q.__class__.__mro__[1].__subclasses__() }}")
+    suite = load_suite(str(folder))
+    with pytest.raises(HarnessError):
+        PromptBuilder(suite).build(next(suite.items()))
+
+
+def test_malformed_items_line_is_named(tmp_path):
+    folder = _make_suite(tmp_path, "{{ q }}", items='{"q": "hi", "a": "1"}\n{not json}\n')
+    suite = load_suite(str(folder))
+    with pytest.raises(HarnessError, match=r"items.jsonl:2: not valid JSON"):
+        list(suite.items())
