@@ -104,7 +104,7 @@ class Suite:
                     f"suite '{self.name}' needs data: give a path to the benchmark files or a hub id in the "
                     f"plan (suites: [{{{self.name}: {{data: PATH}}}}]) or with --data"
                 )
-            cached = loaders.load(self.loader, self.data, self.loader_options)
+            cached = loaders.load(self.loader, self.data, self.loader_options, suite=self.name)
             object.__setattr__(self, "_loaded_cache", cached)
         return cached
 

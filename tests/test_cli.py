@@ -1,0 +1,152 @@
+"""The command line as a user meets it: one-line errors with exit code 2, and the read commands."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import oracle_responder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def harness(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_explains_commands():
+    proc = harness("--help")
+    assert proc.returncode == 0
+    for cmd in ("run", "report", "runs", "suites", "grade", "export"):
+        assert cmd in proc.stdout
+    run_help = harness("run", "--help").stdout
+    assert "--db" in run_help and "--limit" in run_help and "--dry-run" in run_help
+
+
+def test_missing_plan(tmp_path):
+    assert_clean_error(harness("run", "nope.yaml", cwd=tmp_path), "plan file not found", "nope.yaml")
+
+
+def test_bad_yaml(tmp_path):
+    (tmp_path / "p.yaml").write_text("models: [unclosed\n")
+    assert_clean_error(harness("run", "p.yaml", cwd=tmp_path), "p.yaml", "invalid YAML")
+
+
+def test_unknown_suite(tmp_path):
+    (tmp_path / "p.yaml").write_text("models: {m: {provider: llamacpp}}\nsuites: [no-such-suite]\n")
+    assert_clean_error(harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path),
+                       "unknown suite 'no-such-suite'")
+
+
+def test_unknown_provider(tmp_path):
+    (tmp_path / "p.yaml").write_text("models: {m: {provider: bedrock}}\nsuites: [math-word]\n")
+    assert_clean_error(harness("run", "p.yaml", cwd=tmp_path), "model 'm'", "unknown provider 'bedrock'")
+
+
+def test_missing_api_key_variable(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "models: {m: {provider: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: HARNESS_NO_SUCH_KEY}}\n"
+        "suites: [math-word]\n")
+    assert_clean_error(harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path),
+                       "HARNESS_NO_SUCH_KEY is not set")
+
+
+def test_unknown_run_and_empty_db(tmp_path):
+    assert_clean_error(harness("runs", "show", "--db", f"sqlite:///{tmp_path}/empty.db"), "no runs in")
+    assert_clean_error(harness("report", "nope", "--db", f"sqlite:///{tmp_path}/empty.db"), "no run 'nope'")
+
+
+def test_grade_unknown_suite(tmp_path):
+    (tmp_path / "s.jsonl").write_text('{"task_id": "x", "completion": "y"}\n')
+    assert_clean_error(harness("grade", "nope", "--samples", str(tmp_path / "s.jsonl")), "unknown suite")
+
+
+def test_run_then_read_commands(tmp_path, fake_server):
+    fake_server.state.responder = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
+    plan = {"name": "cli-test",
+            "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
+            "suites": [{"math-word": {"limit": 3}}, {"zh-mcq": {"limit": 2}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    proc = harness("run", "p.yaml", "--db", db, "--out", str(tmp_path / "reports"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "math-word" in proc.stdout and "66.7" in proc.stdout  # 2 of 3 right
+    report_line = [line for line in proc.stdout.splitlines() if line.startswith("report: ")]
+    assert report_line and Path(report_line[0].split(": ", 1)[1]).is_file()
+
+    listing = json.loads(harness("runs", "list", "--db", db, "--json").stdout)
+    assert len(listing) == 1 and listing[0]["samples"] == 5 and listing[0]["status"] == "finished"
+    shown = harness("runs", "show", "--db", db)
+    assert shown.returncode == 0 and "zh-mcq" in shown.stdout
+
+    rows = [json.loads(line) for line in harness("export", "--db", db).stdout.splitlines()]
+    assert len(rows) == 5 and {r["suite"] for r in rows} == {"math-word", "zh-mcq"}
+    assert {"run", "model", "suite", "item_id", "sample_index", "completion", "score", "prompt_tokens",
+            "completion_tokens", "latency_s", "cost_usd", "error"} <= set(rows[0])
+    csv_text = harness("export", listing[0]["run"][:15], "--format", "csv", "--db", db).stdout
+    import csv
+    import io
+    csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert csv_text.startswith("run,model,suite") and len(csv_rows) == 5
+    assert {r["completion"] for r in csv_rows} == {r["completion"] for r in rows}
+
+
+def test_dry_run_sends_nothing(tmp_path, fake_server):
+    plan = {"models": {"m": {"provider": "openai", "base_url": fake_server.base_url,
+                             "price": {"input": 1.0, "output": 2.0}}},
+            "suites": [{"math-word": {"limit": 3}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    proc = harness("run", "p.yaml", "--dry-run", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 items" in proc.stdout and "requests" in proc.stdout and "$" in proc.stdout
+    assert fake_server.state.requests == 0
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_suites_list_show_validate():
+    listing = harness("suites", "list")
+    assert listing.returncode == 0
+    for name in ("code-functions", "code-tasks", "math-word", "zh-mcq", "en-reasoning", "humaneval", "ceval"):
+        assert name in listing.stdout
+    shown = harness("suites", "show", "zh-mcq")
+    assert shown.returncode == 0 and "hash:" in shown.stdout and "--- user" in shown.stdout
+    valid = harness("suites", "validate", "en-reasoning")
+    assert valid.returncode == 0 and "100.0%" in valid.stdout
+
+
+def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
+    from harness.prompt import PromptBuilder
+    from harness.suite import load_suite
+
+    suite = load_suite("code-functions")
+    builder = PromptBuilder(suite)
+    items = list(suite.items())[:3]
+    rows = []
+    for i, item in enumerate(items):
+        good = builder.reference_response(item)
+        rows += [{"task_id": item.id, "completion": good, "extra": i},
+                 {"task_id": item.id, "completion": good if i == 0 else "    return None\n", "extra": i}]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = harness("grade", "code-functions", "--samples", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    # per task (n=2): c = 2, 1, 1 -> pass@1 = (1 + .5 + .5)/3, pass@2 = 1
+    assert summary["pass_at_k"]["1"] == pytest.approx(2 / 3)
+    assert summary["pass_at_k"]["2"] == pytest.approx(1.0)
+    results = [json.loads(line) for line in Path(f"{path}_results.jsonl").read_text().splitlines()]
+    assert len(results) == 6 and all("passed" in r and "result" in r and "extra" in r for r in results)
+    assert [r["passed"] for r in results] == [True, True, True, False, True, False]
