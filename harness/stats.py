@@ -18,7 +18,7 @@ Conventions shared by every function here:
 - scores must be finite: a NaN score raises ValueError (decide upstream whether a failed item
   scores 0 or is dropped, so that pairing stays intact). Only `percentiles` ignores NaN;
 - empty input gives NaN estimates and never raises; where a spread cannot be estimated
-  (n = 1, a single cluster) the bounds and standard error are NaN while the mean is reported;
+  (n = 1; in paired tests, a single cluster) the bounds and standard error are NaN while the mean is reported;
 - confidence intervals other than Wilson and the bootstrap use the normal critical value
   z_{1-(1-confidence)/2}, as Miller (2024) does.
 """
@@ -247,8 +247,8 @@ def mean_ci(
 
     - `clusters` given (a hashable label per item, blank = own cluster; at least one cluster
       with 2+ items): mean +- z * clustered SE (see `clustered_se`); bounds are clipped to
-      [0, 1] when every score lies in [0, 1]; NaN bounds with a single cluster. Clusters that
-      are all singletons count as no clustering.
+      [0, 1] when every score lies in [0, 1]. A single cluster, or clusters that are all
+      singletons, count as no clustering.
     - else all scores 0/1: Wilson interval (defined from n = 1 on).
     - else: percentile bootstrap of the mean, `n_resamples` resamples from
       numpy.random.default_rng(seed); NaN bounds when n == 1.
@@ -261,6 +261,10 @@ def mean_ci(
         return Estimate(NAN, NAN, NAN, 0, "empty", NAN)
     mean = float(arr.mean())
 
+    if codes is not None and len(np.unique(codes)) < 2:
+        # One cluster: its spread cannot be estimated, so fall back to independent items
+        # rather than show no interval at all.
+        codes = None
     if codes is not None:
         se = _clustered_se_codes(arr, codes)
         lo, hi = mean - z * se, mean + z * se

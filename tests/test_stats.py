@@ -229,10 +229,13 @@ def test_blank_cluster_labels_are_singletons():
     assert clustered_se(y, tuples) == pytest.approx(clustered_se(y, [0] * 4 + [1] * 4), abs=TOL)
 
 
-def test_clustered_single_cluster_has_nan_bounds():
+def test_single_cluster_falls_back_to_independent_items():
+    # A single cluster's spread cannot be estimated: the interval treats items as independent
+    # (a small smoke run often draws every item from one subject) instead of showing none.
     est = mean_ci([1, 0, 1, 1], clusters=["x"] * 4)
-    assert est.mean == 0.75 and est.method == "clustered"
-    assert math.isnan(est.lo) and math.isnan(est.hi) and math.isnan(est.se)
+    assert est.mean == 0.75 and est.method == "wilson"
+    assert (est.lo, est.hi) == pytest.approx(wilson_interval(3, 4))
+    assert math.isnan(clustered_se([1, 0, 1, 1], ["x"] * 4))
     assert math.isnan(clustered_se([], []))
 
 
