@@ -1,0 +1,423 @@
+"""Build the static report site: runs index, run pages, paginated sample pages, A-vs-B pages, plan trends."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import pickle
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from harness.report import analysis, charts, pages, queries
+from harness.report.pages import (Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir,
+                                  secs, slug, usd)
+from harness.store import Store
+from harness.summary import RunSummary, summarize_run
+
+log = logging.getLogger(__name__)
+
+COMPARE_PAGE_SIZE = 500  # disagreeing items per A-vs-B page
+CACHE_FORMAT = 1
+# Runs with at least this many samples render part of their sample pages in a second process
+# while this one summarizes the run (the machine has two cores; 100k samples must take < 10 s).
+PARALLEL_MIN_SAMPLES = 20_000
+MAIN_SHARE = 0.15  # of the samples, rendered here; the worker, which has no summary or charts to do, takes the rest
+
+
+def _when(d: datetime | None) -> str:
+    return d.strftime("%Y-%m-%d %H:%M") if d else ""
+
+
+def _duration(a: datetime | None, b: datetime | None) -> str:
+    if not a or not b:
+        return ""
+    s = max(0, int((b - a).total_seconds()))
+    if s >= 86400:
+        return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def _chart_ctx(chart: charts.Chart | None, path: Path, href: str) -> dict | None:
+    """Save the PNG (for download) and inline it as a data: URI (CSP allows only those images)."""
+    if chart is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(chart.png)
+    return dict(src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"), file=href,
+                alt=chart.alt, width=chart.width, height=chart.height)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _write_run(store: Store, r: Renderer, out: Path, run_id: str) -> RunSummary:
+    """Build the run's folder next to the old one and swap it in: no stale pages, no half-written site."""
+    name = run_dir(run_id)
+    for stale in out.glob(f".{name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out / f".{name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir(parents=True)
+    try:
+        summary = _build_run(store, r, tmp, run_id)
+        final = out / name
+        old = None
+        if final.exists():
+            old = out / f".{name}.tmp-old-{secrets.token_hex(4)}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _save_cache(out, summary, store.count_samples(run_id))
+    return summary
+
+
+def _worker_url(store: Store) -> str | None:
+    """The URL a worker process can open for the same data, or None (in-memory SQLite)."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:")
+                                               or "mode=memory" in str(url)):
+        return None
+    return store.url
+
+
+def _split(counts: dict, total: int) -> tuple[list, list]:
+    """Cells for this process (the first MAIN_SHARE of the samples) and for a worker (the rest)."""
+    cells = list(counts)
+    if total < PARALLEL_MIN_SAMPLES or (os.cpu_count() or 1) < 2 or len(cells) < 2:
+        return cells, []
+    main, done = [], 0
+    for cell in cells:
+        if done >= MAIN_SHARE * total and main:
+            break
+        main.append(cell)
+        done += counts[cell][0]
+    return main, cells[len(main):]
+
+
+class _SamplePages:
+    """Renders every cell's sample pages: a share in a worker process (started at once, so it runs
+    while this process summarizes the run and draws charts), the rest here in render_here()."""
+
+    def __init__(self, store: Store, run_id: str, max_id: int, counts: dict, site: Path):
+        from harness.report.worker import Worker
+
+        self.store, self.run_id, self.max_id, self.counts, self.site = store, run_id, max_id, counts, site
+        total = sum(v[0] for v in counts.values())
+        self.main_cells, self.worker_cells = _split(counts, total)
+        self.worker = None
+        url = _worker_url(store) if self.worker_cells else None
+        if url is not None:
+            try:
+                self.worker = Worker(url, run_id, max_id, self.worker_cells, site,
+                                     {c: counts[c] for c in self.worker_cells})
+            except OSError as exc:  # no subprocesses here: do it all in this one
+                log.warning("report: no worker process (%s); rendering serially", exc)
+        if self.worker is None:
+            self.main_cells, self.worker_cells = self.main_cells + self.worker_cells, []
+
+    def kill(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+
+    def render_here(self):
+        """Render this process's share, collect the worker's; returns (located, references, latencies)."""
+        parts = [pages.render_cells(self.store, self.run_id, self.max_id, self.main_cells, self.site, self.counts)]
+        if self.worker is not None:
+            try:
+                parts.append(self.worker.result())
+            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+                log.warning("report: %s; rendering its pages here", exc)
+                parts.append(pages.render_cells(self.store, self.run_id, self.max_id, self.worker_cells,
+                                                self.site, self.counts))
+        located, references, latencies = {}, {}, {}
+        for part in parts:
+            located.update(part["located"])
+            references.update(part["references"])
+            for model, values in part["latencies"].items():
+                latencies.setdefault(model, []).append(values)
+        return located, references, {m: [x for arr in v for x in arr] for m, v in latencies.items()}
+
+
+def _build_run(store: Store, r: Renderer, site: Path, run_id: str) -> RunSummary:
+    max_id = queries.max_sample_id(store, run_id)
+    counts = queries.cell_counts(store, run_id, max_id)
+    sample_pages = _SamplePages(store, run_id, max_id, counts, site)
+    try:
+        summary = summarize_run(store, run_id)
+        run = summary.run
+        models = [m.model for m in summary.models]
+        suite_names = [s.suite for s in summary.suites]
+        for model, suite in counts:  # samples of a model or suite the run did not register still show
+            if model not in models:
+                models.append(model)
+            if suite not in suite_names:
+                suite_names.append(suite)
+        cells = {(c.model, c.suite): c for c in summary.cells}
+        boards = analysis.leaderboards(summary)
+        pair_list = analysis.pairs(summary)
+
+        # ---- charts from the summary
+        values = {(c.model, c.suite): (c.mean, c.lo, c.hi) for c in summary.cells if c.n_items}
+        worse = {(row.cell.model, row.cell.suite) for rows in boards.values() for row in rows if row.worse}
+        chart_ctx = {"accuracy": None, "cost": None, "latency": None}
+        if values:
+            chart_ctx["accuracy"] = _chart_ctx(charts.accuracy_chart(suite_names, models, values, worse),
+                                               site / "charts" / "accuracy.png", "charts/accuracy.png")
+        ops_points = [(o.model, o.cost_usd, o.accuracy) for o in summary.ops]
+        if ops_points:
+            front = analysis.pareto_front([(c, a) for _, c, a in ops_points])
+            chart_ctx["cost"] = _chart_ctx(charts.cost_accuracy_chart(ops_points, models, front),
+                                           site / "charts" / "cost_accuracy.png", "charts/cost_accuracy.png")
+        # ---- the samples (this process's share; then the worker's results)
+        located, references, latencies = sample_pages.render_here()
+    except BaseException:
+        sample_pages.kill()
+        raise
+    if any(latencies.values()):
+        chart_ctx["latency"] = _chart_ctx(charts.latency_chart(latencies, models),
+                                          site / "charts" / "latency.png", "charts/latency.png")
+
+    folders = {key: cell_folder(*key) for key in counts}
+    links: dict[tuple[str, str, str], tuple[str | None, str]] = {}
+
+    def locate(model: str, suite: str, item: str) -> tuple[str | None, str]:
+        """Link (from compare/) to the item's first sample of this model, and that sample's answer."""
+        key = (model, suite, item)
+        if key not in links:
+            hit = located.get((model, suite), {}).get(item)
+            if hit is None:
+                links[key] = (None, "—")
+            else:
+                page = page_of(hit[0], counts[(model, suite)][0])
+                links[key] = (f"../{folders[(model, suite)]}/all-{page}.html#s{hit[0]}", hit[1])
+        return links[key]
+
+    # ---- A vs B pages
+    pair_rows = []
+    for a, b, per_suite in pair_list:
+        stem = f"{slug(a)}__{slug(b)}"
+        _write_compare(r, site / "compare", stem, run.id, a, b, per_suite, references, locate)
+        pair_rows.append(dict(a=a, b=b, href=f"compare/{stem}-1.html",
+                              n=f"{sum(ps.comparison.n for ps in per_suite):,}",
+                              a_better=f"{sum(ps.a_better for ps in per_suite):,}",
+                              b_better=f"{sum(ps.b_better for ps in per_suite):,}",
+                              disagree=sum(len(ps.disagree) for ps in per_suite)))
+
+    # ---- the run page
+    info = {s.suite: s for s in summary.suites}
+    board_ctx = []
+    for suite in suite_names:
+        rows = boards.get(suite)
+        if not rows:
+            continue
+        s = info.get(suite)
+        board_ctx.append(dict(suite=suite, family=s.family if s else "", grader=s.grader if s else "",
+                              n_items=f"{rows[0].cell.n_items:,}", hash=rows[0].cell.suite_hash,
+                              rows=[_board_row(row, cell_folder(row.cell.model, suite)) for row in rows]))
+    matrix = []
+    for model in models:
+        row_cells = []
+        for suite in suite_names:
+            if (model, suite) not in counts:
+                row_cells.append(None)
+                continue
+            n_all, n_right, _ = counts[(model, suite)]
+            folder = cell_folder(model, suite)
+            cell = cells.get((model, suite))
+            row_cells.append(dict(score=pct(cell.mean) if cell else "—", all=f"{folder}/all-1.html",
+                                  right=f"{folder}/right-1.html", wrong=f"{folder}/wrong-1.html",
+                                  n_all=f"{n_all:,}", n_right=f"{n_right:,}", n_wrong=f"{n_all - n_right:,}"))
+        matrix.append(dict(model=model, cells=row_cells))
+    ops = [dict(model=o.model, samples=f"{o.n_samples:,}", accuracy=pct(o.accuracy), error_rate=pct(o.error_rate),
+                p50=secs(o.latency_p50), p99=secs(o.latency_p99), ttft=secs(o.ttft_p50),
+                tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—", cost=usd(o.cost_usd),
+                cpc=usd(o.cost_per_correct), served=list(o.served_models)) for o in summary.ops]
+    cell_ops = [dict(model=c.model, suite=c.suite, samples=f"{c.n_samples:,}",
+                     errors=f"{c.errors:,} ({pct(c.error_rate)})", p50=secs(c.latency_p50), p90=secs(c.latency_p90),
+                     p99=secs(c.latency_p99), ttft50=secs(c.ttft_p50), ttft99=secs(c.ttft_p99),
+                     tps=f"{c.tokens_per_s:,.1f}" if finite(c.tokens_per_s) else "—",
+                     tokens=f"{c.prompt_tokens:,} / {c.completion_tokens:,} / {c.reasoning_tokens:,}",
+                     cost=usd(c.cost_usd), cpc=usd(c.cost_per_correct)) for c in summary.cells]
+    run_ctx = dict(id=run.id, plan=run.plan_name, tag=run.tag, status=run.status, started=_when(run.started_at),
+                   finished=_when(run.finished_at), samples=f"{sum(v[0] for v in counts.values()):,}",
+                   trend_href=f"../trends/{slug(run.plan_name)}.html")
+    r.write("run.html.j2", site / "index.html", root="../", run=run_ctx, charts=chart_ctx, boards=board_ctx,
+            n_comparisons=analysis.n_comparisons(boards), alpha=analysis.ALPHA, ops=ops, cell_ops=cell_ops,
+            suite_names=suite_names, matrix=matrix, pairs=pair_rows, page_size=pages.PAGE_SIZE,
+            suites=summary.suites, models=summary.models)
+    return summary
+
+
+def _board_row(row: analysis.BoardRow, folder: str) -> dict:
+    c = row.cell
+    if row.best:
+        mark, title = "best", ""
+    else:
+        mark = "worse" if row.worse else ("tie" if finite(row.p_adj) else "")
+        title = (f"vs best on {row.n_paired} shared items: Δ {points(row.diff, row.lo, row.hi)} pts; "
+                 f"raw p = {row.p:.3g} ({row.method}); Holm-adjusted p = {row.p_adj:.3g}"
+                 if finite(row.p_adj) else "no shared items with the best model")
+    return dict(rank=row.rank, model=c.model, score=pct(c.mean), ci=ci_text(c.lo, c.hi),
+                value=f"{c.mean:.4f}" if finite(c.mean) else "0", diff="" if row.best else points(row.diff, row.lo, row.hi),
+                p_adj="" if row.best else pval(row.p_adj), p_title=title, mark=mark, n_items=f"{c.n_items:,}",
+                samples=f"{c.n_samples:,}", href=f"{folder}/all-1.html", href_wrong=f"{folder}/wrong-1.html")
+
+
+def _write_compare(r: Renderer, folder: Path, stem: str, run_id: str, a: str, b: str, per_suite,
+                   references: dict, locate) -> None:
+    """One A-vs-B page set: per-suite comparison, then every disagreeing item (paginated)."""
+    stats_rows = []
+    flat = []
+    for ps in per_suite:
+        cmp = ps.comparison
+        stats_rows.append(dict(suite=ps.suite, n=f"{cmp.n:,}", a_score=pct(ps.a.mean), b_score=pct(ps.b.mean),
+                               diff=points(cmp.diff, cmp.lo, cmp.hi),
+                               p=pval(cmp.p_value), method=cmp.method, a_better=f"{ps.a_better:,}",
+                               b_better=f"{ps.b_better:,}"))
+        a_scores = dict(zip(ps.a.item_ids, ps.a.scores))
+        b_scores = dict(zip(ps.b.item_ids, ps.b.scores))
+        groups = dict(zip(ps.a.item_ids, ps.a.groups)) if ps.a.groups else {}
+        for item in ps.disagree:
+            flat.append((ps.suite, item, groups.get(item, ""), a_scores[item], b_scores[item]))
+    n_pages = max(1, math.ceil(len(flat) / COMPARE_PAGE_SIZE))
+    for page in range(1, n_pages + 1):
+        chunk = flat[(page - 1) * COMPARE_PAGE_SIZE: page * COMPARE_PAGE_SIZE]
+        sections: list[tuple[str, list]] = []
+        for suite, item, group, sa, sb in chunk:
+            if not sections or sections[-1][0] != suite:
+                sections.append((suite, []))
+            a_href, a_answer = locate(a, suite, item)
+            b_href, b_answer = locate(b, suite, item)
+            # a tuple, unpacked in the template (see compare.html.j2)
+            sections[-1][1].append((item, group, f"{sa:.3g}", a_answer, a_href, f"{sb:.3g}", b_answer, b_href,
+                                    references.get((suite, item), "")))
+        r.write("compare.html.j2", folder / f"{stem}-{page}.html", root="../../", run_href="../index.html",
+                run_id=run_id, a=a, b=b, stats=stats_rows, sections=sections, page=page, pages=n_pages, stem=stem,
+                rows_total=f"{len(flat):,}", page_size=COMPARE_PAGE_SIZE,
+                method_note=("exact McNemar for pass/fail scores, sign-flip permutation with "
+                             f"{analysis.PAIR_RESAMPLES:,} draws otherwise, whole groups flipped when items are grouped"))
+
+
+
+# --------------------------------------------------------------------------- trends
+
+
+def _cache_path(out: Path, run_id: str) -> Path:
+    return out / "trends" / "data" / f"{run_dir(run_id)}.json"
+
+
+def _save_cache(out: Path, summary: RunSummary, n_samples: int) -> list[dict]:
+    cells = [dict(model=c.model, suite=c.suite, suite_hash=c.suite_hash, mean=c.mean, lo=c.lo, hi=c.hi,
+                  n_items=c.n_items) for c in summary.cells]
+    path = _cache_path(out, summary.run.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(format=CACHE_FORMAT, run_id=summary.run.id, status=summary.run.status,
+                                   n_samples=n_samples, cells=cells)), encoding="utf-8")
+    os.replace(tmp, path)
+    return cells
+
+
+def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
+    """A run's per-cell scores: from the cache that its last report left, else summarized now."""
+    path = _cache_path(out, run.id)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if (data.get("format") == CACHE_FORMAT and data.get("run_id") == run.id and data.get("status") == run.status
+                and data.get("n_samples") == n_samples):
+            return data["cells"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return _save_cache(out, summarize_run(store, run.id), n_samples)
+
+
+def _write_trend(store: Store, r: Renderer, out: Path, plan: str) -> None:
+    runs = store.runs(plan_name=plan)
+    counts = queries.sample_counts(store, [x.id for x in runs])
+    per_run = [(x, _run_cells(store, out, x, counts.get(x.id, 0))) for x in runs]
+    suites: list[str] = []
+    for _, cells in per_run:
+        for c in cells:
+            if c["suite"] not in suites:
+                suites.append(c["suite"])
+    stem = slug(plan)
+    suite_ctx = []
+    for suite in suites:
+        models: list[str] = []
+        rows, changes, change_dates = [], [], []
+        series: dict[str, list[tuple]] = {}
+        prev_hash, segment = None, 0
+        for run, cells in per_run:
+            here = {c["model"]: c for c in cells if c["suite"] == suite}
+            if not here:
+                continue
+            suite_hash = next(iter(here.values()))["suite_hash"]
+            changed = prev_hash is not None and suite_hash != prev_hash
+            if changed:
+                segment += 1
+                changes.append(dict(run=run.id, started=_when(run.started_at), old=prev_hash, new=suite_hash))
+                change_dates.append(run.started_at)
+            prev_hash = suite_hash
+            for m in here:
+                if m not in models:
+                    models.append(m)
+                c = here[m]
+                series.setdefault(m, []).append((run.started_at, c["mean"], c["lo"], c["hi"], segment))
+            href = f"../{run_dir(run.id)}/index.html" if (out / run_dir(run.id) / "index.html").exists() else None
+            rows.append(dict(run=run.id, href=href, started=_when(run.started_at), hash=suite_hash, changed=changed,
+                             here=here))
+        for row in rows:
+            here = row.pop("here")
+            row["scores"] = [f"{pct(here[m]['mean'])} [{ci_text(here[m]['lo'], here[m]['hi'])}]" if m in here
+                             else "—" for m in models]
+        chart = charts.trend_chart(suite, models, series, change_dates) if series else None
+        name = slug(suite)
+        suite_ctx.append(dict(suite=suite, models=models, rows=rows, changes=changes,
+                              chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png")))
+    r.write("trend.html.j2", out / "trends" / f"{stem}.html", root="../", plan=plan, suites=suite_ctx,
+            runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs])
+
+
+# --------------------------------------------------------------------------- index and entry point
+
+
+def _write_index(store: Store, r: Renderer, out: Path) -> None:
+    runs = queries.runs_overview(store)
+    rows, plans = [], {}
+    for x in runs:
+        d = run_dir(x["id"])
+        rows.append(dict(id=x["id"], href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
+                         plan=x["plan"], tag=x["tag"], status=x["status"], started=_when(x["started"]),
+                         duration=_duration(x["started"], x["finished"]), models=x["models"], suites=x["suites"],
+                         samples=f"{x['samples']:,}"))
+        plans[x["plan"]] = plans.get(x["plan"], 0) + 1
+    plan_rows = []
+    for plan in sorted(plans):
+        page = f"trends/{slug(plan)}.html"
+        plan_rows.append(dict(name=plan, runs=plans[plan], href=page if (out / page).exists() else None))
+    r.write("index.html.j2", out / "index.html", root="", runs=rows, plans=plan_rows)
+
+
+def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [store.resolve_run(x) for x in run_ids] if run_ids else [store.resolve_run(None)]
+    ids = list(dict.fromkeys(ids))
+    r = Renderer()
+    plans: list[str] = []
+    for run_id in ids:
+        summary = _write_run(store, r, out, run_id)
+        if summary.run.plan_name not in plans:
+            plans.append(summary.run.plan_name)
+    for plan in plans:
+        _write_trend(store, r, out, plan)
+    _write_index(store, r, out)
+    return out / run_dir(ids[0]) / "index.html"
