@@ -24,7 +24,7 @@ Grader = Callable[..., Grade]
 ENTRY_POINT_GROUP = "harness.graders"
 
 # Modules holding built-in graders, imported on first use; a new family (e.g. judge) is one more name.
-_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code")
+_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge")
 
 _builtins: dict[str, Grader] = {}
 _plugins: dict[str, Grader] = {}
