@@ -28,6 +28,7 @@ import builtins
 import keyword
 import re
 import textwrap
+import threading
 import warnings
 from typing import Any, Mapping
 
@@ -43,8 +44,15 @@ for _category in (SyntaxWarning, DeprecationWarning):
     warnings.filterwarnings("ignore", category=_category, module=re.escape(_SOURCE_NAME))
 
 
+# CPython 3.11's parser keeps per-interpreter recursion state that concurrent threads can
+# corrupt ("AST constructor recursion depth mismatch"), and graders run on a thread pool:
+# parsing is serialised (it is microseconds; running the code is where time goes).
+_PARSE_LOCK = threading.Lock()
+
+
 def _parse(source: str) -> ast.Module:
-    return ast.parse(source, _SOURCE_NAME)
+    with _PARSE_LOCK:
+        return ast.parse(source, _SOURCE_NAME)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +105,8 @@ _BLOCK_KEYWORDS = re.compile(r"^(?:else|elif|except|finally|try|case|match)\b|^@
 
 def _compiles(source: str) -> bool:
     try:
-        compile(source, _SOURCE_NAME, "exec", dont_inherit=True)
+        with _PARSE_LOCK:
+            compile(source, _SOURCE_NAME, "exec", dont_inherit=True)
     except (SyntaxError, ValueError):
         return False
     return True
