@@ -1,25 +1,51 @@
 """Fan a plan's requests out across models concurrently, grade each answer, store each sample.
 
-The only module that knows about concurrency. Its scale-out seam: `plan_units` enumerates the
-work of a plan (lazily, shardable by `WorkUnit.key`), and `UnitRunner.run(unit)` turns one unit
-into a stored `SampleRecord` independently of every other unit; a distributed executor can run
-shards of `plan_units` through `UnitRunner`s on several machines against one shared database.
-`LocalExecutor` is the in-process asyncio executor used by `harness run`.
+The only module that knows about concurrency.
+
+The scale-out seam is two small pieces:
+
+* `plan_units(plan, model, suites, done, shard=(i, n))` lazily enumerates a model's remaining work
+  as `WorkUnit`s (items stream from disk, prompts are built one at a time); `shard` keeps the
+  units whose stable hash falls in shard i of n, so n workers split a plan without talking.
+* `UnitRunner.run(unit) -> SampleRecord` requests (with retries), grades and hands one unit to
+  a sink, independently of every other unit.
+
+`LocalExecutor` drives both on one asyncio loop (what `harness run` uses). A distributed
+executor (e.g. Ray) would: create or resume the run once (`harness.runs.choose_run`), then on
+each of n machines build the `PreparedSuite`s, read `store.done_keys(run_id)`, and run
+`plan_units(..., shard=(i, n))` through a `UnitRunner` whose sink is that machine's
+`StoreWriter` on the shared database. The store's unique key (run, model, suite, item,
+sample index) makes a unit finished twice harmless; `harness.runs.finish_status` marks the run
+finished once every expected sample is stored. `harness run --shard I/N --resume RUN` does
+exactly this from the command line.
+
+Scheduling, per model: a dispatcher takes a concurrency slot (an AIMD window, see
+`AdaptiveLimiter`) and a request-rate/token-rate token (`RateLimiter`), then pulls the next unit
+and starts it. A unit that must retry gives its slot back while it waits out its backoff, so
+other units keep every connection busy; its retry goes to the front of the queue for the next
+free slot. Graders known to be cheap run inline on the loop; any other grader (code in the
+sandbox, plugins) runs on a thread pool. Finished samples go to `StoreWriter`, a thread that
+commits whatever is ready in one transaction each time, so a sample is durable milliseconds
+after it is graded and a kill -9 loses only what was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
 import queue
 import random
+import sys
 import threading
 import time
+import zlib
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from harness.errors import HarnessError
 from harness.plan import ModelSpec, Plan
@@ -31,6 +57,8 @@ from harness.store import SampleRecord, Store
 from harness.suite import Suite
 
 log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str, int]  # (model, suite, item id, sample index)
 
 
 @dataclass(frozen=True)
@@ -46,7 +74,7 @@ class WorkUnit:
     generation: Generation
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
+    def key(self) -> Key:
         return (self.model, self.suite, self.item.id, self.sample_index)
 
 
@@ -69,69 +97,163 @@ def generation_for(plan: Plan, model: ModelSpec, suite: Suite) -> Generation:
     return Generation(**values)
 
 
-def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite],
-               done: set[tuple[str, str, str, int]]) -> Iterator[WorkUnit]:
+def in_shard(suite: str, item_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether an item belongs to shard i of n: a stable hash, the same on every machine."""
+    if shard is None or shard[1] <= 1:
+        return True
+    index, count = shard
+    return zlib.crc32(f"{suite}\0{item_id}".encode()) % count == index
+
+
+def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite], done: set[Key] | frozenset,
+               shard: tuple[int, int] | None = None) -> Iterator[WorkUnit]:
     """Lazily enumerate a model's remaining work: items stream, prompts are built one by one."""
     for prepared in suites:
         gen = generation_for(plan, model, prepared.suite)
+        name = prepared.suite.name
         for item in prepared.suite.items():
+            if shard is not None and not in_shard(name, item.id, shard):
+                continue
             prompt = None
             for sample_index in range(plan.samples):
-                if (model.name, prepared.suite.name, item.id, sample_index) in done:
+                if done and (model.name, name, item.id, sample_index) in done:
                     continue
                 prompt = prompt or prepared.builder.build(item)
-                yield WorkUnit(model.name, prepared.suite.name, prepared.hash, item, sample_index, prompt, gen)
+                yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, gen)
 
 
 # -- adaptive concurrency and rate limits -----------------------------------------------
 
 
 class AdaptiveLimiter:
-    """AIMD concurrency window: halve on a 429, grow by one per window of successes, up to the cap."""
+    """An AIMD window over one model's concurrent requests.
 
-    def __init__(self, cap: int):
-        self.cap = cap
-        self.window = float(cap)
+    Additive increase: each success grows the window by 1/window (about +1 per window of
+    successes), up to the plan's `concurrency`. Multiplicative decrease: the window halves when
+    429s are a real signal, i.e. at least `threshold` of the recent responses were 429s, and at
+    most once per generation of requests (429s from requests that were already in flight when
+    the window was cut do not cut it again, as TCP cuts once per round trip). After a cut, no new
+    request starts until the server's Retry-After has passed. An isolated 429 (a burst limit, a
+    flaky gateway) is only retried after its Retry-After: halving the window for it would cost far
+    more throughput than the retry.
+
+    Waiters are served in order; retries (`priority=True`) go first, so a unit that failed is
+    not starved behind new ones and the run's tail stays short.
+    """
+
+    def __init__(self, cap: int, *, threshold: float = 0.2, memory: int | None = None):
+        self.cap = max(1, int(cap))
+        self.window = float(self.cap)
+        self.min_window = self.window
+        self.threshold = threshold
         self.in_flight = 0
-        self._cond = asyncio.Condition()
+        self.cuts = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self._recent: deque[bool] = deque(maxlen=memory or max(20, self.cap))
+        self._recent_429 = 0
+        self._started = 0
+        self._cut_ticket = 0  # requests started before the last cut do not cut again
+        self._paused_until = 0.0
+        self._wake_handle: asyncio.TimerHandle | None = None
 
-    async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.window)))
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.window))
+
+    async def acquire(self, *, priority: bool = False) -> int:
+        """Wait for a slot; returns a ticket to hand back to `release`."""
+        if (self.in_flight < self.limit and not self._waiters
+                and (not self._paused_until or time.monotonic() >= self._paused_until)):
             self.in_flight += 1
+        else:
+            fut = asyncio.get_running_loop().create_future()
+            if priority:
+                self._waiters.appendleft(fut)
+            else:
+                self._waiters.append(fut)
+            self._wake()  # a slot may be free and only a pause in the way: make sure a timer ends it
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():  # the slot was handed over: give it back
+                    self.in_flight -= 1
+                    self._wake()
+                raise
+        self._started += 1
+        return self._started
 
-    async def release(self, *, rate_limited: bool = False, success: bool = True) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            if rate_limited:
+    def release(self, ticket: int, *, rate_limited: bool = False, success: bool = True,
+                retry_after: float | None = None) -> None:
+        self.in_flight -= 1
+        if success or rate_limited:
+            if len(self._recent) == self._recent.maxlen and self._recent[0]:
+                self._recent_429 -= 1
+            self._recent.append(rate_limited)
+            self._recent_429 += rate_limited
+        if rate_limited:
+            share = self._recent_429 / max(len(self._recent), self._recent.maxlen // 2)
+            if ticket > self._cut_ticket and share >= self.threshold:
                 self.window = max(1.0, self.window / 2)
-            elif success and self.window < self.cap:
-                self.window = min(float(self.cap), self.window + 1.0 / self.window)
-            self._cond.notify_all()
+                self.min_window = min(self.min_window, self.window)
+                self.cuts += 1
+                self._cut_ticket = self._started
+                if retry_after:
+                    self._paused_until = max(self._paused_until, time.monotonic() + min(retry_after, 60.0))
+                log.info("429s: concurrency window cut to %d", self.limit)
+        elif success and self.window < self.cap:
+            self.window = min(float(self.cap), self.window + 1.0 / self.window)
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._waiters:
+            return
+        if self._paused_until:
+            wait = self._paused_until - time.monotonic()
+            if wait > 0:
+                if self._wake_handle is None:
+                    self._wake_handle = asyncio.get_running_loop().call_later(wait, self._wake_later)
+                return
+            self._paused_until = 0.0
+        while self._waiters and self.in_flight < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def _wake_later(self) -> None:
+        self._wake_handle = None
+        self._wake()
 
 
 class RateLimiter:
-    """Token buckets for requests per minute and (estimated) tokens per minute."""
+    """Token buckets for requests per minute and (estimated) tokens per minute.
+
+    Each bucket holds at most ten seconds' worth, so a run starts with a modest burst
+    instead of a whole minute's allowance at once.
+    """
 
     def __init__(self, rpm: float | None, tpm: float | None):
         self.rpm, self.tpm = rpm, tpm
-        self._req = float(rpm or 0)
-        self._tok = float(tpm or 0)
+        self.active = bool(rpm or tpm)
+        self._req_cap = max(1.0, rpm / 6) if rpm else 0.0
+        self._tok_cap = max(1.0, tpm / 6) if tpm else 0.0
+        self._req = self._req_cap
+        self._tok = self._tok_cap
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
 
     async def acquire(self, tokens: int) -> None:
-        if not self.rpm and not self.tpm:
+        if not self.active:
             return
         async with self._lock:
             while True:
                 now = time.monotonic()
                 elapsed, self._stamp = now - self._stamp, now
                 if self.rpm:
-                    self._req = min(self.rpm, self._req + elapsed * self.rpm / 60)
+                    self._req = min(self._req_cap, self._req + elapsed * self.rpm / 60)
                 if self.tpm:
-                    self._tok = min(self.tpm, self._tok + elapsed * self.tpm / 60)
-                need_tok = min(tokens, self.tpm) if self.tpm else 0
+                    self._tok = min(self._tok_cap, self._tok + elapsed * self.tpm / 60)
+                need_tok = min(tokens, self._tok_cap) if self.tpm else 0
                 waits = []
                 if self.rpm and self._req < 1:
                     waits.append((1 - self._req) * 60 / self.rpm)
@@ -148,8 +270,64 @@ class RateLimiter:
 
 def estimate_tokens(text: str) -> int:
     """Rough token count (about 4 characters a token for English, ~1.5 for Chinese)."""
+    if text.isascii():
+        return len(text) // 4 + 1
     cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
     return int(cjk / 1.5 + (len(text) - cjk) / 4) + 1
+
+
+def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.25, cap: float = 30.0) -> float:
+    """How long to wait before attempt `attempt + 1`.
+
+    The server's Retry-After when it sent one (never shortened; up to 20% jitter on top, so
+    that requests told the same time do not all come back at the same instant). Otherwise
+    exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)], capped, so
+    retries of a failed burst spread out instead of hammering the server together.
+    """
+    if retry_after is not None:
+        return min(retry_after, 120.0) * random.uniform(1.0, 1.2)
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+# -- grading ----------------------------------------------------------------------------
+
+# Built-in graders that only read text: cheaper to run inline than to hand to a thread.
+INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq"})
+
+
+class SuiteGrader:
+    """A suite's grader resolved once: options checked before any request is sent."""
+
+    def __init__(self, suite: Suite):
+        from harness.graders import check_options, get_grader
+
+        self.name = suite.grader.name
+        options = dict(suite.grader.options)
+        if self.name == "code":
+            for key, value in suite.sandbox.items():  # per-suite sandbox limits, e.g. wall_s
+                options.setdefault(key, value)
+        self.fn = get_grader(self.name)
+        check_options(self.name, options)
+        self.options = options
+        self.inline = self.name in INLINE_GRADERS
+
+    def __call__(self, answer: str, item: Item) -> Grade:
+        # Same contract as harness.graders.grade: a HarnessError (bad options, malformed item)
+        # propagates, anything else is a failed grade saying what went wrong.
+        try:
+            result = self.fn(answer if answer is not None else "", item, **self.options)
+        except HarnessError:
+            raise
+        except Exception as exc:
+            return Grade.of(False, f"grader '{self.name}' failed: {type(exc).__name__}: {exc}")
+        if not isinstance(result, Grade):
+            return Grade.of(False, f"grader '{self.name}' returned {type(result).__name__}, not Grade")
+        return result
+
+
+def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:
+    """Grade one answer with the suite's grader (kept for callers outside the engine)."""
+    return SuiteGrader(suite)(answer, item)
 
 
 # -- one unit ---------------------------------------------------------------------------
@@ -157,6 +335,8 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass
 class ModelState:
+    """One model's scheduling state and running totals (what the progress bar shows)."""
+
     spec: ModelSpec
     provider: Provider
     limiter: AdaptiveLimiter
@@ -165,10 +345,13 @@ class ModelState:
     errors: int = 0
     correct: float = 0.0
     cost: float = 0.0
+    retries: int = 0
     total: int | None = None
+    requests: int = 0  # requests actually sent (cache hits and retries aside)
 
 
 def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
+    """Identical request = same model endpoint, parameters, messages and sample index."""
     blob = json.dumps([spec.provider, spec.base_url, spec.api_model, spec.path, asdict(unit.generation),
                        [[m.role, m.content] for m in unit.prompt.messages], unit.sample_index],
                       sort_keys=True, default=str)
@@ -176,58 +359,77 @@ def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
 
 
 class UnitRunner:
-    """Request (with retries), grade and record one unit; safe to call concurrently."""
+    """Request (with retries), grade and record one unit; safe to call concurrently.
+
+    `run(unit)` is the whole life of a unit and the engine's scale-out seam: it needs only the
+    unit, the model's `ModelState` and a sink, never the rest of the plan.
+    """
 
     def __init__(self, plan: Plan, suites: dict[str, PreparedSuite], models: dict[str, ModelState],
                  run_id: str, store: Store, sink: Callable[[SampleRecord, WorkUnit], None],
-                 grade_pool: ThreadPoolExecutor, use_cache: bool = False):
+                 grade_pool: ThreadPoolExecutor, use_cache: bool = False,
+                 cache_sink: Callable[[str, Completion], None] | None = None):
         self.plan, self.suites, self.models = plan, suites, models
         self.run_id, self.store, self.sink = run_id, store, sink
         self.grade_pool = grade_pool
         self.use_cache = use_cache
+        self.cache_sink = cache_sink
+        self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
 
-    async def request(self, state: ModelState, unit: WorkUnit) -> tuple[Completion, int]:
+    async def request(self, state: ModelState, unit: WorkUnit, ticket: int | None = None) -> tuple[Completion, int]:
+        """The unit's completion and the attempts it took. `ticket`: a slot already taken for it."""
         spec = state.spec
-        key = cache_key(spec, unit) if self.use_cache else None
-        if key:
+        key = None
+        if self.use_cache:
+            key = cache_key(spec, unit)
             hit = await asyncio.to_thread(self.store.cache_get, key)
             if hit is not None:
+                if ticket is not None:
+                    state.limiter.release(ticket, success=False)
                 return Completion(**hit), 0
         req = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
-        est = estimate_tokens(unit.prompt.text) + unit.generation.max_tokens
         attempt = 0
         while True:
             attempt += 1
-            await state.rate.acquire(est)
-            await state.limiter.acquire()
-            rate_limited = False
+            if ticket is None:
+                if state.rate.active:
+                    await state.rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
+                ticket = await state.limiter.acquire(priority=True)
+            state.requests += 1
             try:
                 completion = await state.provider.complete(req)
             except ProviderError as exc:
-                rate_limited = exc.rate_limited
+                state.limiter.release(ticket, rate_limited=exc.rate_limited, success=False,
+                                      retry_after=exc.retry_after)
+                ticket = None
                 if not exc.retryable or attempt >= spec.max_attempts:
                     return Completion(error=str(exc) or exc.__class__.__name__), attempt
+                state.retries += 1
                 delay = backoff_delay(attempt, exc.retry_after)
                 log.debug("%s: %s; retry %d in %.2fs", spec.name, exc, attempt, delay)
-            else:
-                if key:
-                    await asyncio.to_thread(self.store.cache_put, key, asdict(completion))
-                return completion, attempt
-            finally:
-                await state.limiter.release(rate_limited=rate_limited, success=not rate_limited)
-            await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                state.limiter.release(ticket, success=False)
+                raise
+            state.limiter.release(ticket)
+            if key is not None and self.cache_sink is not None:
+                self.cache_sink(key, completion)
+            return completion, attempt
 
-    async def run(self, unit: WorkUnit) -> SampleRecord:
+    async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord:
         state = self.models[unit.model]
-        prepared = self.suites[unit.suite]
-        completion, attempts = await self.request(state, unit)
+        completion, attempts = await self.request(state, unit, ticket)
         answer, think = split_reasoning(completion.text)
-        reasoning = "\n\n".join(t for t in (completion.reasoning, think) if t)
-        if completion.ok:
-            grade = await asyncio.get_running_loop().run_in_executor(
-                self.grade_pool, grade_answer, prepared.suite, answer, unit.item)
-        else:
+        reasoning = f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
+        if completion.error:
             grade = Grade.of(False, f"request failed: {completion.error}")
+        else:
+            grader = self.graders[unit.suite]
+            if grader.inline:
+                grade = grader(answer, unit.item)
+            else:
+                grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
         cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
         record = SampleRecord(
             run_id=self.run_id, model=unit.model, suite=unit.suite, suite_hash=unit.suite_hash,
@@ -240,42 +442,33 @@ class UnitRunner:
             grade_reason=grade.reason, extracted=grade.extracted,
         )
         state.done += 1
-        state.errors += 0 if completion.ok else 1
+        if completion.error:
+            state.errors += 1
         state.correct += grade.score
         state.cost += cost
         self.sink(record, unit)
         return record
 
 
-def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:
-    from harness.graders import grade
-
-    options = dict(suite.grader.options)
-    if suite.grader.name == "code":
-        for key, value in suite.sandbox.items():  # per-suite sandbox limits, e.g. wall_s
-            options.setdefault(key, value)
-    return grade(suite.grader.name, answer, item, options)
-
-
-def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After is a floor, never ignored."""
-    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, 120.0))
-    return delay
-
-
 # -- storing ----------------------------------------------------------------------------
 
 
 class StoreWriter:
-    """Commits samples from a background thread as they finish (each batch is what is ready now)."""
+    """Commits samples from a background thread as they finish: each transaction takes whatever
+    is ready at that moment (one sample when they trickle in, many when they arrive together),
+    so nothing waits to fill a batch and a kill loses only samples not yet handed over."""
 
-    def __init__(self, store: Store):
+    PROMPT_MEMORY = 4096  # (suite content, item) pairs known stored; older ones are re-checked in the store
+
+    def __init__(self, store: Store, suite_hashes: Iterable[str] = ()):
         self.store = store
-        self._queue: queue.Queue = queue.Queue()
-        self._prompted: set[tuple[str, str]] = set()
+        # Suite contents no earlier run stored prompts for: their prompts need no existence check.
+        hashes = set(suite_hashes)
+        self._new_suites = frozenset(hashes - store.suites_with_prompts(hashes)) if hashes else frozenset()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._prompted: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._error: BaseException | None = None
+        self.written = 0
         self._thread = threading.Thread(target=self._loop, name="harness-store", daemon=True)
         self._thread.start()
 
@@ -284,6 +477,9 @@ class StoreWriter:
             raise self._error
         self._queue.put((record, unit))
 
+    def put_cache(self, key: str, completion: Completion) -> None:
+        self._queue.put(("cache", key, completion))
+
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -291,7 +487,7 @@ class StoreWriter:
                 return
             batch = [first]
             stop = False
-            while len(batch) < 1000:
+            while len(batch) < 2000:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -308,19 +504,29 @@ class StoreWriter:
             if stop:
                 return
 
-    def _write(self, batch: list[tuple[SampleRecord, WorkUnit]]) -> None:
+    def _write(self, batch: list) -> None:
         by_suite: dict[str, list[tuple[str, str, str]]] = {}
-        for record, unit in batch:
+        records = []
+        cache_rows = []
+        for entry in batch:
+            if entry[0] == "cache":
+                cache_rows.append((entry[1], json.dumps(asdict(entry[2]))))
+                continue
+            record, unit = entry
+            records.append(record)
             key = (unit.suite_hash, unit.item.id)
-            if key not in self._prompted:
-                self._prompted.add(key)
-                messages = json.dumps([[m.role, m.content] for m in unit.prompt.messages], ensure_ascii=False)
-                ref = unit.item.reference
-                ref_text = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False, default=str)
-                by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or ""))
-        for suite_hash, prompts in by_suite.items():
-            self.store.record_prompts(suite_hash, prompts)
-        self.store.save_samples(record for record, _ in batch)
+            if key in self._prompted:
+                continue
+            self._prompted[key] = None
+            if len(self._prompted) > self.PROMPT_MEMORY:
+                self._prompted.popitem(last=False)
+            messages = json.dumps([[m.role, m.content] for m in unit.prompt.messages], ensure_ascii=False)
+            ref = unit.item.reference
+            ref_text = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False, default=str)
+            by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or ""))
+        if not self.store.save_batch(records, prompts=by_suite, cache=cache_rows, new_suites=self._new_suites):
+            self._new_suites = frozenset()  # someone else stores prompts too: check from now on
+        self.written += len(records)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -337,25 +543,60 @@ class RunOutcome:
     run_id: str
     stopped_for_cost: bool = False
     interrupted: bool = False
-    requested: int = 0
+    requested: int = 0  # units started in this process
     per_model: dict[str, ModelState] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped_for_cost and not self.interrupted
+
+
+def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
+    """Import modules on a background thread while requests are in flight (the run's idle time)."""
+    modules = [m for m in modules]
+    if not modules:
+        return None
+
+    def work() -> None:
+        import importlib
+
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the real import later reports it properly
+                log.debug("warming %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=work, name="harness-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 class LocalExecutor:
     """Runs every model's units concurrently in this process, each model within its own limits."""
 
     def __init__(self, plan: Plan, suites: list[PreparedSuite], store: Store, run_id: str, *,
-                 max_cost: float | None = None, use_cache: bool = False, progress=None):
+                 max_cost: float | None = None, use_cache: bool = False, progress=None,
+                 shard: tuple[int, int] | None = None, warm: Iterable[str] = (), own_process: bool = False):
+        """`own_process`: this process exists for the run (the CLI), so the engine may tune it
+        process-wide: after the providers' imports it moves every object alive into the garbage
+        collector's permanent generation (and enables the collector, which the CLI disables while
+        it imports), so full collections during the run stop re-walking the hundreds of thousands
+        of objects that importing the openai client creates; and it shortens the GIL switch
+        interval while the run lasts."""
         self.plan, self.suites, self.store, self.run_id = plan, suites, store, run_id
+        self.own_process = own_process
         self.max_cost = max_cost
         self.use_cache = use_cache or plan.cache
         self.progress = progress
-        self._stop = asyncio.Event() if False else None  # created inside the loop
+        self.shard = shard
+        self.warm = tuple(warm)
+        self._stop: asyncio.Event | None = None  # created inside the loop
+        self._warmed = False
 
     async def run(self) -> RunOutcome:
         self._stop = asyncio.Event()
         outcome = RunOutcome(self.run_id)
-        done = await asyncio.to_thread(self.store.done_keys, self.run_id)
+        done = self.store.done_keys(self.run_id)
         states: dict[str, ModelState] = {}
         try:
             for spec in self.plan.models:
@@ -366,32 +607,58 @@ class LocalExecutor:
                 await st.provider.close()
             raise
         outcome.per_model = states
-        for st in states.values():
-            st.total = self._remaining(done, st.spec.name)
-        writer = StoreWriter(self.store)
-        workers = max(4, min(32, (sum(s.spec.concurrency for s in states.values()) or 4)))
-        grade_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-grade")
+        switch_interval = sys.getswitchinterval()
+        if self.own_process:
+            gc.freeze()
+            gc.enable()  # the CLI turned it off for the start-up imports
+            # The store writer and the import-warming thread share the GIL with the event loop:
+            # hand it back to the loop within 1 ms instead of 5 when a response is waiting.
+            sys.setswitchinterval(min(switch_interval, 0.001))
+        if self.max_cost is not None and self.max_cost <= 0:
+            outcome.stopped_for_cost = True
+            self._stop.set()
+        writer = StoreWriter(self.store, [p.hash for p in self.suites])
+        grade_pool = ThreadPoolExecutor(max_workers=max(2, min(32, sum(s.spec.concurrency for s in states.values()))),
+                                        thread_name_prefix="harness-grade")
         sink = writer.put
         if self.progress is not None:
-            self.progress.start(states)
-
-            def sink(record, unit, _put=writer.put):
+            def sink(record, unit, _put=writer.put, _advance=self.progress.advance):
                 _put(record, unit)
-                self.progress.advance(record)
-        runner = UnitRunner(self.plan, {p.suite.name: p for p in self.suites}, states, self.run_id,
-                            self.store, sink, grade_pool, self.use_cache)
+                _advance(record)
         try:
-            await asyncio.gather(*(self._run_model(runner, st, done, outcome) for st in states.values()))
+            runner = UnitRunner(self.plan, {p.suite.name: p for p in self.suites}, states, self.run_id,
+                                self.store, sink, grade_pool, self.use_cache, cache_sink=writer.put_cache)
+            if self.progress is not None:
+                for st in states.values():
+                    st.total = self._remaining(done, st.spec.name)
+                self.progress.start(states)
+            # Every model's in-flight requests finish before a failure in one of them propagates.
+            results = await asyncio.gather(*(self._run_model(runner, st, done, outcome) for st in states.values()),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            outcome.interrupted = True
+            raise
         finally:
             for st in states.values():
-                await st.provider.close()
+                try:
+                    await st.provider.close()
+                except Exception:
+                    log.debug("closing provider failed", exc_info=True)
             grade_pool.shutdown(wait=True)
-            writer.close()
-            if self.progress is not None:
-                self.progress.stop()
+            try:
+                writer.close()
+            finally:
+                sys.setswitchinterval(switch_interval)
+                if self.progress is not None:
+                    self.progress.stop()
         return outcome
 
     def _remaining(self, done: set, model: str) -> int | None:
+        if self.shard is not None and self.shard[1] > 1:
+            return None
         total = 0
         for p in self.suites:
             n = p.suite.count()
@@ -401,24 +668,70 @@ class LocalExecutor:
         return total - sum(1 for k in done if k[0] == model)
 
     async def _run_model(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
-        units = plan_units(self.plan, state.spec, self.suites, done)
-        # Workers pull from one shared iterator: items and prompts are built only as fast as
-        # requests go out, so memory stays flat however large the suite.
-        cap = state.spec.concurrency
+        """Dispatch a model's units: a slot, then the next unit, then its task.
 
-        async def worker() -> None:
-            while not self._stop.is_set():
+        Items and prompts are pulled from a lazy iterator only as slots free up, and at most
+        about twice the window of units are alive at once (in flight or waiting to retry),
+        so memory stays flat however large the suite.
+        """
+        units = plan_units(self.plan, state.spec, self.suites, done, self.shard)
+        limiter, rate = state.limiter, state.rate
+        live = asyncio.Semaphore(2 * limiter.cap + 16)
+        tasks: set[asyncio.Task] = set()
+        failure: list[BaseException] = []
+        loop = asyncio.get_running_loop()
+        stop = self._stop
+
+        def finished(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            live.release()
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                failure.append(exc)
+                stop.set()
+                return
+            if self.max_cost is not None and self._spent(outcome) >= self.max_cost:
+                outcome.stopped_for_cost = True
+                stop.set()
+            if not self._warmed:
+                self._warmed = True
+                warm_imports(self.warm)
+
+        try:
+            while not stop.is_set():
+                await live.acquire()
                 try:
-                    unit = next(units)
-                except StopIteration:
-                    return
+                    unit = next(units, None)
+                except Exception as exc:  # e.g. a template error on one item: stop sending, keep what is paid for
+                    live.release()
+                    failure.append(exc)
+                    stop.set()
+                    break
+                if unit is None or stop.is_set():
+                    live.release()
+                    break
+                if rate.active:
+                    await rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
+                ticket = await limiter.acquire()
+                if stop.is_set():
+                    limiter.release(ticket, success=False)
+                    live.release()
+                    break
                 outcome.requested += 1
-                await runner.run(unit)
-                if self.max_cost is not None and self._spent(outcome) >= self.max_cost:
-                    outcome.stopped_for_cost = True
-                    self._stop.set()
-
-        await asyncio.gather(*(worker() for _ in range(cap)))
+                task = loop.create_task(runner.run(unit, ticket))
+                tasks.add(task)
+                task.add_done_callback(finished)
+            # In-flight requests are paid for: let them finish even when stopping.
+            while tasks:
+                await asyncio.wait(set(tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        if failure:
+            raise failure[0]
 
     @staticmethod
     def _spent(outcome: RunOutcome) -> float:
@@ -436,9 +749,4 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
 
 
 def run_sync(coro):
-    try:
-        return asyncio.run(coro)
-    except KeyboardInterrupt:
-        raise
-    except HarnessError:
-        raise
+    return asyncio.run(coro)

@@ -54,9 +54,44 @@ def choose_run(store: Store, plan: Plan, *, resume: str | None, new: bool, tag: 
     return run_id, False
 
 
+def expected_samples(plan: Plan, suites) -> int | None:
+    """Samples a complete run of the plan stores (None when a suite cannot count its items)."""
+    total = 0
+    for p in suites:
+        n = p.suite.count()
+        if n is None:
+            return None
+        total += n * plan.samples
+    return total * len(plan.models)
+
+
+def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
+                  shard: tuple[int, int] | None) -> str:
+    """'stopped' when the run stopped early, else 'finished' once every expected sample is stored.
+
+    A shard only knows its own part is done: the run is finished when the shared store holds
+    every sample (the last shard to end marks it), and stays 'running' until then.
+    """
+    if not outcome.complete:
+        return "stopped"
+    if shard is None or shard[1] <= 1:
+        return "finished"
+    expected = expected_samples(plan, suites)
+    if expected is not None and store.count_samples(run_id) >= expected:
+        return "finished"
+    return "running"
+
+
 def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bool = False, tag: str = "",
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
-                 data_override: dict[str, str] | None = None) -> RunResult:
+                 data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
+                 warm: tuple[str, ...] = (), own_process: bool = False) -> RunResult:
+    """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
+
+    `warm`: modules to import on a background thread while requests are in flight, so that
+    what runs after the requests (the summary's statistics) does not add to the user's wait.
+    `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
+    """
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
@@ -67,12 +102,13 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
                                                 p.suite.count()))
     store.mark_run(run_id, "running")
-    executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache, progress=progress)
+    executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
+                             progress=progress, shard=shard, warm=warm, own_process=own_process)
     try:
         outcome = asyncio.run(executor.run())
     except KeyboardInterrupt:
         store.mark_run(run_id, "stopped")
         raise
-    status = "stopped" if outcome.stopped_for_cost else "finished"
+    status = finish_status(store, run_id, plan, suites, outcome, shard)
     store.mark_run(run_id, status)
     return RunResult(run_id, resumed, status, outcome)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, create_engine, event, func, select)
+                        UniqueConstraint, create_engine, event, func, insert, select)
 from sqlalchemy.exc import IntegrityError, OperationalError, ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -259,31 +259,88 @@ class Store:
 
     def record_prompts(self, suite_hash: str, prompts: Iterable[tuple[str, str, str]]) -> None:
         """Store (item_id, messages_json, reference) once per suite content."""
-        with Session(self.engine) as s, s.begin():
-            rows = list(prompts)
-            have = set(s.scalars(select(PromptRow.item_id).where(
-                PromptRow.suite_hash == suite_hash, PromptRow.item_id.in_([r[0] for r in rows]))))
-            for item_id, messages_json, reference in rows:
-                if item_id not in have:
-                    have.add(item_id)
-                    s.add(PromptRow(suite_hash=suite_hash, item_id=item_id,
-                                    messages_json=messages_json, reference=reference))
+        self.save_batch([], prompts={suite_hash: list(prompts)})
 
     def save_samples(self, records: Iterable[SampleRecord]) -> None:
         """Commit finished samples in one transaction (a duplicate from a race is ignored)."""
-        rows = [SampleRow(**r.__dict__) for r in records]
-        if not rows:
-            return
+        self.save_batch(list(records))
+
+    def suites_with_prompts(self, suite_hashes: Iterable[str]) -> set[str]:
+        """Which of these suite contents already have prompts stored (by an earlier run)."""
+        table = PromptRow.__table__
+        with self.engine.connect() as conn:
+            return set(conn.scalars(select(table.c.suite_hash).where(
+                table.c.suite_hash.in_(list(suite_hashes))).distinct()))
+
+    def save_batch(self, records: list[SampleRecord], *,
+                   prompts: dict[str, list[tuple[str, str, str]]] | None = None,
+                   cache: Iterable[tuple[str, str]] | None = None,
+                   new_suites: frozenset[str] = frozenset()) -> bool:
+        """One transaction for what the engine has ready: new prompts (suite hash -> (item_id,
+        messages_json, reference)), response-cache entries (key, completion_json) and samples.
+
+        Core executemany rather than ORM objects: this runs for every batch of a run, and the
+        ORM's unit-of-work bookkeeping would cost more than the inserts. A row another process
+        stored first (shards, concurrent runs) is skipped, never an error. `new_suites`: suite
+        hashes the caller knew to have no stored prompts, so their prompts are inserted unchecked.
+        Returns False when a conflict made it fall back to one row per transaction.
+        """
+        rows = [dict(r.__dict__) for r in records]
+        now = _now()
+        for row in rows:
+            row["created_at"] = now
+        prompts = {h: list(p) for h, p in (prompts or {}).items() if p}
+        cache = dict(cache or ())
+        if not (rows or prompts or cache):
+            return True
         try:
-            with Session(self.engine) as s, s.begin():
-                s.add_all(rows)
+            with self.engine.begin() as conn:
+                for suite_hash, items in prompts.items():
+                    self._insert_prompts(conn, suite_hash, items, check=suite_hash not in new_suites)
+                if cache:
+                    self._insert_cache(conn, cache)
+                if rows:
+                    conn.execute(insert(SampleRow.__table__), rows)
+            return True
         except IntegrityError:
-            for row in rows:  # rare: fall back to one by one so the others still land
-                try:
-                    with Session(self.engine) as s, s.begin():
-                        s.merge(SampleRow(**{k: getattr(row, k) for k in _RECORD_FIELDS}))
-                except IntegrityError:
-                    pass
+            pass
+        # A conflict (rare: another writer got there first): one row per transaction, skipping duplicates.
+        for suite_hash, items in prompts.items():
+            for item in items:
+                self._insert_ignoring_duplicates(lambda conn, i=item, h=suite_hash: self._insert_prompts(conn, h, [i]))
+        for key, value in cache.items():
+            self._insert_ignoring_duplicates(lambda conn, k=key, v=value: self._insert_cache(conn, {k: v}))
+        for row in rows:
+            self._insert_ignoring_duplicates(lambda conn, r=row: conn.execute(insert(SampleRow.__table__), [r]))
+        return False
+
+    def _insert_ignoring_duplicates(self, write) -> None:
+        try:
+            with self.engine.begin() as conn:
+                write(conn)
+        except IntegrityError:
+            pass
+
+    @staticmethod
+    def _insert_prompts(conn, suite_hash: str, items: list[tuple[str, str, str]], check: bool = True) -> None:
+        table = PromptRow.__table__
+        have = set(conn.scalars(select(table.c.item_id).where(
+            table.c.suite_hash == suite_hash, table.c.item_id.in_([i[0] for i in items])))) if check else set()
+        new = {}
+        for item_id, messages_json, reference in items:
+            if item_id not in have and item_id not in new:
+                new[item_id] = {"suite_hash": suite_hash, "item_id": item_id,
+                                "messages_json": messages_json, "reference": reference}
+        if new:
+            conn.execute(insert(table), list(new.values()))
+
+    @staticmethod
+    def _insert_cache(conn, entries: dict[str, str]) -> None:
+        table = CacheRow.__table__
+        have = set(conn.scalars(select(table.c.key).where(table.c.key.in_(list(entries)))))
+        rows = [{"key": k, "completion_json": v, "created_at": _now()} for k, v in entries.items() if k not in have]
+        if rows:
+            conn.execute(insert(table), rows)
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, str, int]]:
         with Session(self.engine) as s:
@@ -297,11 +354,11 @@ class Store:
             return json.loads(row.completion_json) if row else None
 
     def cache_put(self, key: str, completion: dict) -> None:
-        try:
-            with Session(self.engine) as s, s.begin():
-                s.merge(CacheRow(key=key, completion_json=json.dumps(completion)))
-        except IntegrityError:
-            pass
+        self.save_batch([], cache=[(key, json.dumps(completion))])
+
+    def cache_put_many(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Store (key, completion_json) pairs in the response cache; keys already there are kept."""
+        self.save_batch([], cache=entries)
 
     # -- reading --------------------------------------------------------------------
 

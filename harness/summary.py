@@ -57,6 +57,10 @@ class ModelOps:
     cost_per_correct: float
     accuracy: float
     served_models: tuple[str, ...]
+    latency_p90: float = float("nan")
+    ttft_p90: float = float("nan")
+    ttft_p99: float = float("nan")
+    errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,13 +163,14 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
         acc = model_acc.get(m.model)
         if acc is None:
             continue
-        lat = stats.percentiles(acc.latency, (50, 99))
-        ttft = stats.percentiles(acc.ttft, (50,))
+        lat = stats.percentiles(acc.latency, (50, 90, 99))
+        ttft = stats.percentiles(acc.ttft, (50, 90, 99))
         ops.append(ModelOps(
             model=m.model, n_samples=acc.n, error_rate=acc.errors / acc.n if acc.n else float("nan"),
             latency_p50=lat[50], latency_p99=lat[99], ttft_p50=ttft[50],
             tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
             cost_usd=acc.cost, cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
             accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
+            latency_p90=lat[90], ttft_p90=ttft[90], ttft_p99=ttft[99], errors=acc.errors,
         ))
     return RunSummary(run, models, suites, cells, ops)

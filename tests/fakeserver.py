@@ -27,6 +27,12 @@ def default_responder(model: str, messages: list[dict]) -> str:
     return "The answer is 42."
 
 
+def echo_responder(model: str, messages: list[dict]) -> str:
+    """Answer with the last line of the last message (benchmarks: a suite whose prompt ends with its answer)."""
+    content = str(messages[-1].get("content", "")) if messages else ""
+    return content.rsplit("\n", 1)[-1]
+
+
 @dataclass
 class Faults:
     latency_s: float = 0.0
@@ -36,6 +42,7 @@ class Faults:
     malformed: float = 0.0  # 200 with a body that is not JSON
     drop: float = 0.0  # close the connection without answering
     hang: float = 0.0  # never answer (client timeout)
+    max_concurrent: int | None = None  # 429 (with Retry-After) for requests beyond this many at once
     seed: int = 0
 
 
@@ -50,6 +57,16 @@ class ServerState:
     status_counts: Counter = field(default_factory=Counter)
     bodies: list = field(default_factory=list)  # last raw request bodies (bounded) for inspection
     headers_seen: list = field(default_factory=list)
+    first_request_at: float | None = None  # time.time() of the first chat request (benchmarks: start-up)
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most chat requests being answered at once
+    log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
+
+    def snapshot(self) -> dict:
+        """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
+        return {"requests": self.requests, "successes": dict(self.successes), "attempts": dict(self.attempts),
+                "status_counts": dict(self.status_counts), "first_request_at": self.first_request_at,
+                "max_in_flight": self.max_in_flight}
 
 
 def prompt_key(model: str, messages: list[dict]) -> str:
@@ -65,6 +82,11 @@ class FakeOpenAIServer:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Restart the fault rolls from `seed` (tests set faults after the fixture built the server)."""
+        self.state.faults.seed = seed
+        self._rng = random.Random(seed)
 
     @property
     def base_url(self) -> str:
@@ -136,13 +158,27 @@ class FakeOpenAIServer:
 
     async def _respond(self, method, path, headers, body, writer) -> bool:
         st = self.state
+        if method == "GET" and path.rstrip("/").endswith("/_stats"):
+            self._send(writer, 200, st.snapshot())
+            return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
             self._send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
             return True
+        st.in_flight += 1
+        st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            return await self._chat(headers, body, writer)
+        finally:
+            st.in_flight -= 1
+
+    async def _chat(self, headers, body, writer) -> bool:
+        st = self.state
         st.requests += 1
+        if st.first_request_at is None:
+            st.first_request_at = time.time()
         if len(st.headers_seen) < 50:
             st.headers_seen.append(headers)
         try:
@@ -154,10 +190,16 @@ class FakeOpenAIServer:
         messages = payload.get("messages", [])
         key = prompt_key(model, messages)
         st.attempts[key] += 1
-        if len(st.bodies) < 50:
+        if len(st.bodies) < 200:
             st.bodies.append(payload)
         f = self.state.faults
         roll = self._rng.random()
+        if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
+            self._log(key, "429")
+            st.status_counts["429"] += 1
+            self._send(writer, 429, {"error": {"message": "too many concurrent requests", "type": "rate_limit"}},
+                       extra={"Retry-After": f"{f.retry_after_s:g}"})
+            return True
         if f.latency_s:
             await asyncio.sleep(f.latency_s)
         # One roll picks at most one fault, so the rates add up as configured.
@@ -168,6 +210,7 @@ class FakeOpenAIServer:
             acc += p
             if roll < acc:
                 st.status_counts[name] += 1
+                self._log(key, name)
                 if name == "500":
                     self._send(writer, 500, {"error": {"message": "injected server error", "type": "server_error"}})
                     return True
@@ -184,6 +227,7 @@ class FakeOpenAIServer:
                     await asyncio.sleep(3600)
                     return False
         text = st.responder(model, messages)
+        self._log(key, "200")
         st.successes[key] += 1
         st.status_counts["200"] += 1
         served = st.served_model(model) if st.served_model else model
@@ -200,6 +244,10 @@ class FakeOpenAIServer:
                       "total_tokens": prompt_tokens + completion_tokens},
         })
         return True
+
+    def _log(self, key: str, outcome: str) -> None:
+        if len(self.state.log) < 100_000:
+            self.state.log.append((time.monotonic(), key, outcome))
 
     async def _stream(self, writer, served, text, prompt_tokens, completion_tokens) -> None:
         head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -243,10 +291,15 @@ def main() -> None:
     ap.add_argument("--error-500", type=float, default=0.0)
     ap.add_argument("--error-429", type=float, default=0.0)
     ap.add_argument("--retry-after", type=float, default=0.05)
+    ap.add_argument("--malformed", type=float, default=0.0)
+    ap.add_argument("--drop", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--echo", action="store_true", help="answer with the last line of the last message")
     args = ap.parse_args()
     state = ServerState(faults=Faults(latency_s=args.latency, error_500=args.error_500, error_429=args.error_429,
-                                      retry_after_s=args.retry_after, seed=args.seed))
+                                      retry_after_s=args.retry_after, malformed=args.malformed, drop=args.drop,
+                                      seed=args.seed),
+                        responder=echo_responder if args.echo else default_responder)
     server = FakeOpenAIServer(state, port=args.port)
 
     async def serve():
