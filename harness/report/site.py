@@ -13,7 +13,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from harness.report import analysis, charts, pages, queries
+from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import (Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir,
                                   secs, slug, usd)
 from harness.store import Store
@@ -55,7 +55,7 @@ def _chart_ctx(chart: charts.Chart | None, path: Path, href: str) -> dict | None
 # --------------------------------------------------------------------------- one run
 
 
-def _write_run(store: Store, r: Renderer, out: Path, run_id: str) -> RunSummary:
+def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | None = None) -> RunSummary:
     """Build the run's folder next to the old one and swap it in: no stale pages, no half-written site."""
     name = run_dir(run_id)
     for stale in out.glob(f".{name}.tmp-*"):
@@ -63,7 +63,7 @@ def _write_run(store: Store, r: Renderer, out: Path, run_id: str) -> RunSummary:
     tmp = out / f".{name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
     try:
-        summary = _build_run(store, r, tmp, run_id)
+        summary = _build_run(store, r, tmp, run_id, cache)
         final = out / name
         old = None
         if final.exists():
@@ -146,7 +146,7 @@ class _SamplePages:
         return located, references, {m: [x for arr in v for x in arr] for m, v in latencies.items()}
 
 
-def _build_run(store: Store, r: Renderer, site: Path, run_id: str) -> RunSummary:
+def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict | None = None) -> RunSummary:
     max_id = queries.max_sample_id(store, run_id)
     counts = queries.cell_counts(store, run_id, max_id)
     sample_pages = _SamplePages(store, run_id, max_id, counts, site)
@@ -252,7 +252,8 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str) -> RunSummary
     r.write("run.html.j2", site / "index.html", root="../", run=run_ctx, charts=chart_ctx, boards=board_ctx,
             n_comparisons=analysis.n_comparisons(boards), alpha=analysis.ALPHA, ops=ops, cell_ops=cell_ops,
             suite_names=suite_names, matrix=matrix, pairs=pair_rows, page_size=pages.PAGE_SIZE,
-            suites=summary.suites, models=summary.models)
+            suites=summary.suites, models=summary.models,
+            weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent))
     return summary
 
 
@@ -339,7 +340,7 @@ def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
     return _save_cache(out, summarize_run(store, run.id), n_samples)
 
 
-def _write_trend(store: Store, r: Renderer, out: Path, plan: str) -> None:
+def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | None = None) -> None:
     runs = store.runs(plan_name=plan)
     counts = queries.sample_counts(store, [x.id for x in runs])
     per_run = [(x, _run_cells(store, out, x, counts.get(x.id, 0))) for x in runs]
@@ -383,7 +384,8 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str) -> None:
         suite_ctx.append(dict(suite=suite, models=models, rows=rows, changes=changes,
                               chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png")))
     r.write("trend.html.j2", out / "trends" / f"{stem}.html", root="../", plan=plan, suites=suite_ctx,
-            runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs])
+            runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],
+            latest=weekly.trend_sections(store, runs, {} if cache is None else cache, out))
 
 
 # --------------------------------------------------------------------------- index and entry point
@@ -413,11 +415,12 @@ def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> 
     ids = list(dict.fromkeys(ids))
     r = Renderer()
     plans: list[str] = []
+    cache: dict = {}  # run id -> RunSummary, shared by the check and routing sections (report/weekly.py)
     for run_id in ids:
-        summary = _write_run(store, r, out, run_id)
+        summary = _write_run(store, r, out, run_id, cache)
         if summary.run.plan_name not in plans:
             plans.append(summary.run.plan_name)
     for plan in plans:
-        _write_trend(store, r, out, plan)
+        _write_trend(store, r, out, plan, cache)
     _write_index(store, r, out)
     return out / run_dir(ids[0]) / "index.html"

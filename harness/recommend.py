@@ -1,0 +1,221 @@
+"""Routing recommendation: per suite (a workload), the cheapest model not significantly worse than the best.
+
+For each suite of a run:
+- the best model is the one with the highest score (ties: the cheaper, then the faster at p99);
+- each other model is tested for non-inferiority against it on the items both answered (paired by
+  item id, clustered when the suite groups its items): `stats.noninferiority`, one-sided at `alpha`,
+  with the margin from the plan (`noninferiority_margin`, default 0.02 = 2 points). A model
+  qualifies when the lower confidence bound of (its score - the best's) is above -margin; the best
+  model always qualifies;
+- among the qualifying models the cheapest wins (ties: higher score, then lower p99 latency).
+
+Cost is the run's measured cost per sample (US dollars spent on the suite / samples): what one
+request of this workload cost with the tokens each model really used, so a model with a low
+price that writes five times longer answers is not mistaken for a cheap one. When every model's
+measured cost on the suite is zero (local models, or completions read from files without token
+counts) the plan's list price decides instead (output price, then input price per million tokens).
+p99 latency is shown beside, not used, except to break ties.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from harness import stats
+from harness.errors import HarnessError
+from harness.store import RunInfo, RunModelInfo, Store
+from harness.summary import CellSummary, RunSummary, summarize_run
+
+DEFAULT_MARGIN = 0.02
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model on one suite, as the recommendation weighs it."""
+
+    model: str
+    mean: float  # score over all its items (the run summary's)
+    lo: float
+    hi: float
+    n_items: int
+    n_paired: int  # items shared with the best model
+    diff: float  # mean(model) - mean(best) on the shared items
+    lower: float  # one-sided (1 - alpha) lower confidence bound of diff
+    p_value: float  # non-inferiority p-value (H0: diff <= -margin)
+    noninferior: bool
+    is_best: bool
+    cost_per_sample: float  # measured, US dollars
+    cost_usd: float  # measured, the whole suite
+    price_input: float  # plan list price, US dollars per million tokens
+    price_output: float
+    latency_p50: float
+    latency_p99: float
+    error_rate: float
+    served_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SuiteRecommendation:
+    suite: str
+    model: str  # the recommended model
+    best: str  # the highest-scoring model
+    cost_basis: str  # "measured" (cost per sample) | "list price" | "none" (everything free)
+    candidates: list[Candidate]  # cheapest first (by the cost basis), then by score
+    reason: str
+
+    def candidate(self, model: str) -> Candidate:
+        for c in self.candidates:
+            if c.model == model:
+                return c
+        raise KeyError(model)
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidate(self.model)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    run: RunInfo
+    margin: float
+    alpha: float
+    suites: list[SuiteRecommendation] = field(default_factory=list)
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """suite -> recommended model."""
+        return {s.suite: s.model for s in self.suites}
+
+
+def _nan_last(x: float) -> float:
+    return math.inf if x != x else x
+
+
+def _cost_key(c, basis: str) -> tuple:
+    """Sort key of a Candidate (or its field dict) on the cost basis: lower is cheaper."""
+    get = c.get if isinstance(c, dict) else lambda k: getattr(c, k)
+    if basis == "measured":
+        return (_nan_last(get("cost_per_sample")),)
+    if basis == "list price":
+        return (get("price_output"), get("price_input"))
+    return ()
+
+
+def _score_key(mean: float) -> float:
+    return -mean if mean == mean else math.inf
+
+
+def plan_margin(run: RunInfo) -> float:
+    value = (run.plan or {}).get("noninferiority_margin")
+    return DEFAULT_MARGIN if value is None else float(value)
+
+
+def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *, margin: float = DEFAULT_MARGIN,
+                    alpha: float = 0.05, clusters: bool = True) -> SuiteRecommendation:
+    """The recommendation for one suite from its cells (one per model, at least one)."""
+    if not cells:
+        raise ValueError("no results to recommend from")
+    suite = cells[0].suite
+    basis = "measured" if any(c.cost_usd > 0 for c in cells) else (
+        "list price" if any(prices[c.model].price_output or prices[c.model].price_input for c in cells) else "none")
+
+    def base(c: CellSummary) -> dict:
+        info = prices[c.model]
+        return dict(model=c.model, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items,
+                    cost_per_sample=c.cost_usd / c.n_samples if c.n_samples else NAN, cost_usd=c.cost_usd,
+                    price_input=info.price_input, price_output=info.price_output, latency_p50=c.latency_p50,
+                    latency_p99=c.latency_p99, error_rate=c.error_rate, served_models=c.served_models)
+
+    fields = {c.model: base(c) for c in cells}
+    # The best: the highest score, then the cheapest, then the fastest.
+    best = min(cells, key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis),
+                                     _nan_last(c.latency_p99), c.model))
+    best_index = {item: i for i, item in enumerate(best.item_ids)}
+    candidates = []
+    for c in cells:
+        if c is best:
+            candidates.append(Candidate(**fields[c.model], n_paired=c.n_items, diff=0.0, lower=0.0, p_value=0.0,
+                                        noninferior=True, is_best=True))
+            continue
+        keep = [i for i, item in enumerate(c.item_ids) if item in best_index]
+        mine = [c.scores[i] for i in keep]
+        theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
+        groups = [c.groups[i] for i in keep]
+        ni = stats.noninferiority(mine, theirs, margin=margin, alpha=alpha,
+                                  clusters=groups if clusters and any(groups) else None)
+        candidates.append(Candidate(**fields[c.model], n_paired=len(keep), diff=ni.diff, lower=ni.lower_bound,
+                                    p_value=ni.p_value, noninferior=bool(ni.noninferior), is_best=False))
+    candidates.sort(key=lambda x: (_cost_key(x, basis), _score_key(x.mean), _nan_last(x.latency_p99), x.model))
+    chosen = next(x for x in candidates if x.noninferior)
+    if chosen.is_best:
+        cheaper = [x for x in candidates if _cost_key(x, basis) < _cost_key(chosen, basis)]
+        reason = (f"{chosen.model} scores highest and is the cheapest" if not cheaper or basis == "none" else
+                  f"{chosen.model} scores highest; every cheaper model may be more than "
+                  f"{100 * margin:g} points worse")
+    else:
+        reason = (f"{chosen.model} is the cheapest model not significantly worse than {best.model} "
+                  f"by more than {100 * margin:g} points")
+    return SuiteRecommendation(suite=suite, model=chosen.model, best=best.model, cost_basis=basis,
+                               candidates=candidates, reason=reason)
+
+
+def recommend(store: Store, run_id: str | None = None, *, margin: float | None = None, alpha: float = 0.05,
+              clusters: bool = True, summary: RunSummary | None = None) -> Recommendation:
+    """Per suite of RUN (default: the latest), the cheapest model not significantly worse than the best.
+
+    `margin` defaults to the plan's `noninferiority_margin` (0.02 = 2 points when the plan has none).
+    """
+    summary = summary or summarize_run(store, store.resolve_run(run_id))
+    run = summary.run
+    margin = plan_margin(run) if margin is None else float(margin)
+    if not 0.0 <= margin < 1.0:
+        raise HarnessError(f"non-inferiority margin {margin:g}: give a fraction of a point scale, "
+                           f"0 <= margin < 1 (0.02 = 2 points)")
+    if not 0.0 < alpha < 1.0:
+        raise HarnessError(f"--alpha {alpha}: must be between 0 and 1")
+    prices = {m.model: m for m in summary.models}
+    out = []
+    for s in summary.suites:
+        cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
+        if cells:
+            out.append(recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters))
+    return Recommendation(run=run, margin=margin, alpha=alpha, suites=out)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _clean(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def to_json(rec: Recommendation) -> dict:
+    """The `harness recommend --json` document (fields in README.md)."""
+    r = rec.run
+    return _clean({
+        "run": {"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds")},
+        "margin": rec.margin,
+        "alpha": rec.alpha,
+        "routes": rec.routes,
+        "suites": [{
+            "suite": s.suite, "model": s.model, "best": s.best, "cost_basis": s.cost_basis, "reason": s.reason,
+            "candidates": [{
+                "model": c.model, "mean": c.mean, "lo": c.lo, "hi": c.hi, "n_items": c.n_items,
+                "n_paired": c.n_paired, "diff": c.diff, "lower": c.lower, "p_value": c.p_value,
+                "noninferior": c.noninferior, "best": c.is_best, "recommended": c.model == s.model,
+                "cost_per_sample": c.cost_per_sample, "cost_usd": c.cost_usd,
+                "price": {"input": c.price_input, "output": c.price_output},
+                "latency_p50": c.latency_p50, "latency_p99": c.latency_p99, "error_rate": c.error_rate,
+                "served_models": list(c.served_models),
+            } for c in s.candidates],
+        } for s in rec.suites],
+    })

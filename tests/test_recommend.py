@@ -1,0 +1,151 @@
+"""Routing recommendation against the fake server: the cheapest model not significantly worse than the
+best, with the margin from the plan, measured cost rather than list price, and p99 latency shown."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from scipy.stats import norm
+
+from harness.cli import cli
+from harness.errors import HarnessError
+from harness.recommend import recommend
+from harness.store import Store
+from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
+
+# 'strong' answers all 40 items, 'fast' misses one, 'tiny' misses 12: by price tiny < fast < strong.
+MODELS = {"strong": {"price": {"output": 3.0}}, "fast": {"price": {"output": 0.25}},
+          "tiny": {"price": {"output": 0.01}}}
+SUITES = [{SUITE: {"limit": 40}}]
+
+
+@pytest.fixture
+def weekly(fake_server):
+    responder = WeeklyResponder()
+    ids = item_ids(n=40)
+    responder.wrong = {"fast": {ids[5]}, "tiny": set(ids[:12])}
+    fake_server.state.responder = responder
+    return responder
+
+
+def invoke(*args, ok_codes=(0,)):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code in ok_codes, (result.output, result.exception)
+    return result
+
+
+def test_picks_the_cheaper_model_that_is_not_significantly_worse(tmp_path, db_url, fake_server, weekly):
+    plan = write_plan(tmp_path / "p.yaml", fake_server, MODELS, suites=SUITES, noninferiority_margin=0.10)
+    run = run_plan(plan, db_url)
+    rec = recommend(Store(db_url), run)
+    assert rec.margin == 0.10 and rec.routes == {SUITE: "fast"}
+    (s,) = rec.suites
+    assert s.best == "strong" and s.model == "fast" and s.cost_basis == "measured"
+    # Cheapest first: tiny (not non-inferior: 30% worse), fast (chosen), strong (the best).
+    assert [c.model for c in s.candidates] == ["tiny", "fast", "strong"]
+    tiny, fast, strong = s.candidates
+    assert strong.is_best and strong.noninferior and not tiny.noninferior and fast.noninferior
+    # The non-inferiority bound by hand: d = fast - strong per item, one -1 in 40.
+    d = np.zeros(40)
+    d[5] = -1
+    se = d.std(ddof=1) / math.sqrt(40)
+    assert fast.diff == pytest.approx(-1 / 40)
+    assert fast.lower == pytest.approx(-1 / 40 - norm.ppf(0.95) * se)
+    assert fast.p_value == pytest.approx(norm.sf((-1 / 40 + 0.10) / se))
+    assert tiny.diff == pytest.approx(-12 / 40)
+    # Measured cost per sample follows price x tokens; p99 latency is there to show.
+    assert tiny.cost_per_sample < fast.cost_per_sample < strong.cost_per_sample
+    assert fast.cost_per_sample == pytest.approx(fast.cost_usd / 40)
+    assert fast.latency_p99 > 0 and fast.n_paired == 40
+
+    # The plan's default margin (2 points) cannot clear one miss in 40 (2.5 points): the best wins.
+    rec2 = recommend(Store(db_url), run, margin=0.02)
+    assert rec2.routes == {SUITE: "strong"} and "may be more than 2 points worse" in rec2.suites[0].reason
+
+
+def test_default_margin_is_two_points(tmp_path, db_url, fake_server, weekly):
+    weekly.wrong["fast"] = set()  # as good as strong on every item
+    plan = write_plan(tmp_path / "p.yaml", fake_server, MODELS, suites=SUITES)
+    run = run_plan(plan, db_url)
+    rec = recommend(Store(db_url), run)
+    assert rec.margin == 0.02 and rec.routes == {SUITE: "fast"}
+    # A tie on score goes to the cheaper model as "best" as well.
+    assert rec.suites[0].best == "fast"
+
+
+def test_measured_cost_beats_list_price(tmp_path, db_url, fake_server, weekly):
+    # 'wordy' has half the list price of 'terse' but writes ~20x more tokens for the same answers.
+    weekly.wrong = {}
+    weekly.filler = {"wordy": 400}
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"wordy": {"price": {"output": 0.5}},
+                                                         "terse": {"price": {"output": 1.0}}}, suites=SUITES)
+    rec = recommend(Store(db_url), run_plan(plan, db_url))
+    (s,) = rec.suites
+    assert s.cost_basis == "measured" and s.model == "terse"
+    assert s.candidate("wordy").price_output < s.candidate("terse").price_output
+    assert s.candidate("wordy").cost_per_sample > s.candidate("terse").cost_per_sample
+
+
+def test_list_price_decides_when_nothing_was_measured(tmp_path, db_url):
+    # Completions read from files carry no token counts: cost 0 everywhere, so the plan price decides.
+    from harness.prompt import PromptBuilder
+    from harness.suite import load_suite
+
+    suite = load_suite(SUITE)
+    builder = PromptBuilder(suite)
+    rows = list(suite.items())[:20]
+    spec = {}
+    for name, price in (("pricey", 2.0), ("cheap", 0.1), ("free-but-bad", 0.0)):
+        path = tmp_path / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for i, item in enumerate(rows):
+                good = name != "free-but-bad" or i % 2
+                fh.write(json.dumps({"task_id": item.id,
+                                     "completion": builder.reference_response(item) if good else "-1"}) + "\n")
+        spec[name] = {"provider": "samples", "path": str(path), "price": {"output": price}}
+    plan = tmp_path / "p.yaml"
+    plan.write_text(yaml.safe_dump({"name": "files", "models": spec, "suites": [{SUITE: {"limit": 20}}]}))
+    rec = recommend(Store(db_url), run_plan(plan, db_url))
+    (s,) = rec.suites
+    assert s.cost_basis == "list price" and s.model == "cheap"
+    assert [c.model for c in s.candidates] == ["free-but-bad", "cheap", "pricey"]
+
+
+def test_cli_prints_suite_to_model_and_json(tmp_path, db_url, fake_server, weekly):
+    weekly.suites = (SUITE, "zh-mcq")
+    ids = item_ids("zh-mcq", n=20)
+    weekly.wrong["fast"] = weekly.wrong["fast"] | set(ids[:8])  # fast and tiny are weak in Chinese
+    weekly.wrong["tiny"] = weekly.wrong["tiny"] | set(ids[:10])
+    plan = write_plan(tmp_path / "p.yaml", fake_server, MODELS, noninferiority_margin=0.10,
+                      suites=[{SUITE: {"limit": 40}}, {"zh-mcq": {"limit": 20}}])
+    run = run_plan(plan, db_url)
+    out = invoke("recommend", "--db", db_url).output
+    assert f"{SUITE} → fast" in out and "zh-mcq → strong" in out and "p99 s" in out
+    full = invoke("recommend", run, "--db", db_url, "--all").output
+    assert "every model, cheapest first" in full and "non-inferior" in full
+    doc = json.loads(invoke("recommend", "--db", db_url, "--json").stdout)
+    assert doc["run"]["run"] == run and doc["margin"] == 0.10 and doc["alpha"] == 0.05
+    assert doc["routes"] == {SUITE: "fast", "zh-mcq": "strong"}
+    first = doc["suites"][0]
+    assert first["suite"] == SUITE and first["cost_basis"] == "measured" and first["best"] == "strong"
+    chosen = [c for c in first["candidates"] if c["recommended"]]
+    assert [c["model"] for c in chosen] == ["fast"] and chosen[0]["latency_p99"] > 0
+    assert set(chosen[0]) >= {"mean", "lo", "hi", "diff", "lower", "p_value", "noninferior", "cost_per_sample",
+                              "price", "latency_p50", "latency_p99", "error_rate", "served_models"}
+    # --margin overrides the plan; 0 keeps only models at least as good as the best.
+    tight = json.loads(invoke("recommend", "--db", db_url, "--json", "--margin", "0").stdout)
+    assert tight["routes"] == {SUITE: "strong", "zh-mcq": "strong"}
+    bad = CliRunner().invoke(cli, ["recommend", "--db", db_url, "--margin", "1.5"])
+    assert bad.exit_code == 2
+
+
+def test_a_plan_margin_out_of_range_is_a_user_error(tmp_path, db_url, fake_server, weekly):
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"m": {}}, noninferiority_margin=2)
+    run = run_plan(plan, db_url)
+    with pytest.raises(HarnessError, match="0.02 = 2 points"):
+        recommend(Store(db_url), run)
