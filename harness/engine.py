@@ -375,6 +375,41 @@ class UnitRunner:
         self.use_cache = use_cache
         self.cache_sink = cache_sink
         self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        for name, p in suites.items():
+            if self.graders[name].name == "judge":
+                self.graders[name].options["context"] = self._judge_context(p.suite)
+
+    def _judge_context(self, suite: Suite):
+        """Lend the judge grader (running on a grading thread) the plan's models and the suite's templates."""
+        from harness.graders.judge import JudgeContext
+        from harness.prompt import template_environment
+
+        judge = self.graders[suite.name].options.get("model")
+        if judge not in self.models:
+            raise HarnessError(
+                f"suite '{suite.name}': its judge model {judge!r} is not in the plan; add it under "
+                f"'judges:' (it then grades without answering) or under 'models:'"
+            )
+        env = template_environment(suite.dir)
+
+        def render(template: str, fields) -> str:
+            try:
+                return env.get_template(template).render(**fields).strip()
+            except Exception as exc:  # a missing or broken rubric is the suite author's to fix
+                raise HarnessError(f"suite '{suite.name}': judge template {template}: {exc}") from None
+
+        def ask(model: str, messages) -> str:
+            state = self.models[model]
+            unit = WorkUnit(model, suite.name, "", Item(id=f"judge:{suite.name}", fields={}), 0,
+                            Prompt(tuple(messages)), Generation(max_tokens=1024, temperature=0.0))
+            completion, _ = asyncio.run_coroutine_threadsafe(self.request(state, unit), self._loop).result()
+            if completion.error:
+                raise RuntimeError(f"judge request failed: {completion.error}")
+            state.cost += state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
+            return completion.text
+
+        return JudgeContext(ask=ask, render=render)
 
     async def request(self, state: ModelState, unit: WorkUnit, ticket: int | None = None) -> tuple[Completion, int]:
         """The unit's completion and the attempts it took. `ticket`: a slot already taken for it."""
@@ -418,6 +453,7 @@ class UnitRunner:
             return completion, attempt
 
     async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord:
+        self._loop = self._loop or asyncio.get_running_loop()
         state = self.models[unit.model]
         completion, attempts = await self.request(state, unit, ticket)
         answer, think = split_reasoning(completion.text)
@@ -599,13 +635,14 @@ class LocalExecutor:
         done = self.store.done_keys(self.run_id)
         states: dict[str, ModelState] = {}
         try:
-            for spec in self.plan.models:
+            for spec in (*self.plan.models, *self.plan.judges):
                 states[spec.name] = ModelState(spec, make_provider(spec), AdaptiveLimiter(spec.concurrency),
                                                RateLimiter(spec.rpm, spec.tpm))
         except BaseException:
             for st in states.values():
                 await st.provider.close()
             raise
+        answering = {name: st for name, st in states.items() if name not in {j.name for j in self.plan.judges}}
         outcome.per_model = states
         switch_interval = sys.getswitchinterval()
         if self.own_process:
@@ -629,11 +666,11 @@ class LocalExecutor:
             runner = UnitRunner(self.plan, {p.suite.name: p for p in self.suites}, states, self.run_id,
                                 self.store, sink, grade_pool, self.use_cache, cache_sink=writer.put_cache)
             if self.progress is not None:
-                for st in states.values():
+                for st in answering.values():
                     st.total = self._remaining(done, st.spec.name)
-                self.progress.start(states)
+                self.progress.start(answering)
             # Every model's in-flight requests finish before a failure in one of them propagates.
-            results = await asyncio.gather(*(self._run_model(runner, st, done, outcome) for st in states.values()),
+            results = await asyncio.gather(*(self._run_model(runner, st, done, outcome) for st in answering.values()),
                                            return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):

@@ -78,6 +78,7 @@ class Plan:
     cache: bool = False  # reuse identical requests across runs
     noninferiority_margin: float = 0.02
     webhook: str | None = None
+    judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -85,7 +86,7 @@ class Plan:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def model(self, name: str) -> ModelSpec:
-        for m in self.models:
+        for m in (*self.models, *self.judges):
             if m.name == name:
                 return m
         raise HarnessError(f"plan {self.path or self.name}: no model named '{name}'")
@@ -93,7 +94,7 @@ class Plan:
 
 _MODEL_KEYS = {f.name for f in fields(ModelSpec)} - {"name"}
 _SUITE_KEYS = {"limit", "data", "fewshot", "options", "generation"}
-_PLAN_KEYS = {"name", "models", "suites", "samples", "seed", "generation", "cache",
+_PLAN_KEYS = {"name", "models", "judges", "suites", "samples", "seed", "generation", "cache",
               "noninferiority_margin", "webhook", "limit", "description"}
 _GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
 
@@ -121,6 +122,13 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
     if not isinstance(models_raw, dict) or not models_raw:
         raise HarnessError(f"{source}: 'models' must map model names to settings, e.g. models: {{local: {{provider: llamacpp}}}}")
     models = tuple(_parse_model(str(name), spec, source) for name, spec in models_raw.items())
+    judges_raw = raw.get("judges") or {}
+    if not isinstance(judges_raw, dict):
+        raise HarnessError(f"{source}: 'judges' must map judge names to model settings, like 'models'")
+    judges = tuple(_parse_model(str(name), spec, source) for name, spec in judges_raw.items())
+    clash = {m.name for m in models} & {j.name for j in judges}
+    if clash:
+        raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")
     suites_raw = raw.get("suites")
     if not isinstance(suites_raw, list) or not suites_raw:
         raise HarnessError(f"{source}: 'suites' must be a list of suite names, e.g. suites: [math-word, zh-mcq]")
@@ -143,6 +151,7 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
         cache=bool(raw.get("cache", False)),
         noninferiority_margin=float(raw.get("noninferiority_margin", 0.02)),
         webhook=raw.get("webhook"),
+        judges=judges,
     )
 
 

@@ -57,3 +57,70 @@ def test_judge_outside_a_run_is_a_clear_error():
         grade("judge", "x", Item(id="x", fields={}), {"model": "big"})
     with pytest.raises(HarnessError, match="needs options.model"):
         grade("judge", "x", Item(id="x", fields={}), {})
+
+
+def _judge_suite(tmp_path):
+    folder = tmp_path / "suites" / "capitals"
+    folder.mkdir(parents=True)
+    (folder / "suite.yaml").write_text(
+        "name: capitals\nfamily: reasoning\ntemplate: prompt.j2\nreference_field: city\nid_field: id\n"
+        "grader: {name: judge, options: {model: referee, rubric: judge.j2}}\n")
+    (folder / "prompt.j2").write_text("What is the capital of {{ country }}?")
+    (folder / "judge.j2").write_text(
+        "Question: the capital of {{ country }}. Reference: {{ reference }}.\nAnswer: {{ response }}\n"
+        "Does the answer name the reference city? End with VERDICT: PASS or VERDICT: FAIL.")
+    rows = [("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Peru", "Lima")]
+    (folder / "items.jsonl").write_text("".join(
+        f'{{"id": "{c.lower()}", "country": "{c}", "city": "{city}"}}\n' for c, city in rows))
+    return folder
+
+
+def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.plan import load_plan
+    from harness.runs import execute_plan
+    from harness.store import Store
+
+    _judge_suite(tmp_path)
+    monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
+    answers = {"France": "Paris.", "Japan": "Kyoto.", "Kenya": "It is Nairobi.", "Peru": "Lima"}
+
+    def respond(model, messages):
+        text = messages[-1]["content"]
+        if model == "referee":
+            reference = text.split("Reference: ", 1)[1].split(".", 1)[0]
+            answer = text.split("Answer: ", 1)[1].split("\n", 1)[0]
+            if "Peru" in text:
+                return "Hard to say."  # no verdict line: must not be guessed
+            return f"Checked.\nVERDICT: {'PASS' if reference in answer else 'FAIL'}"
+        return next(a for c, a in answers.items() if c in text)
+
+    fake_server.state.responder = respond
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump({
+        "models": {"student": {"provider": "openai", "base_url": fake_server.base_url}},
+        "judges": {"referee": {"provider": "openai", "base_url": fake_server.base_url,
+                               "price": {"input": 1.0, "output": 1.0}}},
+        "suites": ["capitals"]}))
+    store = Store(db_url)
+    result = execute_plan(load_plan(plan_path), store)
+    by_id = {s.item_id: s for s in store.samples(result.run_id)}
+    assert set(by_id) == {"france", "japan", "kenya", "peru"}  # the judge answered nothing itself
+    assert by_id["france"].passed and by_id["kenya"].passed
+    assert not by_id["japan"].passed and "VERDICT FAIL" in by_id["japan"].grade_reason
+    assert not by_id["peru"].passed and "unparseable" in by_id["peru"].grade_reason
+    assert result.outcome.per_model["referee"].cost > 0  # judging is paid for and counted
+
+
+def test_a_judge_missing_from_the_plan_is_named_before_any_request(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.plan import load_plan
+    from harness.runs import execute_plan
+    from harness.store import Store
+
+    _judge_suite(tmp_path)
+    monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump({
+        "models": {"student": {"provider": "openai", "base_url": fake_server.base_url}}, "suites": ["capitals"]}))
+    with pytest.raises(HarnessError, match="judge model 'referee' is not in the plan"):
+        execute_plan(load_plan(plan_path), Store(db_url))
+    assert fake_server.state.requests == 0
