@@ -28,7 +28,6 @@ same tag) and lists:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import urllib.error
@@ -37,7 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from harness.compare import RunsComparison, comparison_dict, correct, pair_cells
+from harness.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 from harness.summary import RunSummary, summarize_run
@@ -307,15 +306,6 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
 # --------------------------------------------------------------------------- output
 
 
-def _clean(x):
-    """NaN / inf -> None, recursively, so the document is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _run_dict(r: RunInfo | None) -> dict | None:
@@ -327,7 +317,7 @@ def _run_dict(r: RunInfo | None) -> dict | None:
 
 def to_json(result: CheckResult) -> dict:
     """The `harness check --json` document (and the webhook's body); NaN/inf become null."""
-    return _clean({
+    return json_safe({
         "run": _run_dict(result.run),
         "previous": _run_dict(result.previous),
         "ok": result.ok,

@@ -328,7 +328,7 @@ def suites():
 @suites.command("list")
 def suites_list():
     """List the suites that can be named in a plan."""
-    from harness.suite import find_suite_dir, list_suites, load_suite
+    from harness.suite import list_suites, load_suite
 
     for name in list_suites():
         s = load_suite(name)

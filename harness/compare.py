@@ -318,14 +318,14 @@ def previous_run(store: Store, run_id: str | None = None) -> str:
 # --------------------------------------------------------------------------- JSON
 
 
-def _clean(x):
-    """NaN / inf -> None, recursively, so the document is strict JSON."""
+def json_safe(x):
+    """NaN / inf -> None, recursively, so a document is strict JSON (every --json output uses this)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -356,4 +356,4 @@ def to_json(result: ModelsComparison | RunsComparison) -> dict:
         "regressions": [comparison_dict(c) for c in result.regressions],
         "notes": list(result.notes),
     }
-    return _clean(doc)
+    return json_safe(doc)

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness import stats
+from harness.compare import json_safe
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
 from harness.summary import CellSummary, RunSummary, summarize_run
@@ -187,20 +188,12 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
 # --------------------------------------------------------------------------- JSON
 
 
-def _clean(x):
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def to_json(rec: Recommendation) -> dict:
     """The `harness recommend --json` document (fields in README.md)."""
     r = rec.run
-    return _clean({
+    return json_safe({
         "run": {"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
                 "started": r.started_at.isoformat(timespec="seconds")},
         "margin": rec.margin,

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from harness.errors import HarnessError
+from harness.jsonl import read_jsonl
 from harness.plan import SuiteRef
 from harness.records import Generation, GraderSpec, Item
 
@@ -112,7 +113,7 @@ class Suite:
         if self.loader:
             yield from self._loaded().rows
             return
-        yield from _read_jsonl(self._data_path())
+        yield from read_jsonl(self._data_path())
 
     def _data_path(self) -> Path:
         path = Path(self.data or "items.jsonl")
@@ -145,7 +146,7 @@ class Suite:
 
     def fewshot_pool(self) -> list[dict]:
         if self.fewshot.data:
-            return list(_read_jsonl(self.dir / self.fewshot.data))
+            return list(read_jsonl(self.dir / self.fewshot.data))
         if self.loader:
             return list(self._loaded().fewshot)
         return []
@@ -253,19 +254,3 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         limit=ref.limit,
         raw_config=raw,
     )
-
-
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    if not path.is_file():
-        raise HarnessError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise HarnessError(f"{path}:{lineno}: each line must be a JSON object")
-            yield row

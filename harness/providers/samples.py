@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.jsonl import read_jsonl
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
 from harness.records import Completion
@@ -14,21 +14,11 @@ from harness.records import Completion
 
 def read_samples(path: str | Path) -> dict[str, list[dict]]:
     """task_id -> the rows for it, in file order (the i-th row is sample index i)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"samples file not found: {path}")
     by_task: dict[str, list[dict]] = defaultdict(list)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
-                raise HarnessError(f"{path}:{lineno}: each row needs 'task_id' and 'completion'")
-            by_task[str(row["task_id"])].append(row)
+    for row in read_jsonl(path, what="samples file"):
+        if "task_id" not in row or "completion" not in row:
+            raise HarnessError(f"{path}: row {row!r:.80} needs 'task_id' and 'completion'")
+        by_task[str(row["task_id"])].append(row)
     return dict(by_task)
 
 
