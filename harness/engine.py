@@ -36,18 +36,15 @@ import gc
 import hashlib
 import json
 import logging
-import queue
-import random
 import sys
 import threading
-import time
 import zlib
-from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from harness.errors import HarnessError
+from harness.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, estimate_tokens  # noqa: F401
 from harness.plan import ModelSpec, Plan
 from harness.prompt import PromptBuilder
 from harness.providers import Provider, ProviderError, Request, make_provider
@@ -55,6 +52,7 @@ from harness.reasoning import split_reasoning
 from harness.records import Completion, Generation, Grade, Item, Prompt
 from harness.store import SampleRecord, Store
 from harness.suite import Suite
+from harness.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -120,173 +118,6 @@ def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite], done: 
                     continue
                 prompt = prompt or prepared.builder.build(item)
                 yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, gen)
-
-
-# -- adaptive concurrency and rate limits -----------------------------------------------
-
-
-class AdaptiveLimiter:
-    """An AIMD window over one model's concurrent requests.
-
-    Additive increase: each success grows the window by 1/window (about +1 per window of
-    successes), up to the plan's `concurrency`. Multiplicative decrease: the window halves when
-    429s are a real signal, i.e. at least `threshold` of the recent responses were 429s, and at
-    most once per generation of requests (429s from requests that were already in flight when
-    the window was cut do not cut it again, as TCP cuts once per round trip). After a cut, no new
-    request starts until the server's Retry-After has passed. An isolated 429 (a burst limit, a
-    flaky gateway) is only retried after its Retry-After: halving the window for it would cost far
-    more throughput than the retry.
-
-    Waiters are served in order; retries (`priority=True`) go first, so a unit that failed is
-    not starved behind new ones and the run's tail stays short.
-    """
-
-    def __init__(self, cap: int, *, threshold: float = 0.2, memory: int | None = None):
-        self.cap = max(1, int(cap))
-        self.window = float(self.cap)
-        self.min_window = self.window
-        self.threshold = threshold
-        self.in_flight = 0
-        self.cuts = 0
-        self._waiters: deque[asyncio.Future] = deque()
-        self._recent: deque[bool] = deque(maxlen=memory or max(20, self.cap))
-        self._recent_429 = 0
-        self._started = 0
-        self._cut_ticket = 0  # requests started before the last cut do not cut again
-        self._paused_until = 0.0
-        self._wake_handle: asyncio.TimerHandle | None = None
-
-    @property
-    def limit(self) -> int:
-        return max(1, int(self.window))
-
-    async def acquire(self, *, priority: bool = False) -> int:
-        """Wait for a slot; returns a ticket to hand back to `release`."""
-        if (self.in_flight < self.limit and not self._waiters
-                and (not self._paused_until or time.monotonic() >= self._paused_until)):
-            self.in_flight += 1
-        else:
-            fut = asyncio.get_running_loop().create_future()
-            if priority:
-                self._waiters.appendleft(fut)
-            else:
-                self._waiters.append(fut)
-            self._wake()  # a slot may be free and only a pause in the way: make sure a timer ends it
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():  # the slot was handed over: give it back
-                    self.in_flight -= 1
-                    self._wake()
-                raise
-        self._started += 1
-        return self._started
-
-    def release(self, ticket: int, *, rate_limited: bool = False, success: bool = True,
-                retry_after: float | None = None) -> None:
-        self.in_flight -= 1
-        if success or rate_limited:
-            if len(self._recent) == self._recent.maxlen and self._recent[0]:
-                self._recent_429 -= 1
-            self._recent.append(rate_limited)
-            self._recent_429 += rate_limited
-        if rate_limited:
-            share = self._recent_429 / max(len(self._recent), self._recent.maxlen // 2)
-            if ticket > self._cut_ticket and share >= self.threshold:
-                self.window = max(1.0, self.window / 2)
-                self.min_window = min(self.min_window, self.window)
-                self.cuts += 1
-                self._cut_ticket = self._started
-                if retry_after:
-                    self._paused_until = max(self._paused_until, time.monotonic() + min(retry_after, 60.0))
-                log.info("429s: concurrency window cut to %d", self.limit)
-        elif success and self.window < self.cap:
-            self.window = min(float(self.cap), self.window + 1.0 / self.window)
-        self._wake()
-
-    def _wake(self) -> None:
-        if not self._waiters:
-            return
-        if self._paused_until:
-            wait = self._paused_until - time.monotonic()
-            if wait > 0:
-                if self._wake_handle is None:
-                    self._wake_handle = asyncio.get_running_loop().call_later(wait, self._wake_later)
-                return
-            self._paused_until = 0.0
-        while self._waiters and self.in_flight < self.limit:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1
-                fut.set_result(None)
-
-    def _wake_later(self) -> None:
-        self._wake_handle = None
-        self._wake()
-
-
-class RateLimiter:
-    """Token buckets for requests per minute and (estimated) tokens per minute.
-
-    Each bucket holds at most ten seconds' worth, so a run starts with a modest burst
-    instead of a whole minute's allowance at once.
-    """
-
-    def __init__(self, rpm: float | None, tpm: float | None):
-        self.rpm, self.tpm = rpm, tpm
-        self.active = bool(rpm or tpm)
-        self._req_cap = max(1.0, rpm / 6) if rpm else 0.0
-        self._tok_cap = max(1.0, tpm / 6) if tpm else 0.0
-        self._req = self._req_cap
-        self._tok = self._tok_cap
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self, tokens: int) -> None:
-        if not self.active:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                elapsed, self._stamp = now - self._stamp, now
-                if self.rpm:
-                    self._req = min(self._req_cap, self._req + elapsed * self.rpm / 60)
-                if self.tpm:
-                    self._tok = min(self._tok_cap, self._tok + elapsed * self.tpm / 60)
-                need_tok = min(tokens, self._tok_cap) if self.tpm else 0
-                waits = []
-                if self.rpm and self._req < 1:
-                    waits.append((1 - self._req) * 60 / self.rpm)
-                if self.tpm and self._tok < need_tok:
-                    waits.append((need_tok - self._tok) * 60 / self.tpm)
-                if not waits:
-                    if self.rpm:
-                        self._req -= 1
-                    if self.tpm:
-                        self._tok -= need_tok
-                    return
-                await asyncio.sleep(max(waits))
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count (about 4 characters a token for English, ~1.5 for Chinese)."""
-    if text.isascii():
-        return len(text) // 4 + 1
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return int(cjk / 1.5 + (len(text) - cjk) / 4) + 1
-
-
-def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.25, cap: float = 30.0) -> float:
-    """How long to wait before attempt `attempt + 1`.
-
-    The server's Retry-After when it sent one (never shortened; up to 20% jitter on top, so
-    that requests told the same time do not all come back at the same instant). Otherwise
-    exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)], capped, so
-    retries of a failed burst spread out instead of hammering the server together.
-    """
-    if retry_after is not None:
-        return min(retry_after, 120.0) * random.uniform(1.0, 1.2)
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
 # -- grading ----------------------------------------------------------------------------
@@ -486,91 +317,6 @@ class UnitRunner:
         return record
 
 
-# -- storing ----------------------------------------------------------------------------
-
-
-class StoreWriter:
-    """Commits samples from a background thread as they finish: each transaction takes whatever
-    is ready at that moment (one sample when they trickle in, many when they arrive together),
-    so nothing waits to fill a batch and a kill loses only samples not yet handed over."""
-
-    PROMPT_MEMORY = 4096  # (suite content, item) pairs known stored; older ones are re-checked in the store
-
-    def __init__(self, store: Store, suite_hashes: Iterable[str] = ()):
-        self.store = store
-        # Suite contents no earlier run stored prompts for: their prompts need no existence check.
-        hashes = set(suite_hashes)
-        self._new_suites = frozenset(hashes - store.suites_with_prompts(hashes)) if hashes else frozenset()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._prompted: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._error: BaseException | None = None
-        self.written = 0
-        self._thread = threading.Thread(target=self._loop, name="harness-store", daemon=True)
-        self._thread.start()
-
-    def put(self, record: SampleRecord, unit: WorkUnit) -> None:
-        if self._error:
-            raise self._error
-        self._queue.put((record, unit))
-
-    def put_cache(self, key: str, completion: Completion) -> None:
-        self._queue.put(("cache", key, completion))
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < 2000:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                self._write(batch)
-            except BaseException as exc:  # surfaced to the engine on the next put/close
-                self._error = exc
-                log.exception("storing samples failed")
-            if stop:
-                return
-
-    def _write(self, batch: list) -> None:
-        by_suite: dict[str, list[tuple[str, str, str]]] = {}
-        records = []
-        cache_rows = []
-        for entry in batch:
-            if entry[0] == "cache":
-                cache_rows.append((entry[1], json.dumps(asdict(entry[2]))))
-                continue
-            record, unit = entry
-            records.append(record)
-            key = (unit.suite_hash, unit.item.id)
-            if key in self._prompted:
-                continue
-            self._prompted[key] = None
-            if len(self._prompted) > self.PROMPT_MEMORY:
-                self._prompted.popitem(last=False)
-            messages = json.dumps([[m.role, m.content] for m in unit.prompt.messages], ensure_ascii=False)
-            ref = unit.item.reference
-            ref_text = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False, default=str)
-            by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or ""))
-        if not self.store.save_batch(records, prompts=by_suite, cache=cache_rows, new_suites=self._new_suites):
-            self._new_suites = frozenset()  # someone else stores prompts too: check from now on
-        self.written += len(records)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error:
-            raise self._error
-
-
 # -- the local executor -------------------------------------------------------------------
 
 
@@ -657,11 +403,11 @@ class LocalExecutor:
         writer = StoreWriter(self.store, [p.hash for p in self.suites])
         grade_pool = ThreadPoolExecutor(max_workers=max(2, min(32, sum(s.spec.concurrency for s in states.values()))),
                                         thread_name_prefix="harness-grade")
-        sink = writer.put
-        if self.progress is not None:
-            def sink(record, unit, _put=writer.put, _advance=self.progress.advance):
-                _put(record, unit)
-                _advance(record)
+        def sink_with_progress(record, unit, _put=writer.put, _advance=self.progress and self.progress.advance):
+            _put(record, unit)
+            _advance(record)
+
+        sink = writer.put if self.progress is None else sink_with_progress
         try:
             runner = UnitRunner(self.plan, {p.suite.name: p for p in self.suites}, states, self.run_id,
                                 self.store, sink, grade_pool, self.use_cache, cache_sink=writer.put_cache)
