@@ -130,8 +130,9 @@ class SuiteGrader:
     """A suite's grader resolved once: options checked before any request is sent."""
 
     def __init__(self, suite: Suite):
-        from harness.graders import check_options, get_grader
+        from harness.graders import call_grader, check_options, get_grader
 
+        self._call = call_grader  # the registry's contract: HarnessError propagates, the rest fails the grade
         self.name = suite.grader.name
         options = dict(suite.grader.options)
         if self.name == "code":
@@ -143,17 +144,7 @@ class SuiteGrader:
         self.inline = self.name in INLINE_GRADERS
 
     def __call__(self, answer: str, item: Item) -> Grade:
-        # Same contract as harness.graders.grade: a HarnessError (bad options, malformed item)
-        # propagates, anything else is a failed grade saying what went wrong.
-        try:
-            result = self.fn(answer if answer is not None else "", item, **self.options)
-        except HarnessError:
-            raise
-        except Exception as exc:
-            return Grade.of(False, f"grader '{self.name}' failed: {type(exc).__name__}: {exc}")
-        if not isinstance(result, Grade):
-            return Grade.of(False, f"grader '{self.name}' returned {type(result).__name__}, not Grade")
-        return result
+        return self._call(self.name, self.fn, answer, item, self.options)
 
 
 def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:

@@ -119,6 +119,11 @@ def grade(name: str, response: str, item: Item, options: Mapping[str, Any] | Non
     options = dict(options or {})
     fn = get_grader(name)
     check_options(name, options)
+    return call_grader(name, fn, response, item, options)
+
+
+def call_grader(name: str, fn: Grader, response: str, item: Item, options: Mapping[str, Any]) -> Grade:
+    """Call an already resolved grader with the contract of `grade` (options checked by the caller)."""
     try:
         result = fn(response if response is not None else "", item, **options)
     except HarnessError:
@@ -130,4 +135,4 @@ def grade(name: str, response: str, item: Item, options: Mapping[str, Any] | Non
     return result
 
 
-__all__ = ["Grader", "register", "get_grader", "grade", "check_options", "available_graders", "ENTRY_POINT_GROUP"]
+__all__ = ["Grader", "register", "get_grader", "grade", "call_grader", "check_options", "available_graders", "ENTRY_POINT_GROUP"]
