@@ -93,6 +93,12 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
     """
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
+    api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
+    if api_models:  # a missing key is the user's to fix: say so before a run is recorded
+        from harness.providers.openai_api import resolve_api_key
+
+        for m in api_models:
+            resolve_api_key(m)
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
         RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)

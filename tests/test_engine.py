@@ -94,8 +94,10 @@ def test_missing_api_key_variable_is_a_clear_error(tmp_path, fake_server, db_url
     monkeypatch.delenv("HARNESS_TEST_KEY", raising=False)
     plan = write_plan(tmp_path, fake_server, models={"m": {"provider": "openai", "base_url": fake_server.base_url,
                                                           "api_key_env": "HARNESS_TEST_KEY"}})
+    store = Store(db_url)
     with pytest.raises(HarnessError, match="HARNESS_TEST_KEY is not set"):
-        execute_plan(plan, Store(db_url))
+        execute_plan(plan, store)
+    assert store.runs() == []  # nothing recorded: no empty 'running' run left behind
 
 
 def test_api_key_is_sent_but_never_stored(tmp_path, fake_server, db_url, monkeypatch):
