@@ -9,15 +9,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from click.testing import CliRunner
 from scipy.stats import binomtest
 
 from harness.checks import (Alarm, check_run, find_previous, notify, post_webhook, resolve_webhook,
                             served_name_matches, to_json, webhook_payload)
-from harness.cli import cli
 from harness.compare import compare_runs
 from harness.store import Store
-from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
+from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 
 MODELS = {"fast": {"price": {"output": 0.25}}, "strong": {"price": {"output": 3.0}},
           "tiny": {"price": {"output": 0.01}}}
@@ -28,12 +26,6 @@ def weekly(fake_server):
     responder = WeeklyResponder()
     fake_server.state.responder = responder
     return responder
-
-
-def invoke(*args, ok_codes=(0,)):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code in ok_codes, (result.output, result.exception)
-    return result
 
 
 # -- regressions -------------------------------------------------------------------------------

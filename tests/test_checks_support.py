@@ -62,3 +62,14 @@ def run_plan(plan_path: Path, db_url: str, *, tag: str = "", new: bool = False) 
     result = execute_plan(load_plan(plan_path), Store(db_url), tag=tag, new=new)
     assert result.status == "finished", result
     return result.run_id
+
+
+def invoke(*args, ok_codes=(0,)):
+    """Run the harness CLI in-process; the exit code must be one of ok_codes."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code in ok_codes, (result.output, result.exception)
+    return result

@@ -16,7 +16,7 @@ from harness.cli import cli
 from harness.errors import HarnessError
 from harness.recommend import recommend
 from harness.store import Store
-from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
+from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 
 # 'strong' answers all 40 items, 'fast' misses one, 'tiny' misses 12: by price tiny < fast < strong.
 MODELS = {"strong": {"price": {"output": 3.0}}, "fast": {"price": {"output": 0.25}},
@@ -31,12 +31,6 @@ def weekly(fake_server):
     responder.wrong = {"fast": {ids[5]}, "tiny": set(ids[:12])}
     fake_server.state.responder = responder
     return responder
-
-
-def invoke(*args, ok_codes=(0,)):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code in ok_codes, (result.output, result.exception)
-    return result
 
 
 def test_picks_the_cheaper_model_that_is_not_significantly_worse(tmp_path, db_url, fake_server, weekly):
