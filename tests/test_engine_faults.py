@@ -122,23 +122,14 @@ def test_a_timeout_that_persists_is_stored_as_the_samples_error(echo, db_url):
     assert all("timed out" in s.error and s.attempts == 2 and not s.passed for s in samples)
 
 
-def test_malformed_json_bodies_are_retried(echo, db_url):
+@pytest.mark.parametrize("fault", ["malformed", "drop"])  # 200 with a broken JSON body; a closed connection
+def test_malformed_bodies_and_dropped_connections_are_retried(echo, db_url, fault):
     make_plan, server = echo
-    server.state.faults.malformed = 0.3
+    setattr(server.state.faults, fault, 0.3)
     plan = make_plan(40)
     store = Store(db_url)
     result = execute_plan(plan, store)
-    assert server.state.status_counts["malformed"] > 0
-    assert all_correct(store, result.run_id, 40)
-
-
-def test_dropped_connections_are_retried(echo, db_url):
-    make_plan, server = echo
-    server.state.faults.drop = 0.3
-    plan = make_plan(40)
-    store = Store(db_url)
-    result = execute_plan(plan, store)
-    assert server.state.status_counts["drop"] > 0
+    assert server.state.status_counts[fault] > 0
     assert all_correct(store, result.run_id, 40)
 
 
