@@ -132,7 +132,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     store = _store(db_url)
     started = time.perf_counter()
     try:
-        # While requests are in flight, import what the summary needs (numpy, scipy, rich) on a side thread.
+        # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
                               progress=RunProgress(), data_override=overrides, shard=shard_spec,
                               warm=("harness.summary", "harness.stats", "rich.table"), own_process=True)

@@ -364,7 +364,7 @@ class LocalExecutor:
         self.shard = shard
         self.warm = tuple(warm)
         self._stop: asyncio.Event | None = None  # created inside the loop
-        self._warmed = False
+        self._dispatching: set[str] = set()  # models with units still to send
 
     async def run(self) -> RunOutcome:
         self._stop = asyncio.Event()
@@ -380,6 +380,7 @@ class LocalExecutor:
                 await st.provider.close()
             raise
         answering = {name: st for name, st in states.items() if name not in {j.name for j in self.plan.judges}}
+        self._dispatching = set(answering)
         outcome.per_model = states
         switch_interval = sys.getswitchinterval()
         if self.own_process:
@@ -430,6 +431,15 @@ class LocalExecutor:
                     self.progress.stop()
         return outcome
 
+    def _dispatched(self, model: str) -> None:
+        """A model has sent its last unit. Once every model has, the loop has little left to do but
+        wait for the last answers: the time to import what the summary needs, without slowing a
+        dispatch (an importing thread holds the GIL the loop needs to answer and send)."""
+        if model in self._dispatching:
+            self._dispatching.discard(model)
+            if not self._dispatching:
+                warm_imports(self.warm)
+
     def _remaining(self, done: set, model: str) -> int | None:
         if self.shard is not None and self.shard[1] > 1:
             return None
@@ -469,9 +479,6 @@ class LocalExecutor:
             if self.max_cost is not None and self._spent(outcome) >= self.max_cost:
                 outcome.stopped_for_cost = True
                 stop.set()
-            if not self._warmed:
-                self._warmed = True
-                warm_imports(self.warm)
 
         try:
             while not stop.is_set():
@@ -497,6 +504,12 @@ class LocalExecutor:
                 task = loop.create_task(runner.run(unit, ticket))
                 tasks.add(task)
                 task.add_done_callback(finished)
+                # Let the new task build and send its request before the next unit is taken: asyncio
+                # runs ready tasks breadth-first, so a burst of 64 new tasks would otherwise each
+                # build their request before any of them sent one (~40 ms on the first wave), and
+                # every wave's earliest requests, the run's critical path, would wait for the rest.
+                await asyncio.sleep(0)
+            self._dispatched(state.spec.name)
             # In-flight requests are paid for: let them finish even when stopping.
             while tasks:
                 await asyncio.wait(set(tasks))

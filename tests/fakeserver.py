@@ -58,6 +58,7 @@ class ServerState:
     bodies: list = field(default_factory=list)  # last raw request bodies (bounded) for inspection
     headers_seen: list = field(default_factory=list)
     first_request_at: float | None = None  # time.time() of the first chat request (benchmarks: start-up)
+    last_response_at: float | None = None  # time.time() of the last chat answer sent (benchmarks: the tail)
     in_flight: int = 0
     max_in_flight: int = 0  # the most chat requests being answered at once
     log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
@@ -66,6 +67,7 @@ class ServerState:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
         return {"requests": self.requests, "successes": dict(self.successes), "attempts": dict(self.attempts),
                 "status_counts": dict(self.status_counts), "first_request_at": self.first_request_at,
+                "last_response_at": self.last_response_at,
                 "max_in_flight": self.max_in_flight}
 
 
@@ -161,6 +163,9 @@ class FakeOpenAIServer:
         if method == "GET" and path.rstrip("/").endswith("/_stats"):
             self._send(writer, 200, st.snapshot())
             return True
+        if method == "GET" and path.rstrip("/").endswith("/_log"):
+            self._send(writer, 200, st.log)  # (time.monotonic(), prompt key, outcome) per chat request
+            return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
             self._send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
             return True
@@ -175,6 +180,12 @@ class FakeOpenAIServer:
             st.in_flight -= 1
 
     async def _chat(self, headers, body, writer) -> bool:
+        try:
+            return await self._answer_chat(headers, body, writer)
+        finally:
+            self.state.last_response_at = time.time()
+
+    async def _answer_chat(self, headers, body, writer) -> bool:
         st = self.state
         st.requests += 1
         if st.first_request_at is None:

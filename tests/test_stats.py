@@ -607,4 +607,16 @@ def test_module_imports_only_numpy_and_scipy():
             roots |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             roots.add(node.module.split(".")[0])
-    assert roots <= {"numpy", "scipy", "math", "dataclasses", "typing", "__future__"}
+    assert roots <= {"numpy", "scipy", "math", "statistics", "dataclasses", "typing", "__future__"}
+
+
+def test_means_and_intervals_do_not_load_scipy():
+    """The summary after every run needs only these; scipy.stats alone takes ~0.4 s to import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, harness.stats as s; s.mean_ci([1, 0, 1, 1], clusters=['a', 'a', 'b', 'c']); "
+            "s.wilson_interval(3, 4); s.percentiles([0.1, 0.2]); s.minimum_detectable_effect(100, 0.2); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -10,7 +10,7 @@ Each runs fault-free, then with 5% HTTP 500 + 5% HTTP 429 (Retry-After 0.2 s).
 
 Printed per run: wall time of the `harness run` subprocess from spawn to exit (start-up and the
 summary table included; `--no-report`), ideal = N x latency / concurrency and the ratio,
-start-up (spawn to the server's first request), the harness process's CPU (user+sys from
+start-up (spawn to the server's first request), tail (the server's last answer to exit), the harness process's CPU (user+sys from
 os.wait4, the server's CPU is not counted: it is another process) per item, its peak RSS, the
 most requests the server saw at once, and a check that every sample is stored and graded correct.
 With faults, the ratio of the wall time to the fault-free wall time of the same scenario.
@@ -123,6 +123,7 @@ def run_once(name: str, n: int, latency: float, concurrency: int, faults: bool) 
                                          cwd=root, env=env, stdout=out, stderr=err)
                 usage = wait_child_usage(child)
                 wall = time.perf_counter() - t0
+                exited_wall = time.time()
             stats = server_stats(base_url)
         finally:
             server.terminate()
@@ -137,6 +138,7 @@ def run_once(name: str, n: int, latency: float, concurrency: int, faults: bool) 
     return {
         "scenario": name, "faults": faults, "n": n, "wall": wall, "ideal": n * latency / concurrency,
         "startup": (stats["first_request_at"] or spawned_wall) - spawned_wall,
+        "tail": exited_wall - (stats["last_response_at"] or exited_wall),
         "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
         "stored": stored, "passed": passed or 0, "errors": errors or 0,
         "server_requests": stats["requests"], "max_in_flight": stats["max_in_flight"],
@@ -151,7 +153,7 @@ def report(r: dict, base: dict | None) -> str:
             f" (runs {', '.join(f'{w:.2f}' for w in r['walls'])})")
     if r["ideal"]:
         line += f"  ideal {r['ideal']:5.2f} s  ratio {r['wall'] / r['ideal']:.3f}"
-    line += (f"  start-up {r['startup']:.2f} s  CPU {1000 * r['cpu'] / r['n']:.2f} ms/item ({r['cpu']:.2f} s)"
+    line += (f"  start-up {r['startup']:.2f} s  tail {r['tail']:.2f} s  CPU {1000 * r['cpu'] / r['n']:.2f} ms/item ({r['cpu']:.2f} s)"
              f"  peak RSS {r['rss_mb']:.0f} MB  max in flight {r['max_in_flight']}"
              f"  requests {r['server_requests']} {json.dumps(r['status_counts'], sort_keys=True)}"
              f"  stored {r['stored']} passed {r['passed']}  {'OK' if ok else 'INCOMPLETE'}")
