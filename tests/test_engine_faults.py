@@ -21,6 +21,7 @@ import yaml
 from fakeserver import echo_responder, prompt_key
 from harness.engine import AdaptiveLimiter, in_shard, plan_units, prepare_suites
 from harness.plan import load_plan
+from harness.prompt import PromptBuilder
 from harness.providers.openai_api import _completion_from_json
 from harness.runs import execute_plan
 from harness.store import Store
@@ -259,6 +260,30 @@ def test_units_are_built_lazily(echo):
     units = plan_units(plan, plan.models[0], suites, set())
     first = [next(units) for _ in range(3)]
     assert [u.item.id for u in first] == ["q0", "q1", "q2"] and len(built) == 3
+
+
+def test_each_request_starts_before_the_next_unit_is_built(echo, db_url, monkeypatch):
+    """The dispatcher lets a new request reach the client before it builds the next unit: asyncio
+    runs ready tasks breadth-first, so otherwise a wave of 8 would all be built before any is sent."""
+    from harness.providers.openai_api import OpenAIProvider
+
+    make_plan, _ = echo
+    plan = make_plan(8, concurrency=8)
+    events = []
+    original_build = PromptBuilder.build
+    monkeypatch.setattr(PromptBuilder, "build",
+                        lambda self, item: events.append(("built", item.id)) or original_build(self, item))
+    original_complete = OpenAIProvider.complete
+
+    async def complete(self, request):
+        events.append(("sent", request.item.id))
+        return await original_complete(self, request)
+
+    monkeypatch.setattr(OpenAIProvider, "complete", complete)
+    result = execute_plan(plan, Store(db_url))
+    assert result.status == "finished"
+    expected = [(what, f"q{i}") for i in range(8) for what in ("built", "sent")]
+    assert events == expected
 
 
 def test_completion_accounting_from_the_json_body():
