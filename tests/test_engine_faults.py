@@ -22,7 +22,7 @@ from fakeserver import echo_responder, prompt_key
 from harness.engine import AdaptiveLimiter, in_shard, plan_units, prepare_suites
 from harness.plan import load_plan
 from harness.prompt import PromptBuilder
-from harness.providers.openai_api import _completion_from_json
+from harness.providers.openai_api import OpenAIProvider, _completion_from_json
 from harness.runs import execute_plan
 from harness.store import Store
 
@@ -265,8 +265,6 @@ def test_units_are_built_lazily(echo):
 def test_each_request_starts_before_the_next_unit_is_built(echo, db_url, monkeypatch):
     """The dispatcher lets a new request reach the client before it builds the next unit: asyncio
     runs ready tasks breadth-first, so otherwise a wave of 8 would all be built before any is sent."""
-    from harness.providers.openai_api import OpenAIProvider
-
     make_plan, _ = echo
     plan = make_plan(8, concurrency=8)
     events = []
@@ -441,3 +439,13 @@ def test_a_template_error_mid_run_stops_sending_but_keeps_what_was_paid_for(echo
         execute_plan(plan, store)
     run_id = store.resolve_run(None)
     assert store.count_samples(run_id) == server.state.requests == 20  # every request sent was stored
+
+
+def test_client_knows_its_platform_before_the_first_request(echo):
+    """Else every request of the first wave hops to a thread to work it out (see _settle_platform)."""
+    make_plan, _ = echo
+    provider = OpenAIProvider(make_plan(1).models[0])
+    try:
+        assert all(getattr(c, "_platform", None) for c in provider.clients)
+    finally:
+        asyncio.run(provider.close())
