@@ -1,8 +1,9 @@
 """Persist runs and graded samples with SQLAlchemy (SQLite file by default, any SQLAlchemy URL).
 
 Only portable SQLAlchemy constructs are used (no SQLite-only SQL), so the same code serves
-PostgreSQL. Each finished sample is committed as soon as it is graded: a crash loses nothing
-that finished. API keys never reach this module: plans hold only the names of env variables.
+PostgreSQL (tests/test_store_postgres.py runs the store on a real server). Each finished sample
+is committed as soon as it is graded: a crash loses nothing that finished. API keys never reach
+this module: plans hold only the names of env variables.
 """
 
 from __future__ import annotations

@@ -1,0 +1,266 @@
+"""The store on a real PostgreSQL server: the same runs, resumes, comparisons and reports as on SQLite.
+
+A throwaway server (initdb + pg_ctl, listening only on a unix socket in a temporary folder) serves
+the whole session; each test gets an empty database of its own. This module's `db_url` and `store`
+fixtures point at that database, so the SQLite tests imported below run unchanged against
+PostgreSQL: their assertions are reused, not copied. The tests defined here cover what those do not
+(an empty database, the CLI end to end, resume after a crash, duplicate rows).
+
+Needs the PostgreSQL server binaries (Debian: apt-get install postgresql) and the psycopg driver
+(pip install -e '.[test]'); without them every test here is skipped, saying which is missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import oracle_responder
+from harness.errors import HarnessError
+from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
+from harness.summary import summarize_run
+from test_checks_support import invoke
+from test_cli import harness
+
+# The SQLite tests that run again here, against PostgreSQL (through `db_url` / `store` below):
+# a graded run and its summary; shards; the response cache; a batch meeting rows another writer
+# stored; `harness compare` within and across runs; report pages, pagination and trends.
+from test_engine import test_every_sample_graded_and_stored  # noqa: F401
+from test_engine_faults import echo  # noqa: F401  (fixture)
+from test_engine_faults import (test_response_cache_reuses_identical_requests_across_runs,  # noqa: F401
+                                test_shards_split_a_run_and_the_last_one_finishes_it,
+                                test_store_batch_skips_rows_stored_by_another_writer)
+from test_compare import (test_regression_across_runs_is_detected_and_fails_the_check,  # noqa: F401
+                          test_two_models_report_exactly_the_mcnemar_p_value)
+from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa: F401
+                         test_trend_page_follows_the_plan_across_runs)
+
+START_TIMEOUT_S = 60
+PG_PORT = 5432  # only names the socket file, inside our own folder: never collides with another server
+TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache"}
+
+
+# -- the throwaway server ------------------------------------------------------------------------
+
+
+def _pg_bindir() -> str | None:
+    """Where initdb and pg_ctl are: on PATH, else Debian's /usr/lib/postgresql/<version>/bin (newest)."""
+    if shutil.which("initdb") and shutil.which("pg_ctl"):
+        return os.path.dirname(shutil.which("pg_ctl"))
+    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(os.path.join(d, "initdb"))]
+    found.sort(key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0)
+    return found[-1] if found else None
+
+
+def _server_user() -> dict:
+    """subprocess arguments to run the server as: initdb refuses root, so as root use `postgres`."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+                              capture_output=True, text=True, timeout=30)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and no 'postgres' user to run PostgreSQL as: useradd said "
+                        f"{made.stderr.strip()[:200]}")
+        pw = pwd.getpwnam("postgres")
+    return {"user": pw.pw_uid, "group": pw.pw_gid}
+
+
+def _url(socket_dir: str, database: str) -> str:
+    return f"postgresql+psycopg://postgres@/{database}?host={socket_dir}&port={PG_PORT}"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for this session on a unix socket in a temporary folder; yields
+    (admin engine, socket folder). Stopped and deleted at the end, whatever happened."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install 'psycopg[binary]' (in the test extra: pip install -e '.[test]')")
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    from sqlalchemy import create_engine
+
+    as_user = _server_user()
+    root = tempfile.mkdtemp(prefix="harness-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    if as_user:
+        os.chown(root, as_user["user"], as_user["group"])
+    data, log = os.path.join(root, "data"), os.path.join(root, "server.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}  # PGPORT, PGDATA... would redirect it
+    run = dict(capture_output=True, text=True, timeout=START_TIMEOUT_S, cwd=root, env=env, **as_user)
+    pg_ctl = os.path.join(bindir, "pg_ctl")
+    started = False
+    try:
+        made = subprocess.run([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
+                               "--encoding=UTF8", "--no-locale", "--no-sync"], **run)
+        assert made.returncode == 0, f"initdb failed: {made.stderr[-2000:]}"
+        options = (f"-c listen_addresses='' -c unix_socket_directories={root} -c port={PG_PORT} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        start = subprocess.run([pg_ctl, "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_S), "-o", options,
+                                "start"], **run)
+        started = True  # even a failed start may have left a server behind: always stop
+        if start.returncode != 0:
+            tail = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
+            pytest.fail(f"pg_ctl start failed: {start.stderr[-1000:]}\n{tail}")
+        admin = create_engine(_url(root, "postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            yield admin, root
+        finally:
+            admin.dispose()
+    finally:
+        if started:
+            subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
+                           **{**run, "timeout": 40})
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """An empty database of its own on the session's server (the server is deleted at the end)."""
+    admin, socket_dir = pg_server
+    name = f"harness_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    return _url(socket_dir, name)
+
+
+@pytest.fixture
+def db_url(pg_url) -> str:
+    """Overrides conftest's SQLite `db_url`: the imported tests run on PostgreSQL."""
+    return pg_url
+
+
+@pytest.fixture
+def store(pg_url):
+    """Overrides test_report's SQLite `store` for the report tests imported above."""
+    s = Store(pg_url)
+    yield s
+    s.close()
+
+
+def record(run_id: str, item: str, **fields) -> SampleRecord:
+    values = dict(run_id=run_id, model="m", suite="s", suite_hash="h", item_id=item, item_group="", sample_index=0,
+                  completion="x", reasoning="", finish_reason="stop", prompt_tokens=1, completion_tokens=1,
+                  reasoning_tokens=0, latency_s=0.1, ttft_s=None, served_model="m", error="", attempts=1,
+                  cost_usd=0.0, score=1.0, passed=True, grade_reason="", extracted="x")
+    return SampleRecord(**{**values, **fields})
+
+
+# -- schema --------------------------------------------------------------------------------------
+
+
+def test_schema_is_created_on_an_empty_database(pg_url):
+    from sqlalchemy import inspect
+
+    store = Store(pg_url)
+    try:
+        assert store.engine.dialect.name == "postgresql"
+        inspector = inspect(store.engine)
+        assert set(inspector.get_table_names()) == TABLES
+        uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("samples")}
+        assert ("run_id", "model", "suite", "item_id", "sample_index") in uniques
+        assert store.runs() == [] and store.suites_with_prompts(["h"]) == set()
+        with pytest.raises(HarnessError, match="no runs in"):
+            store.resolve_run(None)
+    finally:
+        store.close()
+    again = Store(pg_url)  # a second open finds the tables and leaves them be
+    assert set(inspect(again.engine).get_table_names()) == TABLES
+    again.close()
+
+
+# -- the CLI end to end --------------------------------------------------------------------------
+
+
+def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_url, monkeypatch):
+    """`harness run --db postgresql+psycopg://...` as a user runs it, a crash and the resume that
+    requests only what was lost, then runs/export/compare/check/report reading the same database."""
+    good = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
+    poor = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0", "math-word/1", "math-word/2"})
+    fake_server.state.responder = lambda model, msgs: (good if model == "good" else poor)(model, msgs)
+    models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
+              for name in ("good", "poor")}
+    plan = {"name": "pg-cli", "models": models, "suites": [{"math-word": {"limit": 4}}, {"zh-mcq": {"limit": 2}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    total = 2 * (4 + 2)
+
+    proc = harness("run", "p.yaml", "--db", pg_url, "--no-report", cwd=tmp_path)  # the report: below
+    assert proc.returncode == 0, proc.stderr
+    assert "75.0" in proc.stdout and "25.0" in proc.stdout  # math-word: good 3 of 4, poor 1 of 4
+    assert f"stored in {pg_url.split('?')[0]}" in proc.stdout
+    assert fake_server.state.requests == total
+
+    # A crash before these samples were committed: the rerun resumes the run and asks for them alone.
+    store = Store(pg_url)
+    run_id = store.resolve_run(None)
+    from sqlalchemy import delete, update
+
+    from harness.store import RunRow, SampleRow
+    with store.engine.begin() as conn:
+        lost = conn.execute(delete(SampleRow).where(SampleRow.suite == "zh-mcq")).rowcount
+        conn.execute(update(RunRow).values(status="running", finished_at=None))
+    assert lost == 4
+    resumed = invoke("run", tmp_path / "p.yaml", "--db", pg_url, "--no-report")
+    assert f"run {run_id} resumed" in resumed.output
+    assert fake_server.state.requests == total + lost
+    assert sorted(Counter(fake_server.state.successes.values()).items()) == [(1, total - lost), (2, lost)]
+    assert store.count_samples(run_id) == total and store.run(run_id).status == "finished"
+    store.close()
+
+    # Every reader, with the database named by HARNESS_DB instead of --db.
+    monkeypatch.setenv("HARNESS_DB", pg_url)
+    (listed,) = json.loads(invoke("runs", "list", "--json").output)
+    assert (listed["run"], listed["samples"], listed["status"], listed["plan"]) == (run_id, total, "finished", "pg-cli")
+    assert "zh-mcq" in invoke("runs", "show").output
+    rows = [json.loads(line) for line in invoke("export", run_id[:15]).output.splitlines()]
+    assert len(rows) == total and sum(r["score"] for r in rows if r["model"] == "good") == 5
+    summary = summarize_run(Store(pg_url), run_id)
+    assert summary.cell("good", "math-word").mean == 0.75 and summary.cell("poor", "zh-mcq").mean == 1.0
+    (math,) = [c for c in json.loads(invoke("compare", "--json", "--suite", "math-word").output)["comparisons"]]
+    assert (math["a"]["model"], math["b"]["model"], math["discordant_a"], math["discordant_b"]) == ("good", "poor", 2, 0)
+    assert json.loads(invoke("check", "--json").output)["run"]["run"] == run_id
+    report = invoke("report", run_id, "--out", tmp_path / "site").output
+    page = (tmp_path / "site" / run_id / "index.html")
+    assert str(page) in report
+    html = page.read_text("utf-8")
+    assert "leaderboard" in html and "good" in html and "poor" in html and "zh-mcq" in html
+
+
+# -- unique keys ---------------------------------------------------------------------------------
+
+
+def test_storing_the_same_rows_twice_is_harmless(pg_url):
+    store = Store(pg_url)
+    run_id = store.start_run(plan_name="p", plan_path="", plan_fingerprint="f", plan={})
+    models = [RunModelInfo("m", "openai", "m", "", 1.0, 2.0)]
+    suite = RunSuiteInfo("s", "h", "math", "exact", 2)
+    for _ in range(2):
+        store.record_models(run_id, models)
+        store.record_suite(run_id, suite)
+        store.record_prompts("h", [("a", "[]", "1"), ("b", "[]", "2")])
+        store.cache_put("k", {"text": "x"})
+        store.save_samples([record(run_id, "a")])
+    store.save_samples([record(run_id, "b"), record(run_id, "b", completion="a later copy")])  # within one batch
+    assert store.run_models(run_id) == models and store.run_suites(run_id) == [suite]
+    assert store.prompts("h") == {"a": ("[]", "1"), "b": ("[]", "2")}
+    assert store.cache_get("k") == {"text": "x"}
+    assert store.done_keys(run_id) == {("m", "s", "a", 0), ("m", "s", "b", 0)}
+    assert [s.completion for s in store.samples(run_id)] == ["x", "x"]
+    with pytest.raises(HarnessError, match="changed since the run started"):
+        store.record_suite(run_id, RunSuiteInfo("s", "h2", "math", "exact", 2))
+    store.close()
