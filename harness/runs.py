@@ -99,6 +99,7 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
 
         for m in api_models:
             resolve_api_key(m)
+    store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
         RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)

@@ -8,6 +8,7 @@ this module: plans hold only the names of env variables.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -205,8 +206,10 @@ class Store:
             self.engine = create_engine(self.url)
         except (ArgumentError, ImportError, ValueError) as exc:
             raise HarnessError(f"--db {self.url!r}: not a usable SQLAlchemy URL ({exc})") from None
-        if self.engine.dialect.name == "sqlite":
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._text_rules = _TextRules(dialect)
         try:
             Base.metadata.create_all(self.engine)
         except OperationalError as exc:
@@ -215,15 +218,22 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def check_names(self, *, models: Iterable[str] = (), suites: Iterable[str] = ()) -> None:
+        """Raise HarnessError if a model or suite name cannot be stored on this back end (call it
+        before a run is recorded: these names are keys, so they are never shortened)."""
+        self._text_rules.fit(RunModelRow.__table__, [{"model": m} for m in models])
+        self._text_rules.fit(RunSuiteRow.__table__, [{"suite": s} for s in suites])
+
     # -- writing --------------------------------------------------------------------
 
     def start_run(self, *, plan_name: str, plan_path: str, plan_fingerprint: str, plan: dict,
                   tag: str = "", version: str = "") -> str:
         run_id = new_run_id()
+        row = dict(id=run_id, plan_name=plan_name, plan_path=plan_path, plan_fingerprint=plan_fingerprint,
+                   plan_json=json.dumps(plan, default=str), tag=tag, harness_version=version)
+        self._text_rules.fit(RunRow.__table__, [row])
         with Session(self.engine) as s, s.begin():
-            s.add(RunRow(id=run_id, plan_name=plan_name, plan_path=plan_path,
-                         plan_fingerprint=plan_fingerprint, plan_json=json.dumps(plan, default=str),
-                         tag=tag, harness_version=version))
+            s.add(RunRow(**row))
         return run_id
 
     def unfinished_run(self, plan_fingerprint: str) -> str | None:
@@ -242,11 +252,16 @@ class Store:
     def record_models(self, run_id: str, models: Iterable[RunModelInfo]) -> None:
         with Session(self.engine) as s, s.begin():
             existing = set(s.scalars(select(RunModelRow.model).where(RunModelRow.run_id == run_id)))
-            for m in models:
-                if m.model not in existing:
-                    s.add(RunModelRow(run_id=run_id, **m.__dict__))
+            rows = [dict(m.__dict__) for m in models]
+            self._text_rules.fit(RunModelRow.__table__, rows)
+            for row in rows:
+                if row["model"] not in existing:
+                    s.add(RunModelRow(run_id=run_id, **row))
 
     def record_suite(self, run_id: str, info: RunSuiteInfo) -> None:
+        fields = dict(info.__dict__)
+        self._text_rules.fit(RunSuiteRow.__table__, [fields])
+        info = RunSuiteInfo(**fields)
         with Session(self.engine) as s, s.begin():
             row = s.scalars(select(RunSuiteRow).where(RunSuiteRow.run_id == run_id,
                                                       RunSuiteRow.suite == info.suite)).first()
@@ -290,6 +305,7 @@ class Store:
         now = _now()
         for row in rows:
             row["created_at"] = now
+        self._text_rules.fit(SampleRow.__table__, rows)
         prompts = {h: list(p) for h, p in (prompts or {}).items() if p}
         cache = dict(cache or ())
         if not (rows or prompts or cache):
@@ -322,8 +338,7 @@ class Store:
         except IntegrityError:
             pass
 
-    @staticmethod
-    def _insert_prompts(conn, suite_hash: str, items: list[tuple[str, str, str]], check: bool = True) -> None:
+    def _insert_prompts(self, conn, suite_hash: str, items: list[tuple[str, str, str]], check: bool = True) -> None:
         table = PromptRow.__table__
         have = set(conn.scalars(select(table.c.item_id).where(
             table.c.suite_hash == suite_hash, table.c.item_id.in_([i[0] for i in items])))) if check else set()
@@ -333,14 +348,16 @@ class Store:
                 new[item_id] = {"suite_hash": suite_hash, "item_id": item_id,
                                 "messages_json": messages_json, "reference": reference}
         if new:
-            conn.execute(insert(table), list(new.values()))
+            rows = list(new.values())
+            self._text_rules.fit(table, rows)
+            conn.execute(insert(table), rows)
 
-    @staticmethod
-    def _insert_cache(conn, entries: dict[str, str]) -> None:
+    def _insert_cache(self, conn, entries: dict[str, str]) -> None:
         table = CacheRow.__table__
         have = set(conn.scalars(select(table.c.key).where(table.c.key.in_(list(entries)))))
         rows = [{"key": k, "completion_json": v, "created_at": _now()} for k, v in entries.items() if k not in have]
         if rows:
+            self._text_rules.fit(table, rows)
             conn.execute(insert(table), rows)
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, str, int]]:
@@ -433,6 +450,69 @@ class Store:
 def _run_info(r: RunRow) -> RunInfo:
     return RunInfo(r.id, r.plan_name, r.plan_path, r.plan_fingerprint, r.tag, r.status,
                    r.started_at, r.finished_at, json.loads(r.plan_json or "{}"))
+
+
+# Names of key columns in messages about values a back end cannot store.
+_KEY_NAMES = {"model": "model name", "suite": "suite name", "item_id": "item id"}
+
+
+class _TextRules:
+    """Make text storable on back ends stricter than SQLite, which stores any string in any column.
+
+    PostgreSQL (like most servers) enforces VARCHAR lengths and cannot store NUL characters in text;
+    a model's answer or a provider's served-model name can carry either. Free text (answers, served
+    names, item groups, run labels) is adapted: NUL becomes U+FFFD and a value longer than its column
+    keeps its start plus a digest of the whole, so distinct values stay distinct. Key columns (model,
+    suite, item id) identify samples for resume and comparisons, so they are never altered: a value
+    that does not fit is a HarnessError naming it. On SQLite nothing changes.
+    """
+
+    def __init__(self, dialect: str):
+        self.dialect = dialect
+        self.no_nul = dialect == "postgresql"
+        self.limits = dialect != "sqlite"
+        self.active = self.no_nul or self.limits
+        self._columns: dict[str, tuple[tuple[str, int | None, bool], ...]] = {}
+
+    def _string_columns(self, table) -> tuple[tuple[str, int | None, bool], ...]:
+        cols = self._columns.get(table.name)
+        if cols is None:
+            keyed = {c.name for c in table.primary_key.columns}
+            for constraint in table.constraints:
+                if isinstance(constraint, UniqueConstraint):
+                    keyed |= {c.name for c in constraint.columns}
+            cols = tuple((c.name, c.type.length, c.name in keyed) for c in table.columns
+                         if isinstance(c.type, String))
+            self._columns[table.name] = cols
+        return cols
+
+    def fit(self, table, rows: list[dict]) -> None:
+        """Adapt the rows' text values in place, or raise HarnessError for a key that does not fit."""
+        if not self.active or not rows:
+            return
+        no_nul, limits = self.no_nul, self.limits
+        for name, length, key in self._string_columns(table):
+            if not limits:
+                length = None
+            for row in rows:
+                value = row.get(name)
+                if isinstance(value, str) and ((no_nul and "\x00" in value) or (length and len(value) > length)):
+                    row[name] = self._fitted(table.name, name, value, length, key)
+
+    def _fitted(self, table: str, column: str, value: str, length: int | None, key: bool) -> str:
+        if key:
+            what = _KEY_NAMES.get(column, f"{table}.{column}")
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            if self.no_nul and "\x00" in value:
+                raise HarnessError(f"{what} {shown!r} contains a NUL character, which {self.dialect} cannot store")
+            raise HarnessError(f"{what} {shown!r} is {len(value)} characters long; {self.dialect} stores at most "
+                               f"{length} in {table}.{column}: shorten it")
+        if self.no_nul:
+            value = value.replace("\x00", "\ufffd")
+        if length and len(value) > length:
+            digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            value = value[:length - len(digest) - 1] + "~" + digest
+        return value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

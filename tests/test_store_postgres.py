@@ -4,7 +4,8 @@ A throwaway server (initdb + pg_ctl, listening only on a unix socket in a tempor
 the whole session; each test gets an empty database of its own. This module's `db_url` and `store`
 fixtures point at that database, so the SQLite tests imported below run unchanged against
 PostgreSQL: their assertions are reused, not copied. The tests defined here cover what those do not
-(an empty database, the CLI end to end, resume after a crash, duplicate rows).
+(an empty database, the CLI end to end, resume after a crash, duplicate rows, and text PostgreSQL
+is stricter about than SQLite).
 
 Needs the PostgreSQL server binaries (Debian: apt-get install postgresql) and the psycopg driver
 (pip install -e '.[test]'); without them every test here is skipped, saying which is missing.
@@ -28,6 +29,8 @@ import yaml
 
 from conftest import oracle_responder
 from harness.errors import HarnessError
+from harness.plan import load_plan
+from harness.runs import execute_plan
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 from harness.summary import summarize_run
 from test_checks_support import invoke
@@ -263,4 +266,57 @@ def test_storing_the_same_rows_twice_is_harmless(pg_url):
     assert [s.completion for s in store.samples(run_id)] == ["x", "x"]
     with pytest.raises(HarnessError, match="changed since the run started"):
         store.record_suite(run_id, RunSuiteInfo("s", "h2", "math", "exact", 2))
+    store.close()
+
+
+# -- text PostgreSQL is stricter about than SQLite -----------------------------------------------
+
+
+def test_nul_characters_and_overlong_names_from_a_provider_are_stored(tmp_path, fake_server, pg_url):
+    """SQLite stores any string; PostgreSQL rejects NUL in text and values longer than a VARCHAR.
+    A model that answers with a NUL and a provider reporting a very long served-model name must
+    not stop a run: the answer keeps everything but the NUL, the name its start and a digest."""
+    answers = oracle_responder(["math-word"])
+    fake_server.state.responder = lambda model, msgs: answers(model, msgs) + "\x00"
+    fake_server.state.served_model = lambda model: "provider/" + "x" * 300
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {"m": {
+        "provider": "openai", "base_url": fake_server.base_url, "model": "m"}}, "suites": [{"math-word": {"limit": 3}}]}))
+    store = Store(pg_url)
+    result = execute_plan(load_plan(tmp_path / "p.yaml"), store)
+    assert result.status == "finished"
+    samples = list(store.samples(result.run_id))
+    assert len(samples) == 3 and all(s.passed for s in samples)
+    assert all(s.completion.endswith("\ufffd") and "\x00" not in s.completion for s in samples)
+    served = {s.served_model for s in samples}
+    assert len(served) == 1 and len(next(iter(served))) == 200 and next(iter(served)).startswith("provider/xxx")
+    store.close()
+
+
+def test_group_labels_too_long_for_their_column_stay_distinct(pg_url):
+    store = Store(pg_url)
+    run_id = store.start_run(plan_name="p" * 300, plan_path="", plan_fingerprint="f", plan={}, tag="t" * 250)
+    passage = "A long shared passage. " * 20
+    store.save_samples([record(run_id, "a", item_group=passage + "one"), record(run_id, "b", item_group=passage + "two"),
+                        record(run_id, "c", item_group=passage + "one")])
+    groups = [s.item_group for s in store.samples(run_id)]
+    assert all(len(g) == 200 for g in groups) and groups[0] == groups[2] != groups[1]
+    info = store.run(run_id)
+    assert len(info.plan_name) == 200 and len(info.tag) == 200
+    store.close()
+
+
+def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_path, fake_server, pg_url):
+    long_name = "m" * 201  # model names are keys of every sample: shortening one would merge two models
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {long_name: {
+        "provider": "openai", "base_url": fake_server.base_url}}, "suites": [{"math-word": {"limit": 2}}]}))
+    store = Store(pg_url)
+    with pytest.raises(HarnessError, match=r"model name 'm+\.\.\.' is 201 characters long; postgresql stores at most 200"):
+        execute_plan(load_plan(tmp_path / "p.yaml"), store)
+    assert store.runs() == [] and fake_server.state.requests == 0
+    run_id = store.start_run(plan_name="p", plan_path="", plan_fingerprint="f", plan={})
+    with pytest.raises(HarnessError, match="item id .* is 301 characters long"):
+        store.save_samples([record(run_id, "i" * 301)])
+    with pytest.raises(HarnessError, match="NUL character"):
+        store.save_samples([record(run_id, "a\x00b")])
+    assert store.count_samples(run_id) == 0
     store.close()
