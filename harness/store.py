@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
                         UniqueConstraint, create_engine, event, func, insert, select)
-from sqlalchemy.exc import IntegrityError, OperationalError, ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from harness.errors import HarnessError
@@ -210,10 +210,19 @@ class Store:
         if dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._text_rules = _TextRules(dialect)
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise HarnessError(f"--db {self.url}: cannot open the database ({exc.orig})") from None
+        for attempt in range(3):
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except OperationalError as exc:
+                raise HarnessError(f"--db {self.url}: cannot open the database ({exc.orig})") from None
+            except (IntegrityError, ProgrammingError) as exc:
+                # Another process creating the same tables at this moment (PostgreSQL reports a
+                # unique violation in its catalog, or "relation already exists"): its transaction
+                # has committed by now, so the next create_all finds the tables and skips them.
+                if attempt == 2:
+                    raise HarnessError(
+                        f"--db {self.url}: cannot create the tables ({exc.orig})") from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -185,6 +186,26 @@ def test_schema_is_created_on_an_empty_database(pg_url):
     again = Store(pg_url)  # a second open finds the tables and leaves them be
     assert set(inspect(again.engine).get_table_names()) == TABLES
     again.close()
+
+
+def test_processes_opening_an_empty_database_at_once_all_succeed(pg_url):
+    """Shards started together on a new database all create the tables: PostgreSQL makes all but
+    one fail with a unique violation in its catalog, and the store tries again."""
+    errors, barrier = [], threading.Barrier(4)
+
+    def open_store():
+        barrier.wait()
+        try:
+            Store(pg_url).close()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
 
 
 # -- the CLI end to end --------------------------------------------------------------------------
