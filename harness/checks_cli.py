@@ -44,7 +44,7 @@ def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regress
 
         runs = store.runs(plan_name)
         if not runs:
-            raise HarnessError(f"no runs of plan '{plan_name}' in {store.url} (see `harness runs list`)")
+            raise HarnessError(f"no runs of plan '{plan_name}' in {store.shown_url} (see `harness runs list`)")
         run_id = runs[-1].id
     code = run_check(store, run_id, against=against, correction=correction, alpha=alpha, as_json=as_json,
                      notify=notify, fail_on_regression=fail_on_regression, fail_on_alarm=fail_on_alarm)

@@ -152,7 +152,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
 
     summary = summarize_run(store, result.run_id)
     _print_summary(summary)
-    click.echo(f"run {result.run_id} {verb} in {elapsed:.1f} s; stored in {store.url}")
+    click.echo(f"run {result.run_id} {verb} in {elapsed:.1f} s; stored in {store.shown_url}")
     if not no_report:
         from harness.report import write_report
 
@@ -270,7 +270,7 @@ def runs_list(db_url, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo(f"no runs in {store.url}")
+        click.echo(f"no runs in {store.shown_url}")
     for row in rows:
         click.echo(f"{row['run']}  {row['started']}  {row['status']:<8}  {row['samples']:>6} samples  "
                    f"{row['plan']}{'  [' + row['tag'] + ']' if row['tag'] else ''}")

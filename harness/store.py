@@ -206,6 +206,7 @@ class Store:
             self.engine = create_engine(self.url)
         except (ArgumentError, ImportError, ValueError) as exc:
             raise HarnessError(f"--db {self.url!r}: not a usable SQLAlchemy URL ({exc})") from None
+        self.shown_url = self.engine.url.render_as_string(hide_password=True)  # for messages and logs
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -215,14 +216,14 @@ class Store:
                 Base.metadata.create_all(self.engine)
                 break
             except OperationalError as exc:
-                raise HarnessError(f"--db {self.url}: cannot open the database ({exc.orig})") from None
+                raise HarnessError(f"--db {self.shown_url}: cannot open the database ({_one_line(exc.orig)})") from None
             except (IntegrityError, ProgrammingError) as exc:
                 # Another process creating the same tables at this moment (PostgreSQL reports a
                 # unique violation in its catalog, or "relation already exists"): its transaction
                 # has committed by now, so the next create_all finds the tables and skips them.
                 if attempt == 2:
                     raise HarnessError(
-                        f"--db {self.url}: cannot create the tables ({exc.orig})") from None
+                        f"--db {self.shown_url}: cannot create the tables ({_one_line(exc.orig)})") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -395,7 +396,7 @@ class Store:
             if run_id in (None, "", "latest"):
                 rid = s.scalars(select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1)).first()
                 if rid is None:
-                    raise HarnessError(f"no runs in {self.url} yet: run `harness run` first (or pass --db)")
+                    raise HarnessError(f"no runs in {self.shown_url} yet: run `harness run` first (or pass --db)")
                 return rid
             if s.get(RunRow, run_id) is not None:
                 return run_id
@@ -403,7 +404,7 @@ class Store:
             if len(matches) == 1:
                 return matches[0]
             if not matches:
-                raise HarnessError(f"no run '{run_id}' in {self.url} (see `harness runs list`)")
+                raise HarnessError(f"no run '{run_id}' in {self.shown_url} (see `harness runs list`)")
             raise HarnessError(f"run '{run_id}' is ambiguous: {', '.join(matches[:5])}")
 
     def runs(self, plan_name: str | None = None) -> list[RunInfo]:
@@ -459,6 +460,11 @@ class Store:
 def _run_info(r: RunRow) -> RunInfo:
     return RunInfo(r.id, r.plan_name, r.plan_path, r.plan_fingerprint, r.tag, r.status,
                    r.started_at, r.finished_at, json.loads(r.plan_json or "{}"))
+
+
+def _one_line(err: Any) -> str:
+    """A driver's message on one line (psycopg's connection errors span several)."""
+    return " ".join(str(err).split())
 
 
 # Names of key columns in messages about values a back end cannot store.

@@ -265,6 +265,15 @@ def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_u
     assert "leaderboard" in html and "good" in html and "poor" in html and "zh-mcq" in html
 
 
+def test_errors_name_the_database_on_one_line_without_its_password(pg_url):
+    bad = pg_url.replace("postgres@", "postgres:s3cret-pw@").replace("/harness_", "/nosuchdb_")
+    proc = harness("runs", "list", "--db", bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot open the database" in lines[0] and "does not exist" in lines[0], proc.stderr
+    assert "s3cret-pw" not in proc.stderr and "postgres:***@" in lines[0]
+
+
 # -- unique keys ---------------------------------------------------------------------------------
 
 
