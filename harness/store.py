@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -471,6 +472,10 @@ def _one_line(err: Any) -> str:
 _KEY_NAMES = {"model": "model name", "suite": "suite name", "item_id": "item id"}
 
 
+# A str from json.loads holds a valid surrogate pair as one code point, so any surrogate left is lone.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class _TextRules:
     """Make text storable on back ends stricter than SQLite, which stores any string in any column.
 
@@ -479,14 +484,17 @@ class _TextRules:
     names, item groups, run labels) is adapted: NUL becomes U+FFFD and a value longer than its column
     keeps its start plus a digest of the whole, so distinct values stay distinct. Key columns (model,
     suite, item id) identify samples for resume and comparisons, so they are never altered: a value
-    that does not fit is a HarnessError naming it. On SQLite nothing changes.
+    that does not fit is a HarnessError naming it.
+
+    On every back end, including SQLite: a lone UTF-16 surrogate (JSON allows "\\ud800" on its own,
+    e.g. an emoji cut in half by a server) cannot be encoded as UTF-8, so no driver can store it; in
+    free text it becomes U+FFFD.
     """
 
     def __init__(self, dialect: str):
         self.dialect = dialect
         self.no_nul = dialect == "postgresql"
         self.limits = dialect != "sqlite"
-        self.active = self.no_nul or self.limits
         self._columns: dict[str, tuple[tuple[str, int | None, bool], ...]] = {}
 
     def _string_columns(self, table) -> tuple[tuple[str, int | None, bool], ...]:
@@ -503,7 +511,7 @@ class _TextRules:
 
     def fit(self, table, rows: list[dict]) -> None:
         """Adapt the rows' text values in place, or raise HarnessError for a key that does not fit."""
-        if not self.active or not rows:
+        if not rows:
             return
         no_nul, limits = self.no_nul, self.limits
         for name, length, key in self._string_columns(table):
@@ -511,7 +519,8 @@ class _TextRules:
                 length = None
             for row in rows:
                 value = row.get(name)
-                if isinstance(value, str) and ((no_nul and "\x00" in value) or (length and len(value) > length)):
+                if isinstance(value, str) and ((no_nul and "\x00" in value) or (length and len(value) > length)
+                                               or (not value.isascii() and _LONE_SURROGATE.search(value))):
                     row[name] = self._fitted(table.name, name, value, length, key)
 
     def _fitted(self, table: str, column: str, value: str, length: int | None, key: bool) -> str:
@@ -520,10 +529,14 @@ class _TextRules:
             shown = value if len(value) <= 60 else value[:57] + "..."
             if self.no_nul and "\x00" in value:
                 raise HarnessError(f"{what} {shown!r} contains a NUL character, which {self.dialect} cannot store")
+            if _LONE_SURROGATE.search(value):
+                raise HarnessError(f"{what} {shown!r} contains a lone UTF-16 surrogate, which is not text "
+                                   f"any database stores: fix it in the source file")
             raise HarnessError(f"{what} {shown!r} is {len(value)} characters long; {self.dialect} stores at most "
                                f"{length} in {table}.{column}: shorten it")
         if self.no_nul:
             value = value.replace("\x00", "\ufffd")
+        value = _LONE_SURROGATE.sub("\ufffd", value)
         if length and len(value) > length:
             digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             value = value[:length - len(digest) - 1] + "~" + digest

@@ -173,3 +173,21 @@ def test_several_models_run_concurrently_and_are_kept_apart(tmp_path, fake_serve
     summary = summarize_run(store, result.run_id)
     assert summary.cell("good", "zh-mcq").mean == 1.0
     assert summary.cell("bad", "zh-mcq").mean == 0.0
+
+
+def test_an_answer_with_a_lone_surrogate_is_stored_not_fatal(tmp_path, fake_server, db_url):
+    """JSON may carry "\\ud800" alone (an emoji cut in half); UTF-8 cannot encode it, so no driver can
+    store it as is: it becomes U+FFFD rather than ending the run after its requests were paid for."""
+    fake_server.state.responder = lambda model, messages: "half an emoji \ud83d here"
+    plan = write_plan(tmp_path, fake_server, suites=[{"math-word": {"limit": 2}}])
+    store = Store(db_url)
+    result = execute_plan(plan, store)
+    assert result.status == "finished"
+    assert [s.completion for s in store.samples(result.run_id)] == ["half an emoji \ufffd here"] * 2
+
+
+def test_a_model_name_with_a_lone_surrogate_is_a_clear_error_before_the_run(db_url):
+    store = Store(db_url)
+    with pytest.raises(HarnessError, match="lone UTF-16 surrogate"):
+        store.check_names(models=["half \udc00 name"])
+    assert store.runs() == []
