@@ -74,6 +74,19 @@ def test_grader_returning_a_non_grade_fails_the_item(monkeypatch):
     assert not result.passed and "returned bool" in result.reason
 
 
+@pytest.mark.parametrize("score", [float("nan"), 1.5, -0.1, "1"])
+def test_grader_returning_a_score_outside_0_1_fails_the_item(monkeypatch, score):
+    """Else a NaN (stored by SQLite as NULL) or 1.5 would skew every mean computed over it."""
+    monkeypatch.setitem(graders._builtins, "odd", lambda response, item: Grade(score, True))
+    result = grade("odd", "x", ITEM, {})
+    assert not result.passed and result.score == 0.0 and "not a number in [0, 1]" in result.reason
+
+
+def test_partial_credit_scores_pass_through(monkeypatch):
+    monkeypatch.setitem(graders._builtins, "half", lambda response, item: Grade(0.5, False, "half"))
+    assert grade("half", "x", ITEM, {}) == Grade(0.5, False, "half")
+
+
 def test_register_is_one_line_and_refuses_a_clash(monkeypatch):
     monkeypatch.setattr(graders, "_builtins", dict(graders._builtins))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Mapping
 
@@ -132,6 +133,11 @@ def call_grader(name: str, fn: Grader, response: str, item: Item, options: Mappi
         return Grade.of(False, f"grader '{name}' failed: {type(exc).__name__}: {exc}")
     if not isinstance(result, Grade):
         return Grade.of(False, f"grader '{name}' returned {type(result).__name__}, not Grade")
+    score = result.score
+    # A NaN or out-of-range score would be stored as is (SQLite even turns NaN into NULL) and then
+    # break every mean and interval computed over it: the grade fails instead, saying why.
+    if not isinstance(score, numbers.Real) or not 0.0 <= score <= 1.0:
+        return Grade.of(False, f"grader '{name}' returned score {score!r}, not a number in [0, 1]")
     return result
 
 
