@@ -170,7 +170,7 @@ class Schedule:
     name: str
     cron: str  # 5 fields
     plan_path: str  # absolute
-    db_url: str  # with an absolute path for SQLite
+    db_url: str  # with an absolute path for SQLite; "" when the env file sets HARNESS_DB (a URL with a password)
     workdir: str
     out_dir: str
     log_path: str
@@ -179,7 +179,8 @@ class Schedule:
     python: str = sys.executable
 
     def argv(self) -> list[str]:
-        return [self.python, "-m", "harness", "run", self.plan_path, "--tag", self.tag, "--db", self.db_url,
+        db = ["--db", self.db_url] if self.db_url else []  # none: $HARNESS_DB from the env file
+        return [self.python, "-m", "harness", "run", self.plan_path, "--tag", self.tag, *db,
                 "--out", self.out_dir, "--check", "--fail-on-regression"]
 
     def command(self) -> str:
@@ -285,9 +286,28 @@ def build_schedule(plan_path: str, *, every: str, at: str | None = None, day: st
             raise HarnessError(f"--env-file {env_file}: no such file (write VAR=value lines, e.g. "
                                f"GLOBAL_API_KEY=..., and chmod 600 it)")
         env = str(env_path)
+    url = absolute_db_url(db_url or default_db_url(), base)
+    if _has_password(url):
+        # The command line lands in the crontab or a unit file (and `ps`): a password stays in the
+        # env file, which the scheduled command sources and only its owner should read.
+        if env is None or not _env_file_sets(Path(env), "HARNESS_DB"):
+            raise HarnessError("--db: the database URL holds a password, which would be written in plain text "
+                               "into the schedule: put HARNESS_DB=<url> in an --env-file (chmod 600) instead")
+        url = ""
     return Schedule(name=name, cron=cron, plan_path=str(Path(plan_path).expanduser().resolve()),
-                    db_url=absolute_db_url(db_url or default_db_url(), base), workdir=str(base), out_dir=str(out),
+                    db_url=url, workdir=str(base), out_dir=str(out),
                     log_path=str(log), tag=tag, env_file=env, python=python or sys.executable)
+
+
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return bool(make_url(url).password)
+
+
+def _env_file_sets(path: Path, variable: str) -> bool:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return re.search(rf"^\s*(export\s+)?{re.escape(variable)}=", text, re.M) is not None
 
 
 def key_variables(plan_path: str) -> list[str]:
@@ -308,8 +328,7 @@ def env_file_warnings(schedule: Schedule) -> list[str]:
                          f"pass on: give --env-file FILE with {wanted[0]}=... lines")
         return notes
     path = Path(schedule.env_file)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    missing = [v for v in wanted if not re.search(rf"^\s*(export\s+)?{re.escape(v)}=", text, re.M)]
+    missing = [v for v in wanted if not _env_file_sets(path, v)]
     if missing:
         notes.append(f"--env-file {path} does not set {', '.join(missing)}, which the plan needs")
     if path.stat().st_mode & 0o077:

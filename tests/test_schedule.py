@@ -162,6 +162,17 @@ def test_warns_when_the_scheduled_run_would_miss_its_api_key(home, plan, tmp_pat
     assert "does not set NIGHTLY_KEY" in result.output and "chmod 600" in result.output
 
 
+def test_a_database_password_never_goes_into_the_schedule(home, plan, tmp_path, monkeypatch, capsys):
+    url = "postgresql+psycopg://evals:s3cret-pw@db.internal/evals"
+    assert_user_error(monkeypatch, capsys, ["schedule", plan, "--every", "daily", "--print", "--db", url],
+                      "holds a password", "HARNESS_DB")
+    env = tmp_path / "harness.env"
+    env.write_text(f"NIGHTLY_KEY=k\nHARNESS_DB={url}\n")
+    env.chmod(0o600)
+    out = invoke("schedule", plan, "--every", "daily", "--print", "--db", url, "--env-file", env).output
+    assert "s3cret-pw" not in out and "--db" not in out and str(env) in out
+
+
 def test_user_errors_exit_2_with_one_line(home, plan, monkeypatch, capsys):
     base = ["schedule", plan, "--print"]
     assert_user_error(monkeypatch, capsys, base + ["--every", "monthly"], "--every monthly", "daily, weekly")
