@@ -125,7 +125,7 @@ def test_two_models_report_exactly_the_mcnemar_p_value(tmp_path, db_url):
 
 def test_every_pair_is_corrected_together(tmp_path, db_url):
     sets = {"a": A_RIGHT, "b": B_RIGHT, "c": C_RIGHT}
-    run = make_run(tmp_path, db_url, sets, limit=30)
+    make_run(tmp_path, db_url, sets, limit=30)
     raw = []
     for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
         x_only, y_only = len(sets[x] - sets[y]), len(sets[y] - sets[x])

@@ -440,7 +440,7 @@ MBPP_TASK = Item(
 
 def test_mbpp_style_chat_reply_with_its_own_asserts():
     _sandbox()
-    reply = f"""```python
+    reply = """```python
 def digit_sum(n):
     return sum(int(d) for d in str(n))
 
