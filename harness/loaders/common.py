@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from harness.errors import HarnessError
+from harness.jsonl import BadLine, jsonl_rows
 
 # Bump when a loader changes the rows it produces from the same files: part of the fingerprint.
 FORMAT_VERSION = 1
@@ -224,18 +225,12 @@ def _jsonl_problem(path: Path, fields: Mapping[str, type], optional: Iterable[st
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return f"{path}, line {lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                if not isinstance(row, dict):
-                    return f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}"
+            for lineno, row in jsonl_rows(fh):
                 problem = _field_problem(row, fields, optional)
                 if problem:
                     return f"{path}, line {lineno}: {problem}"
+    except BadLine as bad:
+        return f"{path}, line {bad.lineno}: {bad.problem}"
     except UnicodeDecodeError as exc:
         return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
     except (OSError, EOFError) as exc:
