@@ -45,7 +45,7 @@ def oracle_responder(suite_names, wrong: set[str] | None = None, fallback: str =
 
     `wrong` lists item ids to answer with the fallback instead, so a test knows the exact score.
     """
-    from harness.prompt import PromptBuilder
+    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
 
     answers = {}

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from scipy.stats import binomtest
 
-from harness.checks import (Alarm, check_run, find_previous, notify, post_webhook, resolve_webhook,
+from harness.analysis.checks import (Alarm, check_run, find_previous, notify, post_webhook, resolve_webhook,
                             served_name_matches, to_json, webhook_payload)
-from harness.compare import compare_runs
+from harness.analysis.compare import compare_runs
 from harness.store import Store
 from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 

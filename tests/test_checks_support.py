@@ -56,7 +56,7 @@ def write_plan(path: Path, server, models: dict[str, dict], *, name: str = "week
 def run_plan(plan_path: Path, db_url: str, *, tag: str = "", new: bool = False) -> str:
     """Run (or resume) the plan like `harness run` does; returns the run id."""
     from harness.plan import load_plan
-    from harness.runs import execute_plan
+    from harness.engine.runs import execute_plan
     from harness.store import Store
 
     result = execute_plan(load_plan(plan_path), Store(db_url), tag=tag, new=new)

@@ -128,7 +128,7 @@ def test_suites_list_show_validate():
 
 
 def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
-    from harness.prompt import PromptBuilder
+    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
 
     suite = load_suite("code-functions")

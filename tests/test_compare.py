@@ -17,11 +17,11 @@ from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
 from harness.cli import cli
-from harness.compare import compare_models, compare_runs, previous_run, to_json
+from harness.analysis.compare import compare_models, compare_runs, previous_run, to_json
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.prompt import PromptBuilder
-from harness.runs import execute_plan
+from harness.suite.prompt import PromptBuilder
+from harness.engine.runs import execute_plan
 from harness.store import Store
 from harness.suite import load_suite
 
@@ -277,7 +277,7 @@ def test_changed_suite_content_is_refused_unless_allowed(tmp_path, db_url):
     with pytest.raises(HarnessError, match="--allow-hash-mismatch"):
         compare_runs(Store(db_url), old, new)
     # Through the real entry point: one line on stderr, exit status 2.
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "compare", "--db", db_url, old, new],
+    proc = subprocess.run([sys.executable, "-m", "harness", "compare", "--db", db_url, old, new],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: suite content differs") and "math-word" in proc.stderr

@@ -8,9 +8,9 @@ import yaml
 from conftest import oracle_responder
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.runs import execute_plan
+from harness.engine.runs import execute_plan
 from harness.store import Store
-from harness.summary import summarize_run
+from harness.analysis.summary import summarize_run
 
 SUITES = ["math-word", "zh-mcq", "en-reasoning", "code-functions"]
 
@@ -139,7 +139,7 @@ def test_streaming_measures_time_to_first_token(tmp_path, fake_server, db_url):
 
 
 def test_samples_provider_grades_external_completions(tmp_path, db_url):
-    from harness.prompt import PromptBuilder
+    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
 
     suite = load_suite("code-functions")

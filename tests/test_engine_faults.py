@@ -19,11 +19,12 @@ import pytest
 import yaml
 
 from fakeserver import echo_responder, prompt_key
-from harness.engine import AdaptiveLimiter, in_shard, plan_units, prepare_suites
+from harness.engine.pacing import AdaptiveLimiter
+from harness.engine.units import in_shard, plan_units, prepare_suites
 from harness.plan import load_plan
-from harness.prompt import PromptBuilder
+from harness.suite.prompt import PromptBuilder
 from harness.providers.openai_api import OpenAIProvider, _completion_from_json
-from harness.runs import execute_plan
+from harness.engine.runs import execute_plan
 from harness.store import Store
 
 HARNESS = Path(sys.executable).with_name("harness")
@@ -375,7 +376,7 @@ def test_heavy_libraries_are_not_imported_by_a_run(tmp_path, fake_server):
                                     "suites": ["echo"]}))
     code = (
         "import sys\n"
-        "from harness.plan import load_plan\nfrom harness.runs import execute_plan\nfrom harness.store import Store\n"
+        "from harness.plan import load_plan\nfrom harness.engine.runs import execute_plan\nfrom harness.store import Store\n"
         f"execute_plan(load_plan({str(plan)!r}), Store({'sqlite:///' + str(tmp_path / 'x.db')!r}))\n"
         "heavy = {'datasets', 'matplotlib', 'scipy', 'llama_cpp', 'numpy', 'rich'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
@@ -390,7 +391,7 @@ def test_progress_prints_plain_lines_off_a_terminal():
     import io
     from types import SimpleNamespace
 
-    from harness.progress import RunProgress
+    from harness.engine.progress import RunProgress
 
     out = io.StringIO()
     progress = RunProgress(stream=out, interval_s=3600)

@@ -300,7 +300,7 @@ FAILING_REPLIES = {
 
 
 def _sandbox():
-    return pytest.importorskip("harness.sandbox", reason="harness.sandbox is not importable yet")
+    return pytest.importorskip("harness.graders.sandbox", reason="harness.graders.sandbox is not importable yet")
 
 
 # --- extraction (no sandbox needed) ----------------------------------------------------------

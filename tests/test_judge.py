@@ -77,7 +77,7 @@ def _judge_suite(tmp_path):
 
 def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, monkeypatch):
     from harness.plan import load_plan
-    from harness.runs import execute_plan
+    from harness.engine.runs import execute_plan
     from harness.store import Store
 
     _judge_suite(tmp_path)
@@ -113,7 +113,7 @@ def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, mo
 
 def test_a_judge_missing_from_the_plan_is_named_before_any_request(tmp_path, fake_server, db_url, monkeypatch):
     from harness.plan import load_plan
-    from harness.runs import execute_plan
+    from harness.engine.runs import execute_plan
     from harness.store import Store
 
     _judge_suite(tmp_path)

@@ -1,4 +1,4 @@
-"""harness.loaders on the real benchmark files (../shared/datasets) and on small broken files.
+"""harness.suite.loaders on the real benchmark files (../shared/datasets) and on small broken files.
 
 Every test runs with HF_DATASETS_OFFLINE=1 and a private datasets cache: local files must never
 need the network, and a hub id must fail fast with a HarnessError when offline.
@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from harness import loaders  # noqa: E402
+from harness.suite import loaders  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

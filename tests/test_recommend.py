@@ -14,7 +14,7 @@ from scipy.stats import norm
 
 from harness.cli import cli
 from harness.errors import HarnessError
-from harness.recommend import recommend
+from harness.analysis.recommend import recommend
 from harness.store import Store
 from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 
@@ -87,7 +87,7 @@ def test_measured_cost_beats_list_price(tmp_path, db_url, fake_server, weekly):
 
 def test_list_price_decides_when_nothing_was_measured(tmp_path, db_url):
     # Completions read from files carry no token counts: cost 0 everywhere, so the plan price decides.
-    from harness.prompt import PromptBuilder
+    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
 
     suite = load_suite(SUITE)

@@ -15,11 +15,11 @@ from pathlib import Path
 import markupsafe
 import pytest
 
-from harness import stats
+from harness.analysis import stats
 from harness.report import write_report
 from harness.report import analysis, pages, site
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
-from harness.summary import summarize_run
+from harness.analysis.summary import summarize_run
 from test_report_data import (EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""Tests for harness.sandbox: every protection is attacked for real, and the host is checked after.
+"""Tests for harness.graders.sandbox: every protection is attacked for real, and the host is checked after.
 
 The attacks run as untrusted programs inside the sandbox; the assertions look at the host
 (files, processes, a loopback listener, the test process's own environment) and at the verdict.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import Limits, Outcome, Sandbox, default_sandbox, run_tests
+from harness.graders.sandbox import Limits, Outcome, Sandbox, default_sandbox, run_tests
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -292,7 +292,7 @@ HARNESS_DIES_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
-    from harness.sandbox import Limits, Sandbox
+    from harness.graders.sandbox import Limits, Sandbox
     box = Sandbox(workers=1)
     box.run("pass", "pass")
     print(box._pool[0].proc.pid, flush=True)
@@ -307,7 +307,7 @@ HARNESS_DIES_SCRIPT = textwrap.dedent(
 
 
 def test_sandbox_processes_die_with_the_harness(strong):
-    from harness.sandbox import SANDBOX_UID_BASE
+    from harness.graders.sandbox import SANDBOX_UID_BASE
 
     harness = subprocess.run([sys.executable, "-c", HARNESS_DIES_SCRIPT, str(REPO)], capture_output=True, text=True)
     assert harness.returncode == -9, harness.stderr
@@ -673,7 +673,7 @@ def test_mixed_batch_of_attacks_and_good_samples(sandbox, strong):  # kill(-1) i
     assert all(o.passed for o, expected in outcomes if expected)
     assert not any(o.passed for o, expected in outcomes if not expected)
     assert all(o.status in ("passed", "failed", "timeout") for o, _ in outcomes)
-    from harness.sandbox import SANDBOX_UID_BASE
+    from harness.graders.sandbox import SANDBOX_UID_BASE
 
     for worker in sandbox._pool:  # nothing of any sample is left running
         assert worker.proc is not None and processes_of(SANDBOX_UID_BASE + worker.proc.pid) == []
@@ -702,7 +702,7 @@ WEAK_SCRIPT = textwrap.dedent(
     import logging, os, sys, time
     sys.path.insert(0, sys.argv[1])
     logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(message)s")
-    from harness.sandbox import Sandbox
+    from harness.graders.sandbox import Sandbox
     daemon = '''
     import os, time
     r, w = os.pipe()
@@ -771,7 +771,7 @@ USERNS_SCRIPT = textwrap.dedent(
     import logging, os, sys
     sys.path.insert(0, sys.argv[1])
     logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(message)s")
-    from harness.sandbox import Limits, Sandbox
+    from harness.graders.sandbox import Limits, Sandbox
     refused = "try:\\n    {}\\nexcept OSError as e:\\n    assert e.errno == {}\\nelse:\\n    assert False"
     checks = {
         "pid 1": ("import os", "assert os.getpid() == 1"),
@@ -798,7 +798,7 @@ def unprivileged_python() -> str:
     for python in (sys.executable, "/usr/bin/python3"):
         probe = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
-             "import subprocess, sys; sys.path.insert(0, sys.argv[1]); import harness.sandbox; "
+             "import subprocess, sys; sys.path.insert(0, sys.argv[1]); import harness.graders.sandbox; "
              "subprocess.run([sys.executable, '-c', 'pass'], check=True)", str(REPO)],
             capture_output=True,
         )

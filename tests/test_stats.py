@@ -1,4 +1,4 @@
-"""Each statistic in harness.stats checked against an independent reference on fixed data.
+"""Each statistic in harness.analysis.stats checked against an independent reference on fixed data.
 
 References: statsmodels (test-only dependency) and scipy for Wilson, McNemar, Holm/BH, clustered
 SEs and z-tests; published pass@k values and exact binomial ratios; brute-force enumeration for
@@ -21,8 +21,8 @@ from statsmodels.stats.multitest import multipletests  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 from statsmodels.stats.weightstats import DescrStatsW  # noqa: E402
 
-from harness import stats  # noqa: E402
-from harness.stats import (  # noqa: E402
+from harness.analysis import stats  # noqa: E402
+from harness.analysis.stats import (  # noqa: E402
     Comparison,
     Estimate,
     NonInferiority,
@@ -615,7 +615,7 @@ def test_means_and_intervals_do_not_load_scipy():
     import subprocess
     import sys
 
-    code = ("import sys, harness.stats as s; s.mean_ci([1, 0, 1, 1], clusters=['a', 'a', 'b', 'c']); "
+    code = ("import sys, harness.analysis.stats as s; s.mean_ci([1, 0, 1, 1], clusters=['a', 'a', 'b', 'c']); "
             "s.wilson_interval(3, 4); s.percentiles([0.1, 0.2]); s.minimum_detectable_effect(100, 0.2); "
             "print('scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -31,9 +31,9 @@ import yaml
 from conftest import oracle_responder
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.runs import execute_plan
+from harness.engine.runs import execute_plan
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
-from harness.summary import summarize_run
+from harness.analysis.summary import summarize_run
 from test_checks_support import invoke
 from test_cli import harness
 

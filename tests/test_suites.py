@@ -3,9 +3,9 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.grading import validate_suite
+from harness.graders.grading import validate_suite
 from harness.plan import SuiteRef
-from harness.prompt import PromptBuilder
+from harness.suite.prompt import PromptBuilder
 from harness.suite import list_suites, load_suite
 
 BUNDLED = ["code-functions", "code-tasks", "math-word", "zh-mcq", "en-reasoning"]

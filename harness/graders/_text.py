@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from harness.reasoning import split_reasoning
+from harness.providers.reasoning import split_reasoning
 
 
 def answer_text(response: str) -> str:

@@ -18,7 +18,7 @@ Top-level demo code is dropped, as evalplus's sanitizer does: the `if __name__ =
 block, and top-level asserts, prints, input() and calls of the entry point, `main()` or
 `doctest.testmod()`; they would only run the model's own examples (or block on stdin).
 
-The program runs first and the tests after, in one namespace, in `harness.sandbox` (never here).
+The program runs first and the tests after, in one namespace, in `harness.graders.sandbox` (never here).
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def code(response: str, item: Item, style: str = "humaneval", timeout: float | N
     `timeout` is the wall-clock limit in seconds; other keyword options are sandbox limits by
     name (wall_s, cpu_s, memory_bytes, ...), applied over the sandbox defaults.
     """
-    from harness.sandbox import Limits, run_tests  # the sandbox starts worker processes: only when used
+    from harness.graders.sandbox import Limits, run_tests  # the sandbox starts worker processes: only when used
 
     overrides = dict(limits)
     if timeout is not None:

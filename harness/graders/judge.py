@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 from harness.errors import HarnessError
 from harness.graders import register
-from harness.reasoning import split_reasoning
+from harness.providers.reasoning import split_reasoning
 from harness.records import Grade, Item, Message
 
 _VERDICT = re.compile(r"^\W*verdict\W*:\W*(pass|fail)\W*$", re.IGNORECASE | re.MULTILINE)

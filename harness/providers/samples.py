@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.jsonl import read_jsonl
+from harness.suite.jsonl import read_jsonl
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
 from harness.records import Completion

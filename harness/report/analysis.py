@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness import stats
-from harness.summary import CellSummary, RunSummary
+from harness.analysis import stats
+from harness.analysis.summary import CellSummary, RunSummary
 
 ALPHA = 0.05
 PAIR_RESAMPLES = 2000  # permutation draws for A-vs-B pages (non-binary scores only)

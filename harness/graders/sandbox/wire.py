@@ -1,6 +1,6 @@
 """What the harness and its zygotes must agree on: the pipe protocol, the sandbox uids and the environment.
 
-Stdlib only. The harness imports it as harness.sandbox.wire, the zygote as zygote.py describes.
+Stdlib only. The harness imports it as harness.graders.sandbox.wire, the zygote as zygote.py describes.
 Messages are JSON objects, each framed by its length as a 4-byte big-endian unsigned integer.
 """
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.loaders.common import LoadedData, Rows, _choice, _fingerprint, _Opt, _read_jsonl, _Source, _text_or_none, register
-from harness.loaders.hub import _hub, _hub_columns, _hub_parts
+from harness.suite.loaders.common import LoadedData, Rows, _choice, _fingerprint, _Opt, _read_jsonl, _Source, _text_or_none, register
+from harness.suite.loaders.hub import _hub, _hub_columns, _hub_parts
 
 MBPP_FIELDS = {"task_id": int, "text": str, "code": str, "test_list": list, "test_setup_code": str, "challenge_test_list": list}
 MBPP_OPTIONAL = ("test_setup_code", "challenge_test_list")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import __version__
-from harness.engine import LocalExecutor, RunOutcome, prepare_suites
+from harness.engine.local import LocalExecutor, RunOutcome
+from harness.engine.units import prepare_suites
 from harness.errors import HarnessError
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store

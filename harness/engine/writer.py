@@ -8,13 +8,11 @@ import queue
 import threading
 from collections import OrderedDict
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
+from harness.engine.units import WorkUnit
 from harness.records import Completion
 from harness.store import SampleRecord, Store
-
-if TYPE_CHECKING:  # only an annotation here: engine imports this module, so a run-time import would be circular
-    from harness.engine import WorkUnit
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from harness.engine import generation_for, prepare_suites
-from harness.pacing import estimate_tokens
+from harness.engine.units import generation_for, prepare_suites
+from harness.engine.pacing import estimate_tokens
 from harness.plan import Plan
 
 

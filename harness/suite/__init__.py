@@ -17,11 +17,11 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from harness.errors import HarnessError
-from harness.jsonl import read_jsonl
+from harness.suite.jsonl import read_jsonl
 from harness.plan import SuiteRef
 from harness.records import Generation, GraderSpec, Item
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _SUITE_KEYS = {
     "name", "description", "family", "version", "data", "loader", "options", "id_field", "id_format",
@@ -98,7 +98,7 @@ class Suite:
         """The loader's LoadedData for benchmark suites (cached: opening a dataset is slow)."""
         cached = self.__dict__.get("_loaded_cache")
         if cached is None:
-            from harness import loaders  # imports `datasets` lazily: only benchmark suites pay for it
+            from harness.suite import loaders  # imports `datasets` lazily: only benchmark suites pay for it
 
             if not self.data:
                 raise HarnessError(

@@ -9,15 +9,15 @@ module whose __path__ is this directory: the directory's __init__.py, the harnes
 runs here) and set __package__ to it, as PEP 366 describes for scripts inside packages. Plain
 relative imports then work here and in the siblings, whatever sys.path holds and however (or
 whether) harness is installed. The alternatives are less robust:
-  * `python -s -P -m harness.sandbox.zygote` needs harness importable from the zygote's bare
+  * `python -s -P -m harness.graders.sandbox.zygote` needs harness importable from the zygote's bare
     environment (cwd /, no PYTHONPATH, -P): true for an installed harness, not for a checkout put
     on sys.path by hand (as tests/benchmarks/sandbox_humaneval.py does); and it would run
     harness/__init__.py and the whole harness side (threads, subprocess, logging) in the zygote.
   * inserting this directory into sys.path undoes what -P is there for: every sample would
     inherit it, and the siblings would become top-level modules (`wire`, `isolation`) that could
     shadow, or be shadowed by, installed modules of the same names.
-Imported normally (as harness.sandbox.zygote, say by a test) the same relative imports resolve
-inside harness.sandbox. Every sibling is imported at start-up, before the zygote chroots away
+Imported normally (as harness.graders.sandbox.zygote, say by a test) the same relative imports resolve
+inside harness.graders.sandbox. Every sibling is imported at start-up, before the zygote chroots away
 from these files.
 """
 

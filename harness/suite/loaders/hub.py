@@ -6,7 +6,7 @@ import os
 from typing import Any, Iterable
 
 from harness.errors import HarnessError
-from harness.loaders.common import _cache_dir, _Source
+from harness.suite.loaders.common import _cache_dir, _Source
 
 
 def _hub(source: _Source, config: str | None = None, split: str | None = None):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from harness.errors import HarnessError
-from harness.jsonl import BadLine, jsonl_rows
+from harness.suite.jsonl import BadLine, jsonl_rows
 
 # Bump when a loader changes the rows it produces from the same files: part of the fingerprint.
 FORMAT_VERSION = 1

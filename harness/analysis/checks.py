@@ -36,10 +36,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from harness.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
+from harness.analysis.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
-from harness.summary import RunSummary, summarize_run
+from harness.analysis.summary import RunSummary, summarize_run
 
 ALARM_KINDS = ("served-model", "served-model-changed", "api-model", "price", "suite-hash", "availability")
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from harness.cli import db_option
+from harness.cli.common import db_option
 
 
 def _split(values) -> list[str]:
@@ -49,7 +49,7 @@ def compare(runs, db_url, baseline, models, suites, against_previous, correction
     p-value (McNemar for right/wrong scores, permutation otherwise), a marker (▲ better, ▼ worse,
     corrected p < alpha), the minimum detectable effect, and latency, error rate and cost.
     """
-    from harness.compare import compare_models, compare_runs, previous_run, to_json
+    from harness.analysis.compare import compare_models, compare_runs, previous_run, to_json
     from harness.store import Store
 
     if len(runs) > 2:

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from harness.cli import db_option
+from harness.cli.common import db_option
 
 
 def _pct(x: float) -> str:
@@ -59,7 +59,7 @@ def recommend(run_id, db_url, margin, alpha, show_all, as_json):
     margin from the plan). Cost is the measured cost per sample on the suite (the plan's list
     price when nothing was measured, e.g. local models); p99 latency is shown beside.
     """
-    from harness.recommend import recommend as do_recommend, to_json
+    from harness.analysis.recommend import recommend as do_recommend, to_json
     from harness.store import Store
 
     rec = do_recommend(Store(db_url), run_id, margin=margin, alpha=alpha)

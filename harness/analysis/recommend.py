@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from harness import stats
-from harness.compare import json_safe
+from harness.analysis import stats
+from harness.analysis.compare import json_safe
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
-from harness.summary import CellSummary, RunSummary, summarize_run
+from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 
 DEFAULT_MARGIN = 0.02
 NAN = float("nan")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from harness.errors import HarnessError
-from harness.loaders.common import (
+from harness.suite.loaders.common import (
     LoadedData,
     Rows,
     Shape,
@@ -21,7 +21,7 @@ from harness.loaders.common import (
     _Source,
     register,
 )
-from harness.loaders.hub import _hub, _hub_columns, _hub_configs, _hub_parts
+from harness.suite.loaders.hub import _hub, _hub_columns, _hub_configs, _hub_parts
 
 CEVAL_CATEGORIES = ("STEM", "Social Science", "Humanities", "Other")
 CEVAL_COLUMNS = ("id", "question", "A", "B", "C", "D", "answer")

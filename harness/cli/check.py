@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from harness.cli import db_option
+from harness.cli.common import db_option
 
 
 @click.command()
@@ -58,7 +58,7 @@ def run_check(store, run_id, *, against=None, correction="holm", alpha=0.05, as_
 
     `harness check` and `harness run --check` both print through here.
     """
-    from harness import checks
+    from harness.analysis import checks
 
     result = checks.check_run(store, run_id, previous=against, correction=correction, alpha=alpha)
     if as_json:

@@ -1,0 +1,42 @@
+"""`harness report` (HTML) and `harness export` (JSONL/CSV): a stored run, written out."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from harness.cli.common import db_option, echo_err, open_store
+
+
+@click.command()
+@click.argument("runs", nargs=-1)
+@db_option
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False))
+def report(runs, db_url, out_dir):
+    """Write the HTML report of RUNS (default: the latest run) and print its path."""
+    from harness.report import write_report
+
+    store = open_store(db_url)
+    ids = [store.resolve_run(r) for r in runs] or [store.resolve_run(None)]
+    path = write_report(store, ids, out_dir)
+    click.echo(f"report: {path}")
+
+
+@click.command()
+@click.argument("run_id", required=False)
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def export(run_id, db_url, fmt, out_path):
+    """Export one row per sample of RUN (default: the latest) as JSONL or CSV."""
+    from harness.report.export import export_run
+
+    store = open_store(db_url)
+    rid = store.resolve_run(run_id)
+    if out_path:
+        with open(out_path, "w", encoding="utf-8", newline="") as fh:
+            n = export_run(store, rid, fmt, fh)
+        echo_err(f"wrote {n} rows to {out_path}")
+    else:
+        export_run(store, rid, fmt, sys.stdout)

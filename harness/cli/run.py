@@ -1,0 +1,129 @@
+"""`harness run`: execute a plan, print its summary, write its report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from harness.cli.common import db_option, echo_err, open_store, print_summary
+from harness.errors import HarnessError
+
+
+@click.command()
+@click.argument("plan", required=False, type=click.Path(dir_okay=False))
+@db_option
+@click.option("--limit", type=click.IntRange(min=1), help="At most N items per suite.")
+@click.option("--data", "data", multiple=True, metavar="SUITE=PATH",
+              help="Benchmark files (or hub id) for a suite, e.g. --data humaneval=HumanEval.jsonl.gz. Repeatable.")
+@click.option("--resume", metavar="RUN_ID", help="Resume this run (default: resume the plan's unfinished run).")
+@click.option("--new", is_flag=True, help="Start a new run even if the plan has an unfinished one.")
+@click.option("--tag", default="", help="Label stored with the run (e.g. 'weekly').")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
+              help="Stop cleanly once the run has spent this much.")
+@click.option("--cache", is_flag=True, help="Reuse stored completions of identical requests from earlier runs.")
+@click.option("--dry-run", is_flag=True, help="Show prompts, request counts and estimated cost; send nothing.")
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="Where the HTML report goes.")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N of the items (0-based), e.g. to split "
+              "a run over machines sharing one --db: start it once, then --resume RUN_ID --shard I/N on each.")
+@click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
+              "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
+@click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
+def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
+        check=False, fail_on_regression=False):
+    """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
+
+    Each finished sample is committed at once; rerunning the same plan on the same database
+    resumes an unfinished run without repeating any stored request.
+    """
+    from harness.plan import load_plan
+    from harness.engine.runs import default_plan_path
+
+    plan_path = Path(plan) if plan else default_plan_path()
+    p = load_plan(plan_path, limit=limit)
+    overrides = _parse_data_overrides(data, p)
+    if dry_run:
+        from harness.engine.estimate import dry_run as do_dry_run
+
+        do_dry_run(p, data_override=overrides)
+        return
+    import gc
+
+    # Start-up is imports (sqlalchemy, then openai's hundreds of pydantic models): the cyclic
+    # garbage collector would rescan them over and over while they load (~0.1 s). The engine
+    # freezes what they built and turns the collector back on before the first request.
+    gc.disable()
+    from harness.engine.progress import RunProgress
+    from harness.engine.runs import execute_plan
+
+    shard_spec = _parse_shard(shard)
+    store = open_store(db_url)
+    started = time.perf_counter()
+    try:
+        # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
+        result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
+                              progress=RunProgress(), data_override=overrides, shard=shard_spec,
+                              warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True)
+    except KeyboardInterrupt:
+        echo_err("interrupted: finished samples are stored; run the same command again to resume")
+        sys.exit(130)
+    elapsed = time.perf_counter() - started
+    # Spare the interpreter's exit from walking every object the run and its imports created
+    # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
+    gc.freeze()
+    verb = "resumed" if result.resumed else "finished"
+    if result.status == "stopped":
+        echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
+    elif result.status == "running":
+        echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
+    from harness.analysis.summary import summarize_run
+
+    summary = summarize_run(store, result.run_id)
+    print_summary(summary)
+    click.echo(f"run {result.run_id} {verb} in {elapsed:.1f} s; stored in {store.shown_url}")
+    if not no_report:
+        from harness.report import write_report
+
+        path = write_report(store, [result.run_id], out_dir)
+        click.echo(f"report: {path}")
+    if check or fail_on_regression:
+        if result.status == "running":
+            echo_err("check skipped: the run is not complete yet")
+            return
+        from harness.cli.check import run_check
+
+        code = run_check(store, result.run_id, notify=True, fail_on_regression=fail_on_regression)
+        if code:
+            sys.exit(code)
+
+
+def _parse_shard(value):
+    if not value:
+        return None
+    try:
+        index, count = (int(x) for x in value.split("/"))
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise HarnessError(f"--shard {value}: give I/N with 0 <= I < N, e.g. --shard 0/4")
+    return index, count
+
+
+def _parse_data_overrides(values, plan) -> dict[str, str]:
+    out = {}
+    names = [s.name for s in plan.suites]
+    for value in values:
+        if "=" in value:
+            suite, path = value.split("=", 1)
+        elif len(names) == 1:
+            suite, path = names[0], value
+        else:
+            raise HarnessError(f"--data {value}: name the suite, e.g. --data {names[0]}={value}")
+        if suite not in names:
+            raise HarnessError(f"--data {value}: the plan has no suite '{suite}' (its suites: {', '.join(names)})")
+        out[suite] = path
+    return out

@@ -1,0 +1,54 @@
+"""`harness runs list|show`: the stored runs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from harness.cli.common import db_option, open_store, print_summary
+
+
+@click.group()
+def runs():
+    """List and inspect stored runs."""
+
+
+@runs.command("list")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_list(db_url, as_json):
+    """List the runs in the database, oldest first."""
+    store = open_store(db_url)
+    rows = []
+    for r in store.runs():
+        rows.append({"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
+                     "started": r.started_at.isoformat(timespec="seconds"),
+                     "samples": store.count_samples(r.id)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no runs in {store.shown_url}")
+    for row in rows:
+        click.echo(f"{row['run']}  {row['started']}  {row['status']:<8}  {row['samples']:>6} samples  "
+                   f"{row['plan']}{'  [' + row['tag'] + ']' if row['tag'] else ''}")
+
+
+@runs.command("show")
+@click.argument("run_id", required=False)
+@db_option
+def runs_show(run_id, db_url):
+    """Show one run (default: the latest): its models, suites and summary table."""
+    from harness.analysis.summary import summarize_run
+
+    store = open_store(db_url)
+    summary = summarize_run(store, store.resolve_run(run_id))
+    r = summary.run
+    click.echo(f"run {r.id}  plan {r.plan_name} ({r.plan_path})  status {r.status}  started {r.started_at:%Y-%m-%d %H:%M}")
+    for m in summary.models:
+        click.echo(f"  model {m.model}: {m.provider} {m.api_model} {m.base_url}  "
+                   f"${m.price_input:g}/${m.price_output:g} per M tokens in/out")
+    for s in summary.suites:
+        click.echo(f"  suite {s.suite}: {s.items} items, hash {s.suite_hash}, grader {s.grader}")
+    print_summary(summary)

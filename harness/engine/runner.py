@@ -1,0 +1,171 @@
+"""One unit's whole life: request with retries, grade, record; safe to run concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, estimate_tokens
+from harness.engine.units import PreparedSuite, WorkUnit, cache_key
+from harness.errors import HarnessError
+from harness.graders.grading import SuiteGrader
+from harness.plan import ModelSpec, Plan
+from harness.providers import Provider, ProviderError, Request
+from harness.providers.reasoning import split_reasoning
+from harness.records import Completion, Generation, Grade, Item, Prompt
+from harness.store import SampleRecord, Store
+from harness.suite import Suite
+
+log = logging.getLogger(__name__)
+
+# -- one unit ---------------------------------------------------------------------------
+
+
+@dataclass
+class ModelState:
+    """One model's scheduling state and running totals (what the progress bar shows)."""
+
+    spec: ModelSpec
+    provider: Provider
+    limiter: AdaptiveLimiter
+    rate: RateLimiter
+    done: int = 0
+    errors: int = 0
+    correct: float = 0.0
+    cost: float = 0.0
+    retries: int = 0
+    total: int | None = None
+    requests: int = 0  # requests actually sent (cache hits and retries aside)
+
+
+
+class UnitRunner:
+    """Request (with retries), grade and record one unit; safe to call concurrently.
+
+    `run(unit)` is the whole life of a unit and the engine's scale-out seam: it needs only the
+    unit, the model's `ModelState` and a sink, never the rest of the plan.
+    """
+
+    def __init__(self, plan: Plan, suites: dict[str, PreparedSuite], models: dict[str, ModelState],
+                 run_id: str, store: Store, sink: Callable[[SampleRecord, WorkUnit], None],
+                 grade_pool: ThreadPoolExecutor, use_cache: bool = False,
+                 cache_sink: Callable[[str, Completion], None] | None = None):
+        self.plan, self.suites, self.models = plan, suites, models
+        self.run_id, self.store, self.sink = run_id, store, sink
+        self.grade_pool = grade_pool
+        self.use_cache = use_cache
+        self.cache_sink = cache_sink
+        self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        for name, p in suites.items():
+            if self.graders[name].name == "judge":
+                self.graders[name].options["context"] = self._judge_context(p.suite)
+
+    def _judge_context(self, suite: Suite):
+        """Lend the judge grader (running on a grading thread) the plan's models and the suite's templates."""
+        from harness.graders.judge import JudgeContext
+        from harness.suite.prompt import template_environment
+
+        judge = self.graders[suite.name].options.get("model")
+        if judge not in self.models:
+            raise HarnessError(
+                f"suite '{suite.name}': its judge model {judge!r} is not in the plan; add it under "
+                f"'judges:' (it then grades without answering) or under 'models:'"
+            )
+        env = template_environment(suite.dir)
+
+        def render(template: str, fields) -> str:
+            try:
+                return env.get_template(template).render(**fields).strip()
+            except Exception as exc:  # a missing or broken rubric is the suite author's to fix
+                raise HarnessError(f"suite '{suite.name}': judge template {template}: {exc}") from None
+
+        def ask(model: str, messages) -> str:
+            state = self.models[model]
+            unit = WorkUnit(model, suite.name, "", Item(id=f"judge:{suite.name}", fields={}), 0,
+                            Prompt(tuple(messages)), Generation(max_tokens=1024, temperature=0.0))
+            completion, _ = asyncio.run_coroutine_threadsafe(self.request(state, unit), self._loop).result()
+            if completion.error:
+                raise RuntimeError(f"judge request failed: {completion.error}")
+            state.cost += state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
+            return completion.text
+
+        return JudgeContext(ask=ask, render=render)
+
+    async def request(self, state: ModelState, unit: WorkUnit, ticket: int | None = None) -> tuple[Completion, int]:
+        """The unit's completion and the attempts it took. `ticket`: a slot already taken for it."""
+        spec = state.spec
+        key = None
+        if self.use_cache:
+            key = cache_key(spec, unit)
+            hit = await asyncio.to_thread(self.store.cache_get, key)
+            if hit is not None:
+                if ticket is not None:
+                    state.limiter.release(ticket, success=False)
+                return Completion(**hit), 0
+        req = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
+        attempt = 0
+        while True:
+            attempt += 1
+            if ticket is None:
+                if state.rate.active:
+                    await state.rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
+                ticket = await state.limiter.acquire(priority=True)
+            state.requests += 1
+            try:
+                completion = await state.provider.complete(req)
+            except ProviderError as exc:
+                state.limiter.release(ticket, rate_limited=exc.rate_limited, success=False,
+                                      retry_after=exc.retry_after)
+                ticket = None
+                if not exc.retryable or attempt >= spec.max_attempts:
+                    return Completion(error=str(exc) or exc.__class__.__name__), attempt
+                state.retries += 1
+                delay = backoff_delay(attempt, exc.retry_after)
+                log.debug("%s: %s; retry %d in %.2fs", spec.name, exc, attempt, delay)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                state.limiter.release(ticket, success=False)
+                raise
+            state.limiter.release(ticket)
+            if key is not None and self.cache_sink is not None:
+                self.cache_sink(key, completion)
+            return completion, attempt
+
+    async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord:
+        self._loop = self._loop or asyncio.get_running_loop()
+        state = self.models[unit.model]
+        completion, attempts = await self.request(state, unit, ticket)
+        answer, think = split_reasoning(completion.text)
+        reasoning = f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
+        if completion.error:
+            grade = Grade.of(False, f"request failed: {completion.error}")
+        else:
+            grader = self.graders[unit.suite]
+            if grader.inline:
+                grade = grader(answer, unit.item)
+            else:
+                grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
+        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
+        record = SampleRecord(
+            run_id=self.run_id, model=unit.model, suite=unit.suite, suite_hash=unit.suite_hash,
+            item_id=unit.item.id, item_group=unit.item.group, sample_index=unit.sample_index,
+            completion=answer, reasoning=reasoning, finish_reason=completion.finish_reason,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+            reasoning_tokens=completion.reasoning_tokens, latency_s=completion.latency_s,
+            ttft_s=completion.ttft_s, served_model=completion.served_model, error=completion.error,
+            attempts=attempts, cost_usd=cost, score=grade.score, passed=grade.passed,
+            grade_reason=grade.reason, extracted=grade.extracted,
+        )
+        state.done += 1
+        if completion.error:
+            state.errors += 1
+        state.correct += grade.score
+        state.cost += cost
+        self.sink(record, unit)
+        return record
+

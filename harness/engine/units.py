@@ -1,0 +1,98 @@
+"""Work units: a model's remaining requests, enumerated lazily from the plan's prepared suites."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from harness.plan import ModelSpec, Plan
+from harness.records import Generation, Item, Prompt
+from harness.suite import Suite
+from harness.suite.prompt import PromptBuilder
+
+Key = tuple[str, str, str, int]  # (model, suite, item id, sample index)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One request to make: a model, an item of a suite, and which of its samples."""
+
+    model: str
+    suite: str
+    suite_hash: str
+    item: Item
+    sample_index: int
+    prompt: Prompt
+    generation: Generation
+
+    @property
+    def key(self) -> Key:
+        return (self.model, self.suite, self.item.id, self.sample_index)
+
+
+@dataclass
+class PreparedSuite:
+    suite: Suite
+    builder: PromptBuilder
+    hash: str
+
+
+def generation_for(plan: Plan, model: ModelSpec, suite: Suite) -> Generation:
+    """Suite defaults, then the plan's, then the model's overrides (the suite's own plan entry already applied)."""
+    overrides = {**plan.generation, **model.generation}
+    gen = suite.generation
+    values = asdict(gen)
+    values.update({k: v for k, v in overrides.items() if k in values})
+    if values.get("seed") is None and plan.seed:
+        values["seed"] = plan.seed
+    values["stop"] = tuple(values.get("stop") or ())
+    return Generation(**values)
+
+
+def in_shard(suite: str, item_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether an item belongs to shard i of n: a stable hash, the same on every machine."""
+    if shard is None or shard[1] <= 1:
+        return True
+    index, count = shard
+    return zlib.crc32(f"{suite}\0{item_id}".encode()) % count == index
+
+
+def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite], done: set[Key] | frozenset,
+               shard: tuple[int, int] | None = None) -> Iterator[WorkUnit]:
+    """Lazily enumerate a model's remaining work: items stream, prompts are built one by one."""
+    for prepared in suites:
+        gen = generation_for(plan, model, prepared.suite)
+        name = prepared.suite.name
+        for item in prepared.suite.items():
+            if shard is not None and not in_shard(name, item.id, shard):
+                continue
+            prompt = None
+            for sample_index in range(plan.samples):
+                if done and (model.name, name, item.id, sample_index) in done:
+                    continue
+                prompt = prompt or prepared.builder.build(item)
+                yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, gen)
+
+
+
+def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
+    """Identical request = same model endpoint, parameters, messages and sample index."""
+    blob = json.dumps([spec.provider, spec.base_url, spec.api_model, spec.path, asdict(unit.generation),
+                       [[m.role, m.content] for m in unit.prompt.messages], unit.sample_index],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+
+def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -> list[PreparedSuite]:
+    from harness.suite import load_suite
+
+    prepared = []
+    for ref in plan.suites:
+        suite = load_suite(ref, data=(data_override or {}).get(ref.name))
+        prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
+    return prepared
+
