@@ -215,6 +215,7 @@ class Store:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
+                _add_missing_columns(self.engine)
                 break
             except OperationalError as exc:
                 raise HarnessError(f"--db {self.shown_url}: cannot open the database ({_one_line(exc.orig)})") from None
@@ -541,6 +542,37 @@ class _TextRules:
             digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             value = value[:length - len(digest) - 1] + "~" + digest
         return value
+
+
+def _add_missing_columns(engine) -> None:
+    """Bring a database written by an older harness up to the current schema.
+
+    New tables are made by `create_all`; a column added to an existing table is added here with
+    ALTER TABLE ... ADD COLUMN (portable SQL), so an old database keeps its runs. Every column added
+    after the first release must therefore be nullable or carry a `server_default`.
+    """
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    statements = []
+    for table in Base.metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = ""
+            if column.server_default is not None:
+                arg = column.server_default.arg
+                default = " DEFAULT " + (f"'{arg}'" if isinstance(arg, str) else str(arg.text))
+            statements.append(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}')
+    if statements:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
