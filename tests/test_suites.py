@@ -93,3 +93,11 @@ def test_malformed_items_line_is_named(tmp_path):
     suite = load_suite(str(folder))
     with pytest.raises(HarnessError, match=r"items.jsonl:2: not valid JSON"):
         list(suite.items())
+
+
+def test_items_file_that_is_not_utf8_names_the_line(tmp_path):
+    folder = _make_suite(tmp_path, "{{ q }}")
+    (folder / "items.jsonl").write_bytes(b'{"q": "hi", "a": "1"}\n{"q": "ok", "a": "2"}\n{"q": "caf\xe9", "a": "3"}\n')
+    suite = load_suite(str(folder))
+    with pytest.raises(HarnessError, match=r"items.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 11\)"):
+        list(suite.items())
