@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     shard_spec = _parse_shard(shard)
     store = open_store(db_url)
     started = time.perf_counter()
+    # `kill`, systemd's stop and cron's end send SIGTERM: stop as Ctrl-C does, so the run is marked
+    # interrupted and its lease given back, instead of dying with the run still shown as running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
@@ -78,6 +82,9 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     verb = "resumed" if result.resumed else "finished"
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
+    elif result.status == "interrupted":
+        echo_err("interrupted: this process lost the run's lease (it was silent too long) and stopped; "
+                 "finished samples are stored")
     elif result.status == "running":
         echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
     from harness.analysis.summary import summarize_run
