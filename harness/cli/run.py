@@ -66,7 +66,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     started = time.perf_counter()
     # `kill`, systemd's stop and cron's end send SIGTERM: stop as Ctrl-C does, so the run is marked
     # interrupted and its lease given back, instead of dying with the run still shown as running.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
@@ -75,6 +75,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, on_term)
     elapsed = time.perf_counter() - started
     # Spare the interpreter's exit from walking every object the run and its imports created
     # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
