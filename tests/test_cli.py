@@ -193,3 +193,14 @@ def test_markup_in_names_is_printed_literally_by_the_progress_bars():
     progress.stop()
     for name in MARKUP_NAMES:
         assert name in out.getvalue()
+
+
+def test_run_refuses_a_report_folder_holding_other_files_before_any_request(tmp_path, fake_server):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}},
+                                                     "suites": [{"math-word": {"limit": 2}}]}))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".bashrc").write_text("# mine\n")
+    for command in (["run", "p.yaml"], ["report"]):
+        proc = harness(*command, "--db", f"sqlite:///{tmp_path}/h.db", "--out", str(tmp_path / "home"), cwd=tmp_path)
+        assert_clean_error(proc, "--out", "holds other files (.bashrc)")
+    assert fake_server.state.requests == 0 and [p.name for p in (tmp_path / "home").iterdir()] == [".bashrc"]

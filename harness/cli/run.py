@@ -46,6 +46,10 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
 
     plan_path = Path(plan) if plan else default_plan_path()
     p = load_plan(plan_path, limit=limit)
+    if not no_report and not dry_run:
+        from harness.report import check_out_dir
+
+        check_out_dir(out_dir)  # before the first request, not after the run
     overrides = _parse_data_overrides(data, p)
     if dry_run:
         from harness.engine.estimate import dry_run as do_dry_run
