@@ -168,7 +168,7 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
     judges = _named_entries(raw.get("judges") or {}, "judges", source,
                             "judges: must map judge names to model settings, like models")
     suites = _suite_entries(raw.get("suites"), source)
-    plan_keys = {k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__}
+    plan_keys = _unset_empty({k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__})
     _reject_implied(plan_keys, Plan, source, ())
     document = {
         "plan": {**plan_keys, "name": raw.get("name") or Path(source).stem, "path": source,
@@ -210,7 +210,7 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         if not isinstance(spec, dict):
             raise HarnessError(f"{source}: {key}.{name}: settings must be a mapping, e.g. {{provider: openai, model: ...}}")
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
-        entries.append({**spec, "name": str(name)})
+        entries.append({**_unset_empty(spec), "name": str(name)})
     return entries
 
 
@@ -229,11 +229,16 @@ def _suite_entries(raw: Any, source: str) -> list[dict[str, Any]]:
         if not isinstance(opts, dict):
             raise HarnessError(f"{source}: suites.{name}: options must be a mapping, e.g. {{limit: 20}}")
         _reject_implied(opts, SuiteRef, source, ("suites", str(name)))
-        entries.append({**opts, "name": str(name)})
+        entries.append({**_unset_empty(opts), "name": str(name)})
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise HarnessError(f"{source}: suites: a suite is listed twice")
     return entries
+
+
+def _unset_empty(raw: dict) -> dict:
+    """`generation:` (or `price:`, `options:`) with nothing after it in YAML is null: the same as leaving it out."""
+    return {k: v for k, v in raw.items() if not (v is None and k in ("generation", "price", "options"))}
 
 
 def _reject_implied(raw: dict, owner: type, source: str, where: tuple[str, ...]) -> None:
