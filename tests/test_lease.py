@@ -190,3 +190,32 @@ def test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder(db_url):
         with store.engine.begin() as conn:  # another process took the lease over
             conn.execute(table.update().values(owner="thief"))
         assert lease.lost.wait(30) and lost == [True]
+
+
+def test_a_run_whose_lease_is_taken_over_stops_sending_and_ends_interrupted(tmp_path, fake_server, monkeypatch):
+    import threading
+
+    from harness.engine import lease as lease_module
+
+    fake_server.state.responder = echo_responder
+    fake_server.state.faults.latency_s = 0.05
+    plan, env = _plan(tmp_path, fake_server, 400, concurrency=2)
+    monkeypatch.setenv("HARNESS_SUITES_PATH", env["HARNESS_SUITES_PATH"])
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.05)
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+
+    def take_over():  # as a process would after this one was silent for longer than the TTL
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _query(tmp_path / "h.db", "SELECT COUNT(*) FROM samples") not in ([], [(0,)]):
+                with store.engine.begin() as conn:
+                    conn.execute(LeaseRow.__table__.update().values(owner="taken-over"))
+                return
+            time.sleep(0.02)
+
+    thief = threading.Thread(target=take_over)
+    thief.start()
+    result = execute_plan(load_plan(plan), store)
+    thief.join()
+    assert result.status == "interrupted" and store.run(result.run_id).status == "interrupted"
+    assert store.count_samples(result.run_id) < 400

@@ -61,14 +61,15 @@ class PlanLease:
     """Hold the lease on (plan, shard) for the life of a `with` block, with a heartbeat thread."""
 
     def __init__(self, store: Store, fingerprint: str, plan_name: str, shard: tuple[int, int] | None = None, *,
-                 ttl_s: float = LEASE_TTL_S, heartbeat_s: float = HEARTBEAT_S,
+                 ttl_s: float | None = None, heartbeat_s: float | None = None,
                  on_lost: Callable[[], None] | None = None):
         self.store, self.fingerprint, self.plan_name = store, fingerprint, plan_name
         self.shard = shard_label(shard)
         self.key = f"{fingerprint} {self.shard}"
         self.owner = secrets.token_hex(8)
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
+        self.ttl_s = LEASE_TTL_S if ttl_s is None else ttl_s
+        self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.on_lost = on_lost  # called on the heartbeat thread if another process took the lease over
         self.lost = threading.Event()
         self._stop = threading.Event()
