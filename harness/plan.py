@@ -21,13 +21,35 @@ PROVIDERS = ("openai", "llamacpp", "samples")
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens; batched requests at explicit batch prices, else at a discount."""
 
     input: float = 0.0
     output: float = 0.0
+    batch_discount: float | None = None  # fraction off for batched requests (0.5 = half price)
+    batch_input: float | None = None
+    batch_output: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False) -> float:
+        if not batched:
+            return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+        keep = 1.0 - (self.batch_discount or 0.0)
+        rate_in = self.input * keep if self.batch_input is None else self.batch_input
+        rate_out = self.output * keep if self.batch_output is None else self.batch_output
+        return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """`batch:` on a model: send its requests through the provider's Batch API (see engine/batch.py).
+
+    Limits left at None take the documented default of the provider the base_url points at."""
+
+    max_requests: int | None = None  # requests per batch file
+    max_bytes: int | None = None  # bytes per batch file
+    window: str = "24h"  # completion_window
+    retry: str = "batch"  # failed or expired lines go into a new batch, or "online"
+    max_rounds: int = 3  # batches a request may be in before it is stored as an error
+    endpoint: str | None = None  # the `url` of each line; default: the base_url's last path part + /chat/completions
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class ModelSpec:
     generation: Mapping[str, Any] = field(default_factory=dict)  # per-model overrides
     n_ctx: int = 4096  # llamacpp context window
     threads: int | None = None  # llamacpp threads
+    batch: BatchSettings | None = None  # None: online requests
 
     @property
     def api_model(self) -> str:
@@ -167,14 +190,12 @@ def _parse_model(name: str, spec: Any, source: str) -> ModelSpec:
         raise HarnessError(f"{where}: provider openai needs base_url (the server's OpenAI-compatible /v1 URL)")
     if provider == "samples" and not spec.get("path"):
         raise HarnessError(f"{where}: provider samples needs path (a JSONL file with task_id and completion)")
-    kwargs = {k: v for k, v in spec.items() if k not in ("price", "generation")}
-    price = spec.get("price") or {}
-    if not isinstance(price, dict) or set(price) - {"input", "output"}:
-        raise HarnessError(f"{where}: price must be {{input: USD_PER_M_TOKENS, output: USD_PER_M_TOKENS}}")
+    kwargs = {k: v for k, v in spec.items() if k not in ("price", "generation", "batch")}
     try:
         model = ModelSpec(
             name=name,
-            price=Price(float(price.get("input", 0)), float(price.get("output", 0))),
+            price=_parse_price(spec.get("price"), where),
+            batch=parse_batch(spec.get("batch"), where, provider),
             generation=_parse_generation(spec.get("generation"), f"{where}: generation"),
             **kwargs,
         )
@@ -188,6 +209,48 @@ def _parse_model(name: str, spec: Any, source: str) -> ModelSpec:
         if not p.is_absolute() and not p.exists() and (base / p).exists():
             object.__setattr__(model, "path", str(base / p))
     return model
+
+
+_PRICE_KEYS = ("input", "output", "batch_discount", "batch_input", "batch_output")
+
+
+def _parse_price(raw: Any, where: str) -> Price:
+    if not isinstance(raw or {}, dict) or set(raw or {}) - set(_PRICE_KEYS):
+        raise HarnessError(f"{where}: price must be {{input: USD_PER_M_TOKENS, output: USD_PER_M_TOKENS}}, "
+                           f"optionally with batch_discount: FRACTION (0.5 = half price) or batch_input/batch_output")
+    values = {}
+    for key, value in (raw or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise HarnessError(f"{where}: price.{key} must be a number >= 0, got {value!r}")
+        values[key] = float(value)
+    if values.get("batch_discount", 0.0) >= 1.0:
+        raise HarnessError(f"{where}: price.batch_discount is the fraction saved (0.5 = half price): below 1")
+    return Price(**values)
+
+
+_BATCH_KEYS = {f.name for f in fields(BatchSettings)}
+
+
+def parse_batch(raw: Any, where: str, provider: str | None = "openai") -> BatchSettings | None:
+    """`batch: true`, `batch: false` or `batch: {max_requests, max_bytes, window, retry, max_rounds, endpoint}`."""
+    if raw is None or raw is False:
+        return None
+    if provider != "openai":
+        raise HarnessError(f"{where}: batch needs provider openai (a server with the OpenAI Batch API)")
+    if raw is True:
+        return BatchSettings()
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{where}: batch must be true, false or a mapping of {', '.join(sorted(_BATCH_KEYS))}")
+    _reject_unknown(raw, _BATCH_KEYS, f"{where}: batch")
+    for key in ("max_requests", "max_bytes", "max_rounds"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise HarnessError(f"{where}: batch.{key} must be a whole number >= 1, got {value!r}")
+    if raw.get("retry", "batch") not in ("batch", "online"):
+        raise HarnessError(f"{where}: batch.retry must be 'batch' (a new batch) or 'online', got {raw['retry']!r}")
+    return BatchSettings(**{k: v for k, v in raw.items() if v is not None})
 
 
 def _parse_suite(entry: Any, source: str, plan_limit: int | None) -> SuiteRef:
@@ -251,4 +314,20 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
     data = asdict(plan)
     data.pop("path", None)
+    # Settings left unset are left out, so a plan that uses no batch keys keeps the fingerprint
+    # it had before they existed (its unfinished run still resumes).
+    for model in (*data["models"], *data["judges"]):
+        if model.get("batch") is None:
+            model.pop("batch", None)
+        for key in ("batch_discount", "batch_input", "batch_output"):
+            if model["price"].get(key) is None:
+                model["price"].pop(key, None)
     return data
+
+
+def with_batch(plan: Plan) -> Plan:
+    """`harness run --batch`: every answering openai model of the plan through the Batch API."""
+    from dataclasses import replace
+
+    models = tuple(replace(m, batch=m.batch or BatchSettings()) if m.provider == "openai" else m for m in plan.models)
+    return replace(plan, models=models)
