@@ -5,6 +5,12 @@ and costs little CPU. It answers from a `responder(model, messages) -> text` cal
 every request per (model, prompt) so tests can prove nothing was requested twice, and can
 inject latency, HTTP 500s, 429s with Retry-After, malformed bodies and dropped connections.
 
+It also speaks the Files and Batches API (`/v1/files`, `/v1/batches`): a batch moves validating ->
+in_progress -> finalizing -> completed one step per `polls_per_state` retrieves (or is held
+in_progress with `state.batch.hold`), and `state.batch.plans` makes batches expire, fail, be
+cancelled, or answer some lines with errors or leave them out. Batch lines are answered by the same
+responder and counted in the same `successes`, so a test sees a request answered twice either way.
+
 Run standalone (for benchmarks, in its own process):
     python tests/fakeserver.py --port 0 --latency 0.5   # prints "listening on http://127.0.0.1:PORT/v1"
 """

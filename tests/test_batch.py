@@ -287,3 +287,31 @@ def test_result_lines_are_read_like_online_answers():
     assert r["c"].retryable and r["c"].error == "HTTP 429: slow down"
     assert not r["d"].retryable and r["e"].retryable and "batch_expired" in r["e"].error
     assert set(r) == {"a", "b", "c", "d", "e"}
+
+
+def test_dry_run_report_and_export_show_batching(tmp_path, fake_server, db_url):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    fake_server.state.responder = sums_responder
+    plan = write_plan(tmp_path, fake_server, batch=None, price={**PRICE, "batch_discount": 0.5})
+    runner = CliRunner()
+    online = runner.invoke(cli, ["run", str(plan), "--dry-run", "--db", db_url])
+    batched = runner.invoke(cli, ["run", str(plan), "--dry-run", "--batch", "--db", db_url])
+    assert online.exit_code == 0 and batched.exit_code == 0, batched.output
+    cost = {out: float(out.output.split("~$")[1].split()[0]) for out in (online, batched)}
+    assert cost[batched] == pytest.approx(cost[online] / 2, rel=1e-3) and "batched: at least 1 batch" in batched.output
+    assert fake_server.state.requests == 0 and fake_server.state.batch.created == 0
+
+    out = tmp_path / "reports"
+    result = runner.invoke(cli, ["run", str(plan), "--batch", "--db", db_url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "samples through the provider's Batch API" in result.output and "saved" in result.output
+    run_id = Store(db_url).resolve_run(None)
+    page = (out / run_id / "index.html").read_text()
+    assert "<th class=\"num\">Batched</th>" in page and "500" in page
+    sample_page = next((out / run_id).rglob("all-1.html")).read_text()
+    assert "batched (no latency)" in sample_page
+    exported = runner.invoke(cli, ["export", run_id, "--format", "jsonl", "--db", db_url])
+    assert all(json.loads(line)["batched"] is True for line in exported.output.splitlines())

@@ -30,20 +30,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from harness.engine.batch_records import (BatchInfo, SampleKey, add_batch, batch_keys, batch_rounds, list_batches,
                                           update_batch)
 from harness.engine.pacing import backoff_delay, estimate_tokens
-from harness.engine.units import WorkUnit, plan_units
-from harness.plan import BatchSettings, ModelSpec
+from harness.engine.runner import ModelState, UnitRunner
+from harness.engine.units import PreparedSuite, WorkUnit, plan_units
+from harness.plan import BatchSettings, ModelSpec, Plan
 from harness.providers import ProviderError, Request
 from harness.records import Completion
-
-if TYPE_CHECKING:
-    from harness.engine.local import LocalExecutor, RunOutcome
-    from harness.engine.runner import ModelState, UnitRunner
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +190,19 @@ class BatchUnavailable(Exception):
 class BatchDriver:
     """Runs one model's units through the provider's Batch API, resuming whatever the store records."""
 
-    def __init__(self, executor: "LocalExecutor", runner: "UnitRunner", state: "ModelState",
-                 outcome: "RunOutcome", flush, wait_s: float | None):
-        self.executor, self.runner, self.state, self.outcome = executor, runner, state, outcome
-        self.store, self.run_id = executor.store, executor.run_id
+    def __init__(self, plan: Plan, suites: list[PreparedSuite], runner: UnitRunner, state: ModelState,
+                 outcome: Any, flush, *, shard: tuple[int, int] | None = None, max_cost: float | None = None,
+                 wait_s: float | None = None):
+        """`outcome`: the executor's RunOutcome (its per-model spend, `waiting` and cost stop);
+        `flush`: blocks until the store writer has committed what it was handed."""
+        self.plan, self.suites, self.shard, self.max_cost = plan, suites, shard, max_cost
+        self.runner, self.state, self.outcome = runner, state, outcome
+        self.store, self.run_id = runner.store, runner.run_id
         self.spec = state.spec
         self.settings = self.spec.batch or BatchSettings()
         self.limits = limits_for(self.spec)
         self.endpoint = endpoint_for(self.spec)
-        self.flush = flush  # blocks until the store writer has committed what it was handed
+        self.flush = flush
         self.wait_s = wait_s
         self.client = state.provider.client
 
@@ -250,8 +251,7 @@ class BatchDriver:
 
     def _units(self, keys: Iterable[SampleKey]) -> list[WorkUnit]:
         wanted = {(self.spec.name, *k) for k in keys}
-        return list(plan_units(self.executor.plan, self.spec, self.executor.suites, _AllExcept(wanted),
-                               self.executor.shard))
+        return list(plan_units(self.plan, self.spec, self.suites, _AllExcept(wanted), self.shard))
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class BatchDriver:
         name = self.spec.name
         in_flight = {(name, *k) for k in batch_rounds(self.store, self.run_id, name, collected=False)}
         skip = self.store.done_keys(self.run_id) | in_flight
-        units = list(plan_units(self.executor.plan, self.spec, self.executor.suites, skip, self.executor.shard))
+        units = list(plan_units(self.plan, self.spec, self.suites, skip, self.shard))
         if not units:
             return
         rounds = batch_rounds(self.store, self.run_id, name, collected=True)
@@ -296,11 +296,11 @@ class BatchDriver:
 
     def _budget(self) -> float | None:
         """What --max-cost leaves for new batches: minus what was spent and what open batches may cost."""
-        if self.executor.max_cost is None:
+        if self.max_cost is None:
             return None
         spent = sum(s.cost for s in self.outcome.per_model.values())
         committed = sum(b.estimated_cost_usd for b in list_batches(self.store, self.run_id) if not b.collected)
-        return self.executor.max_cost - spent - committed
+        return self.max_cost - spent - committed
 
     def _line(self, unit: WorkUnit) -> bytes:
         request = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)

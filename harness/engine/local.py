@@ -177,7 +177,8 @@ class LocalExecutor:
         if state.spec.batch is not None:
             from harness.engine.batch import BatchDriver
 
-            driver = BatchDriver(self, runner, state, outcome, self._writer.flush, self.batch_wait)
+            driver = BatchDriver(self.plan, self.suites, runner, state, outcome, self._writer.flush,
+                                 shard=self.shard, max_cost=self.max_cost, wait_s=self.batch_wait)
             try:
                 await driver.run(self._stop)
             finally:
