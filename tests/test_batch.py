@@ -136,6 +136,18 @@ def test_lines_that_keep_failing_become_errors_and_bad_requests_are_not_retried(
     assert summary.cell("m", "sums").errors == len(failed)
 
 
+def test_a_batch_that_fails_validation_is_submitted_again(tmp_path, fake_server, db_url):
+    fake_server.state.responder = sums_responder
+    fake_server.state.batch.plans = [BatchPlan(outcome="failed")]
+    store = Store(db_url)
+    result = execute_plan(load_plan(write_plan(tmp_path, fake_server)), store)
+    assert result.status == "finished"
+    first, second = list_batches(store, result.run_id)
+    assert first.state == "failed" and "injected validation failure" in first.error and second.state == "completed"
+    assert store.count_samples(result.run_id) == N_ITEMS and fake_server.state.batch.created == 2
+    assert not any(s.error for s in store.samples(result.run_id))
+
+
 def test_retry_online_and_cancelled_batch(tmp_path, fake_server, db_url):
     fake_server.state.responder = sums_responder
     fake_server.state.batch.plans = [BatchPlan(outcome="expired", missing=0.1)]

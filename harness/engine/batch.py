@@ -205,21 +205,26 @@ class BatchDriver:
         self.flush = flush
         self.wait_s = wait_s
         self.client = state.provider.client
+        self._plan_again = True  # units may be unplanned: at the start, and after a batch is collected
 
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
         failed_polls = 0
+        last_failure = ""
         while True:
             try:
                 for row in self._open():
                     await self._advance(row)
-                if not stop.is_set():
+                if not stop.is_set() and self._plan_again:
+                    self._plan_again = False
                     await self._submit_remaining(stop)
                 failed_polls = 0
             except BatchUnavailable as exc:
+                self._plan_again = True
                 failed_polls += 1
+                last_failure = str(exc)
                 log.warning("%s: %s", self.spec.name, exc)
                 if failed_polls >= MAX_FAILED_POLLS:
                     self._waiting(f"the Batch API at {self.spec.base_url} could not be reached ({exc})")
@@ -234,6 +239,8 @@ class BatchDriver:
                 for row in open_rows:
                     self._waiting(f"batch {row.label} is {row.state} "
                                   f"({row.n_completed + row.n_failed}/{row.n_requests} lines done)")
+                if failed_polls and not open_rows:
+                    self._waiting(f"requests not submitted yet ({last_failure})")
                 return
             if stop.is_set():
                 await asyncio.sleep(poll_interval())
@@ -424,6 +431,7 @@ class BatchDriver:
             await self.runner.finish(unit, Completion(error=error), row.round, batched=True)
         await asyncio.to_thread(self.flush)  # committed before the batch stops counting as in flight
         update_batch(self.store, row.id, collected=True)
+        self._plan_again = True
         if cancelled:
             log.warning("%s: batch %s was cancelled at the provider; its unanswered lines are stored as errors",
                         name, row.label)
