@@ -327,3 +327,10 @@ def test_dry_run_report_and_export_show_batching(tmp_path, fake_server, db_url):
     assert "batched (no latency)" in sample_page
     exported = runner.invoke(cli, ["export", run_id, "--format", "jsonl", "--db", db_url])
     assert all(json.loads(line)["batched"] is True for line in exported.output.splitlines())
+
+
+def test_batch_models_refuse_shards(tmp_path, fake_server, db_url):
+    plan = load_plan(write_plan(tmp_path, fake_server))
+    with pytest.raises(HarnessError, match="--shard"):
+        execute_plan(plan, Store(db_url), shard=(0, 2))
+    assert fake_server.state.batch.created == 0

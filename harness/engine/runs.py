@@ -98,6 +98,9 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
     `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
     """
+    if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
+        # One process follows a model's batches: a shard would collect batches holding other shards' samples.
+        raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
     if api_models:  # a missing key is the user's to fix: say so before a run is recorded
