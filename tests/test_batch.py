@@ -334,3 +334,76 @@ def test_batch_models_refuse_shards(tmp_path, fake_server, db_url):
     with pytest.raises(HarnessError, match="--shard"):
         execute_plan(plan, Store(db_url), shard=(0, 2))
     assert fake_server.state.batch.created == 0
+
+
+# -- a real gateway in between ----------------------------------------------------------------
+
+LITELLM_VENV = "/root/.cache/harness-tests/litellm-venv/bin/litellm"
+
+
+def _litellm() -> str:
+    import shutil
+
+    found = os.environ.get("HARNESS_LITELLM") or shutil.which("litellm") or \
+        (LITELLM_VENV if os.path.exists(LITELLM_VENV) else None)
+    if not found:
+        pytest.skip("LiteLLM's proxy is not installed (pip install 'litellm[proxy]' in its own venv, "
+                    "or set HARNESS_LITELLM to its litellm executable)")
+    return found
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypatch):
+    """harness -> LiteLLM proxy (files_settings, openai provider) -> the fake server's Batch API."""
+    import secrets
+    import urllib.request
+
+    exe = _litellm()
+    fake_server.state.responder = sums_responder
+    fake_server.state.batch.plans = [BatchPlan(outcome="expired", missing=0.1)]
+    port = _free_port()
+    key = "sk-" + secrets.token_hex(24)
+    (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "fake-batch", "litellm_params": {
+            "model": "openai/fake-batch", "api_base": fake_server.base_url, "api_key": "upstream"}}],
+        "files_settings": [{"custom_llm_provider": "openai", "api_base": fake_server.base_url, "api_key": "upstream"}]}))
+    env = {**os.environ, "LITELLM_MASTER_KEY": key, "OPENAI_API_BASE": fake_server.base_url,
+           "OPENAI_API_KEY": "upstream", "LITELLM_LOG": "ERROR"}
+    log = open(tmp_path / "litellm.log", "wb")
+    proxy = subprocess.Popen([exe, "--config", str(tmp_path / "litellm.yaml"), "--host", "127.0.0.1",
+                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proxy.poll() is None, (tmp_path / "litellm.log").read_text()[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "LiteLLM's proxy did not start within 180 s"
+                time.sleep(0.5)
+        monkeypatch.setenv("LITELLM_TEST_KEY", key)
+        plan = tmp_path / "via-litellm.yaml"
+        plan.write_text(yaml.safe_dump({"name": "via-litellm", "suites": [write_suite(tmp_path)], "models": {"m": {
+            "provider": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "LITELLM_TEST_KEY",
+            "model": "fake-batch", "max_attempts": 3, "batch": True,
+            "price": {**PRICE, "batch_discount": 0.5}}}}))
+        store = Store(db_url)
+        result = execute_plan(load_plan(plan), store)
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+        log.close()
+    assert result.status == "finished"
+    assert [b.state for b in list_batches(store, result.run_id)] == ["expired", "completed"]
+    samples = list(store.samples(result.run_id))
+    assert len(samples) == N_ITEMS and not any(s.error for s in samples) and all(s.batched for s in samples)
+    assert set(fake_server.state.successes.values()) == {1} and fake_server.state.requests == 0
+    assert summarize_run(store, result.run_id).cell("m", "sums").mean == pytest.approx(1 - 72 / N_ITEMS)
