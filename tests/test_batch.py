@@ -165,6 +165,7 @@ def test_retry_online_and_cancelled_batch(tmp_path, fake_server, db_url):
     assert len(samples) == N_ITEMS and len(cancelled) == N_ITEMS // 2
     assert all("cancelled" in s.error for s in cancelled)
     assert [x.state for x in list_batches(store, result.run_id)] == ["cancelled"]
+    assert any("cancelled at the provider" in note for note in result.outcome.notes)
 
 
 def test_max_cost_limits_what_is_submitted(tmp_path, fake_server, db_url):

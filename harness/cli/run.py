@@ -84,6 +84,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
     gc.freeze()
     verb = "resumed" if result.resumed else "finished"
+    for note in result.outcome.notes:
+        echo_err(note)
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
     elif result.status == "running":

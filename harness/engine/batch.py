@@ -433,8 +433,8 @@ class BatchDriver:
         update_batch(self.store, row.id, collected=True)
         self._plan_again = True
         if cancelled:
-            log.warning("%s: batch %s was cancelled at the provider; its unanswered lines are stored as errors",
-                        name, row.label)
+            self.outcome.notes.append(f"model '{name}': batch {row.label} was cancelled at the provider; "
+                                      f"its unanswered lines are stored as errors")
         if retried:
             log.info("%s: batch %s ended %s; %d lines go into a new batch", name, row.label, row.state, retried)
 

@@ -30,6 +30,7 @@ class RunOutcome:
     requested: int = 0  # units started in this process
     per_model: dict[str, ModelState] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)  # provider batches still running when this process stopped waiting
+    notes: list[str] = field(default_factory=list)  # what the user should hear about (e.g. a cancelled batch)
 
     @property
     def complete(self) -> bool:
