@@ -93,8 +93,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     elif result.status == "waiting":
         for line in result.outcome.waiting:
             echo_err(line)
-        echo_err(f"run {result.run_id} is waiting for provider batches: rerun the same command "
-                 f"(or `harness run --resume {result.run_id}`) later to collect them")
+        echo_err(f"run {result.run_id} is waiting for provider batches: rerun the same command later "
+                 f"(add --resume {result.run_id} for one poll) to collect them")
     from harness.analysis.summary import summarize_run
 
     summary = summarize_run(store, result.run_id)
