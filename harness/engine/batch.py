@@ -454,7 +454,8 @@ class BatchDriver:
                 if not error.retryable:
                     raise ProviderError(f"{what}: {error}", retryable=False, status=error.status) from None
                 last, retry_after = error, error.retry_after
-            except (openai.APIConnectionError, openai.APITimeoutError, OSError) as exc:
+            except (openai.APIConnectionError, openai.APITimeoutError, openai.APIResponseValidationError,
+                    OSError) as exc:  # unreachable, or a body the client could not read: try again
                 last, retry_after = exc, None
             if attempt < self.spec.max_attempts:
                 await asyncio.sleep(min(backoff_delay(attempt, retry_after), 30.0))
