@@ -97,7 +97,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .wire import SANDBOX_UID_BASE, _pids_of_uid, _recv, _send, _zygote_environment
+from .wire import (
+    MAX_MESSAGE_BYTES,
+    SANDBOX_UID_BASE,
+    _encode,
+    _pids_of_uid,
+    _recv,
+    _send_encoded,
+    _zygote_environment,
+    too_large_reason,
+)
 
 __all__ = ["Limits", "Outcome", "Sandbox", "default_sandbox", "run_tests"]
 
@@ -164,8 +173,18 @@ class Outcome:
 # --------------------------------------------------------------------------------------------
 
 _GRACE_S = 10.0  # how long past the wall limit a zygote may stay silent before it is replaced
+UNSAFE_WEAK_ENV = "HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION"
 _weak_warning_lock = threading.Lock()
 _weak_warning_given = False
+
+
+def refusal_reason(detail: str) -> str:
+    """Why samples are refused, and what the user can do about it (one line)."""
+    return (
+        f"untrusted code refused: no strong isolation here ({detail}); run as root (with CAP_SYS_ADMIN, "
+        f"or CAP_SETUID and CAP_SETGID) or where user namespaces are allowed, or set {UNSAFE_WEAK_ENV}=1 "
+        "to run it with weak isolation (no file-system or network isolation) at your own risk"
+    )
 
 
 def _warn_weak_once(detail: str, allowed: bool) -> None:
@@ -176,25 +195,24 @@ def _warn_weak_once(detail: str, allowed: bool) -> None:
         _weak_warning_given = True
     if allowed:
         log.warning(
-            "sandbox: strong isolation unavailable (%s); running untrusted code with WEAK isolation: "
-            "no network or file-system isolation, only process-tree kill, rlimits and a scrubbed "
-            "environment. Set HARNESS_SANDBOX_ALLOW_WEAK=0 to refuse instead.",
+            "sandbox: strong isolation unavailable (%s); running untrusted code with WEAK isolation, as "
+            "%s=1 asks: no network or file-system isolation, only process-tree kill, rlimits and a "
+            "scrubbed environment.",
             detail,
+            UNSAFE_WEAK_ENV,
         )
     else:
-        log.warning(
-            "sandbox: strong isolation unavailable (%s) and weak isolation is not allowed: "
-            "every sample will end with status 'error'.",
-            detail,
-        )
+        log.error("sandbox: %s; every code sample ends with status 'error'.", refusal_reason(detail))
 
 
-def _weak_allowed_from_env() -> bool:
-    value = os.environ.get("HARNESS_SANDBOX_ALLOW_WEAK", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+def _unsafe_weak_from_env() -> bool:
+    return os.environ.get(UNSAFE_WEAK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 class _ZygoteGone(Exception):
     pass
+
+
+_PROBE: dict = {}  # a job that only starts the zygote and reports its hello
 
 
 class _Worker:
@@ -215,6 +233,14 @@ class _Worker:
                 break
             future, job = item
             if not future.set_running_or_notify_cancel():
+                continue
+            if job is _PROBE:
+                try:
+                    if self.proc is None:
+                        self._start()
+                    future.set_result(dict(self.hello))
+                except BaseException as exc:
+                    future.set_exception(exc)
                 continue
             try:
                 outcome = self._execute(job)
@@ -242,8 +268,6 @@ class _Worker:
             self._stop()
             raise
         self.hello = hello
-        if hello["isolation"] != "strong":
-            _warn_weak_once(hello["detail"], self.sandbox.allow_weak_isolation)
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -280,18 +304,14 @@ class _Worker:
         for _ in range(2):  # one retry: a zygote can die of causes unrelated to the sample
             if self.proc is None:
                 self._start()
-            if self.hello["isolation"] != "strong" and not self.sandbox.allow_weak_isolation:
-                return Outcome(
-                    "error",
-                    f"strong isolation unavailable ({self.hello['detail']}) and weak isolation not "
-                    "allowed (allow_weak_isolation=False / HARNESS_SANDBOX_ALLOW_WEAK=0)",
-                    "",
-                    0.0,
-                )
+            if self.hello["isolation"] != "strong":
+                _warn_weak_once(self.hello["detail"], self.sandbox.unsafe_weak_isolation)
+                if not self.sandbox.unsafe_weak_isolation:
+                    return Outcome("error", refusal_reason(self.hello["detail"]), "", 0.0)
             limits = job["limits"]
             deadline = time.monotonic() + limits["wall_s"] + _GRACE_S
             try:
-                _send(self.proc.stdin.fileno(), job)
+                _send_encoded(self.proc.stdin.fileno(), job["message"])
                 reply = _recv(self.proc.stdout.fileno(), deadline, max_bytes=limits["output_bytes"] * 8 + (1 << 20))
             except TimeoutError:
                 self._stop()
@@ -307,9 +327,12 @@ class _Worker:
 class Sandbox:
     """A pool of sandbox workers; `submit` is thread-safe and never blocks."""
 
-    def __init__(self, workers: int | None = None, allow_weak_isolation: bool | None = None) -> None:
+    def __init__(self, workers: int | None = None, unsafe_weak_isolation: bool | None = None) -> None:
+        """`unsafe_weak_isolation`: run samples even where only weak isolation is possible (default:
+        refuse them, unless the environment variable HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1)."""
         self.workers = max(1, workers or os.cpu_count() or 1)
-        self.allow_weak_isolation = _weak_allowed_from_env() if allow_weak_isolation is None else allow_weak_isolation
+        self.unsafe_weak_isolation = _unsafe_weak_from_env() if unsafe_weak_isolation is None else unsafe_weak_isolation
+        self._isolation: dict | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -320,6 +343,11 @@ class Sandbox:
             raise TypeError("program and tests must be str")
         job = {"program": program, "tests": tests, "limits": dataclasses.asdict(limits)}
         future: concurrent.futures.Future = concurrent.futures.Future()
+        message = _encode(job)
+        if len(message) > MAX_MESSAGE_BYTES:  # the zygote would refuse it: a verdict of its own
+            future.set_result(Outcome("failed", too_large_reason(len(message)), "", 0.0))
+            return future
+        job = {"limits": job["limits"], "message": message}
         with self._lock:
             if self._closed:
                 raise RuntimeError("Sandbox is closed")
@@ -328,6 +356,25 @@ class Sandbox:
 
     def run(self, program: str, tests: str, limits: Limits = Limits()) -> Outcome:
         return self.submit(program, tests, limits).result()
+
+    def isolation(self) -> dict:
+        """{"isolation": "strong" | "weak", "detail": ...} as a zygote found it (one is started if none was)."""
+        if self._isolation is None:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("Sandbox is closed")
+                self._jobs.put((future, _PROBE))
+            hello = future.result()
+            self._isolation = {"isolation": hello["isolation"], "detail": hello["detail"]}
+        return self._isolation
+
+    def refuses(self) -> str | None:
+        """The one-line reason why this sandbox refuses untrusted code here, or None if it runs it."""
+        found = self.isolation()
+        if found["isolation"] == "strong" or self.unsafe_weak_isolation:
+            return None
+        return refusal_reason(found["detail"])
 
     def close(self) -> None:
         """Finish running samples, cancel queued ones (their futures raise CancelledError), and

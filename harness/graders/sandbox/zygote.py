@@ -132,9 +132,9 @@ class _HarnessGone(Exception):
 
 def _run_sample(job: dict, iso: _Isolation) -> dict:
     limits = job["limits"]
-    nonce = os.urandom(16).hex().encode()
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
+    nonce_r, nonce_w = os.pipe()
     workdir = None
     if not iso.strong:
         import tempfile
@@ -160,7 +160,8 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
         try:
             os.close(out_r)
             os.close(status_r)
-            _become_sample(job, iso, nonce, out_w, status_w, workdir)
+            os.close(nonce_w)
+            _become_sample(job, iso, out_w, status_w, nonce_r, workdir)
         except BaseException as exc:
             try:
                 os.write(3, f"E{type(exc).__name__}: {exc}".encode()[:500])  # the status pipe by now
@@ -170,6 +171,15 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
             os._exit(70)
     os.close(out_w)
     os.close(status_w)
+    os.close(nonce_r)
+    # Drawn after the fork, so that no frame of the sample's process ever held it: only its judge
+    # thread reads it from this pipe (see _execute).
+    nonce = os.urandom(16).hex().encode()
+    try:
+        os.write(nonce_w, nonce)
+    except BrokenPipeError:
+        pass  # the sample died during set-up
+    os.close(nonce_w)
     capture = _Capture(out_r, status_r, int(limits["output_bytes"]))
     try:
         wait_status, usage, timed_out, duration = _supervise(pid, capture, limits, started, iso)
@@ -344,19 +354,22 @@ def _kill_leftovers() -> None:
             return
 
 
-def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_w: int, workdir: str | None) -> None:
+def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_r: int, workdir: str | None) -> None:
     """In the forked child: finish isolating ourselves, then run the untrusted code."""
+    import fcntl
     import resource
 
     limits = job["limits"]
     os.setsid()
     if iso.cgroup:
         iso.cgroup.join()
-    # Standard streams and the status pipe (fd 3) first, so that set-up errors can be reported.
+    # Standard streams, the status pipe (fd 3, first: set-up errors are reported there) and
+    # the nonce pipe (fd 4, read and closed by the judge thread before any untrusted code runs).
+    nonce_r = fcntl.fcntl(nonce_r, fcntl.F_DUPFD, 5)
     devnull = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((devnull, 0), (out_w, 1), (out_w, 2), (status_w, 3)):
+    for fd, target in ((devnull, 0), (out_w, 1), (out_w, 2), (status_w, 3), (nonce_r, 4)):
         os.dup2(fd, target)
-    os.closerange(4, 1 << 20)
+    os.closerange(5, 1 << 20)
     if iso.strong:
         libc = iso.libc
         libc.unshare(CLONE_NEWNS | CLONE_NEWIPC)  # SysV IPC objects would otherwise outlive the sample
@@ -368,7 +381,7 @@ def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_
         workdir = "/tmp"
     os.chdir(workdir)
 
-    processes = int(limits["processes"]) + iso.extra_processes
+    processes = int(limits["processes"]) + iso.extra_processes + 1  # + the judge thread
     if iso.uid is None and not iso.user_ns and os.geteuid() != 0:
         processes += len(_pids_of_uid(os.geteuid()))  # weak mode: the count is shared with the harness user
     cpu = max(1, int(-(-float(limits["cpu_s"]) // 1)))
@@ -386,10 +399,14 @@ def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_
             soft, hard = min(soft, old_hard), min(hard, old_hard)
         resource.setrlimit(which, (soft, hard))
 
+    if iso.user_ns:
+        iso.libc.drop_bounding_set()  # while we still hold CAP_SETPCAP
     if iso.uid is not None:
         os.setgroups([])
         os.setresgid(iso.uid, iso.uid, iso.uid)
         os.setresuid(iso.uid, iso.uid, iso.uid)
+    # After the uid switch, so that the user keyrings emptied are the sample's own.
+    iso.libc.start_with_clean_keyrings()
     if iso.user_ns:
         iso.libc.drop_capabilities()  # root of our user namespace no more
     iso.libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -411,27 +428,71 @@ def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_
     sys.stdin = sys.__stdin__ = open(0, closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
-    os.write(3, b"R")  # from here on, whatever goes wrong is the sample's fault
-    _execute(job["program"], job["tests"], nonce, 3)
+    _execute(job["program"], job["tests"], 3, 4)
 
 
-def _execute(program: str, tests: str, nonce: bytes, status_fd: int) -> None:
-    """Run program then tests in one module; signal a pass only if both ran to the end."""
+def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
+    """Run program then tests in one module; have the judge signal a pass only if both ran to the end.
+
+    The program runs in this process and may tamper with anything Python lets it reach, so:
+      * what the runner needs (exec, compile, os.write, os._exit, both compiled codes) is bound
+        before it runs, and the tests get the builtins as they were before the program ran;
+      * the pass is signalled by a *judge thread* that read the nonce from its pipe (then closed)
+        before any untrusted code ran, and that waits, in C, on two locks. The `passed` lock is
+        released by a chain of C calls (deque(map(call, steps))) only after both exec calls
+        returned; no Python frame on the untrusted thread's stack refers to that chain or to the
+        lock, and the judge's frame lies on another thread's stack;
+      * an audit hook (irremovable) refuses what reaches across threads and into objects without
+        a frame: gc.get_objects/get_referrers/get_referents, sys._current_frames, and tracing
+        (sys.settrace/setprofile), which could jump over the tests' asserts.
+    What is left is raw memory access (ctypes, /proc/self/mem) and lying values (an object whose
+    __eq__ is always True, functions the tests call replaced while they run): the package
+    docstring lists them under "Not protected against".
+    """
+    import _thread
+    import builtins
+    import collections
+    import functools
     import linecache
+    import operator
     import traceback
-    import types
 
     write, exit_now, getpid = os.write, os._exit, os.getpid  # bound before the program can patch os
     runner = getpid()  # a process the program forked comes back through here too: it reports nothing
+    streams = (sys.stdout, sys.stderr)  # ours, before the program can swap them
+    ready, finished, passed = _thread.allocate_lock(), _thread.allocate_lock(), _thread.allocate_lock()
+    ready.acquire()
+    finished.acquire()
+    passed.acquire()
+    _thread.stack_size(1 << 18)  # the judge needs little; RLIMIT_AS counts every thread's stack
+    _thread.start_new_thread(_judge, (ready, finished, passed, nonce_fd, status_fd))
+    _thread.stack_size(0)
+    ready.acquire()  # the nonce is in the judge's frame and its pipe is closed
+    hook = types.FunctionType(_refuse_introspection.__code__, {"__builtins__": {"PermissionError": PermissionError}})
+    sys.addaudithook(hook)
     module = types.ModuleType("__sandbox__")
     sys.modules["__sandbox__"] = module  # dataclasses, pickle & co. look their module up here
     namespace = module.__dict__
+    pristine = dict(builtins.__dict__)
+    write(status_fd, b"R")  # from here on, whatever goes wrong is the sample's fault
     phase = "program"
     try:
+        codes = []
         for phase, source in (("program", program), ("test", tests)):
             filename = f"<{phase}>"
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            exec(compile(source, filename, "exec"), namespace)
+            codes.append(compile(source, filename, "exec"))
+        phase = "program"
+        steps = [
+            functools.partial(exec, codes[0], namespace),
+            functools.partial(namespace.__setitem__, "__builtins__", pristine),
+            functools.partial(exec, codes[1], namespace),
+            passed.release,
+        ]
+        # Only the value stack refers to the chain while it runs: no local names it or the lock.
+        box = [functools.partial(collections.deque, map(operator.call, steps), 0)]
+        del steps, passed, codes
+        box.pop()()
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: they end the run early
         if getpid() != runner:
             exit_now(1)
@@ -451,17 +512,36 @@ def _execute(program: str, tests: str, nonce: bytes, status_fd: int) -> None:
         except BaseException:
             pass
         exit_now(1)
-    for stream in (sys.stdout, sys.stderr):
+    if getpid() != runner:
+        exit_now(0)
+    for stream in streams:
         try:
             stream.flush()
         except BaseException:
             pass
-    if getpid() != runner:
+    finished.release()
+    ready.acquire()  # never released again: the judge ends the process
+
+
+def _judge(ready, finished, passed, nonce_fd: int, status_fd: int) -> None:  # noqa: ANN001 (locks)
+    """The sample's judge thread: write the pass token once the tests ran to the end, else nothing."""
+    read, write, close, exit_now = os.read, os.write, os.close, os._exit
+    token = b"P" + read(nonce_fd, 64)
+    close(nonce_fd)
+    ready.release()
+    # From here on only locals and C calls: nothing the program can patch runs on this thread.
+    finished.acquire()
+    if passed.acquire(False):
+        write(status_fd, token)
         exit_now(0)
-    try:
-        write(status_fd, b"P" + nonce)
-    finally:
-        exit_now(0)
+    exit_now(1)
+
+
+def _refuse_introspection(event: str, args: tuple) -> None:
+    """Audit hook of a sample (run with its own tiny globals: nothing to patch in them)."""
+    if event in {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames",
+                 "sys._current_exceptions", "sys.settrace", "sys.setprofile"}:
+        raise PermissionError(f"the sandbox does not allow {event}() in code under test")
 
 
 def _describe_failure(exc: BaseException, phase: str) -> str:
