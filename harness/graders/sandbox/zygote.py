@@ -68,8 +68,8 @@ _PREWARM = (
 
 
 def _zygote_main() -> None:
-    # The control pipes move away from fds 0/1 (and from 3, a sample's status pipe) so that
-    # nothing a sample inherits can reach them.
+    # The control pipes move away from fds 0/1 (and from 3 and 4, a sample's status and nonce
+    # pipes) so that nothing a sample inherits can reach them.
     import fcntl
 
     ctl_in, ctl_out = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (0, 1))
@@ -135,6 +135,7 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
     nonce_r, nonce_w = os.pipe()
+    kept_r = _deal_nonce(nonce_w)
     workdir = None
     if not iso.strong:
         import tempfile
@@ -158,9 +159,8 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(out_r)
-            os.close(status_r)
-            os.close(nonce_w)
+            for fd in (out_r, status_r, kept_r):
+                os.close(fd)
             _become_sample(job, iso, out_w, status_w, nonce_r, workdir)
         except BaseException as exc:
             try:
@@ -169,17 +169,10 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
                 os._exit(71)
         finally:
             os._exit(70)
-    os.close(out_w)
-    os.close(status_w)
-    os.close(nonce_r)
-    # Drawn after the fork, so that no frame of the sample's process ever held it: only its judge
-    # thread reads it from this pipe (see _execute).
-    nonce = os.urandom(16).hex().encode()
-    try:
-        os.write(nonce_w, nonce)
-    except BrokenPipeError:
-        pass  # the sample died during set-up
-    os.close(nonce_w)
+    for fd in (out_w, status_w, nonce_r):
+        os.close(fd)
+    nonce = os.read(kept_r, 64)
+    os.close(kept_r)
     capture = _Capture(out_r, status_r, int(limits["output_bytes"]))
     try:
         wait_status, usage, timed_out, duration = _supervise(pid, capture, limits, started, iso)
@@ -194,6 +187,19 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
     status, reason = _verdict(capture, nonce, wait_status, usage, timed_out, out_of_memory, limits)
     output = _render_output(bytes(capture.output), capture.output_size, capture.cap)
     return {"status": status, "reason": reason, "output": output, "duration_s": round(duration, 6)}
+
+
+def _deal_nonce(nonce_w: int) -> int:
+    """Draw a sample's nonce and put it in two pipes: `nonce_w`'s, for the sample (see _execute),
+    and a new one whose read end (returned) only we keep. No frame holds the nonce when the
+    sample is forked: in the sample's process, only the chain of C calls of _execute ever does."""
+    kept_r, kept_w = os.pipe()
+    nonce = os.urandom(16).hex().encode()
+    os.write(nonce_w, nonce)
+    os.write(kept_w, nonce)
+    os.close(nonce_w)
+    os.close(kept_w)
+    return kept_r
 
 
 class _Capture:
@@ -364,7 +370,7 @@ def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_
     if iso.cgroup:
         iso.cgroup.join()
     # Standard streams, the status pipe (fd 3, first: set-up errors are reported there) and
-    # the nonce pipe (fd 4, read and closed by the judge thread before any untrusted code runs).
+    # the nonce pipe (fd 4, read and closed by _execute before any untrusted code runs).
     nonce_r = fcntl.fcntl(nonce_r, fcntl.F_DUPFD, 5)
     devnull = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((devnull, 0), (out_w, 1), (out_w, 2), (status_w, 3), (nonce_r, 4)):
@@ -381,7 +387,7 @@ def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_
         workdir = "/tmp"
     os.chdir(workdir)
 
-    processes = int(limits["processes"]) + iso.extra_processes + 1  # + the judge thread
+    processes = int(limits["processes"]) + iso.extra_processes
     if iso.uid is None and not iso.user_ns and os.geteuid() != 0:
         processes += len(_pids_of_uid(os.geteuid()))  # weak mode: the count is shared with the harness user
     cpu = max(1, int(-(-float(limits["cpu_s"]) // 1)))
@@ -432,24 +438,24 @@ def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_
 
 
 def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
-    """Run program then tests in one module; have the judge signal a pass only if both ran to the end.
+    """Run program then tests in one module; signal a pass only if both ran to the end.
 
     The program runs in this process and may tamper with anything Python lets it reach, so:
       * what the runner needs (exec, compile, os.write, os._exit, both compiled codes) is bound
         before it runs, and the tests get the builtins as they were before the program ran;
-      * the pass is signalled by a *judge thread* that read the nonce from its pipe (then closed)
-        before any untrusted code ran, and that waits, in C, on two locks. The `passed` lock is
-        released by a chain of C calls (deque(map(call, steps))) only after both exec calls
-        returned; no Python frame on the untrusted thread's stack refers to that chain or to the
-        lock, and the judge's frame lies on another thread's stack;
-      * an audit hook (irremovable) refuses what reaches across threads and into objects without
-        a frame: gc.get_objects/get_referrers/get_referents, sys._current_frames, and tracing
-        (sys.settrace/setprofile), which could jump over the tests' asserts.
+      * the run is a chain of C calls, deque(map(call, steps)): exec the program, exec the tests,
+        then write the pass token and leave. The token (the nonce, read from its pipe, closed,
+        before any untrusted code ran) lives only in that chain, which no local of any frame
+        refers to while it runs (only the value stack does): walking the stack finds nothing;
+      * an audit hook (irremovable) refuses what reaches objects without a frame: gc.get_objects/
+        get_referrers/get_referents, sys._current_frames, and tracing (sys.settrace/setprofile),
+        which could jump over the tests' asserts;
+      * a process the program forks has the status pipe replaced by /dev/null: only the sample's
+        own process reports (a child running the tests too must not garble the verdict).
     What is left is raw memory access (ctypes, /proc/self/mem) and lying values (an object whose
     __eq__ is always True, functions the tests call replaced while they run): the package
     docstring lists them under "Not protected against".
     """
-    import _thread
     import builtins
     import collections
     import functools
@@ -459,21 +465,14 @@ def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
 
     write, exit_now, getpid = os.write, os._exit, os.getpid  # bound before the program can patch os
     runner = getpid()  # a process the program forked comes back through here too: it reports nothing
-    streams = (sys.stdout, sys.stderr)  # ours, before the program can swap them
-    ready, finished, passed = _thread.allocate_lock(), _thread.allocate_lock(), _thread.allocate_lock()
-    ready.acquire()
-    finished.acquire()
-    passed.acquire()
-    _thread.stack_size(1 << 18)  # the judge needs little; RLIMIT_AS counts every thread's stack
-    _thread.start_new_thread(_judge, (ready, finished, passed, nonce_fd, status_fd))
-    _thread.stack_size(0)
-    ready.acquire()  # the nonce is in the judge's frame and its pipe is closed
-    hook = types.FunctionType(_refuse_introspection.__code__, {"__builtins__": {"PermissionError": PermissionError}})
-    sys.addaudithook(hook)
+    os.register_at_fork(after_in_child=functools.partial(os.dup2, 0, status_fd))  # fd 0 is /dev/null
+    # A copy with globals of its own, and no local keeps it: the interpreter's list of hooks is
+    # its only reference, which no Python code can walk.
+    sys.addaudithook(types.FunctionType(_refuse_introspection.__code__,
+                                        {"__builtins__": {"PermissionError": PermissionError}}))
     module = types.ModuleType("__sandbox__")
     sys.modules["__sandbox__"] = module  # dataclasses, pickle & co. look their module up here
     namespace = module.__dict__
-    pristine = dict(builtins.__dict__)
     write(status_fd, b"R")  # from here on, whatever goes wrong is the sample's fault
     phase = "program"
     try:
@@ -483,16 +482,16 @@ def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             codes.append(compile(source, filename, "exec"))
         phase = "program"
-        steps = [
+        box = [functools.partial(collections.deque, map(operator.call, [
             functools.partial(exec, codes[0], namespace),
-            functools.partial(namespace.__setitem__, "__builtins__", pristine),
+            functools.partial(namespace.__setitem__, "__builtins__", dict(builtins.__dict__)),  # as before the program
             functools.partial(exec, codes[1], namespace),
-            passed.release,
-        ]
-        # Only the value stack refers to the chain while it runs: no local names it or the lock.
-        box = [functools.partial(collections.deque, map(operator.call, steps), 0)]
-        del steps, passed, codes
-        box.pop()()
+            functools.partial(_flush_quietly, (sys.stdout, sys.stderr)),  # ours: the program has not run yet
+            functools.partial(write, status_fd, b"P" + _read_once(nonce_fd)),
+            functools.partial(exit_now, 0),
+        ]), maxlen=0)]
+        del codes
+        box.pop()()  # only the value stack refers to the chain while it runs
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: they end the run early
         if getpid() != runner:
             exit_now(1)
@@ -512,29 +511,21 @@ def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
         except BaseException:
             pass
         exit_now(1)
-    if getpid() != runner:
-        exit_now(0)
+    exit_now(1)  # not reached: the chain ends with exit_now(0)
+
+
+def _read_once(fd: int) -> bytes:
+    data = os.read(fd, 64)
+    os.close(fd)
+    return data
+
+
+def _flush_quietly(streams: tuple) -> None:
     for stream in streams:
         try:
             stream.flush()
         except BaseException:
             pass
-    finished.release()
-    ready.acquire()  # never released again: the judge ends the process
-
-
-def _judge(ready, finished, passed, nonce_fd: int, status_fd: int) -> None:  # noqa: ANN001 (locks)
-    """The sample's judge thread: write the pass token once the tests ran to the end, else nothing."""
-    read, write, close, exit_now = os.read, os.write, os.close, os._exit
-    token = b"P" + read(nonce_fd, 64)
-    close(nonce_fd)
-    ready.release()
-    # From here on only locals and C calls: nothing the program can patch runs on this thread.
-    finished.acquire()
-    if passed.acquire(False):
-        write(status_fd, token)
-        exit_now(0)
-    exit_now(1)
 
 
 def _refuse_introspection(event: str, args: tuple) -> None:
@@ -542,6 +533,8 @@ def _refuse_introspection(event: str, args: tuple) -> None:
     if event in {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames",
                  "sys._current_exceptions", "sys.settrace", "sys.setprofile"}:
         raise PermissionError(f"the sandbox does not allow {event}() in code under test")
+    if event == "object.__setattr__" and args[1] == "__code__":  # e.g. this hook's own code
+        raise PermissionError("the sandbox does not allow replacing a function's __code__ in code under test")
 
 
 def _describe_failure(exc: BaseException, phase: str) -> str:
