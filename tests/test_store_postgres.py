@@ -51,10 +51,15 @@ from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa
                          test_trend_page_follows_the_plan_across_runs)
 from test_lease import (test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder,  # noqa: F401
                         test_lease_rules)
+# Provider batches: retries after an expired batch, and a batch whose id a crash lost.
+from test_batch import fast_polls  # noqa: F401  (fixture)
+from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
+                        test_expired_batch_with_missing_lines_is_retried_and_completes)
 
 START_TIMEOUT_S = 60
 PG_PORT = 5432  # only names the socket file, inside our own folder: never collides with another server
-TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "leases"}
+TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests",
+          "leases"}
 
 
 # -- the throwaway server ------------------------------------------------------------------------
