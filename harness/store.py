@@ -444,13 +444,14 @@ class Store:
     # -- reading --------------------------------------------------------------------
 
     def resolve_run(self, run_id: str | None) -> str:
-        """A run id, a unique prefix of one, 'latest', or None (= the latest run that stored a sample:
-        a run that failed or was refused before its first answer has nothing to show)."""
+        """A run id, a unique prefix of one, 'latest', or None (= the latest run that stored a sample or
+        submitted a provider batch: a run that failed before its first answer has nothing to show)."""
         with Session(self.engine) as s:
             if run_id in (None, "", "latest"):
                 has_samples = select(SampleRow.id).where(SampleRow.run_id == RunRow.id).exists()
+                has_batches = select(BatchRow.id).where(BatchRow.run_id == RunRow.id).exists()
                 newest = (RunRow.started_at.desc(), RunRow.id.desc())
-                rid = s.scalars(select(RunRow.id).where(has_samples).order_by(*newest).limit(1)).first()
+                rid = s.scalars(select(RunRow.id).where(has_samples | has_batches).order_by(*newest).limit(1)).first()
                 if rid is None:
                     empty = s.scalars(select(RunRow.id).order_by(*newest).limit(1)).first()
                     if empty is not None:
