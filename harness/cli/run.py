@@ -30,15 +30,24 @@ from harness.errors import HarnessError
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
 @click.option("--shard", metavar="I/N", help="Run only shard I of N of the items (0-based), e.g. to split "
               "a run over machines sharing one --db: start it once, then --resume RUN_ID --shard I/N on each.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: every request from this process. ray: the remaining work split into shards on a Ray "
+              "cluster (pip install 'harness[ray]'), each model's concurrency/rpm/tpm shared by all of them.")
+@click.option("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+              help="With --executor ray: the cluster to join (auto: the one this machine belongs to). Default: "
+              "start a local Ray instance. A cluster needs a PostgreSQL --db every node reaches.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="With --executor ray: shards, one worker each [default: the cluster's CPUs].")
 @click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
               "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
 @click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
 def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
-        check=False, fail_on_regression=False):
+        executor="local", address=None, workers=None, check=False, fail_on_regression=False):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
     Each finished sample is committed at once; rerunning the same plan on the same database
-    resumes an unfinished run without repeating any stored request.
+    resumes an unfinished run without repeating any stored request. With --executor ray the
+    run is split over a Ray cluster's workers; a worker that dies has its shard started again.
     """
     from harness.plan import load_plan
     from harness.engine.runs import default_plan_path
@@ -61,12 +70,13 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     from harness.engine.runs import execute_plan
 
     shard_spec = _parse_shard(shard)
+    ray_options = _ray_options(executor, address, workers, shard_spec)
     store = open_store(db_url)
     started = time.perf_counter()
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
-                              progress=RunProgress(), data_override=overrides, shard=shard_spec,
+                              progress=RunProgress(), data_override=overrides, shard=shard_spec, ray=ray_options,
                               warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True)
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
@@ -78,6 +88,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     verb = "resumed" if result.resumed else "finished"
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
+    elif result.status == "running" and ray_options is not None:
+        echo_err(f"run {result.run_id} is missing samples after every shard ended; run again to resume it")
     elif result.status == "running":
         echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
     from harness.analysis.summary import summarize_run
@@ -111,6 +123,18 @@ def _parse_shard(value):
     if not 0 <= index < count:
         raise HarnessError(f"--shard {value}: give I/N with 0 <= I < N, e.g. --shard 0/4")
     return index, count
+
+
+def _ray_options(executor, address, workers, shard):
+    if executor != "ray":
+        if address or workers:
+            raise HarnessError(f"--{'address' if address else 'workers'} goes with --executor ray")
+        return None
+    if shard is not None:
+        raise HarnessError("--shard and --executor ray exclude each other: the Ray executor shards the run itself")
+    from harness.engine.runs import RayOptions
+
+    return RayOptions(address=address, workers=workers)
 
 
 def _parse_data_overrides(values, plan) -> dict[str, str]:

@@ -28,6 +28,14 @@ def default_plan_path() -> Path:
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """`harness run --executor ray`: the cluster to join (None: a local instance) and how many shards."""
+
+    address: str | None = None
+    workers: int | None = None  # None: one per CPU of the cluster
+
+
+@dataclass(frozen=True)
 class RunResult:
     run_id: str
     resumed: bool
@@ -86,12 +94,14 @@ def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOut
 def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bool = False, tag: str = "",
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
                  data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
-                 warm: tuple[str, ...] = (), own_process: bool = False) -> RunResult:
+                 warm: tuple[str, ...] = (), own_process: bool = False,
+                 ray: RayOptions | None = None) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
     `warm`: modules to import on a background thread while requests are in flight, so that
     what runs after the requests (the summary's statistics) does not add to the user's wait.
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
+    `ray`: `RayOptions` to run the shards on a Ray cluster instead.
     """
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
@@ -101,6 +111,26 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         for m in api_models:
             resolve_api_key(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
+    cluster = _join_ray(ray, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
+    try:
+        return _execute(plan, store, suites, cluster, resume=resume, new=new, tag=tag, max_cost=max_cost,
+                        use_cache=use_cache, progress=progress, data_override=data_override, shard=shard, warm=warm,
+                        own_process=own_process)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _join_ray(options: RayOptions, store: Store):
+    try:
+        from harness.engine import ray_executor
+    except ImportError as exc:
+        raise HarnessError(f"--executor ray needs Ray ({exc}): pip install 'harness[ray]'") from None
+    return ray_executor.connect(options.address, options.workers, store.url)
+
+
+def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max_cost, use_cache, progress,
+             data_override, shard, warm, own_process) -> RunResult:
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
         RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)
@@ -110,10 +140,19 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
                                                 p.suite.count()))
     store.mark_run(run_id, "running")
-    executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                             progress=progress, shard=shard, warm=warm, own_process=own_process)
     try:
-        outcome = asyncio.run(executor.run())
+        if cluster is not None:
+            from harness.engine.ray_executor import RayExecutor, gather_secrets
+
+            executor = RayExecutor(cluster, plan, suites, store, run_id, secrets=gather_secrets(plan, store.url),
+                                   max_cost=max_cost, use_cache=use_cache, progress=progress,
+                                   data_override=data_override)
+            outcome = executor.run()
+            shard = (0, executor.shards)  # finished only once the store holds every expected sample
+        else:
+            executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
+                                     progress=progress, shard=shard, warm=warm, own_process=own_process)
+            outcome = asyncio.run(executor.run())
     except KeyboardInterrupt:
         store.mark_run(run_id, "stopped")
         raise
