@@ -38,11 +38,14 @@ from harness.errors import HarnessError
               "start a local Ray instance. A cluster needs a PostgreSQL --db every node reaches.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="With --executor ray: shards, one worker each [default: the cluster's CPUs].")
+@click.option("--runtime-env", "runtime_env", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="With --executor ray: a JSON or YAML file with Ray's runtime_env for the workers (e.g. "
+              "working_dir, pip). Ray records it in its job table: never put keys or passwords in it.")
 @click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
               "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
 @click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
 def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
-        executor="local", address=None, workers=None, check=False, fail_on_regression=False):
+        executor="local", address=None, workers=None, runtime_env=None, check=False, fail_on_regression=False):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
     Each finished sample is committed at once; rerunning the same plan on the same database
@@ -70,7 +73,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     from harness.engine.runs import execute_plan
 
     shard_spec = _parse_shard(shard)
-    ray_options = _ray_options(executor, address, workers, shard_spec)
+    ray_options = _ray_options(executor, address, workers, runtime_env, shard_spec)
     store = open_store(db_url)
     started = time.perf_counter()
     try:
@@ -125,16 +128,28 @@ def _parse_shard(value):
     return index, count
 
 
-def _ray_options(executor, address, workers, shard):
+def _ray_options(executor, address, workers, runtime_env, shard):
+    given = [name for name, value in (("--address", address), ("--workers", workers),
+                                      ("--runtime-env", runtime_env)) if value]
     if executor != "ray":
-        if address or workers:
-            raise HarnessError(f"--{'address' if address else 'workers'} goes with --executor ray")
+        if given:
+            raise HarnessError(f"{given[0]} goes with --executor ray")
         return None
     if shard is not None:
         raise HarnessError("--shard and --executor ray exclude each other: the Ray executor shards the run itself")
     from harness.engine.runs import RayOptions
 
-    return RayOptions(address=address, workers=workers)
+    env = None
+    if runtime_env:
+        import yaml
+
+        try:
+            env = yaml.safe_load(Path(runtime_env).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"--runtime-env {runtime_env}: invalid JSON/YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(env, dict):
+            raise HarnessError(f"--runtime-env {runtime_env}: give a mapping, e.g. {{\"working_dir\": \".\"}}")
+    return RayOptions(address=address, workers=workers, runtime_env=env)
 
 
 def _parse_data_overrides(values, plan) -> dict[str, str]:

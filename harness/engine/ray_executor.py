@@ -125,9 +125,10 @@ class RayCluster:
             ray.shutdown()
 
 
-def connect(address: str | None, workers: int | None, db_url: str) -> RayCluster:
+def connect(address: str | None, workers: int | None, db_url: str, runtime_env: dict | None = None) -> RayCluster:
     """Join the cluster at `address` (None: the instance this process joined, else a new local one),
-    and check the store suits it. `workers`: shards to run (default: one per CPU of the cluster)."""
+    and check the store suits it. `workers`: shards to run (default: one per CPU of the cluster).
+    `runtime_env`: the job's Ray runtime environment (what the workers install; never secrets)."""
     sqlite = make_url(db_url).get_backend_name() == "sqlite"
     refusal = HarnessError(
         f"--db {db_url}: SQLite serves only a Ray instance on this machine; give a cluster a "
@@ -138,10 +139,10 @@ def connect(address: str | None, workers: int | None, db_url: str) -> RayCluster
     if not ray.is_initialized():
         try:
             if address:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+                ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
             else:
                 ray.init(num_cpus=max(os.cpu_count() or 1, workers or 0), include_dashboard=False,
-                         object_store_memory=128 << 20, logging_level=logging.WARNING)
+                         object_store_memory=128 << 20, runtime_env=runtime_env, logging_level=logging.WARNING)
                 started = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.engine.local import LocalExecutor, RunOutcome
-from harness.engine.units import prepare_suites
+from harness.engine.units import prepare_suites, samples_per_model
 from harness.errors import HarnessError
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store
@@ -33,6 +33,7 @@ class RayOptions:
 
     address: str | None = None
     workers: int | None = None  # None: one per CPU of the cluster
+    runtime_env: dict | None = None  # Ray's runtime_env for the job (packages, working_dir; never secrets)
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,8 @@ def choose_run(store: Store, plan: Plan, *, resume: str | None, new: bool, tag: 
 
 def expected_samples(plan: Plan, suites) -> int | None:
     """Samples a complete run of the plan stores (None when a suite cannot count its items)."""
-    total = 0
-    for p in suites:
-        n = p.suite.count()
-        if n is None:
-            return None
-        total += n * plan.samples
-    return total * len(plan.models)
+    per_model = samples_per_model(plan, suites)
+    return None if per_model is None else per_model * len(plan.models)
 
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
@@ -126,7 +122,7 @@ def _join_ray(options: RayOptions, store: Store):
         from harness.engine import ray_executor
     except ImportError as exc:
         raise HarnessError(f"--executor ray needs Ray ({exc}): pip install 'harness[ray]'") from None
-    return ray_executor.connect(options.address, options.workers, store.url)
+    return ray_executor.connect(options.address, options.workers, store.url, options.runtime_env)
 
 
 def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max_cost, use_cache, progress,
