@@ -21,6 +21,7 @@ to the shared database. What makes the shards one run:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -200,13 +201,14 @@ class ModelGate:
         self.peak = max(self.peak, self.limiter.in_flight)
         return ticket
 
-    async def release(self, holder: str, ticket: int, rate_limited: bool, success: bool,
-                      retry_after: float | None) -> None:
+    async def release(self, holder: str, outcomes: list[tuple[int, bool, bool, float | None]]) -> None:
+        """Slots back with their outcomes: (ticket, rate_limited, success, retry_after) each."""
         held = self.held.get(holder)
-        if held is None or ticket not in held:
-            return  # handed back already by `forget`
-        held.discard(ticket)
-        self.limiter.release(ticket, rate_limited=rate_limited, success=success, retry_after=retry_after)
+        for ticket, rate_limited, success, retry_after in outcomes:
+            if held is None or ticket not in held:
+                continue  # handed back already by `forget`
+            held.discard(ticket)
+            self.limiter.release(ticket, rate_limited=rate_limited, success=success, retry_after=retry_after)
 
     async def forget(self, holder: str) -> int:
         """A worker died: give back every slot it held (they count as neither success nor 429)."""
@@ -238,6 +240,7 @@ class GateSlots:
 
     def __init__(self, gate, holder: str, cap: int, rate: GateRate):
         self.gate, self.holder, self.cap, self.rate = gate, holder, cap, rate
+        self._returned: list[tuple[int, bool, bool, float | None]] = []
 
     async def acquire(self, *, priority: bool = False) -> int:
         # The engine awaits rate.acquire(tokens) right before this, in the same task, and neither
@@ -247,8 +250,17 @@ class GateSlots:
 
     def release(self, ticket: int, *, rate_limited: bool = False, success: bool = True,
                 retry_after: float | None = None) -> None:
-        if ticket >= 0:
-            self.gate.release.remote(self.holder, ticket, rate_limited, success, retry_after)
+        """Hand the slot back, together with every other slot freed in this turn of the loop (one call,
+        sent when the turn ends): answers arriving together cost the gate one call, not one each."""
+        if ticket < 0:
+            return
+        self._returned.append((ticket, rate_limited, success, retry_after))
+        if len(self._returned) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outcomes, self._returned = self._returned, []
+        self.gate.release.remote(self.holder, outcomes)
 
 
 def gate_limits(gates: dict, holder: str):

@@ -150,7 +150,7 @@ def gate_overhead(n: int) -> dict:
     import ray
 
     from harness.engine.pacing import AdaptiveLimiter
-    from harness.engine.ray_executor import ModelGate
+    from harness.engine.ray_executor import GateRate, GateSlots, ModelGate
 
     async def local_cycles() -> float:
         limiter = AdaptiveLimiter(64)
@@ -163,21 +163,27 @@ def gate_overhead(n: int) -> dict:
 
     @ray.remote(num_cpus=0)
     class Probe:
-        async def sequential(self, gate, count: int) -> float:
+        """Takes and hands back slots through GateSlots/GateRate, as a worker's engine does."""
+
+        async def sequential(self, gate, count: int, paced: bool = False) -> float:
+            rate = GateRate(paced)
+            slots = GateSlots(gate, "probe", 64, rate)
             started = time.perf_counter()
             for _ in range(count):
-                ticket = await gate.acquire.remote("probe", None, False)
-                gate.release.remote("probe", ticket, False, True, None)
+                if paced:
+                    await rate.acquire(50)
+                slots.release(await slots.acquire())
             return (time.perf_counter() - started) / count
 
         async def concurrent(self, gate, count: int, width: int) -> float:
-            async def loop(k: int) -> None:
+            slots = GateSlots(gate, "probe", 64, GateRate(False))
+
+            async def loop() -> None:
                 for _ in range(count // width):
-                    ticket = await gate.acquire.remote(f"probe{k}", None, False)
-                    gate.release.remote(f"probe{k}", ticket, False, True, None)
+                    slots.release(await slots.acquire())
 
             started = time.perf_counter()
-            await asyncio.gather(*(loop(k) for k in range(width)))
+            await asyncio.gather(*(loop() for _ in range(width)))
             return (count // width * width) / (time.perf_counter() - started)
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="warning")
@@ -190,7 +196,7 @@ def gate_overhead(n: int) -> dict:
         figures = {
             "local_us": local * 1e6,
             "round_trip_us": ray.get(probe.sequential.remote(plain, n)) * 1e6,
-            "round_trip_rate_us": ray.get(probe.sequential.remote(paced, n)) * 1e6,
+            "round_trip_rate_us": ray.get(probe.sequential.remote(paced, n, True)) * 1e6,
             "throughput_per_s": ray.get(probe.concurrent.remote(plain, n, 64)),
             "load": (load, os.getloadavg()[0]),
         }
