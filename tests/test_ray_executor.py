@@ -276,6 +276,11 @@ def test_cli_refuses_what_a_cluster_cannot_do_in_one_line(tmp_path):
     assert_clean_error(harness("run", plan, "--executor", "ray", "--shard", "0/2", "--db", f"sqlite:///{db}"),
                        "--shard and --executor ray exclude each other")
     assert_clean_error(harness("run", plan, "--workers", "2", "--db", f"sqlite:///{db}"), "--executor ray")
+    # Ray records the driver's command line in its job table: a password belongs in $HARNESS_DB.
+    with_password = "postgresql+psycopg://u:hunter2-secret@127.0.0.1:9/h"
+    refused = harness("run", plan, "--executor", "ray", "--db", with_password)
+    assert_clean_error(refused, "export HARNESS_DB=URL")
+    assert "hunter2-secret" not in refused.stderr
     assert not db.exists() or Store(f"sqlite:///{db}").runs() == []
 
 

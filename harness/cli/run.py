@@ -74,6 +74,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
 
     shard_spec = _parse_shard(shard)
     ray_options = _ray_options(executor, address, workers, runtime_env, shard_spec)
+    if ray_options is not None:
+        _refuse_password_in_command_line(db_url)
     store = open_store(db_url)
     started = time.perf_counter()
     try:
@@ -150,6 +152,24 @@ def _ray_options(executor, address, workers, runtime_env, shard):
         if not isinstance(env, dict):
             raise HarnessError(f"--runtime-env {runtime_env}: give a mapping, e.g. {{\"working_dir\": \".\"}}")
     return RayOptions(address=address, workers=workers, runtime_env=env)
+
+
+def _refuse_password_in_command_line(db_url) -> None:
+    """Ray records the driver's command line in its job table (and dashboard): no password there."""
+    from click.core import ParameterSource
+
+    if not db_url or click.get_current_context().get_parameter_source("db_url") != ParameterSource.COMMANDLINE:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return  # opening the store says what is wrong with it
+    if url.password:
+        raise HarnessError(f"--db {url.render_as_string(hide_password=True)}: with --executor ray a password on the "
+                           f"command line ends up in Ray's job table; export HARNESS_DB=URL instead of --db")
 
 
 def _parse_data_overrides(values, plan) -> dict[str, str]:
