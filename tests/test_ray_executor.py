@@ -300,3 +300,15 @@ def test_a_workers_own_error_stops_the_run_with_one_line(echo_plan, pg_url, monk
     monkeypatch.setattr(ray_executor.RayExecutor, "run", run_after_edit)
     with pytest.raises(HarnessError, match="has content hash .* install the same harness"):
         execute_plan(plan, Store(pg_url), ray=RayOptions(workers=2))
+
+
+def test_max_cost_is_a_total_across_workers(echo_plan, pg_url):
+    make_plan, server, _ = echo_plan
+    server.state.faults.latency_s = 0.05
+    store = Store(pg_url)
+    plan = make_plan(600, concurrency=8)
+    per_sample = plan.models[0].price.cost(8, 1)  # the fake server's token counts for an echo prompt
+    result = execute_plan(plan, store, max_cost=150 * per_sample, ray=RayOptions(workers=2))
+    stored = store.count_samples(result.run_id)
+    assert result.status == "stopped" and result.outcome.stopped_for_cost
+    assert 150 <= stored < 600  # spent at least the budget, then stopped: not 2 budgets, not the whole run

@@ -11,8 +11,10 @@ Workloads (the fake server in its own process, latency 0, so the harness's own C
 Each workload runs as `harness run` in a subprocess, once with the local executor and once per worker
 count with `--executor ray` (which starts its own local Ray instance, SQLite store). Printed: samples
 per second between the server's first request and its last answer (the steady part; Ray's start-up
-and worker imports are excluded), the subprocess's wall time (start-up included), and the load
-average around the run: the machine is shared, so read every figure with its load.
+and worker imports are excluded), the subprocess's wall time (start-up included), the CPU (user+sys)
+per sample of the subprocess and every process it reaped (Ray's daemons and workers, the sandbox's
+zygotes; the fake server's CPU is not counted), and the load average around the run: the machine
+is shared, so read every figure with its load.
 
 gate: one ModelGate actor; a probe actor acquires and releases N slots, one at a time (the round
 trip a request waits for) and from 64 coroutines at once (the gate's throughput), against the
@@ -38,7 +40,8 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(TESTS / "benchmarks"))
 
-from fanout import server_stats as stats, spawn_server, write_suite as write_echo_suite  # noqa: E402
+from fanout import server_stats as stats, spawn_server, wait_child_usage  # noqa: E402
+from fanout import write_suite as write_echo_suite  # noqa: E402
 
 
 # -- the server (run as `ray_scale.py --serve KIND PLAN`, in its own process) ---------------------
@@ -108,11 +111,13 @@ def run_once(kind: str, root: Path, env: dict, samples: int, expected: int, work
             args += ["--executor", "ray", "--workers", str(workers)]
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+        with open(root / "stderr.txt", "wb") as err:
+            child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+            usage = wait_child_usage(child)  # its CPU and that of every process it reaped (Ray's, zygotes)
         wall = time.perf_counter() - started
         figures = stats(base_url)
-    if done.returncode != 0:
-        raise SystemExit(f"harness run failed ({done.returncode}): {done.stderr[-2000:]}")
+    if child.returncode != 0:
+        raise SystemExit(f"harness run failed ({child.returncode}): {(root / 'stderr.txt').read_text()[-2000:]}")
     import sqlite3
 
     with sqlite3.connect(db) as conn:
@@ -120,7 +125,8 @@ def run_once(kind: str, root: Path, env: dict, samples: int, expected: int, work
     span = figures["last_response_at"] - figures["first_request_at"]
     return {"executor": f"ray x{workers}" if workers else "local", "samples": stored, "passed": passed,
             "expected": expected, "requests": figures["requests"], "span": span, "rate": stored / span,
-            "wall": wall, "load": (load_before, os.getloadavg()[0])}
+            "wall": wall, "cpu_ms": (usage.ru_utime + usage.ru_stime) / stored * 1e3,
+            "load": (load_before, os.getloadavg()[0])}
 
 
 def workload(kind: str, worker_counts: list[int], n_echo: int, samples: int) -> list[dict]:
@@ -138,7 +144,7 @@ def workload(kind: str, worker_counts: list[int], n_echo: int, samples: int) -> 
         rows.append(row)
         print(f"  {kind:9s} {row['executor']:8s} {row['samples']:6d}/{row['expected']} stored "
               f"({row['passed']} passed, {row['requests']} requests)  {row['rate']:7.1f} samples/s over "
-              f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
+              f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   CPU {row['cpu_ms']:5.1f} ms/sample   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
               flush=True)
     return rows
 
