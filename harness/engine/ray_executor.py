@@ -355,10 +355,6 @@ class RayExecutor:
         self.seen: dict[int, dict[str, ModelCounts]] = {}  # the running attempt's counts, per shard
         self.carried: dict[str, ModelCounts] = {}  # finished shards and lost attempts
 
-    def shard_names(self) -> list[str]:
-        """The Ray actor names of the running workers (namespace `harness`), e.g. for `ray.kill`."""
-        return [self._name(i) for i in sorted(self.workers)]
-
     def run(self) -> RayOutcome:
         outcome = RayOutcome(self.run_id, shards=self.shards)
         done = self.store.done_keys(self.run_id)
@@ -395,6 +391,7 @@ class RayExecutor:
         return outcome
 
     def _name(self, index: int) -> str:
+        """The worker's actor name in namespace `harness` (`ray.get_actor` finds it, e.g. to kill it)."""
         return f"harness-{self.run_id}-shard-{index}-{self.attempts[index]}"
 
     def _start(self, index: int) -> None:

@@ -12,9 +12,10 @@ Each workload runs as `harness run` in a subprocess, once with the local executo
 count with `--executor ray` (which starts its own local Ray instance, SQLite store). Printed: samples
 per second between the server's first request and its last answer (the steady part; Ray's start-up
 and worker imports are excluded), the subprocess's wall time (start-up included), the CPU (user+sys)
-per sample of the subprocess and every process it reaped (Ray's daemons and workers, the sandbox's
-zygotes; the fake server's CPU is not counted), and the load average around the run: the machine
-is shared, so read every figure with its load.
+per sample of the subprocess and every process it reaped (the local executor's sandbox zygotes
+included; for Ray only the driver's: its workers are the raylet's children, not counted; the fake
+server's CPU is never counted), and the load average around the run: the machine is shared, so read
+every figure with its load.
 
 gate: one ModelGate actor; a probe actor acquires and releases N slots, one at a time (the round
 trip a request waits for) and from 64 coroutines at once (the gate's throughput), against the
@@ -144,7 +145,7 @@ def workload(kind: str, worker_counts: list[int], n_echo: int, samples: int) -> 
         rows.append(row)
         print(f"  {kind:9s} {row['executor']:8s} {row['samples']:6d}/{row['expected']} stored "
               f"({row['passed']} passed, {row['requests']} requests)  {row['rate']:7.1f} samples/s over "
-              f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   CPU {row['cpu_ms']:5.1f} ms/sample   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
+              f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   {'driver ' if workers else ''}CPU {row['cpu_ms']:5.1f} ms/sample   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
               flush=True)
     return rows
 
