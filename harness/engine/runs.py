@@ -72,11 +72,14 @@ def expected_samples(plan: Plan, suites) -> int | None:
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
                   shard: tuple[int, int] | None) -> str:
-    """'stopped' when the run stopped early, else 'finished' once every expected sample is stored.
+    """'stopped' when the run stopped early, 'waiting' while provider batches are still running,
+    else 'finished' once every expected sample is stored.
 
     A shard only knows its own part is done: the run is finished when the shared store holds
     every sample (the last shard to end marks it), and stays 'running' until then.
     """
+    if outcome.waiting and not (outcome.stopped_for_cost or outcome.interrupted):
+        return "waiting"
     if not outcome.complete:
         return "stopped"
     if shard is None or shard[1] <= 1:
@@ -91,14 +94,18 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
                  data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
                  warm: tuple[str, ...] = (), own_process: bool = False,
-                 ray: RayOptions | None = None) -> RunResult:
+                 batch_wait: float | None = None, ray: RayOptions | None = None) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
     `warm`: modules to import on a background thread while requests are in flight, so that
     what runs after the requests (the summary's statistics) does not add to the user's wait.
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
+    `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
     `ray`: `RayOptions` to run the shards on a Ray cluster instead.
     """
+    if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
+        # One process follows a model's batches: a shard would collect batches holding other shards' samples.
+        raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
     if api_models:  # a missing key is the user's to fix: say so before a run is recorded
@@ -107,17 +114,21 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         for m in api_models:
             resolve_api_key(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
-    cluster = _join_ray(ray, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
+    cluster = _join_ray(ray, plan, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
     try:
         return _execute(plan, store, suites, cluster, resume=resume, new=new, tag=tag, max_cost=max_cost,
                         use_cache=use_cache, progress=progress, data_override=data_override, shard=shard, warm=warm,
-                        own_process=own_process)
+                        own_process=own_process, batch_wait=batch_wait)
     finally:
         if cluster is not None:
             cluster.close()
 
 
-def _join_ray(options: RayOptions, store: Store):
+def _join_ray(options: RayOptions, plan: Plan, store: Store):
+    batched = [m.name for m in (*plan.models, *plan.judges) if m.batch is not None]
+    if batched:  # the provider runs a batch for the whole model: nothing there to shard
+        raise HarnessError(f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
+                           f"without --executor ray (or without --batch / batch:)")
     try:
         from harness.engine import ray_executor
     except ImportError as exc:
@@ -126,7 +137,7 @@ def _join_ray(options: RayOptions, store: Store):
 
 
 def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max_cost, use_cache, progress,
-             data_override, shard, warm, own_process) -> RunResult:
+             data_override, shard, warm, own_process, batch_wait) -> RunResult:
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
         RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)
@@ -147,7 +158,8 @@ def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max
             shard = (0, executor.shards)  # finished only once the store holds every expected sample
         else:
             executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                                     progress=progress, shard=shard, warm=warm, own_process=own_process)
+                                     progress=progress, shard=shard, warm=warm, own_process=own_process,
+                                     batch_wait=batch_wait)
             outcome = asyncio.run(executor.run())
     except KeyboardInterrupt:
         store.mark_run(run_id, "stopped")
