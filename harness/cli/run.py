@@ -31,6 +31,17 @@ from harness.errors import HarnessError
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
 @click.option("--shard", metavar="I/N", help="Run only shard I of N of the items (0-based), e.g. to split "
               "a run over machines sharing one --db: start it once, then --resume RUN_ID --shard I/N on each.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: every request from this process. ray: the remaining work split into shards on a Ray "
+              "cluster (pip install 'harness[ray]'), each model's concurrency/rpm/tpm shared by all of them.")
+@click.option("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+              help="With --executor ray: the cluster to join (auto: the one this machine belongs to). Default: "
+              "start a local Ray instance. A cluster needs a PostgreSQL --db every node reaches.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="With --executor ray: shards, one worker each [default: the cluster's CPUs].")
+@click.option("--runtime-env", "runtime_env", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="With --executor ray: a JSON or YAML file with Ray's runtime_env for the workers (e.g. "
+              "working_dir, pip). Ray records it in its job table: never put keys or passwords in it.")
 @click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
               "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
 @click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
@@ -40,11 +51,13 @@ from harness.errors import HarnessError
               help="How long to keep polling provider batches before exiting with the run 'waiting' (a rerun "
               "collects them). Default: until they end; with --resume: one poll.")
 def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
-        check=False, fail_on_regression=False, batch=False, batch_wait=None):
+        check=False, fail_on_regression=False, batch=False, batch_wait=None, executor="local", address=None,
+        workers=None, runtime_env=None):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
     Each finished sample is committed at once; rerunning the same plan on the same database
-    resumes an unfinished run without repeating any stored request.
+    resumes an unfinished run without repeating any stored request. With --executor ray the
+    run is split over a Ray cluster's workers; a worker that dies has its shard started again.
     """
     from harness.plan import load_plan, with_batch
     from harness.engine.runs import default_plan_path
@@ -73,6 +86,9 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     from harness.engine.runs import execute_plan
 
     shard_spec = _parse_shard(shard)
+    ray_options = _ray_options(executor, address, workers, runtime_env, shard_spec)
+    if ray_options is not None:
+        _refuse_password_in_command_line(db_url)
     store = open_store(db_url)
     started = time.perf_counter()
     # `kill`, systemd's stop and cron's end send SIGTERM: stop as Ctrl-C does, so the run is marked
@@ -81,7 +97,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
-                              progress=RunProgress(), data_override=overrides, shard=shard_spec,
+                              progress=RunProgress(), data_override=overrides, shard=shard_spec, ray=ray_options,
                               warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True,
                               batch_wait=batch_wait if batch_wait is not None or not resume else 0.0)
     except KeyboardInterrupt:
@@ -101,6 +117,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     elif result.status == "interrupted":
         echo_err("interrupted: this process lost the run's lease (it was silent too long) and stopped; "
                  "finished samples are stored")
+    elif result.status == "running" and ray_options is not None:
+        echo_err(f"run {result.run_id} is missing samples after every shard ended; run again to resume it")
     elif result.status == "running":
         echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
     elif result.status == "waiting":
@@ -139,6 +157,48 @@ def _parse_shard(value):
     if not 0 <= index < count:
         raise HarnessError(f"--shard {value}: give I/N with 0 <= I < N, e.g. --shard 0/4")
     return index, count
+
+
+def _ray_options(executor, address, workers, runtime_env, shard):
+    given = [name for name, value in (("--address", address), ("--workers", workers),
+                                      ("--runtime-env", runtime_env)) if value]
+    if executor != "ray":
+        if given:
+            raise HarnessError(f"{given[0]} goes with --executor ray")
+        return None
+    if shard is not None:
+        raise HarnessError("--shard and --executor ray exclude each other: the Ray executor shards the run itself")
+    from harness.engine.runs import RayOptions
+
+    env = None
+    if runtime_env:
+        import yaml
+
+        try:
+            env = yaml.safe_load(Path(runtime_env).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"--runtime-env {runtime_env}: invalid JSON/YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(env, dict):
+            raise HarnessError(f"--runtime-env {runtime_env}: give a mapping, e.g. {{\"working_dir\": \".\"}}")
+    return RayOptions(address=address, workers=workers, runtime_env=env)
+
+
+def _refuse_password_in_command_line(db_url) -> None:
+    """Ray records the driver's command line in its job table (and dashboard): no password there."""
+    from click.core import ParameterSource
+
+    if not db_url or click.get_current_context().get_parameter_source("db_url") != ParameterSource.COMMANDLINE:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return  # opening the store says what is wrong with it
+    if url.password:
+        raise HarnessError(f"--db {url.render_as_string(hide_password=True)}: with --executor ray a password on the "
+                           f"command line ends up in Ray's job table; export HARNESS_DB=URL instead of --db")
 
 
 def _parse_data_overrides(values, plan) -> dict[str, str]:

@@ -9,13 +9,13 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter, estimate_tokens
 from harness.engine.runner import ModelState, UnitRunner
-from harness.engine.units import PreparedSuite, plan_units
+from harness.engine.units import PreparedSuite, plan_units, remaining_samples
 from harness.engine.writer import StoreWriter
-from harness.plan import Plan
+from harness.plan import ModelSpec, Plan
 from harness.providers import make_provider
 from harness.store import Store
 
@@ -63,14 +63,17 @@ class LocalExecutor:
     def __init__(self, plan: Plan, suites: list[PreparedSuite], store: Store, run_id: str, *,
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
                  shard: tuple[int, int] | None = None, warm: Iterable[str] = (), own_process: bool = False,
-                 batch_wait: float | None = None):
+                 batch_wait: float | None = None,
+                 limits: Callable[[ModelSpec], tuple[AdaptiveLimiter, RateLimiter]] | None = None):
         """`own_process`: this process exists for the run (the CLI), so the engine may tune it
         process-wide: after the providers' imports it moves every object alive into the garbage
         collector's permanent generation (and enables the collector, which the CLI disables while
         it imports), so full collections during the run stop re-walking the hundreds of thousands
         of objects that importing the openai client creates; and it shortens the GIL switch
         interval while the run lasts. `batch_wait`: seconds to keep polling provider batches
-        (None: until they end); batches still running then are left for a rerun to collect."""
+        (None: until they end); batches still running then are left for a rerun to collect.
+        `limits`: a model's concurrency window and rate buckets (default: this process's own; a
+        distributed executor passes ones shared cluster-wide)."""
         self.plan, self.suites, self.store, self.run_id = plan, suites, store, run_id
         self.own_process = own_process
         self.max_cost = max_cost
@@ -78,6 +81,7 @@ class LocalExecutor:
         self.progress = progress
         self.shard = shard
         self.warm = tuple(warm)
+        self.limits = limits or _own_limits
         self.batch_wait = batch_wait
         self._writer: StoreWriter | None = None
         self._stop: asyncio.Event | None = None  # created inside the loop
@@ -102,8 +106,7 @@ class LocalExecutor:
         states: dict[str, ModelState] = {}
         try:
             for spec in (*self.plan.models, *self.plan.judges):
-                states[spec.name] = ModelState(spec, make_provider(spec), AdaptiveLimiter(spec.concurrency),
-                                               RateLimiter(spec.rpm, spec.tpm))
+                states[spec.name] = ModelState(spec, make_provider(spec), *self.limits(spec))
         except BaseException:
             for st in states.values():
                 await st.provider.close()
@@ -161,6 +164,11 @@ class LocalExecutor:
         outcome.interrupted = outcome.interrupted or self._stop_asked
         return outcome
 
+    def stop(self) -> None:
+        """Send nothing more; what is in flight finishes and is stored (called on the loop's thread)."""
+        if self._stop is not None:
+            self._stop.set()
+
     def _dispatched(self, model: str) -> None:
         """A model has sent its last unit. Once every model has, the loop has little left to do but
         wait for the last answers: the time to import what the summary needs, without slowing a
@@ -173,13 +181,7 @@ class LocalExecutor:
     def _remaining(self, done: set, model: str) -> int | None:
         if self.shard is not None and self.shard[1] > 1:
             return None
-        total = 0
-        for p in self.suites:
-            n = p.suite.count()
-            if n is None:
-                return None
-            total += n * self.plan.samples
-        return total - sum(1 for k in done if k[0] == model)
+        return remaining_samples(self.plan, self.suites, done, model)
 
     async def _run_model(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
         """Dispatch a model's units: a slot, then the next unit, then its task.
@@ -264,6 +266,10 @@ class LocalExecutor:
     def _spent(outcome: RunOutcome) -> float:
         return sum(s.cost for s in outcome.per_model.values())
 
+
+
+def _own_limits(spec: ModelSpec) -> tuple[AdaptiveLimiter, RateLimiter]:
+    return AdaptiveLimiter(spec.concurrency), RateLimiter(spec.rpm, spec.tpm)
 
 
 def run_sync(coro):

@@ -70,15 +70,34 @@ class RunProgress:
         if finished:
             self._finished.add(record.model)
         if finished or now - self._last_line >= self.interval_s:
-            self._last_line = now
-            for name, s in self._states.items():
-                total = s.total if s.total is not None else "?"
-                print(f"{name}: {s.done}/{total}  {self._stats(s)}", file=self.stream, flush=True)
+            self._print_lines(now)
+
+    def refresh(self) -> None:
+        """Redraw from the states as they are now (for an executor whose samples finish in other
+        processes and whose counts it gathers itself, such as the Ray executor)."""
+        if self._progress is not None:
+            self._update_bars()
+            return
+        now = time.monotonic()
+        finished = {name for name, s in self._states.items()
+                    if s.total is not None and s.done >= s.total} - self._finished
+        self._finished |= finished
+        if finished or now - self._last_line >= self.interval_s:
+            self._print_lines(now)
+
+    def _print_lines(self, now: float) -> None:
+        self._last_line = now
+        for name, s in self._states.items():
+            total = s.total if s.total is not None else "?"
+            print(f"{name}: {s.done}/{total}  {self._stats(s)}", file=self.stream, flush=True)
+
+    def _update_bars(self) -> None:
+        for name, s in self._states.items():
+            self._progress.update(self._tasks[name], completed=s.done, stats=self._stats(s))
 
     def stop(self) -> None:
         if self._progress is not None:
-            for name, s in self._states.items():
-                self._progress.update(self._tasks[name], completed=s.done, stats=self._stats(s))
+            self._update_bars()
             self._progress.stop()
             self._progress = None
 

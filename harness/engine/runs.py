@@ -10,7 +10,7 @@ from pathlib import Path
 from harness import __version__
 from harness.engine.lease import PlanLease
 from harness.engine.local import LocalExecutor, RunOutcome
-from harness.engine.units import prepare_suites
+from harness.engine.units import prepare_suites, samples_per_model
 from harness.errors import HarnessError
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store
@@ -29,6 +29,15 @@ def default_plan_path() -> Path:
 
     bundled = REPO_ROOT / DEFAULT_PLAN
     return bundled if bundled.is_file() else here
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """`harness run --executor ray`: the cluster to join (None: a local instance) and how many shards."""
+
+    address: str | None = None
+    workers: int | None = None  # None: one per CPU of the cluster
+    runtime_env: dict | None = None  # Ray's runtime_env for the job (packages, working_dir; never secrets)
 
 
 @dataclass(frozen=True)
@@ -61,13 +70,8 @@ def choose_run(store: Store, plan: Plan, *, resume: str | None, new: bool, tag: 
 
 def expected_samples(plan: Plan, suites) -> int | None:
     """Samples a complete run of the plan stores (None when a suite cannot count its items)."""
-    total = 0
-    for p in suites:
-        n = p.suite.count()
-        if n is None:
-            return None
-        total += n * plan.samples
-    return total * len(plan.models)
+    per_model = samples_per_model(plan, suites)
+    return None if per_model is None else per_model * len(plan.models)
 
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
@@ -97,13 +101,14 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
                  data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
                  warm: tuple[str, ...] = (), own_process: bool = False,
-                 batch_wait: float | None = None) -> RunResult:
+                 batch_wait: float | None = None, ray: RayOptions | None = None) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
     `warm`: modules to import on a background thread while requests are in flight, so that
     what runs after the requests (the summary's statistics) does not add to the user's wait.
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
     `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
+    `ray`: `RayOptions` to run the shards on a Ray cluster instead.
     """
     if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
         # One process follows a model's batches: a shard would collect batches holding other shards' samples.
@@ -116,6 +121,30 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         for m in api_models:
             resolve_api_key(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
+    cluster = _join_ray(ray, plan, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
+    try:
+        return _execute(plan, store, suites, cluster, resume=resume, new=new, tag=tag, max_cost=max_cost,
+                        use_cache=use_cache, progress=progress, data_override=data_override, shard=shard, warm=warm,
+                        own_process=own_process, batch_wait=batch_wait)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _join_ray(options: RayOptions, plan: Plan, store: Store):
+    batched = [m.name for m in (*plan.models, *plan.judges) if m.batch is not None]
+    if batched:  # the provider runs a batch for the whole model: nothing there to shard
+        raise HarnessError(f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
+                           f"without --executor ray (or without --batch / batch:)")
+    try:
+        from harness.engine import ray_executor
+    except ImportError as exc:
+        raise HarnessError(f"--executor ray needs Ray ({exc}): pip install 'harness[ray]'") from None
+    return ray_executor.connect(options.address, options.workers, store.url, options.runtime_env)
+
+
+def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max_cost, use_cache, progress,
+             data_override, shard, warm, own_process, batch_wait) -> RunResult:
     # Held from choosing the run to marking how it ended: a second process on the same plan and
     # database is refused before it picks (or starts) a run, so no sample is requested twice.
     with PlanLease(store, plan.fingerprint(), plan.name, shard) as lease:
@@ -131,11 +160,20 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
                 store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
                                                         p.suite.count()))
             store.mark_run(run_id, "running")
-            executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                                     progress=progress, shard=shard, warm=warm, own_process=own_process,
-                                     batch_wait=batch_wait)
-            lease.on_lost = executor.stop_soon
-            outcome = asyncio.run(executor.run())
+            if cluster is not None:
+                from harness.engine.ray_executor import RayExecutor, gather_secrets
+
+                executor = RayExecutor(cluster, plan, suites, store, run_id, secrets=gather_secrets(plan, store.url),
+                                       max_cost=max_cost, use_cache=use_cache, progress=progress,
+                                       data_override=data_override)
+                outcome = executor.run()
+                shard = (0, executor.shards)  # finished only once the store holds every expected sample
+            else:
+                executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
+                                         progress=progress, shard=shard, warm=warm, own_process=own_process,
+                                         batch_wait=batch_wait)
+                lease.on_lost = executor.stop_soon
+                outcome = asyncio.run(executor.run())
         except BaseException as exc:
             # Never leave a run 'running' that nothing executes; rerunning the plan resumes it either way.
             _mark_ended(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")

@@ -77,6 +77,22 @@ def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite], done: 
                 yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, gen)
 
 
+def samples_per_model(plan: Plan, suites: list[PreparedSuite]) -> int | None:
+    """Samples a complete run stores for each model (None when a suite cannot count its items)."""
+    total = 0
+    for prepared in suites:
+        n = prepared.suite.count()
+        if n is None:
+            return None
+        total += n * plan.samples
+    return total
+
+
+def remaining_samples(plan: Plan, suites: list[PreparedSuite], done: set[Key] | frozenset, model: str) -> int | None:
+    """How many of a model's samples are still to do (None when a suite cannot count its items)."""
+    total = samples_per_model(plan, suites)
+    return None if total is None else total - sum(1 for k in done if k[0] == model)
+
 
 def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
     """Identical request = same model endpoint, parameters, messages and sample index."""

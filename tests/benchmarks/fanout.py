@@ -74,7 +74,12 @@ def start_server(latency: float, faults: bool) -> tuple[subprocess.Popen, str]:
     args = [sys.executable, str(FAKESERVER), "--port", "0", "--latency", str(latency), "--echo"]
     if faults:
         args += FAULTS
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    return spawn_server(args)
+
+
+def spawn_server(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a fake server process and read its base URL from its first line."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
