@@ -2,9 +2,11 @@
 
 Each model's stage is compared with the same model at the same concurrency (or rate) in the
 previous finished load run of the plan. The test fits percentiles: a bootstrap interval of
-p99(new) - p99(old) from the stored per-request times; a regression is an interval above zero.
-The intervals are Bonferroni-widened over every comparison made, so the chance of any false
-alarm in one check stays at most alpha.
+p99(new) - p99(old) from the stored per-request times. A regression is an interval whose lower
+end lies above `margin` (default 5%) of the old p99: significant, and large enough to matter (a
+server with steady latencies gives so narrow an interval that a 1 ms wobble would otherwise
+count). The intervals are Bonferroni-widened over every comparison made, so the chance of any
+false alarm in one check stays at most alpha.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _level(stats: dict) -> tuple:
 
 
 def check_load(store: Store, run_id: str | None, *, against: str | None = None, alpha: float = 0.05,
-               plan_name: str | None = None) -> LoadCheck:
+               plan_name: str | None = None, margin: float = 0.05) -> LoadCheck:
     run = results.resolve_load_run(store, run_id, plan_name)
     if against:
         previous = results.resolve_load_run(store, against)
@@ -88,7 +90,8 @@ def check_load(store: Store, run_id: str | None, *, against: str | None = None, 
                 continue
             check.comparisons.append(StageComparison(new.model, new.stats.get("concurrency"), new.stats.get("rate"),
                                                      metric, change.old, change.new, change.diff, change.lo,
-                                                     change.hi, len(a), len(b), change.significant))
+                                                     change.hi, len(a), len(b),
+                                                     change.significant and change.lo > margin * change.old))
     return check
 
 
@@ -103,7 +106,8 @@ def to_json(check: LoadCheck) -> dict:
 
     rows = [c.__dict__ | {"metric": f"{c.metric}_p99"} for c in check.comparisons]
     return {"run": info(check.run), "previous": info(check.previous), "alpha": check.alpha,
-            "method": "bootstrap percentile interval of p99(new) - p99(old), Bonferroni over comparisons",
+            "method": "bootstrap percentile interval of p99(new) - p99(old), Bonferroni over comparisons; "
+                      "a regression when its lower end exceeds 5% of the old p99",
             "ok": not check.regressions, "comparisons": rows, "regressions": [r for r in rows if r["regression"]],
             "notes": check.notes}
 
