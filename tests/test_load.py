@@ -95,6 +95,28 @@ def test_measured_times_match_the_servers_own_record(start_server):
     assert st["requests"] == 32 and st["achieved_concurrency"] > 3.5
 
 
+def test_a_stage_split_over_worker_processes_pools_every_request(start_server):
+    from harness.load.workers import drive
+
+    server = start_server("--ttft", "0.05", "--tokens", "4", "--token-time", "0.02")
+
+    async def main():
+        url = server.url + "/chat/completions"
+        endpoint = Endpoint(url)
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                           "stream": True}).encode()
+        try:
+            driver = StageDriver(endpoint, [Body(body, 1, 4)], {}, timeout=60)
+            return await drive(driver, url, Stage(concurrency=6, requests=30, warmup=6), processes=2)
+        finally:
+            endpoint.close()
+
+    run = asyncio.run(main())
+    st = stage_stats(run.results, StageTarget(6, None))
+    assert st["requests"] == 30 and st["ok"] == 30 and len(run.results) == 36 == len(server.truth())
+    assert st["achieved_concurrency"] > 4  # both processes' users were in flight together
+
+
 def test_error_classes_match_what_the_server_did(start_server):
     server = start_server("--ttft", "0.01", "--tokens", "6", "--token-time", "0.005", "--p429", "0.2",
                           "--p500", "0.1", "--cut", "0.15", "--seed", "5")
@@ -123,9 +145,10 @@ def test_open_loop_keeps_to_its_poisson_schedule(start_server):
     gaps = [rng.expovariate(40.0) for _ in range(80)]
     scheduled_rate = 79 / sum(gaps[:79])
     st = stage_stats(run.results, StageTarget(None, 40.0), lags=run.lags)
-    assert st["achieved_rate"] == pytest.approx(scheduled_rate, rel=0.1)
     assert st["requests"] == 80 and st["ok"] == 80
-    assert not st["generator_behind"] and max(run.lags) < 0.5
+    # On schedule, or (a starved machine) it says it fell behind: never a quiet lighter load.
+    on_schedule = st["achieved_rate"] == pytest.approx(scheduled_rate, rel=0.1) and st["generator_lag_p99"] < 0.05
+    assert on_schedule or st["generator_behind"], st
 
 
 def _plan(tmp_path: Path, *urls: str, name: str = "loadplan", price: float = 1.0) -> Path:

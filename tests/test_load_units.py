@@ -41,7 +41,7 @@ class _FakeStamps(_Stamps):
     """Byte k of the whole stream arrived at time k (so each event's date is checkable)."""
 
     def __init__(self, start: int, size: int):
-        super().__init__(None, size, float(start + size - 1))
+        super().__init__(size, float(start + size - 1))
         self.start = start
 
     def __call__(self, offset: int) -> float:

@@ -98,6 +98,7 @@ class StageDriver:
     def __init__(self, endpoint: Endpoint, bodies: list[Body], headers: dict[str, str], *, timeout: float,
                  slo: Slo | None = None, budget: Budget | None = None, seed: int = 0, max_in_flight: int = 20000):
         self.endpoint, self.headers, self.timeout = endpoint, headers, timeout
+        self.body_list = bodies
         self.bodies = itertools.cycle(bodies)
         self.slo, self.budget = slo, budget or Budget()
         self.seed, self.max_in_flight = seed, max_in_flight

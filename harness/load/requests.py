@@ -126,6 +126,7 @@ def interpret(response: Response, result: RequestResult) -> RequestResult:
     done = False
     finished = False
     usage = None
+    stamped: list[tuple[float, bytes]] = []
     for at, raw in response.events:
         for line in raw.split(b"\n"):
             if not line.startswith(b"data:"):
@@ -133,26 +134,29 @@ def interpret(response: Response, result: RequestResult) -> RequestResult:
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 done = True
+            elif payload:
+                stamped.append((at, payload))
+    try:  # one decode for the whole stream: per-call overhead would cost more than the parsing
+        chunks = json.loads(b"[" + b",".join(p for _, p in stamped) + b"]")
+    except ValueError:
+        bad = next((p for _, p in stamped if not _is_json(p)), b"")
+        result.error, result.detail = "incomplete", f"unreadable stream event: {bad[:80]!r}"
+        return result
+    for (at, _), chunk in zip(stamped, chunks):
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("error"):
+            result.error, result.detail = "5xx", str(chunk["error"])[:200]
+            return result
+        if isinstance(chunk.get("usage"), dict):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
                 continue
-            try:
-                chunk = json.loads(payload)
-            except ValueError:
-                result.error, result.detail = "incomplete", f"unreadable stream event: {payload[:80]!r}"
-                return result
-            if not isinstance(chunk, dict):
-                continue
-            if chunk.get("error"):
-                result.error, result.detail = "5xx", str(chunk["error"])[:200]
-                return result
-            if isinstance(chunk.get("usage"), dict):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if not isinstance(choice, dict):
-                    continue
-                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-                if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
-                    token_times.append(at)
-                finished = finished or bool(choice.get("finish_reason"))
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+                token_times.append(at)
+            finished = finished or bool(choice.get("finish_reason"))
     end = response.events[-1][0]
     if not (done or finished) or not response.complete:
         result.error, result.detail = "incomplete", "the stream ended before the response did"
@@ -183,6 +187,14 @@ def _interpret_json(response: Response, result: RequestResult) -> RequestResult:
     result.input_tokens = _int(usage, "prompt_tokens")
     result.output_tokens = _int(usage, "completion_tokens")
     return result
+
+
+def _is_json(payload: bytes) -> bool:
+    try:
+        json.loads(payload)
+        return True
+    except ValueError:
+        return False
 
 
 def _int(usage: dict | None, key: str) -> int | None:

@@ -16,6 +16,7 @@ from harness.load.requests import Body, build_bodies
 from harness.load.results import finish_load_run, save_model, save_stage, start_load_run
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
+from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
 from harness.providers.openai_api import resolve_api_key
 from harness.store import Store
@@ -86,7 +87,8 @@ class ModelOutcome:
 
 async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: list[Body], store: Store, run_id: str,
                      budget: Budget, say: Callable[[str], None]) -> ModelOutcome:
-    endpoint = Endpoint((spec.base_url or "").rstrip("/") + "/chat/completions")
+    endpoint_url = (spec.base_url or "").rstrip("/") + "/chat/completions"
+    endpoint = Endpoint(endpoint_url)
     key = resolve_api_key(spec)
     headers = {"Authorization": f"Bearer {key}"} if spec.api_key_env else {}
     driver = StageDriver(endpoint, bodies, headers, timeout=spec.timeout_s, slo=profile.slo, budget=budget,
@@ -97,7 +99,7 @@ async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: 
 
     async def run_stage(stage: Stage, probe: bool) -> bool:
         nonlocal index
-        run = await driver.run(stage)
+        run = await drive(driver, endpoint_url, stage)
         stats = stage_stats(run.results, StageTarget(stage.concurrency, stage.rate), slo_limits=limits,
                             lags=run.lags, stopped=run.stopped)
         failures = profile.slo.failures(stats) if profile.slo else []

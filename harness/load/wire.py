@@ -4,8 +4,10 @@ A load generator on a busy machine reads a chunk some milliseconds after it arri
 stamps the chunk when Python gets to it reports its own lag as the model's latency. Here every
 received segment carries the time the kernel queued it (SO_TIMESTAMPNS, CLOCK_REALTIME), and a
 request is stamped just before its bytes are handed to the kernel, so what is measured is the
-server and the network. TLS goes through `ssl.MemoryBIO`, which keeps access to the raw socket
-(and so to its timestamps) under encryption.
+server and the network. The limit: segments waiting in a socket's queue are merged by the
+kernel under the newest time, so a generator lagging by more than the gap between two tokens
+dates the earlier one late (hence `workers`, which spreads heavy stages over the cores). TLS goes
+through `ssl.MemoryBIO`, which keeps access to the raw socket (and so to its timestamps).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from urllib.parse import urlsplit
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; absent from some builds
 _ANCILLARY = socket.CMSG_SPACE(16)
 _READ_SIZE = 262144
-_DISCARD = bytearray(_READ_SIZE)  # MSG_TRUNC drops bytes already looked at; nothing is copied here
 
 
 def enable_rx_timestamps(sock: socket.socket) -> bool:
@@ -34,8 +35,7 @@ def enable_rx_timestamps(sock: socket.socket) -> bool:
 
 
 def recv_stamped(sock: socket.socket, size: int = _READ_SIZE, flags: int = 0) -> tuple[bytes, float]:
-    """Read (or with MSG_PEEK, look at) what is there, with the kernel's receive time of the last
-    segment the read touched (epoch seconds)."""
+    """Read what is there, with the kernel's receive time of the last segment read (epoch seconds)."""
     data, ancillary, _flags, _addr = sock.recvmsg(size, _ANCILLARY, flags)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
@@ -45,21 +45,15 @@ def recv_stamped(sock: socket.socket, size: int = _READ_SIZE, flags: int = 0) ->
 
 
 class _Stamps:
-    """Arrival time of any byte of one read: the segment holding byte k is the last one a peek of
-    k + 1 bytes touches. A generator that keeps up reads one event per read and never needs a
-    second peek; one that lags reads several at once and still dates each event exactly."""
+    """Arrival time of byte k of one read. The kernel merges segments that wait in a socket's queue
+    and keeps the newest time, so a read has one time: the time its last segment arrived. (Tests
+    give each byte its own time, to check that every event is dated by the byte completing it.)"""
 
-    def __init__(self, sock: socket.socket | None, size: int, last: float):
-        self.sock, self.size, self.last = sock, size, last
-        self.cache: dict[int, float] = {}
+    def __init__(self, size: int, last: float):
+        self.size, self.last = size, last
 
     def __call__(self, offset: int) -> float:
-        if self.sock is None or offset >= self.size - 1:
-            return self.last
-        found = self.cache.get(offset)
-        if found is None:
-            found = self.cache[offset] = recv_stamped(self.sock, offset + 1, socket.MSG_PEEK)[1]
-        return found
+        return self.last
 
 
 class WireError(Exception):
@@ -105,6 +99,7 @@ class _Parser:
         self.sse = False
         self.sse_buf = bytearray()
         self.sse_origin: list[tuple[int, int]] = []  # (sse_buf position, absolute offset) of each piece
+        self.pending: list[tuple[int, bytes]] = []  # events completed in this read: (stream offset, event)
 
     def feed(self, data: bytes, stamps: _Stamps) -> bool:
         """Take one read's bytes; True once the response is complete."""
@@ -114,6 +109,12 @@ class _Parser:
             self.r.first_byte_at = stamps(0)
         self.r.last_at = stamps.last
         self.buf += data
+        try:
+            return self._feed()
+        finally:
+            self._date_pending()
+
+    def _feed(self) -> bool:
         if self.in_head and not self._head():
             return False
         if self.chunked:
@@ -126,10 +127,17 @@ class _Parser:
             self.r.complete = True
         return self.r.complete
 
+    def _date_pending(self) -> None:
+        """Date the events this read completed, each by the arrival of its last byte."""
+        stamps, start = self.stamps, self.read_start
+        self.r.events.extend((stamps(max(0, offset - start)), event) for offset, event in self.pending)
+        self.pending.clear()
+
     def closed(self) -> None:
         """The peer closed: a close-delimited body is then complete, anything else is cut."""
         if not self.in_head and not self.chunked and self.remaining is None:
             self._flush_sse()
+            self._date_pending()
             self.r.complete = True
         self.r.keep_alive = False
 
@@ -198,32 +206,36 @@ class _Parser:
         if not self.sse:
             self.r.body += data
             return
-        self.sse_origin.append((len(self.sse_buf), origin))
-        self.sse_buf += data
+        buf = self.sse_buf
+        self.sse_origin.append((len(buf), origin))
+        buf += data
+        crlf_possible = b"\r" in buf
+        pos = 0
         while True:
-            end, sep = self.sse_buf.find(b"\n\n"), 2
-            crlf = self.sse_buf.find(b"\r\n\r\n")
-            if crlf >= 0 and (end < 0 or crlf < end):
-                end, sep = crlf, 4
+            end, sep = buf.find(b"\n\n", pos), 2
+            if crlf_possible:
+                crlf = buf.find(b"\r\n\r\n", pos)
+                if crlf >= 0 and (end < 0 or crlf < end):
+                    end, sep = crlf, 4
             if end < 0:
-                return
-            last = end + sep - 1  # the byte that completed the event
-            self.r.events.append((self._stamp(last), bytes(self.sse_buf[:end])))
-            n = end + sep
-            del self.sse_buf[:n]
-            self.sse_origin = _rebase([(pos - n, org) for pos, org in self.sse_origin])
+                break
+            self.pending.append((self._absolute(end + sep - 1), bytes(buf[pos:end])))  # dated by its last byte
+            pos = end + sep
+        if pos:
+            del buf[:pos]
+            self.sse_origin = _rebase([(p - pos, org) for p, org in self.sse_origin])
 
-    def _stamp(self, position: int) -> float:
-        """Arrival time of sse_buf[position]."""
+    def _absolute(self, position: int) -> int:
+        """Stream offset of sse_buf[position]."""
         absolute = 0
         for pos, org in self.sse_origin:
             if pos <= position:
                 absolute = org + (position - pos)
-        return self.stamps(max(0, absolute - self.read_start))
+        return absolute
 
     def _flush_sse(self) -> None:
         if self.sse and self.sse_buf.strip():
-            self.r.events.append((self.stamps.last, bytes(self.sse_buf)))
+            self.pending.append((1 << 62, bytes(self.sse_buf)))  # dated with the read's last byte
             self.sse_buf.clear()
             self.sse_origin = []
 
@@ -281,18 +293,11 @@ class Connection:
         sock, fd = self.sock, self.sock.fileno()
 
         def readable() -> None:
-            plain_tcp = self.tls is None
             try:
-                # Plain TCP: look first (MSG_PEEK), so that each event can be dated from the
-                # segment it came in, then discard what was looked at.
-                raw, at = recv_stamped(sock, _READ_SIZE, socket.MSG_PEEK if plain_tcp else 0)
-                if raw and plain_tcp:
-                    stamps = _Stamps(sock, len(raw), at)
-                    complete = parser.feed(raw, stamps)
-                    sock.recv_into(_DISCARD, len(raw), socket.MSG_TRUNC)
-                elif raw:
+                raw, at = recv_stamped(sock, _READ_SIZE)
+                if raw:
                     plain = self._plain(raw)
-                    complete = bool(plain) and parser.feed(plain, _Stamps(None, len(plain), at))
+                    complete = bool(plain) and parser.feed(plain, _Stamps(len(plain), at))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

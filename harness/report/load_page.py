@@ -126,7 +126,8 @@ def under_load_section(store: Store, plan_name: str, scores: dict[str, dict[str,
         elif cap is not None and cap.capacity_rate is not None:
             capacity = f"{cap.capacity_rate:g}/s"
         rows.append(dict(model=m, cells=cells, headline=headline, capacity=capacity))
-    return dict(run=view.run.id, href=load_href(view.run.id), levels=[join.level_text(lv) for lv in levels],
+    short = [f"{c} users" if c is not None else f"{r:g} req/s" for c, r in levels]
+    return dict(run=view.run.id, href=load_href(view.run.id), levels=short,
                 rows=rows, started=view.run.started_at.strftime("%Y-%m-%d %H:%M"))
 
 
