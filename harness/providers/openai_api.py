@@ -16,19 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import ssl
-import threading
 import time
 from typing import Any
 
-# The client names the OS in a header and works it out on its first request (`platform.platform()`
-# runs a `uname -p` subprocess), which every request of the first wave waits for. Python caches the
-# answer: find it now, on a side thread, while the client's ~900 modules load.
-threading.Thread(target=platform.platform, name="harness-platform", daemon=True).start()
-
-import httpx2  # noqa: E402
-import openai  # noqa: E402
+import httpx2
+import openai
 
 from harness.errors import HarnessError
 from harness.plan import ModelSpec
@@ -190,7 +183,7 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
     The async client works it out on first use in a worker thread, and every request that starts
     before the first one has it does the same: a first wave of 64 requests queues 64 thread hops
     on the default executor (~35 ms before the first byte is sent). `platform_headers()` reads the
-    same value synchronously (the module-level thread above has already cached the slow part).
+    same value synchronously, once per process (Python caches `platform.platform()`, ~13 ms here).
     Guarded so that a client without that attribute is left alone.
     """
     if getattr(client, "_platform", "") is None:

@@ -1,0 +1,1 @@
+"""Analysis of stored scores: pure statistics (`stats`), run summaries, comparisons, checks and routing."""
