@@ -279,6 +279,56 @@ class Server:
             self.loop.call_at(due, send, 0, due)
 
 
+class ServerProcess:
+    """This server started in its own process (for tests and benchmarks), with its record at hand."""
+
+    def __init__(self, *args: str):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"tests/loadserver.py did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def _call(self, path: str, data: bytes | None = None) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, data=data), timeout=120) as resp:
+            return json.loads(resp.read())
+
+    def record(self) -> dict:
+        """{"requests": [{arrived, started, times, done, status, tokens}, ...], "peak_active": N}"""
+        return self._call("/truth")
+
+    def truth(self) -> list[dict]:
+        return self.record()["requests"]
+
+    def reset(self) -> None:
+        self._call("/reset", b"{}")
+
+    def cpu_seconds(self) -> float:
+        import os
+
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it is still there 10 s later (only this server's own pid)."""
+        import signal
+        import subprocess
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                return
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                continue
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)

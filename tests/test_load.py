@@ -10,7 +10,6 @@ import os
 import random
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from harness.load.profile import Stage
 from harness.load.requests import Body
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
+from loadserver import ServerProcess
 
 TESTS = Path(__file__).resolve().parent
 CONTRACT = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurrency", "achieved_rate",
@@ -28,36 +28,12 @@ CONTRACT = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurr
             "latency_p90", "latency_p99", "itl_p50", "itl_p99")
 
 
-class LoadServer:
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, str(TESTS / "loadserver.py"), *args], stdout=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        self.url = line.split()[-1]
-
-    def truth(self) -> list[dict]:
-        with urllib.request.urlopen(self.url + "/truth", timeout=30) as resp:
-            return json.loads(resp.read())["requests"]
-
-    def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(self.url + "/reset", data=b"{}"), timeout=30).read()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def start_server():
     servers = []
 
-    def start(*args: str) -> LoadServer:
-        servers.append(LoadServer(*args))
+    def start(*args: str) -> ServerProcess:
+        servers.append(ServerProcess(*args))
         return servers[-1]
 
     yield start

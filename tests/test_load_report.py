@@ -10,10 +10,13 @@ from harness.load.requests import RequestResult
 from harness.load.stats import StageTarget, stage_stats
 from harness.report import write_report
 from harness.store import Store
-from test_report_browser import _check_page, _screenshot_dir, browser  # noqa: F401  (the fixture)
+import test_report_browser
+from test_report_browser import _check_page, _screenshot_dir
 from test_report_data import EVIL_MODEL, make_run
 
 PLAN = "load-join"
+browser = test_report_browser.browser  # the module's Chromium fixture, shared here
+
 MODELS = {"fast-model": (0.82, 0.2, 0.6, 0.5), EVIL_MODEL: (0.64, 0.05, 0.1, 0.3)}
 
 
@@ -46,7 +49,7 @@ def make_load_run(store: Store) -> str:
     return run_id
 
 
-def test_load_page_and_joined_run_page_render_in_chromium(browser, tmp_path):  # noqa: F811
+def test_load_page_and_joined_run_page_render_in_chromium(browser, tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
     run_id = make_run(store, plan_name=PLAN, models=MODELS, suites=("math-word",), n_items=30)
     load_id = make_load_run(store)

@@ -26,13 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 from harness.load.generator import StageDriver  # noqa: E402
 from harness.load.profile import Stage  # noqa: E402
@@ -40,35 +40,15 @@ from harness.load.requests import Body  # noqa: E402
 from harness.load.stats import StageTarget, stage_stats  # noqa: E402
 from harness.load.wire import Endpoint  # noqa: E402
 from harness.load.workers import drive  # noqa: E402
+from loadserver import ServerProcess  # noqa: E402
 
 PEERS = Path(os.environ.get("HARNESS_PEERS_VENV", "/work/venv-peers-16"))
 PROFILE = ["--ttft", "0.3", "--tokens", "20", "--token-time", "0.02", "--jitter", "0.2"]
 CEILING = ["--ttft", "0", "--tokens", "200", "--token-time", "0"]
 
 
-class Server:
-    def __init__(self, args: list[str]):
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "loadserver.py"), *args],
-                                     stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().split()[-1]
-
-    def _get(self, path: str, data: bytes | None = None) -> dict:
-        with urllib.request.urlopen(urllib.request.Request(self.url + path, data=data), timeout=120) as r:
-            return json.loads(r.read())
-
-    def reset(self) -> None:
-        self._get("/reset", b"{}")
-
-    def truth(self) -> dict:
-        return self._get("/truth")
-
-    def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+def Server(args: list[str]) -> ServerProcess:
+    return ServerProcess(*args)
 
 
 def truth_times(truth: dict) -> tuple[list[float], list[float]]:
@@ -174,13 +154,13 @@ def main() -> None:
         for level in (int(x) for x in args.levels.split(",")):
             requests = max(50, args.rounds * level)
             server.reset()
-            cpu0 = server.cpu()
+            cpu0 = server.cpu_seconds()
             mine = ours(server.url, level, requests, 20, args.processes)
-            truth = server.truth()
+            truth = server.record()
             tt, tl = truth_times(truth)
             print(f"  concurrency {level}: {mine['n']} requests ({mine['errors']} errors), achieved concurrency "
                   f"{mine['achieved_concurrency']:.1f}, server peak in flight {truth['peak_active']}, "
-                  f"generator CPU {mine['cpu']:.2f} s, server CPU {server.cpu() - cpu0:.2f} s, "
+                  f"generator CPU {mine['cpu']:.2f} s, server CPU {server.cpu_seconds() - cpu0:.2f} s, "
                   f"load {uptime()}")
             for row in fidelity_rows("harness", mine, tt, tl):
                 print(row)
@@ -190,7 +170,7 @@ def main() -> None:
                 if peer is None:
                     print("    evalscope: not available (no /work/venv-peers-16/bin/evalscope) or failed")
                 else:
-                    tt, tl = truth_times(server.truth())
+                    tt, tl = truth_times(server.record())
                     print(f"    evalscope: {peer['n']} requests ({peer['errors']} errors)")
                     for row in fidelity_rows("evalscope", peer, tt, tl):
                         print(row)
@@ -202,9 +182,9 @@ def main() -> None:
         print("\n== ceiling: 200-token streamed responses at latency 0 (one write each), closed loop")
         for c in (int(x) for x in args.ceiling_concurrency.split(",")):
             server.reset()
-            cpu0 = server.cpu()
+            cpu0 = server.cpu_seconds()
             mine = ours(server.url, c, args.ceiling_requests, 200, args.processes)
-            server_cpu = server.cpu() - cpu0
+            server_cpu = server.cpu_seconds() - cpu0
             print(f"  harness   c={c:<4} {mine['n'] / mine['wall']:8.0f} req/s  {1000 * mine['cpu'] / mine['n']:.2f} ms "
                   f"CPU/request (generator), server {1000 * server_cpu / mine['n']:.2f} ms CPU/request, "
                   f"errors {mine['errors']}, load {uptime()}")
