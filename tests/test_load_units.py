@@ -207,3 +207,60 @@ def test_p99_bootstrap_interval_agrees_with_a_plain_resampling_loop():
     lo, hi = np.percentile(draws, [2.5, 97.5])
     width = hi - lo
     assert abs(ours.lo - lo) < 0.15 * width and abs(ours.hi - hi) < 0.15 * width
+
+
+def test_streams_over_tls_through_memory_bios_and_reuses_the_connection(tmp_path):
+    """TLS goes through ssl.MemoryBIO (so the raw socket's kernel timestamps stay readable)."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from harness.load.wire import Endpoint
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a throwaway certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    raw, _ = _sse_response(3)
+    head, body = raw.split(b"\r\n\r\n", 1)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.wfile.write(head + b"\r\n\r\n" + body)
+            self.wfile.flush()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    async def main():
+        endpoint = Endpoint(f"https://localhost:{server.server_address[1]}/v1/chat/completions")
+        endpoint.tls_context.load_verify_locations(str(cert))
+        try:
+            out = []
+            for _ in range(2):
+                response = await endpoint.send(b"{}", {}, 10)
+                out.append((interpret(response, RequestResult(sent_at=response.sent_at)), len(endpoint.idle)))
+            return out
+        finally:
+            endpoint.close()
+
+    try:
+        for result, idle in asyncio.run(main()):
+            assert result.ok and result.output_tokens == 3 and result.ttft is not None and idle == 1
+    finally:
+        server.shutdown()
+        server.server_close()

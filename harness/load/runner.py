@@ -183,6 +183,8 @@ def run_load(plan: Plan, profile: LoadProfile, store: Store, *, tag: str = "", m
     models, notes = loadable(plan)
     for note in notes:
         say(note)
+    for m in models:
+        resolve_api_key(m)  # a missing key variable is an error before anything is stored or sent
     bodies = {m.name: build_bodies(plan, m, profile.workload) for m in models}
     for name, b in bodies.items():
         if not b:
