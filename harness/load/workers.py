@@ -1,4 +1,4 @@
-"""Split a heavy stage over worker processes, one per core, so the generator keeps up.
+"""Split a heavy stage over worker processes, up to two per core, so the generator keeps up.
 
 A closed loop of 500 users reads ~15k stream events a second; one Python process that falls
 behind reads two tokens at once, and the first is then dated late (the kernel merges segments
@@ -28,7 +28,10 @@ MIN_USERS_PER_WORKER = 64  # below this one process keeps up and a worker's star
 def worker_count(stage: Stage) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     load = stage.concurrency if stage.concurrency is not None else int((stage.rate or 0) * 0.5)
-    return max(1, min(cores, load // MIN_USERS_PER_WORKER))
+    # Up to two per core: on a shared machine each process gets its own share of the scheduler,
+    # and one with fewer streams reads each sooner (measured: 500 users on 2 busy cores, TTFT p99
+    # off by +71% with 2 processes and 0% with 4).
+    return max(1, min(2 * cores, load // MIN_USERS_PER_WORKER))
 
 
 def _ready(hold: float) -> int:
