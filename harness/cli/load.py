@@ -141,7 +141,7 @@ def _stage_doc(stats: dict) -> dict:
 
 
 def _print_dry_run(stages, figures: dict, total: float, as_json: bool) -> None:
-    from harness.load.runner import stage_requests
+    from harness.load.runner import requests_in_stage
 
     if as_json:
         click.echo(json.dumps({"stages": [dataclasses_dict(s) for s in stages], "models": figures,
@@ -150,7 +150,7 @@ def _print_dry_run(stages, figures: dict, total: float, as_json: bool) -> None:
     click.echo("stages (per model):")
     for s in stages:
         held = f"{s.requests} requests" if s.requests is not None else f"{s.duration_s:g} s"
-        click.echo(f"  {s.label:<12} {held} after {s.warmup} warm-up  (~{stage_requests(s)} requests)")
+        click.echo(f"  {s.label:<12} {held} after {s.warmup} warm-up  (~{requests_in_stage(s)} requests)")
     click.echo("requests and estimated cost (completions at max_tokens: an upper bound)")
     for name, f in figures.items():
         search = f" + up to {f['search_requests_at_most']} in the capacity search" if f["search_requests_at_most"] else ""

@@ -38,7 +38,7 @@ def loadable(plan: Plan) -> tuple[list[ModelSpec], list[str]]:
     return models, notes
 
 
-def stage_requests(stage: Stage) -> int:
+def requests_in_stage(stage: Stage) -> int:
     """Requests a stage sends, warm-up included (an estimate for duration-held stages)."""
     if stage.requests is not None:
         return stage.warmup + stage.requests
@@ -57,10 +57,10 @@ def estimate(plan: Plan, profile: LoadProfile, models: list[ModelSpec]) -> dict[
                                f"give --input-tokens for synthetic prompts)")
         per_in = sum(b.input_tokens_est for b in bodies) / len(bodies)
         per_out = sum(b.max_tokens for b in bodies) / len(bodies)
-        requests = sum(stage_requests(s) for s in profile.stages)
+        requests = sum(requests_in_stage(s) for s in profile.stages)
         searched = 0
         if profile.search:
-            searched = 12 * max(stage_requests(s) for s in profile.stages)
+            searched = 12 * max(requests_in_stage(s) for s in profile.stages)
         cost = m.price.cost(int(per_in * (requests + searched)), int(per_out * (requests + searched)))
         out[m.name] = {"requests": requests, "search_requests_at_most": searched, "input_tokens_per_request": per_in,
                        "max_tokens": per_out, "estimated_cost_usd": cost,
@@ -124,8 +124,11 @@ async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: 
                 listed = [s for s in profile.stages if (s.concurrency if closed else s.rate) == level]
                 if listed:
                     return await run_stage(listed[0], False)
-                stage = dataclasses.replace(template, concurrency=int(level), warmup=min(int(level), template.warmup
-                                            or int(level))) if closed else dataclasses.replace(template, rate=level)
+                if closed:  # the default warm-up is one request per user: keep it so at the new level
+                    warmup = int(level) if template.warmup == template.concurrency else template.warmup
+                    stage = dataclasses.replace(template, concurrency=int(level), warmup=warmup)
+                else:
+                    stage = dataclasses.replace(template, rate=level)
                 return await run_stage(stage, True)
 
             levels = tuple(float(s.concurrency if closed else s.rate) for s in profile.stages)
