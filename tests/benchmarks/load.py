@@ -10,7 +10,7 @@ TTFT and end-to-end latency as measured, against the same percentiles of the tru
 requests. Ceiling: the server answers at once with 200 tokens (one write), and the generator runs
 a closed loop; requests/s completed and the generator's CPU per request. Peers: evalscope perf
 (`pip install 'evalscope[perf]'` into /work/venv-peers-16) on the same server and profile;
-guidellm needs torch (whose PyPI wheels pull CUDA) and is skipped with that reason.
+guidellm needs torch (its PyPI wheels pull CUDA) and is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="harness-load-bench-"))
     print(f"load average at start: {uptime()} (2 cores, shared)")
-    print("guidellm: skipped (needs torch; its PyPI wheels pull CUDA, which this machine does not take)")
+    print("guidellm: skipped: `pip install --dry-run guidellm` pulls torch 2.14 and its CUDA 13 wheels "
+          "(nvidia-cublas, nvidia-cudnn, ...), which this CPU-only machine does not take")
 
     server = Server(PROFILE)
     try:
