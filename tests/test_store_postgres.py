@@ -52,7 +52,8 @@ from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa
 
 START_TIMEOUT_S = 60
 PG_PORT = 5432  # only names the socket file, inside our own folder: never collides with another server
-TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache"}
+TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache",
+          "load_runs", "load_models", "load_stages", "load_requests"}
 
 
 # -- the throwaway server ------------------------------------------------------------------------
@@ -350,3 +351,20 @@ def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_pa
         store.save_samples([record(run_id, "a\x00b")])
     assert store.count_samples(run_id) == 0
     store.close()
+
+
+def test_load_runs_are_stored_read_back_and_checked(pg_url):
+    """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
+    from harness.load import check, results
+    from test_load_report import make_load_run
+
+    store = Store(pg_url)
+    try:
+        first, second = make_load_run(store), make_load_run(store)
+        stored = results.stages(store, second)
+        assert len(stored) == 8 and len(results.stage_requests(store, stored[0].id)) == 120
+        assert {m.model for m in results.models(store, first)} == {s.model for s in stored}
+        result = check.check_load(store, None)
+        assert result.previous.id == first and len(result.comparisons) == 16 and not result.regressions
+    finally:
+        store.close()
