@@ -72,7 +72,7 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
     for m in models:
         rows = []
         for st in per_model[m]:
-            level = f"{st['concurrency']} users" if st.get("concurrency") is not None else f"{st.get('rate'):g}/s"
+            level = (f"{st['concurrency']} user" + ("" if st["concurrency"] == 1 else "s")) if st.get("concurrency") is not None else f"{st.get('rate'):g}/s"
             notes = []
             if st.get("probe"):
                 notes.append("search probe")
@@ -126,7 +126,7 @@ def under_load_section(store: Store, plan_name: str, scores: dict[str, dict[str,
         elif cap is not None and cap.capacity_rate is not None:
             capacity = f"{cap.capacity_rate:g}/s"
         rows.append(dict(model=m, cells=cells, headline=headline, capacity=capacity))
-    short = [f"{c} users" if c is not None else f"{r:g} req/s" for c, r in levels]
+    short = [(f"{c} user" + ("" if c == 1 else "s")) if c is not None else f"{r:g} req/s" for c, r in levels]
     return dict(run=view.run.id, href=load_href(view.run.id), levels=short,
                 rows=rows, started=view.run.started_at.strftime("%Y-%m-%d %H:%M"))
 
