@@ -72,7 +72,8 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
     for m in models:
         rows = []
         for st in per_model[m]:
-            level = (f"{st['concurrency']} user" + ("" if st["concurrency"] == 1 else "s")) if st.get("concurrency") is not None else f"{st.get('rate'):g}/s"
+            users = st.get("concurrency")
+            level = f"{st.get('rate'):g}/s" if users is None else f"{users} user" + ("" if users == 1 else "s")
             notes = []
             if st.get("probe"):
                 notes.append("search probe")
