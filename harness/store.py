@@ -148,6 +148,69 @@ class LeaseRow(Base):
     heartbeat: Mapped[datetime] = mapped_column(DateTime)
 
 
+class LoadRunRow(Base):
+    """One `harness load` invocation: a plan's models under a profile of stages."""
+
+    __tablename__ = "load_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan_name: Mapped[str] = mapped_column(String(200), index=True)
+    plan_path: Mapped[str] = mapped_column(String(1000), default="")
+    tag: Mapped[str] = mapped_column(String(200), default="")
+    profile_json: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | stopped
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class LoadModelRow(Base):
+    """A model of a load run, with the capacity its SLO search found (null: not searched or none met)."""
+
+    __tablename__ = "load_models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    load_run_id: Mapped[str] = mapped_column(ForeignKey("load_runs.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    api_model: Mapped[str] = mapped_column(String(200), default="")
+    capacity_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    capacity_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (UniqueConstraint("load_run_id", "model"),)
+
+
+class LoadStageRow(Base):
+    """One stage of one model: its target, its statistics (JSON) and the headline figures as columns."""
+
+    __tablename__ = "load_stages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    load_run_id: Mapped[str] = mapped_column(ForeignKey("load_runs.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    stage_index: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    error_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttft_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
+    meets_slo: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    probe: Mapped[bool] = mapped_column(Boolean, default=False)  # run by the capacity search
+    stats_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class LoadRequestRow(Base):
+    """One measured request of a stage (times in seconds; null when not measured)."""
+
+    __tablename__ = "load_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("load_stages.id"), index=True)
+    sent_at: Mapped[float] = mapped_column(Float)
+    latency: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttft: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tpot: Mapped[float | None] = mapped_column(Float, nullable=True)
+    input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(20), default="")
+
+
 class BatchRow(Base):
     """One provider batch of a run: its ids are stored before anything waits on it (engine/batch.py)."""
 

@@ -50,7 +50,7 @@ from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # no
                         test_expired_batch_with_missing_lines_is_retried_and_completes)
 
 TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests",
-          "leases"}
+          "leases", "load_runs", "load_models", "load_stages", "load_requests"}
 
 
 # The throwaway server (`pg_server`, `pg_url`) is conftest's: the Ray executor's tests share it.
@@ -263,3 +263,20 @@ def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_pa
         store.save_samples([record(run_id, "a\x00b")])
     assert store.count_samples(run_id) == 0
     store.close()
+
+
+def test_load_runs_are_stored_read_back_and_checked(pg_url):
+    """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
+    from harness.load import check, results
+    from test_load_report import make_load_run
+
+    store = Store(pg_url)
+    try:
+        first, second = make_load_run(store), make_load_run(store)
+        stored = results.stages(store, second)
+        assert len(stored) == 8 and len(results.stage_requests(store, stored[0].id)) == 120
+        assert {m.model for m in results.models(store, first)} == {s.model for s in stored}
+        result = check.check_load(store, None)
+        assert result.previous.id == first and len(result.comparisons) == 16 and not result.regressions
+    finally:
+        store.close()

@@ -38,6 +38,7 @@ COMMANDS = {
     "compare": "harness.cli.compare:compare",
     "export": "harness.cli.report:export",
     "grade": "harness.cli.suites:grade",
+    "load": "harness.cli.load:load",
     "recommend": "harness.cli.recommend:recommend",
     "report": "harness.cli.report:report",
     "run": "harness.cli.run:run",

@@ -24,8 +24,11 @@ from harness.cli.common import db_option
 @click.option("--fail-on-alarm", is_flag=True, help="Exit 1 when there is a drift alarm.")
 @click.option("--notify", is_flag=True, help="Also POST the result to the webhook named in the run's plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
+@click.option("--load", "load", is_flag=True, help="Check a load run (`harness load`) instead: per model and "
+              "stage, is p99 latency or TTFT significantly worse than in the previous load run of the plan? "
+              "(bootstrap interval of the difference of p99s; RUN and --against name load runs)")
 def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regression, fail_on_alarm, notify,
-          as_json):
+          as_json, load=False):
     """Check RUN (default: the latest) against the previous finished run of its plan.
 
     \b
@@ -39,6 +42,8 @@ def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regress
     if run_id and plan_name:
         raise click.UsageError("name a RUN or --plan, not both")
     store = Store(db_url)
+    if load:
+        sys.exit(_check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression))
     if plan_name:
         from harness.errors import HarnessError
 
@@ -79,3 +84,14 @@ def run_check(store, run_id, *, against=None, correction="holm", alpha=0.05, as_
     if fail_on_alarm and result.alarms:
         code = 1
     return code
+
+
+def _check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression) -> int:
+    from harness.load.check import check_load, format_text, to_json
+
+    result = check_load(store, run_id, against=against, alpha=alpha, plan_name=plan_name)
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False, allow_nan=False))
+    else:
+        click.echo(format_text(result))
+    return 1 if fail_on_regression and result.regressions else 0

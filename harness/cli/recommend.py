@@ -51,7 +51,12 @@ def cost_text(c, basis: str) -> str:
               show_default=True, help="One-sided significance level of the non-inferiority test.")
 @click.option("--all", "show_all", is_flag=True, help="Also list every model considered for each suite.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
-def recommend(run_id, db_url, margin, alpha, show_all, as_json):
+@click.option("--at", "at_level", metavar="LEVEL", help="Join the plan's load run (`harness load`): each model's "
+              "p99 latency and error rate at LEVEL concurrent users (e.g. 128) or requests/s (e.g. 5/s).")
+@click.option("--load-run", metavar="RUN", help="With --at: this load run [default: the plan's latest finished].")
+@click.option("--slo", metavar="TERMS", help="With --at: recommend only models meeting this SLO at that level, "
+              "e.g. 'latency_p99<=5s,error_rate<=1%%'.")
+def recommend(run_id, db_url, margin, alpha, show_all, as_json, at_level=None, load_run=None, slo=None):
     """Per suite of RUN (default: the latest): the cheapest model not significantly worse than the best.
 
     \b
@@ -62,11 +67,50 @@ def recommend(run_id, db_url, margin, alpha, show_all, as_json):
     from harness.analysis.recommend import recommend as do_recommend, to_json
     from harness.store import Store
 
-    rec = do_recommend(Store(db_url), run_id, margin=margin, alpha=alpha)
+    store = Store(db_url)
+    rec = do_recommend(store, run_id, margin=margin, alpha=alpha)
+    load = None
+    if at_level or load_run or slo:
+        rec, load = _join_load(store, rec, at_level, load_run, slo)
     if as_json:
-        click.echo(json.dumps(to_json(rec), indent=2, ensure_ascii=False, allow_nan=False))
+        doc = to_json(rec)
+        if load is not None:
+            doc["load"] = load
+            for s in doc["suites"]:
+                for c in s["candidates"]:
+                    c["load"] = load["models"].get(c["model"])
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
         return
     _print(rec, show_all)
+    if load is not None:
+        _print_load(rec, load)
+
+
+def _join_load(store, rec, at_level, load_run, slo):
+    from harness.errors import HarnessError
+    from harness.load.join import load_view, parse_level, recommend_under_load
+    from harness.load.profile import parse_slo
+
+    if not at_level:
+        raise HarnessError("--load-run and --slo need --at LEVEL (e.g. --at 128 or --at 5/s)")
+    view = load_view(store, rec.run.plan_name, load_run)
+    if view is None:
+        raise HarnessError(f"plan {rec.run.plan_name!r} has no finished load run in {store.shown_url} "
+                           f"(run `harness load PLAN` first, or name one with --load-run)")
+    return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None)
+
+
+def _print_load(rec, load) -> None:
+    from harness.load.join import level_text, sentence
+
+    level = (load["level"]["concurrency"], load["level"]["rate"])
+    click.echo(f"\nunder load (load run {load['load_run']}, {level_text(level)}"
+               f"{', SLO ' + load['slo'] if load['slo'] else ''}):")
+    for model, st in sorted(load["models"].items()):
+        scores = {s.suite: s.candidate(model).mean for s in rec.suites if any(c.model == model for c in s.candidates)}
+        verdict = "" if not st or "meets_slo" not in st else ("  meets the SLO" if st["meets_slo"] else
+                                                             "  misses the SLO: " + "; ".join(st["slo_failures"]))
+        click.echo(f"  {model}: {sentence(st, level, scores)}{verdict}")
 
 
 def _print(rec, show_all: bool) -> None:

@@ -14,7 +14,10 @@ from harness.cli.common import db_option, echo_err, open_store
 @db_option
 @click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the site: new, empty, or an earlier report's.")
-def report(runs, db_url, out_dir):
+@click.option("--load", "load_run", is_flag=False, flag_value="latest", default=None, metavar="[LOAD_RUN]",
+              help="Write only the load page of this load run (`harness load`; default: the latest) and print its "
+                   "path. Run pages always link the plan's latest load run.")
+def report(runs, db_url, out_dir, load_run=None):
     """Write the HTML report of RUNS (default: the latest run) and print its path.
 
     OUT must be new, empty, or the folder of an earlier report: a folder holding anything else
@@ -24,6 +27,16 @@ def report(runs, db_url, out_dir):
 
     check_out_dir(out_dir)
     store = open_store(db_url)
+    if load_run:
+        from pathlib import Path
+
+        from harness.load.results import resolve_load_run
+        from harness.report.load_page import write_load_page
+        from harness.report.pages import Renderer
+
+        info = resolve_load_run(store, None if load_run == "latest" else load_run)
+        click.echo(f"report: {write_load_page(store, Renderer(), Path(out_dir), info.id)}")
+        return
     ids = [store.resolve_run(r) for r in runs] or [store.resolve_run(None)]
     path = write_report(store, ids, out_dir)
     click.echo(f"report: {path}")

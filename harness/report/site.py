@@ -255,8 +255,22 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
             n_comparisons=analysis.n_comparisons(boards), alpha=analysis.ALPHA, ops=ops, cell_ops=cell_ops,
             suite_names=suite_names, matrix=matrix, pairs=pair_rows, page_size=pages.PAGE_SIZE,
             suites=summary.suites, models=summary.models,
-            weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent))
+            weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
+            load=_under_load(store, summary))
     return summary
+
+
+def _under_load(store: Store, summary: RunSummary) -> dict | None:
+    """The join with the plan's latest load run; its load page is written by build_site."""
+    from harness.report.load_page import under_load_section
+
+    scores: dict[str, dict[str, float]] = {m.model: {} for m in summary.models}
+    for c in summary.cells:
+        scores.setdefault(c.model, {})[c.suite] = c.mean
+    section = under_load_section(store, summary.run.plan_name, scores)
+    if section is not None:
+        section["href"] = "../" + section["href"]
+    return section
 
 
 def _board_row(row: analysis.BoardRow, folder: str) -> dict:
@@ -427,5 +441,8 @@ def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> 
             plans.append(summary.run.plan_name)
     for plan in plans:
         _write_trend(store, r, out, plan, cache)
+        from harness.report.load_page import write_plan_load_pages
+
+        write_plan_load_pages(store, r, out, plan)
     _write_index(store, r, out)
     return out / run_dir(ids[0]) / "index.html"

@@ -1,0 +1,433 @@
+"""A lean HTTP/1.1 streaming client whose timestamps come from the kernel, not from Python.
+
+A load generator on a busy machine reads a chunk some milliseconds after it arrived; a tool that
+stamps the chunk when Python gets to it reports its own lag as the model's latency. Here every
+received segment carries the time the kernel queued it (SO_TIMESTAMPNS, CLOCK_REALTIME), and a
+request is stamped just before its bytes are handed to the kernel, so what is measured is the
+server and the network. The limit: segments waiting in a socket's queue are merged by the
+kernel under the newest time, so a generator lagging by more than the gap between two tokens
+dates the earlier one late (hence `workers`, which spreads heavy stages over the cores). TLS goes
+through `ssl.MemoryBIO`, which keeps access to the raw socket (and so to its timestamps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; absent from some builds
+_ANCILLARY = socket.CMSG_SPACE(16)
+_READ_SIZE = 262144
+
+
+def enable_rx_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp received data; False where unsupported (then user time is used)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        return True
+    except OSError:
+        return False
+
+
+def recv_stamped(sock: socket.socket, size: int = _READ_SIZE, flags: int = 0) -> tuple[bytes, float]:
+    """Read what is there, with the kernel's receive time of the last segment read (epoch seconds)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(size, _ANCILLARY, flags)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+            seconds, nanos = struct.unpack("qq", payload[:16])
+            return data, seconds + nanos * 1e-9
+    return data, time.time()
+
+
+class _Stamps:
+    """Arrival time of byte k of one read. The kernel merges segments that wait in a socket's queue
+    and keeps the newest time, so a read has one time: the time its last segment arrived. (Tests
+    give each byte its own time, to check that every event is dated by the byte completing it.)"""
+
+    def __init__(self, size: int, last: float):
+        self.size, self.last = size, last
+
+    def __call__(self, offset: int) -> float:
+        return self.last
+
+
+class WireError(Exception):
+    """A request that did not complete; `kind` is `connection`, `timeout` or `incomplete`."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Response:
+    """What came back: status, headers, and the body as SSE events (each with its arrival time)
+    or as plain bytes. `sent_at` is when the request left; `complete` means the body ended as
+    HTTP says it should (a cut stream is not complete)."""
+
+    sent_at: float = 0.0
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[float, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    first_byte_at: float | None = None
+    last_at: float | None = None
+    complete: bool = False
+    keep_alive: bool = True
+
+
+class _Parser:
+    """Incremental HTTP/1.1 response parser: status line, headers, chunked or sized body, SSE.
+
+    It tracks where each byte sat in the read it came with, so an SSE event is dated by the
+    arrival of the byte that completed it."""
+
+    def __init__(self, response: Response):
+        self.r = response
+        self.buf = bytearray()
+        self.base = 0  # absolute stream offset of buf[0]
+        self.read_start = 0  # absolute offset of the current read's first byte
+        self.stamps: _Stamps | None = None
+        self.in_head = True
+        self.chunked = False
+        self.remaining: int | None = None  # bytes left of a sized body or of the current chunk
+        self.sse = False
+        self.sse_buf = bytearray()
+        self.sse_origin: list[tuple[int, int]] = []  # (sse_buf position, absolute offset) of each piece
+        self.pending: list[tuple[int, bytes]] = []  # events completed in this read: (stream offset, event)
+
+    def feed(self, data: bytes, stamps: _Stamps) -> bool:
+        """Take one read's bytes; True once the response is complete."""
+        self.stamps = stamps
+        self.read_start = self.base + len(self.buf)
+        if self.r.first_byte_at is None:
+            self.r.first_byte_at = stamps(0)
+        self.r.last_at = stamps.last
+        self.buf += data
+        try:
+            return self._feed()
+        finally:
+            self._date_pending()
+
+    def _feed(self) -> bool:
+        if self.in_head and not self._head():
+            return False
+        if self.chunked:
+            return self._chunks()
+        if self.remaining is None:  # delimited by the connection closing
+            self._take(len(self.buf))
+            return False
+        self._take(min(self.remaining, len(self.buf)))
+        if self.remaining == 0:
+            self.r.complete = True
+        return self.r.complete
+
+    def _date_pending(self) -> None:
+        """Date the events this read completed, each by the arrival of its last byte."""
+        stamps, start = self.stamps, self.read_start
+        self.r.events.extend((stamps(max(0, offset - start)), event) for offset, event in self.pending)
+        self.pending.clear()
+
+    def closed(self) -> None:
+        """The peer closed: a close-delimited body is then complete, anything else is cut."""
+        if not self.in_head and not self.chunked and self.remaining is None:
+            self._flush_sse()
+            self._date_pending()
+            self.r.complete = True
+        self.r.keep_alive = False
+
+    def _drop(self, n: int) -> None:
+        del self.buf[:n]
+        self.base += n
+
+    def _take(self, n: int) -> None:
+        """Hand the first n buffered bytes to the body."""
+        origin = self.base
+        piece = bytes(self.buf[:n])
+        self._drop(n)
+        if self.remaining is not None:
+            self.remaining -= n
+        self._body(piece, origin)
+
+    def _head(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        self._drop(end + 4)
+        parts = lines[0].split(" ", 2)
+        try:
+            self.r.status = int(parts[1])
+        except (IndexError, ValueError):
+            raise WireError("incomplete", f"not an HTTP status line: {lines[0][:80]!r}") from None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.r.headers[name.strip().lower()] = value.strip()
+        h = self.r.headers
+        self.chunked = "chunked" in h.get("transfer-encoding", "").lower()
+        if not self.chunked and "content-length" in h:
+            self.remaining = int(h["content-length"])
+        self.sse = "text/event-stream" in h.get("content-type", "")
+        self.r.keep_alive = h.get("connection", "").lower() != "close" and (self.chunked or self.remaining is not None)
+        self.in_head = False
+        return True
+
+    def _chunks(self) -> bool:
+        buf = self.buf
+        while True:
+            if not self.remaining:
+                if self.remaining == 0:  # the CRLF after a chunk's data
+                    if len(buf) < 2:
+                        return False
+                    self._drop(2)
+                    self.remaining = None
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    return False
+                size = int(bytes(buf[:line_end]).split(b";", 1)[0].strip() or b"0", 16)
+                self._drop(line_end + 2)
+                if size == 0:
+                    self._flush_sse()
+                    self.r.complete = True  # trailers, if any, are ignored
+                    return True
+                self.remaining = size
+            if not buf:
+                return False
+            self._take(min(self.remaining, len(buf)))
+            if self.remaining:
+                return False
+
+    def _body(self, data: bytes, origin: int) -> None:
+        if not self.sse:
+            self.r.body += data
+            return
+        buf = self.sse_buf
+        self.sse_origin.append((len(buf), origin))
+        buf += data
+        crlf_possible = b"\r" in buf
+        pos = 0
+        while True:
+            end, sep = buf.find(b"\n\n", pos), 2
+            if crlf_possible:
+                crlf = buf.find(b"\r\n\r\n", pos)
+                if crlf >= 0 and (end < 0 or crlf < end):
+                    end, sep = crlf, 4
+            if end < 0:
+                break
+            self.pending.append((self._absolute(end + sep - 1), bytes(buf[pos:end])))  # dated by its last byte
+            pos = end + sep
+        if pos:
+            del buf[:pos]
+            self.sse_origin = _rebase([(p - pos, org) for p, org in self.sse_origin])
+
+    def _absolute(self, position: int) -> int:
+        """Stream offset of sse_buf[position]."""
+        absolute = 0
+        for pos, org in self.sse_origin:
+            if pos <= position:
+                absolute = org + (position - pos)
+        return absolute
+
+    def _flush_sse(self) -> None:
+        if self.sse and self.sse_buf.strip():
+            self.pending.append((1 << 62, bytes(self.sse_buf)))  # dated with the read's last byte
+            self.sse_buf.clear()
+            self.sse_origin = []
+
+
+def _rebase(origins: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Keep the pieces still (partly) in the SSE buffer, the first one clipped to position 0."""
+    kept = [(pos, org) for pos, org in origins if pos > 0]
+    before = [(pos, org) for pos, org in origins if pos <= 0]
+    if before:
+        pos, org = before[-1]
+        kept.insert(0, (0, org - pos))
+    return kept
+
+
+class Connection:
+    """One keep-alive connection, plain or TLS (through memory BIOs, so timestamps survive)."""
+
+    def __init__(self, sock: socket.socket, tls: ssl.SSLObject | None = None,
+                 incoming: ssl.MemoryBIO | None = None, outgoing: ssl.MemoryBIO | None = None):
+        self.sock = sock
+        self.tls, self.incoming, self.outgoing = tls, incoming, outgoing
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+
+    async def _send(self, data: bytes) -> float:
+        if self.tls is not None:
+            self.tls.write(data)
+            data = self.outgoing.read()
+        sent_at = time.time()
+        await self.loop.sock_sendall(self.sock, data)
+        return sent_at
+
+    def _plain(self, raw: bytes) -> bytes:
+        if self.tls is None:
+            return raw
+        self.incoming.write(raw)
+        out = bytearray()
+        while True:
+            try:
+                piece = self.tls.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                break
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
+
+    async def exchange(self, request: bytes, timeout: float) -> Response:
+        """Send one request and read its whole response within `timeout` seconds."""
+        response = Response()
+        parser = _Parser(response)
+        done: asyncio.Future = self.loop.create_future()
+        sock, fd = self.sock, self.sock.fileno()
+
+        def readable() -> None:
+            try:
+                raw, at = recv_stamped(sock, _READ_SIZE)
+                if raw:
+                    plain = self._plain(raw)
+                    complete = bool(plain) and parser.feed(plain, _Stamps(len(plain), at))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                finish(WireError("connection" if parser.in_head else "incomplete", f"connection failed: {exc}"))
+                return
+            except (WireError, ValueError, ssl.SSLError) as exc:
+                finish(exc if isinstance(exc, WireError) else WireError("incomplete", f"unreadable response: {exc}"))
+                return
+            if not raw:
+                parser.closed()
+                self.closed = True
+                finish(None if response.complete else WireError(
+                    "connection" if response.first_byte_at is None else "incomplete",
+                    "connection closed before the response ended"))
+            elif complete:
+                finish(None)
+
+        def finish(error: Exception | None) -> None:
+            if not done.done():
+                self.loop.remove_reader(fd)
+                done.set_exception(error) if error else done.set_result(None)
+
+        self.loop.add_reader(fd, readable)
+        # a plain timer rather than asyncio.wait_for, which costs a task per request
+        timer = self.loop.call_later(timeout, finish, WireError("timeout", f"timed out after {timeout:g} s"))
+        try:
+            response.sent_at = await self._send(request)
+            await done
+        except OSError as exc:
+            self.close()
+            raise WireError("connection", f"connection failed: {exc}") from None
+        except WireError:
+            self.close()
+            raise
+        finally:
+            timer.cancel()
+            if not done.done():
+                self.loop.remove_reader(fd)
+                done.cancel()
+        if not response.keep_alive:
+            self.close()
+        return response
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.loop.remove_reader(self.sock.fileno())
+            except (ValueError, OSError):
+                pass
+        self.sock.close()
+
+
+class Endpoint:
+    """Where requests go (host, port, path, TLS) and a pool of idle keep-alive connections."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.path = parts.path or "/"
+        self.tls_context = ssl.create_default_context() if parts.scheme == "https" else None
+        self.connect_timeout = connect_timeout
+        self.idle: list[Connection] = []
+        self.host_header = parts.netloc.rsplit("@", 1)[-1]
+
+    def request_bytes(self, body: bytes, headers: dict[str, str]) -> bytes:
+        head = [f"POST {self.path} HTTP/1.1", f"Host: {self.host_header}", "Content-Type: application/json",
+                "Accept: text/event-stream", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+    async def connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _name, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        enable_rx_timestamps(sock)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), self.connect_timeout)
+            if self.tls_context is None:
+                return Connection(sock)
+            return await self._handshake(sock)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            sock.close()
+            raise WireError("connection", f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}") from None
+
+    async def _handshake(self, sock: socket.socket) -> Connection:
+        loop = asyncio.get_running_loop()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.tls_context.wrap_bio(incoming, outgoing, server_hostname=self.host)
+        deadline = loop.time() + self.connect_timeout
+        while True:
+            try:
+                tls.do_handshake()
+                pending = outgoing.read()
+                if pending:
+                    await loop.sock_sendall(sock, pending)
+                return Connection(sock, tls, incoming, outgoing)
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    await loop.sock_sendall(sock, pending)
+                raw = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), max(0.01, deadline - loop.time()))
+                if not raw:
+                    raise ssl.SSLError("connection closed during the TLS handshake")
+                incoming.write(raw)
+
+    async def send(self, body: bytes, headers: dict[str, str], timeout: float) -> Response:
+        """POST `body`; a kept-alive connection the server has dropped meanwhile is replaced once."""
+        data = self.request_bytes(body, headers)
+        for attempt in (0, 1):
+            reused = bool(self.idle)
+            conn = self.idle.pop() if reused else await self.connect()
+            try:
+                response = await conn.exchange(data, timeout)
+            except WireError as exc:
+                if reused and attempt == 0 and exc.kind == "connection":
+                    continue
+                raise
+            if not conn.closed:
+                self.idle.append(conn)
+            return response
+        raise WireError("connection", "connection failed")  # unreachable: the second attempt raises
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
