@@ -48,6 +48,9 @@ class ModelSpec:
     generation: Mapping[str, Any] = field(default_factory=dict)  # per-model overrides
     n_ctx: int = 4096  # llamacpp context window
     threads: int | None = None  # llamacpp threads
+    extra_body: Mapping[str, Any] = field(default_factory=dict)  # openai: merged into each request's JSON
+    extra_headers: Mapping[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
+    rate_limit_wait_s: float = 600.0  # how long one sample may wait out 429s before it counts as failed
 
     @property
     def api_model(self) -> str:
@@ -182,12 +185,27 @@ def _parse_model(name: str, spec: Any, source: str) -> ModelSpec:
         raise HarnessError(f"{where}: {exc}") from None
     if int(model.concurrency) < 1:
         raise HarnessError(f"{where}: concurrency must be at least 1")
+    _check_server_knobs(model, where)
     if model.path and provider in ("samples", "llamacpp"):
         base = Path(source).parent
         p = Path(model.path).expanduser()
         if not p.is_absolute() and not p.exists() and (base / p).exists():
             object.__setattr__(model, "path", str(base / p))
     return model
+
+
+def _check_server_knobs(model: ModelSpec, where: str) -> None:
+    """extra_body: a mapping sent as is; extra_headers: header name -> text or $VAR; a non-negative wait."""
+    if not isinstance(model.extra_body, dict):
+        raise HarnessError(f"{where}: extra_body must be a mapping merged into the request, "
+                           f"e.g. {{chat_template_kwargs: {{enable_thinking: false}}}}")
+    headers = model.extra_headers
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise HarnessError(f"{where}: extra_headers must map header names to text or $VAR, "
+                           f"e.g. {{X-Team: evals, X-Gateway-Key: $GATEWAY_KEY}}")
+    if isinstance(model.rate_limit_wait_s, bool) or not isinstance(model.rate_limit_wait_s, (int, float)) \
+            or model.rate_limit_wait_s < 0:
+        raise HarnessError(f"{where}: rate_limit_wait_s must be a number of seconds (0 or more)")
 
 
 def _parse_suite(entry: Any, source: str, plan_limit: int | None) -> SuiteRef:
@@ -251,4 +269,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
     data = asdict(plan)
     data.pop("path", None)
+    for group in ("models", "judges"):
+        for model in data.get(group) or ():
+            # A header value written in the plan may be a credential: keep $VAR names, never values.
+            model["extra_headers"] = {k: v if v.startswith("$") else "(set in the plan)"
+                                      for k, v in (model.get("extra_headers") or {}).items()}
     return data

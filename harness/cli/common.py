@@ -18,7 +18,10 @@ def open_store(db_url):
 
 
 def echo_err(msg: str) -> None:
-    click.echo(msg, err=True)
+    """Print a message on stderr, without any credential a server may have echoed into it."""
+    from harness.errors import redact
+
+    click.echo(redact(msg), err=True)
 
 
 def fmt_pct(x: float) -> str:

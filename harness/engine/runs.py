@@ -9,7 +9,7 @@ from pathlib import Path
 from harness import __version__
 from harness.engine.local import LocalExecutor, RunOutcome
 from harness.engine.units import prepare_suites
-from harness.errors import HarnessError
+from harness.errors import HarnessError, install_log_redaction
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store
 
@@ -68,13 +68,16 @@ def expected_samples(plan: Plan, suites) -> int | None:
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
                   shard: tuple[int, int] | None) -> str:
-    """'stopped' when the run stopped early, else 'finished' once every expected sample is stored.
+    """'stopped' when the run stopped early, 'failed' when a model was stopped on fatal errors (or
+    left samples unstored), else 'finished' once every expected sample is stored.
 
     A shard only knows its own part is done: the run is finished when the shared store holds
     every sample (the last shard to end marks it), and stays 'running' until then.
     """
     if not outcome.complete:
         return "stopped"
+    if outcome.failures():
+        return "failed"  # resumable: rerunning the plan asks what the failed models did not answer
     if shard is None or shard[1] <= 1:
         return "finished"
     expected = expected_samples(plan, suites)
@@ -93,13 +96,15 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
     what runs after the requests (the summary's statistics) does not add to the user's wait.
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
     """
+    install_log_redaction()  # a server's echo of a key must not reach a log either
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
     if api_models:  # a missing key is the user's to fix: say so before a run is recorded
-        from harness.providers.openai_api import resolve_api_key
+        from harness.providers.openai_api import resolve_api_key, resolve_extra_headers
 
         for m in api_models:
             resolve_api_key(m)
+            resolve_extra_headers(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
     run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
     store.record_models(run_id, [
@@ -117,6 +122,9 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
     except KeyboardInterrupt:
         store.mark_run(run_id, "stopped")
         raise
+    failures = outcome.failures()
+    for m in (*plan.models, *plan.judges):
+        store.mark_model_failed(run_id, m.name, failures.get(m.name))
     status = finish_status(store, run_id, plan, suites, outcome, shard)
     store.mark_run(run_id, status)
     return RunResult(run_id, resumed, status, outcome)
