@@ -36,6 +36,8 @@ def print_summary(summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.analysis.summary import ESTIMATE_MARK, estimate_mark
+
     table = Table(title=f"run {summary.run.id} ({summary.run.plan_name})")
     for col in ("model", "suite", "n", "score %", "95% CI", "errors", "p50 s", "p99 s", "tok/s", "cost $"):
         table.add_column(col, justify="left" if col in ("model", "suite") else "right")
@@ -43,15 +45,21 @@ def print_summary(summary) -> None:
         table.add_row(c.model, c.suite, str(c.n_samples), fmt_pct(c.mean),
                       f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}", str(c.errors), fmt_s(c.latency_p50),
                       fmt_s(c.latency_p99), "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
-                      f"{c.cost_usd:.4f}")
+                      f"{estimate_mark(c.estimated_samples)}{c.cost_usd:.4f}")
     console = Console(width=max(100, Console().width))
     console.print(table)
     ops = Table(title="per model: latency and time to first token (s), errors, cost")
-    for col in ("model", "n", "error %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",
+    for col in ("model", "n", "error %", "length %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",
                 "cost $", "$ per correct"):
         ops.add_column(col, justify="left" if col == "model" else "right")
     for o in summary.ops:
-        ops.add_row(o.model, str(o.n_samples), fmt_pct(o.error_rate), fmt_s(o.latency_p50), fmt_s(o.latency_p90),
-                    fmt_s(o.latency_p99), fmt_s(o.ttft_p50), fmt_s(o.ttft_p90), fmt_s(o.ttft_p99),
-                    f"{o.cost_usd:.4f}", "—" if o.cost_per_correct != o.cost_per_correct else f"{o.cost_per_correct:.6f}")
+        mark = estimate_mark(o.estimated_samples)
+        ops.add_row(o.model, str(o.n_samples), fmt_pct(o.error_rate), fmt_pct(o.length_rate), fmt_s(o.latency_p50),
+                    fmt_s(o.latency_p90), fmt_s(o.latency_p99), fmt_s(o.ttft_p50), fmt_s(o.ttft_p90),
+                    fmt_s(o.ttft_p99), f"{mark}{o.cost_usd:.4f}",
+                    "—" if o.cost_per_correct != o.cost_per_correct else f"{mark}{o.cost_per_correct:.6f}")
     console.print(ops)
+    if any(o.estimated_samples for o in summary.ops):
+        console.print(f"{ESTIMATE_MARK} the server reported no token usage for some samples: their tokens and "
+                      f"cost are estimated from the text (about 4 characters a token; one per Chinese character)",
+                      markup=False, highlight=False)

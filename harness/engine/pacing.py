@@ -90,6 +90,15 @@ class AdaptiveLimiter:
             self.window = min(float(self.cap), self.window + 1.0 / self.window)
         self._wake()
 
+    def lower_cap(self) -> None:
+        """The server serves fewer requests at once than it is sent (it ends some early): one fewer, for good."""
+        if self.cap > 1:
+            self.cap = max(1, min(self.cap - 1, self.limit - 1))
+            self.window = min(self.window, float(self.cap))
+            self.min_window = min(self.min_window, self.window)
+            self.cuts += 1
+            log.info("the server ends requests early under concurrency: at most %d at once from now on", self.cap)
+
     def _wake(self) -> None:
         if not self._waiters:
             return

@@ -178,6 +178,8 @@ class UnitRunner:
             state.limiter.release(ticket, rate_limited=error.rate_limited, success=False,
                                   retry_after=error.retry_after)
             ticket = None
+            if error.congested:
+                state.limiter.lower_cap()
             message = str(error) or error.__class__.__name__
             if error.rate_limited:
                 now = loop.time()

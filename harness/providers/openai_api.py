@@ -220,9 +220,11 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = max(0.0, float(header) / 1000)
         except ValueError:
             retry_after = None
-    header = headers.get("retry-after")
-    if header and retry_after is None:
-        retry_after = _parse_retry_after(header)
+    # LiteLLM's proxy names its cooldown `llm_provider-retry-after` (seconds) and sends no Retry-After.
+    for name in ("retry-after", "llm_provider-retry-after"):
+        header = headers.get(name)
+        if header and retry_after is None:
+            retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
     fatal = status in (401, 403, 404) or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail)))

@@ -198,9 +198,11 @@ class StreamReader:
         if not self.finish:
             text = "".join(self.parts)
             ending = "[DONE]" if self.done else "the end of the body"
+            # An orderly [DONE] without a finish_reason is a server that gave up on the request (llama.cpp's
+            # server does so when a newer request interrupts it); a body that just ends is a cut stream.
             raise ProviderError(f"incomplete stream: {ending} after {self.events} chunks and {len(text)} "
                                 f"characters, with no finish_reason (cut or interrupted by the server)",
-                                retryable=True)
+                                retryable=True, congested=self.done)
         text, reasoning = "".join(self.parts), "".join(self.reasoning)
         usage = read_usage(self.usage, self.prompt_contents, text, reasoning)
         return Completion(

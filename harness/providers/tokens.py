@@ -2,9 +2,11 @@
 
 Used for remote models whose server sends no `usage` (llama.cpp's server in streams, gateways
 that drop it) or an unusable one, for the rpm/tpm pacing and for the dry-run's cost estimate.
-The estimate is about 4 characters a token for text in Latin script and 1.5 characters a token
-for Chinese characters (the ratios of BPE tokenizers such as GPT-4's and Llama's on English and
-Chinese prose), plus a few tokens per chat message for the chat template's role markers.
+The estimate is about 4 characters a token for text in Latin script (the ratio of BPE
+tokenizers such as GPT-4's and Llama's on English prose) and one token per Chinese character
+(GPT-4o's tokenizer spends ~0.7, Llama 3's ~1, small English-centred vocabularies such as
+SmolLM2's 2-3: one errs high for the large models most runs pay for), plus a few tokens per chat
+message for the chat template's role markers.
 Samples whose counts were estimated are stored with `usage_estimated`, and their cost is marked
 as an estimate wherever it is shown.
 """
@@ -21,11 +23,11 @@ TOKENS_PER_REQUEST = 3
 
 
 def estimate_tokens(text: str) -> int:
-    """Rough token count (about 4 characters a token for English, ~1.5 for Chinese)."""
+    """Rough token count (about 4 characters a token for English, one a token for Chinese)."""
     if text.isascii():
         return len(text) // 4 + 1
     cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return int(cjk / 1.5 + (len(text) - cjk) / 4) + 1
+    return int(cjk + (len(text) - cjk) / 4) + 1
 
 
 def estimate_prompt_tokens(contents: Iterable[str]) -> int:
