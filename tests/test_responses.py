@@ -20,7 +20,8 @@ from harness.engine.runs import execute_plan
 from harness.errors import redact, register_secret
 from harness.plan import load_plan
 from harness.providers.base import ProviderError
-from harness.providers.openai_body import StreamReader, completion_from_json, content_text, token_count
+from harness.providers.openai_body import StreamReader, completion_from_json, content_text
+from harness.providers.tokens import token_count
 from harness.store import Store
 from test_engine_faults import echo_suite
 

@@ -13,28 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.providers.base import ProviderError
-from harness.providers.tokens import estimate_completion_tokens, estimate_prompt_tokens
+from harness.providers.tokens import estimate_completion_tokens, estimate_prompt_tokens, token_count
 from harness.records import Completion
 
-# More tokens than any context window holds is not a count, it is a broken server.
-MAX_PLAUSIBLE_TOKENS = 10_000_000
 SHOWN_BODY_CHARS = 200
 
 
 def malformed(why: str, body: bytes | str = b"") -> ProviderError:
     shown = f": {body[:SHOWN_BODY_CHARS]!r}" if body else ""
     return ProviderError(f"malformed response ({why}){shown}", retryable=True)
-
-
-def token_count(value: Any) -> int | None:
-    """A reported token count, or None when it is missing or not a plausible count."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and 0 <= value <= MAX_PLAUSIBLE_TOKENS:
-        return value
-    return None
 
 
 def content_text(value: Any, what: str = "content") -> str:
@@ -68,6 +55,20 @@ def error_message(data: Any) -> str | None:
     return str(err)
 
 
+def json_object(body: bytes | str, where: str) -> dict:
+    """The JSON object a body or stream event holds; not JSON, not an object, or an error object raise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise malformed(f"not JSON in {where}", body) from None
+    if not isinstance(data, dict):
+        raise malformed(f"not a JSON object in {where}", body)
+    message = error_message(data)
+    if message is not None:
+        raise ProviderError(f"error in {where}: {message[:SHOWN_BODY_CHARS]}", retryable=True)
+    return data
+
+
 @dataclass
 class Usage:
     prompt_tokens: int
@@ -97,15 +98,7 @@ def read_usage(usage: Any, prompt_contents: Sequence[str], text: str, reasoning:
 
 def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[str]) -> Completion:
     """A chat.completion JSON body -> Completion; anything else is a retryable malformed response."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise malformed("not JSON", body) from None
-    if not isinstance(data, dict):
-        raise malformed("not a JSON object", body)
-    message = error_message(data)
-    if message is not None:
-        raise ProviderError(f"error in a 200 response: {message[:SHOWN_BODY_CHARS]}", retryable=True)
+    data = json_object(body, "a 200 response")
     choices = data.get("choices")
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise malformed("no choices", body)
@@ -115,12 +108,19 @@ def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[
         raise malformed("no message", body)
     text = content_text(msg.get("content"))
     reasoning = content_text(msg.get("reasoning_content") or msg.get("reasoning"), "reasoning")
-    usage = read_usage(data.get("usage"), prompt_contents, text, reasoning)
+    return build_completion(text, reasoning, _finish_reason(choice.get("finish_reason")), data.get("usage"),
+                            prompt_contents, latency=latency, served=_text_field(data.get("model")))
+
+
+def build_completion(text: str, reasoning: str, finish: str, usage: Any, prompt_contents: Sequence[str], *,
+                     latency: float, served: str, ttft: float | None = None) -> Completion:
+    """The Completion of an answer read whole, with the server's token counts or estimated ones."""
+    counts = read_usage(usage, prompt_contents, text, reasoning)
     return Completion(
-        text=text, reasoning=reasoning, finish_reason=_finish_reason(choice.get("finish_reason")),
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        reasoning_tokens=usage.reasoning_tokens, usage_estimated=usage.estimated,
-        latency_s=latency, served_model=_text_field(data.get("model")),
+        text=text, reasoning=reasoning, finish_reason=finish,
+        prompt_tokens=counts.prompt_tokens, completion_tokens=counts.completion_tokens,
+        reasoning_tokens=counts.reasoning_tokens, usage_estimated=counts.estimated,
+        latency_s=latency, ttft_s=ttft, served_model=served,
     )
 
 
@@ -168,15 +168,7 @@ class StreamReader:
         if data.strip() == "[DONE]":
             self.done = True
             return
-        try:
-            chunk = json.loads(data)
-        except (ValueError, RecursionError):
-            raise malformed("stream event is not JSON", data) from None
-        if not isinstance(chunk, dict):
-            raise malformed("stream event is not a JSON object", data)
-        message = error_message(chunk)
-        if message is not None:
-            raise ProviderError(f"error in the stream: {message[:SHOWN_BODY_CHARS]}", retryable=True)
+        chunk = json_object(data, "the stream")
         self.events += 1
         self.served = self.served or _text_field(chunk.get("model"))
         if chunk.get("usage"):
@@ -203,14 +195,8 @@ class StreamReader:
             raise ProviderError(f"incomplete stream: {ending} after {self.events} chunks and {len(text)} "
                                 f"characters, with no finish_reason (cut or interrupted by the server)",
                                 retryable=True, congested=self.done)
-        text, reasoning = "".join(self.parts), "".join(self.reasoning)
-        usage = read_usage(self.usage, self.prompt_contents, text, reasoning)
-        return Completion(
-            text=text, reasoning=reasoning, finish_reason=self.finish,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            reasoning_tokens=usage.reasoning_tokens, usage_estimated=usage.estimated,
-            latency_s=latency, ttft_s=ttft, served_model=self.served,
-        )
+        return build_completion("".join(self.parts), "".join(self.reasoning), self.finish, self.usage,
+                                self.prompt_contents, latency=latency, served=self.served, ttft=ttft)
 
 
 def _finish_reason(value: Any) -> str:

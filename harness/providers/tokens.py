@@ -13,13 +13,15 @@ as an estimate wherever it is shown.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 # Per message: the template's role header and end-of-turn markers; per request: the assistant
 # header that opens the answer. OpenAI documents 3 and 3 for its chat models; Llama/ChatML-style
 # templates (SmolLM2: "<|im_start|>user\n ... <|im_end|>\n") spend about 4-5 per message.
 TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REQUEST = 3
+# More tokens than any context window holds is not a count, it is a broken server.
+MAX_PLAUSIBLE_TOKENS = 10_000_000
 
 
 def estimate_tokens(text: str) -> int:
@@ -41,3 +43,14 @@ def estimate_prompt_tokens(contents: Iterable[str]) -> int:
 def estimate_completion_tokens(text: str) -> int:
     """Estimated tokens of an answer; an empty answer still cost its end-of-turn token."""
     return estimate_tokens(text) if text else 1
+
+
+def token_count(value: Any) -> int | None:
+    """A reported token count, or None when it is missing or not a plausible count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_PLAUSIBLE_TOKENS:
+        return value
+    return None
