@@ -41,6 +41,7 @@ PRICE = {"input": 1.0, "output": 2.0}
 # LiteLLM's proxy lives in its own virtual environment: litellm[proxy] pins rich<14 and (through its
 # dependencies) huggingface-hub<2, which would downgrade what `datasets` and our summary need.
 LITELLM_VENV = Path(os.environ.get("HARNESS_LITELLM_VENV", Path.home() / ".cache" / "harness-tests" / "litellm-venv"))
+LITELLM_SPEC = "litellm[proxy]>=1.108,<2"
 MASTER_KEY = "sk-harness-conformance-0123456789"
 
 
@@ -193,7 +194,7 @@ def litellm_executable() -> Path:
         return Path(found)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True,
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_SPEC], check=True,
                        capture_output=True, timeout=900)
     except (subprocess.SubprocessError, OSError) as exc:
         shutil.rmtree(LITELLM_VENV, ignore_errors=True)
