@@ -62,9 +62,6 @@ class ModelState:
 
 # Identical fatal endings (bad key, unknown model, nothing listening) in a row that stop a model.
 FATAL_STREAK = 3
-# A rate-limited request without Retry-After waits base * 2^n seconds (half of it jittered), at most the cap:
-# a per-minute window frees within a minute, so two or three waits of the cap find it.
-RATE_LIMIT_BACKOFF = (1.0, 30.0)
 
 
 class UnitRunner:
@@ -144,6 +141,7 @@ class UnitRunner:
         req = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
         attempt = 0  # attempts that count against max_attempts (429s do not)
         sent = 0
+        limited = 0  # 429s this unit got
         rate_limited_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
@@ -182,13 +180,14 @@ class UnitRunner:
                 state.limiter.lower_cap()
             message = str(error) or error.__class__.__name__
             if error.rate_limited:
+                limited += 1
                 now = loop.time()
                 rate_limited_since = now if rate_limited_since is None else rate_limited_since
                 waited = now - rate_limited_since
                 if waited >= spec.rate_limit_wait_s:
                     return Completion(error=f"{message} (still rate limited after waiting {waited:.0f} s; "
                                             f"rate_limit_wait_s is {spec.rate_limit_wait_s:g})"), sent, False
-                delay = min(rate_limit_delay(error.retry_after, sent), spec.rate_limit_wait_s - waited + 0.1)
+                delay = min(rate_limit_delay(error.retry_after, limited), spec.rate_limit_wait_s - waited + 0.1)
             else:
                 attempt += 1
                 if not error.retryable or attempt >= spec.max_attempts:
