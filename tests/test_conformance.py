@@ -250,6 +250,8 @@ def test_through_the_gateway_scores_match_and_429s_are_waited_out(gateway, direc
         assert all(s.prompt_tokens > 0 and s.completion_tokens > 0 for s in samples[name])
     limited = result.outcome.per_model["gw-limited"]
     assert limited.retries >= 1  # real 429s were answered, and waited out
+    for name in models:  # what the gateway did, for whoever reads the output (pytest -s)
+        print(name, [(s.attempts, s.usage_estimated, s.prompt_tokens, s.completion_tokens) for s in samples[name]])
 
 
 def test_gateway_error_body_names_the_unknown_model(gateway, tmp_path):
