@@ -66,6 +66,8 @@ class ModelOps:
     estimated_samples: int = 0
     length_rate: float = float("nan")
     failure: str = ""  # why the model was stopped (bad key, unknown model, unreachable), if it was
+    batched: int = 0  # samples answered through a provider Batch API (no latency, batch price)
+    batch_saved_usd: float = 0.0  # what those samples would have cost more at the online price
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class _Acc:
         self.suite_hash = ""
         self.estimated = 0
         self.length = 0
+        self.batched = 0
+        self.batched_tokens = [0, 0]  # prompt, completion tokens of batched samples
+        self.batched_cost = 0.0
 
     @property
     def length_rate(self) -> float:
@@ -120,10 +125,16 @@ class _Acc:
         self.group_by_item[r.item_id] = r.item_group
         if r.usage_estimated:
             self.estimated += 1
+        if not r.error:
+            self.length += r.finish_reason == "length"
+        if r.batched:  # waited in a provider's queue: its wall time is no latency
+            self.batched += 1
+            self.batched_tokens[0] += r.prompt_tokens
+            self.batched_tokens[1] += r.completion_tokens
+            self.batched_cost += r.cost_usd
         if r.error:
             self.errors += 1
-        else:
-            self.length += r.finish_reason == "length"
+        elif not r.batched:
             self.latency.append(r.latency_s)
             self.gen_time += r.latency_s
             if r.ttft_s is not None:
@@ -201,5 +212,8 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
             accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
             latency_p90=lat[90], ttft_p90=ttft[90], ttft_p99=ttft[99], errors=acc.errors,
             estimated_samples=acc.estimated, length_rate=acc.length_rate, failure=failures.get(m.model, ""),
+            batched=acc.batched, batch_saved_usd=max(0.0, (acc.batched_tokens[0] * m.price_input
+                                                           + acc.batched_tokens[1] * m.price_output) / 1e6
+                                                     - acc.batched_cost),
         ))
     return RunSummary(run, models, suites, cells, ops)

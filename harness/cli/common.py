@@ -63,3 +63,7 @@ def print_summary(summary) -> None:
         console.print(f"{ESTIMATE_MARK} the server reported no token usage for some samples: their tokens and "
                       f"cost are estimated from the text (about 4 characters a token; one per Chinese character)",
                       markup=False, highlight=False)
+    for o in summary.ops:
+        if o.batched:
+            console.print(f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "
+                          f"${o.batch_saved_usd:.4f} saved against the online price")

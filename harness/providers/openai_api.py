@@ -129,6 +129,10 @@ class OpenAIProvider:
             params["seed"] = gen.seed + request.sample_index
         return params
 
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The chat/completions body sent for a request (a Batch API line carries the same body)."""
+        return self._params(request)
+
     async def complete(self, request: Request) -> Completion:
         params = self._params(request)
         contents = [m.content for m in request.prompt.messages]
@@ -208,6 +212,13 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
 # A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
 _UNKNOWN_MODEL = re.compile(r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
                             r"is not supported|not available)|model_not_found")
+
+
+def completion_from_body(body: Any) -> Completion:
+    """A chat.completion body that arrived some other way (a Batch API output line), read by the
+    same rules as an online answer; anything else raises a retryable ProviderError."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return _completion_from_json(raw, 0.0)
 
 
 def _status_error(exc: openai.APIStatusError) -> ProviderError:

@@ -155,7 +155,7 @@ SAMPLE_FIELDS = ("n", "status", "status_label", "item_id", "meta", "extracted", 
 _STATUS = {"pass": "✓ right", "fail": "✗ wrong", "error": "⚠ error"}
 _COL = {c.key: i for i, c in enumerate(queries.SAMPLE_COLUMNS)}
 _ITEM, _ERROR, _PASSED, _LATENCY = _COL["item_id"], _COL["error"], _COL["passed"], _COL["latency_s"]
-_EXTRACTED, _REFERENCE = _COL["extracted"], _COL["reference"]
+_EXTRACTED, _REFERENCE, _BATCHED = _COL["extracted"], _COL["reference"], _COL["batched"]
 
 
 def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
@@ -185,7 +185,7 @@ def sample_view(row, n: int) -> tuple:
     """A streamed sample row (queries.SAMPLE_COLUMNS) as the SAMPLE_FIELDS tuple of plain text;
     the template escapes every field."""
     (_model, _suite, item_id, group, sample_index, completion, reasoning, finish, pt, ct, rt, latency, ttft,
-     served, error, attempts, cost, score, passed, reason, extracted, messages_json, reference) = row
+     served, error, attempts, cost, score, passed, reason, extracted, messages_json, reference, batched) = row
     status = "error" if error else ("pass" if passed else "fail")
     messages = messages_of(messages_json)
     if messages:
@@ -201,7 +201,7 @@ def sample_view(row, n: int) -> tuple:
     completion = completion or ""
     reasoning = reasoning or ""
     size = f"{len(reasoning):,} characters"
-    ops = [secs(latency)]
+    ops = ["batched (no latency)" if batched else secs(latency)]
     if ttft is not None:
         ops.append("TTFT " + secs(ttft))
     ops.append(f"{pt:,} → {ct:,} tokens ({rt:,} reasoning)" if rt else f"{pt:,} → {ct:,} tokens")
@@ -311,7 +311,8 @@ def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple
                     if item not in loc:
                         loc[item] = (n, "(error)")
                 else:
-                    lat.append(row[_LATENCY])
+                    if not row[_BATCHED]:  # a batched answer waited in a queue: no latency
+                        lat.append(row[_LATENCY])
                     if item not in loc:
                         loc[item] = (n, (row[_EXTRACTED] or "")[:ANSWER_CAP])
                 if (suite, item) not in references:

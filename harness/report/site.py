@@ -241,7 +241,8 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
                 tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—",
                 cost=estimate_mark(o.estimated_samples) + usd(o.cost_usd), length=pct(o.length_rate),
                 cpc=estimate_mark(o.estimated_samples) + usd(o.cost_per_correct), served=list(o.served_models),
-                failure=o.failure) for o in summary.ops]
+                failure=o.failure, batched=f"{o.batched:,}" if o.batched else "—",
+                saved=usd(o.batch_saved_usd) if o.batched else "—") for o in summary.ops]
     cell_ops = [dict(model=c.model, suite=c.suite, samples=f"{c.n_samples:,}",
                      errors=f"{c.errors:,} ({pct(c.error_rate)})", p50=secs(c.latency_p50), p90=secs(c.latency_p90),
                      p99=secs(c.latency_p99), ttft50=secs(c.ttft_p50), ttft99=secs(c.ttft_p99),
