@@ -218,7 +218,7 @@ def completion_from_body(body: Any) -> Completion:
     """A chat.completion body that arrived some other way (a Batch API output line), read by the
     same rules as an online answer; anything else raises a retryable ProviderError."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return _completion_from_json(raw, 0.0)
+    return completion_from_json(raw, 0.0, ())  # no prompt here: missing usage is estimated from the answer alone
 
 
 def _status_error(exc: openai.APIStatusError) -> ProviderError:
