@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.errors import HarnessError
 from harness.plan import load_plan, parse_plan
@@ -184,3 +185,11 @@ def test_plan_that_is_not_utf8_names_the_line(tmp_path):
     path.write_bytes(b"models: {a: {provider: llamacpp}}\n# caf\xe9\nsuites: [x]\n")
     with pytest.raises(HarnessError, match=r"latin1.yaml: line 2 is not valid UTF-8"):
         load_plan(path)
+
+
+def test_an_empty_mapping_key_is_the_same_as_leaving_it_out():
+    raw = yaml.safe_load("models:\n  a:\n    provider: llamacpp\n    price:\n    generation:\n"
+                         "generation:\nsuites:\n  - x:\n      options:\n      generation:\n")
+    plan = parse_plan(raw, source="p.yaml")
+    assert plan.generation == {} and plan.models[0].generation == {} and plan.models[0].price.input == 0.0
+    assert plan.suites[0].options == {} and plan.suites[0].generation == {}

@@ -32,8 +32,15 @@ def fmt_s(x: float) -> str:
     return "—" if x != x else f"{x:.2f}"
 
 
-def print_summary(summary) -> None:
+def data_console(min_width: int):
+    """A rich console that prints text as given: model, suite, plan and run names come from plans,
+    suite folders and servers, so "m[/bold]" or ":smile:" in one is shown literally, not parsed."""
     from rich.console import Console
+
+    return Console(width=max(min_width, Console().width), markup=False, emoji=False)
+
+
+def print_summary(summary) -> None:
     from rich.table import Table
 
     from harness.analysis.summary import ESTIMATE_MARK, estimate_mark
@@ -46,7 +53,7 @@ def print_summary(summary) -> None:
                       f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}", str(c.errors), fmt_s(c.latency_p50),
                       fmt_s(c.latency_p99), "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
                       f"{estimate_mark(c.estimated_samples)}{c.cost_usd:.4f}")
-    console = Console(width=max(100, Console().width))
+    console = data_console(100)
     console.print(table)
     ops = Table(title="per model: latency and time to first token (s), errors, cost")
     for col in ("model", "n", "error %", "length %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from harness.cli.common import db_option
+from harness.cli.common import data_console, db_option
 
 
 def _pct(x: float) -> str:
@@ -70,10 +70,9 @@ def recommend(run_id, db_url, margin, alpha, show_all, as_json):
 
 
 def _print(rec, show_all: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(140, Console().width))
+    console = data_console(140)
     console.print(f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
                   f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})")
     table = Table(title="routing", title_justify="left")
