@@ -98,6 +98,9 @@ class ModelSpec:
     generation: GenerationOptions = field(default_factory=dict)  # per-model overrides
     n_ctx: PositiveInt = 4096  # llamacpp context window
     threads: PositiveInt | None = None  # llamacpp threads
+    extra_body: dict[str, Any] = field(default_factory=dict)  # openai: merged into each request's JSON
+    extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
+    rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
 
     @property
@@ -431,6 +434,14 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         for key in ("batch_discount", "batch_input", "batch_output"):
             if model["price"].get(key) is None:
                 model["price"].pop(key, None)
+    for model in (*data["models"], *data["judges"]):
+        # A header value written in the plan may be a credential: keep $VAR names, never values.
+        headers = {k: v if v.startswith("$") else "(set in the plan)" for k, v in (model.get("extra_headers") or {}).items()}
+        model["extra_headers"] = headers
+        # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
+        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):
+            if model.get(key) == default:
+                model.pop(key, None)
     return data
 
 

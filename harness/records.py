@@ -68,6 +68,7 @@ class Completion:
     ttft_s: float | None = None
     served_model: str = ""
     error: str = ""  # empty when the request succeeded
+    usage_estimated: bool = False  # the server reported no usable token counts: they were estimated
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, St
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact, redact_secrets
 
 DEFAULT_DB = "sqlite:///harness.db"
 
@@ -63,6 +63,8 @@ class RunModelRow(Base):
     base_url: Mapped[str] = mapped_column(String(1000), default="")
     price_input: Mapped[float] = mapped_column(Float, default=0.0)
     price_output: Mapped[float] = mapped_column(Float, default=0.0)
+    # Why the model was stopped (fatal errors in a row: bad key, unknown model, unreachable); NULL when not.
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("run_id", "model"),)
 
 
@@ -118,6 +120,9 @@ class SampleRow(Base):
     extracted: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     batched: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # answered through a Batch API
+    # True: the server reported no usable token counts and they (and the cost) were estimated.
+    # NULL on samples stored by a harness that did not record it.
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     __table_args__ = (
         UniqueConstraint("run_id", "model", "suite", "item_id", "sample_index", name="uq_sample"),
         Index("ix_samples_run_model_suite", "run_id", "model", "suite"),
@@ -273,6 +278,7 @@ class SampleRecord:
     grade_reason: str
     extracted: str
     batched: bool | None = False
+    usage_estimated: bool | None = False
 
 
 _RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)
@@ -384,6 +390,21 @@ class Store:
                 if row["model"] not in existing:
                     s.add(RunModelRow(run_id=run_id, **row))
 
+    def mark_model_failed(self, run_id: str, model: str, reason: str | None) -> None:
+        """Record why a model was stopped (None clears it, when a resumed run gets through)."""
+        with Session(self.engine) as s, s.begin():
+            row = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id,
+                                                      RunModelRow.model == model)).first()
+            if row is not None:
+                row.failure = redact(reason)[:2000] if reason else None
+
+    def model_failures(self, run_id: str) -> dict[str, str]:
+        """model -> why it was stopped, for the models of the run that were."""
+        with Session(self.engine) as s:
+            rows = s.execute(select(RunModelRow.model, RunModelRow.failure)
+                             .where(RunModelRow.run_id == run_id, RunModelRow.failure.is_not(None)))
+            return {model: failure for model, failure in rows}
+
     def record_suite(self, run_id: str, info: RunSuiteInfo) -> None:
         fields = dict(info.__dict__)
         self._text_rules.fit(RunSuiteRow.__table__, [fields])
@@ -431,9 +452,10 @@ class Store:
         now = _now()
         for row in rows:
             row["created_at"] = now
+            _redact_row(row)
         self._text_rules.fit(SampleRow.__table__, rows)
         prompts = {h: list(p) for h, p in (prompts or {}).items() if p}
-        cache = dict(cache or ())
+        cache = {key: redact_secrets(value) for key, value in (cache or ())}
         if not (rows or prompts or cache):
             return True
         try:
@@ -579,6 +601,20 @@ class Store:
     def count_samples(self, run_id: str) -> int:
         with Session(self.engine) as s:
             return s.scalar(select(func.count()).select_from(SampleRow).where(SampleRow.run_id == run_id)) or 0
+
+
+def _redact_row(row: dict) -> None:
+    """No credential a server echoed reaches the database (nor, through it, reports and exports).
+
+    Error texts lose bearer-looking tokens too; model-written text only the known key values,
+    since a token-shaped string there may be what the model was asked to write.
+    """
+    for name in ("error", "grade_reason"):
+        if row.get(name):
+            row[name] = redact(row[name])
+    for name in ("completion", "reasoning", "extracted"):
+        if row.get(name):
+            row[name] = redact_secrets(row[name])
 
 
 def _run_info(r: RunRow) -> RunInfo:

@@ -50,6 +50,15 @@ class Faults:
     hang: float = 0.0  # never answer (client timeout)
     max_concurrent: int | None = None  # 429 (with Retry-After) for requests beyond this many at once
     seed: int = 0
+    # What real servers do (see tests/test_conformance.py):
+    interrupt: float = 0.0  # stream only the role chunk, then [DONE]: llama.cpp's server when a newer request interrupts
+    stream_usage: bool = True  # False: no usage chunk in streams (llama.cpp's server never sends one)
+    plain_500: bool = False  # 500s as text/plain "Internal Server Error" (a gateway's own failure page)
+    # 429s without Retry-After (LiteLLM's router: "No deployments available for selected model")
+    no_retry_after: bool = False
+    status: int | None = None  # answer every chat request with this status and an error body
+    echo_auth: bool = False  # error bodies quote the request's Authorization header (a careless server)
+    body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
 
 
 TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
@@ -250,6 +259,12 @@ class FakeOpenAIServer:
             st.bodies.append(payload)
         f = self.state.faults
         roll = self._rng.random()
+        if f.status is not None:
+            self._log(key, str(f.status))
+            st.status_counts[str(f.status)] += 1
+            said = f" (you sent Authorization: {headers.get('authorization', '')})" if f.echo_auth else ""
+            self._send(writer, f.status, {"error": {"message": f"request refused{said}", "type": "error"}})
+            return True
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")
             st.status_counts["429"] += 1
@@ -267,12 +282,16 @@ class FakeOpenAIServer:
             if roll < acc:
                 st.status_counts[name] += 1
                 self._log(key, name)
+                if name == "500" and f.plain_500:
+                    said = f" {headers.get('authorization', '')}" if f.echo_auth else ""
+                    self._send_raw(writer, 500, f"Internal Server Error{said}".encode(), "text/plain; charset=utf-8")
+                    return True
                 if name == "500":
                     self._send(writer, 500, {"error": {"message": "injected server error", "type": "server_error"}})
                     return True
                 if name == "429":
                     self._send(writer, 429, {"error": {"message": "injected rate limit", "type": "rate_limit"}},
-                               extra={"Retry-After": f"{f.retry_after_s:g}"})
+                               extra=None if f.no_retry_after else {"Retry-After": f"{f.retry_after_s:g}"})
                     return True
                 if name == "malformed":
                     self._send_raw(writer, 200, b'{"id": "x", "choices": [ {"message": ', "application/json")
@@ -287,8 +306,15 @@ class FakeOpenAIServer:
         answer = self._answer(model, messages)
         if payload.get("stream"):
             usage = answer["usage"]
-            await self._stream(writer, answer["model"], answer["choices"][0]["message"]["content"],
-                               usage["prompt_tokens"], usage["completion_tokens"])
+            interrupted = f.interrupt and self._rng.random() < f.interrupt
+            if interrupted:
+                st.status_counts["interrupted"] += 1
+            text = "" if interrupted else answer["choices"][0]["message"]["content"]
+            await self._stream(writer, answer["model"], text, usage["prompt_tokens"], usage["completion_tokens"],
+                               interrupted=bool(interrupted), usage=f.stream_usage)
+            return True
+        if f.body is not None:
+            self._send_raw(writer, 200, f.body(payload), "application/json")
             return True
         self._send(writer, 200, answer)
         return True
@@ -478,7 +504,8 @@ class FakeOpenAIServer:
         if len(self.state.log) < 100_000:
             self.state.log.append((time.monotonic(), key, outcome))
 
-    async def _stream(self, writer, served, text, prompt_tokens, completion_tokens) -> None:
+    async def _stream(self, writer, served, text, prompt_tokens, completion_tokens, *,
+                      interrupted: bool = False, usage: bool = True) -> None:
         head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                 "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
         writer.write(head.encode())
@@ -488,14 +515,23 @@ class FakeOpenAIServer:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
         base = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": int(time.time()), "model": served}
+        # Real servers (llama.cpp's, vLLM, OpenAI) open with a chunk that carries only the role.
+        event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+        if interrupted:  # llama.cpp's server: the role chunk, then [DONE], no finish_reason
+            event(None)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return
         words = text.split(" ")
         for i, w in enumerate(words):
             piece = w if i == 0 else " " + w
             event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
             await writer.drain()
         event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                                "total_tokens": prompt_tokens + completion_tokens}})
+        if usage:
+            event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                    "completion_tokens": completion_tokens,
+                                                    "total_tokens": prompt_tokens + completion_tokens}})
         event(None)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
@@ -505,8 +541,8 @@ class FakeOpenAIServer:
 
     @staticmethod
     def _send_raw(writer, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-                  500: "Internal Server Error"}.get(status, "OK")
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                  429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "OK")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
         for k, v in (extra or {}).items():
             head += f"{k}: {v}\r\n"

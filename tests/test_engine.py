@@ -79,15 +79,20 @@ def test_errors_are_stored_as_failed_samples_and_never_stop_the_run(tmp_path, fa
     assert summarize_run(store, result.run_id).cell("down", "math-word").error_rate == 1.0
 
 
-def test_unreachable_endpoint_is_recorded_per_sample(tmp_path, db_url):
+def test_unreachable_endpoint_stops_the_model_and_fails_the_run(tmp_path, db_url):
     plan_path = tmp_path / "p.yaml"
     plan_path.write_text(yaml.safe_dump({"models": {"gone": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                                              "max_attempts": 1, "timeout_s": 2}},
-                                         "suites": [{"math-word": {"limit": 2}}]}))
+                                                              "max_attempts": 1, "timeout_s": 2, "concurrency": 1}},
+                                         "suites": [{"math-word": {"limit": 6}}]}))
     store = Store(db_url)
     result = execute_plan(load_plan(plan_path), store)
-    samples = list(store.samples(result.run_id))
-    assert len(samples) == 2 and all("connection" in s.error.lower() for s in samples)
+    # Nothing answered: no sample is stored (a rerun asks them all), the model's reason is, and
+    # only the first few units were ever tried.
+    assert list(store.samples(result.run_id)) == []
+    assert result.status == "failed" and store.run(result.run_id).status == "failed"
+    assert "connection" in store.model_failures(result.run_id)["gone"].lower()
+    state = result.outcome.per_model["gone"]
+    assert state.requests == 3 and not result.outcome.reached()
 
 
 def test_missing_api_key_variable_is_a_clear_error(tmp_path, fake_server, db_url, monkeypatch):

@@ -23,7 +23,8 @@ from harness.engine.pacing import AdaptiveLimiter
 from harness.engine.units import in_shard, plan_units, prepare_suites
 from harness.plan import load_plan
 from harness.suite.prompt import PromptBuilder
-from harness.providers.openai_api import OpenAIProvider, _completion_from_json
+from harness.providers.openai_api import OpenAIProvider
+from harness.providers.openai_body import completion_from_json
 from harness.engine.runs import execute_plan
 from harness.store import Store
 
@@ -290,7 +291,7 @@ def test_completion_accounting_from_the_json_body():
                                                           "finish_reason": "length"}],
                        "usage": {"prompt_tokens": 12, "completion_tokens": 30,
                                  "completion_tokens_details": {"reasoning_tokens": 25}}}).encode()
-    c = _completion_from_json(body, 0.5)
+    c = completion_from_json(body, 0.5, ["hello"])
     assert (c.text, c.reasoning, c.finish_reason, c.served_model) == ("hi", "hmm", "length", "served-7b")
     assert (c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.latency_s) == (12, 30, 25, 0.5)
 

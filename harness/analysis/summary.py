@@ -37,6 +37,8 @@ class CellSummary:
     cost_usd: float
     cost_per_correct: float
     served_models: tuple[str, ...]
+    estimated_samples: int = 0  # samples whose tokens (and so cost) were estimated: the server reported none
+    length_rate: float = float("nan")  # share of answered samples cut at max_tokens (finish_reason "length")
     scores: tuple[float, ...] = field(repr=False, default=())  # per item (mean over samples), item order
     item_ids: tuple[str, ...] = field(repr=False, default=())
     groups: tuple[str, ...] = field(repr=False, default=())
@@ -61,6 +63,9 @@ class ModelOps:
     ttft_p90: float = float("nan")
     ttft_p99: float = float("nan")
     errors: int = 0
+    estimated_samples: int = 0
+    length_rate: float = float("nan")
+    failure: str = ""  # why the model was stopped (bad key, unknown model, unreachable), if it was
     batched: int = 0  # samples answered through a provider Batch API (no latency, batch price)
     batch_saved_usd: float = 0.0  # what those samples would have cost more at the online price
 
@@ -80,6 +85,14 @@ class RunSummary:
         return None
 
 
+ESTIMATE_MARK = "≈"  # before a cost that includes estimated tokens (the server reported no usage)
+
+
+def estimate_mark(estimated_samples: int) -> str:
+    """The prefix of a cost figure: "≈" when some of its samples' tokens were estimated."""
+    return ESTIMATE_MARK if estimated_samples else ""
+
+
 class _Acc:
     def __init__(self):
         self.scores_by_item: dict[str, list[float]] = defaultdict(list)
@@ -94,15 +107,26 @@ class _Acc:
         self.gen_time = 0.0
         self.served: set[str] = set()
         self.suite_hash = ""
+        self.estimated = 0
+        self.length = 0
         self.batched = 0
         self.batched_tokens = [0, 0]  # prompt, completion tokens of batched samples
         self.batched_cost = 0.0
+
+    @property
+    def length_rate(self) -> float:
+        answered = self.n - self.errors
+        return self.length / answered if answered else float("nan")
 
     def add(self, r) -> None:
         self.n += 1
         self.suite_hash = r.suite_hash
         self.scores_by_item[r.item_id].append(r.score)
         self.group_by_item[r.item_id] = r.item_group
+        if r.usage_estimated:
+            self.estimated += 1
+        if not r.error:
+            self.length += r.finish_reason == "length"
         if r.batched:  # waited in a provider's queue: its wall time is no latency
             self.batched += 1
             self.batched_tokens[0] += r.prompt_tokens
@@ -165,14 +189,19 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                 prompt_tokens=acc.prompt_tokens, completion_tokens=acc.completion_tokens,
                 reasoning_tokens=acc.reasoning_tokens, cost_usd=acc.cost,
                 cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
-                served_models=tuple(sorted(acc.served)), scores=per_item, item_ids=item_ids,
+                served_models=tuple(sorted(acc.served)), estimated_samples=acc.estimated,
+                length_rate=acc.length_rate, scores=per_item, item_ids=item_ids,
                 groups=tuple(acc.group_by_item[i] for i in item_ids),
             ))
     ops = []
+    failures = store.model_failures(run.id)
     for m in models:
         acc = model_acc.get(m.model)
         if acc is None:
-            continue
+            if m.model in failures:  # stopped before any sample was stored: still a row, with its reason
+                acc = _Acc()
+            else:
+                continue
         lat = stats.percentiles(acc.latency, (50, 90, 99))
         ttft = stats.percentiles(acc.ttft, (50, 90, 99))
         ops.append(ModelOps(
@@ -182,6 +211,7 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
             cost_usd=acc.cost, cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
             accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
             latency_p90=lat[90], ttft_p90=ttft[90], ttft_p99=ttft[99], errors=acc.errors,
+            estimated_samples=acc.estimated, length_rate=acc.length_rate, failure=failures.get(m.model, ""),
             batched=acc.batched, batch_saved_usd=max(0.0, (acc.batched_tokens[0] * m.price_input
                                                            + acc.batched_tokens[1] * m.price_output) / 1e6
                                                      - acc.batched_cost),

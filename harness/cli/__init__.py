@@ -63,6 +63,9 @@ def cli():
 
 
 def main() -> None:
+    from harness.errors import install_log_redaction
+
+    install_log_redaction()
     try:
         cli.main(standalone_mode=False)
     except HarnessError as exc:

@@ -136,6 +136,14 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
 
         path = write_report(store, [result.run_id], out_dir)
         click.echo(f"report: {path}")
+    failures = result.outcome.failures()
+    if failures:
+        for model, reason in failures.items():
+            state = result.outcome.per_model[model]
+            left = f"; {state.unstored} sample(s) not stored" if state.unstored else ""
+            echo_err(f"model '{model}' failed: {reason}{left}; fix the cause and rerun the plan to resume")
+        # 2: nothing could be reached (as a bad key or a closed port is the user's to fix); 1: some models failed.
+        sys.exit(2 if not result.outcome.reached() else 1)
     if check or fail_on_regression:
         if result.status in ("running", "waiting"):
             echo_err("check skipped: the run is not complete yet")

@@ -12,8 +12,9 @@ The scale-out seam is two small pieces:
 * `plan_units(plan, model, suites, done, shard=(i, n))` lazily enumerates a model's remaining work
   as `WorkUnit`s (items stream from disk, prompts are built one at a time); `shard` keeps the
   units whose stable hash falls in shard i of n, so n workers split a plan without talking.
-* `UnitRunner.run(unit) -> SampleRecord` requests (with retries), grades and hands one unit to
-  a sink, independently of every other unit.
+* `UnitRunner.run(unit) -> SampleRecord | None` requests (with retries), grades and hands one unit
+  to a sink, independently of every other unit (None: a fatal error, bad key or unknown model or
+  nothing listening, left it unstored for a rerun; a few in a row stop the model, `ModelState.failed`).
 
 `LocalExecutor` drives both on one asyncio loop (what `harness run` uses). A distributed
 executor (e.g. Ray) would: create or resume the run once (`harness.engine.runs.choose_run`), then on

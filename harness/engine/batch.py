@@ -35,7 +35,8 @@ from urllib.parse import urlparse
 
 from harness.engine.batch_records import (BatchInfo, SampleKey, add_batch, batch_keys, batch_rounds, list_batches,
                                           update_batch)
-from harness.engine.pacing import backoff_delay, estimate_tokens
+from harness.engine.pacing import backoff_delay
+from harness.providers.tokens import estimate_tokens
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, WorkUnit, plan_units
 from harness.plan import BatchSettings, ModelSpec, Plan

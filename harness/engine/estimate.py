@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from harness.engine.units import generation_for, prepare_suites
-from harness.engine.pacing import estimate_tokens
+from harness.providers.tokens import estimate_tokens
 from harness.plan import Plan
 
 

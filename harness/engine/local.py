@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from harness.engine.pacing import AdaptiveLimiter, RateLimiter, estimate_tokens
+from harness.engine.pacing import AdaptiveLimiter, RateLimiter
+from harness.providers.tokens import estimate_tokens
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, plan_units, remaining_samples
 from harness.engine.writer import StoreWriter
@@ -35,6 +36,20 @@ class RunOutcome:
     @property
     def complete(self) -> bool:
         return not self.stopped_for_cost and not self.interrupted and not self.waiting
+
+    def failures(self) -> dict[str, str]:
+        """model -> why some of its samples are missing: stopped on fatal errors, or samples left unstored."""
+        out = {}
+        for name, st in self.per_model.items():
+            if st.failed:
+                out[name] = st.failed
+            elif st.unstored:
+                out[name] = f"{st.unstored} sample(s) not stored after: {st.last_fatal}"
+        return out
+
+    def reached(self) -> bool:
+        """Some model's server answered at least once (or nothing needed asking)."""
+        return any(st.answered or not st.failed for st in self.per_model.values())
 
 
 def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
@@ -223,7 +238,7 @@ class LocalExecutor:
                 stop.set()
 
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not state.failed:
                 await live.acquire()
                 try:
                     unit = next(units, None)
@@ -238,7 +253,7 @@ class LocalExecutor:
                 if rate.active:
                     await rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
                 ticket = await limiter.acquire()
-                if stop.is_set():
+                if stop.is_set() or state.failed:
                     limiter.release(ticket, success=False)
                     live.release()
                     break

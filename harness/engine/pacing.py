@@ -90,6 +90,15 @@ class AdaptiveLimiter:
             self.window = min(float(self.cap), self.window + 1.0 / self.window)
         self._wake()
 
+    def lower_cap(self) -> None:
+        """The server serves fewer requests at once than it is sent (it ends some early): one fewer, for good."""
+        if self.cap > 1:
+            self.cap = max(1, min(self.cap - 1, self.limit - 1))
+            self.window = min(self.window, float(self.cap))
+            self.min_window = min(self.min_window, self.window)
+            self.cuts += 1
+            log.info("the server ends requests early under concurrency: at most %d at once from now on", self.cap)
+
     def _wake(self) -> None:
         if not self._waiters:
             return
@@ -154,14 +163,6 @@ class RateLimiter:
                 await asyncio.sleep(max(waits))
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough token count (about 4 characters a token for English, ~1.5 for Chinese)."""
-    if text.isascii():
-        return len(text) // 4 + 1
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return int(cjk / 1.5 + (len(text) - cjk) / 4) + 1
-
-
 def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.25, cap: float = 30.0) -> float:
     """How long to wait before attempt `attempt + 1`.
 
@@ -173,3 +174,17 @@ def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.25, c
     if retry_after is not None:
         return min(retry_after, 120.0) * random.uniform(1.0, 1.2)
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def rate_limit_delay(retry_after: float | None, attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
+    """How long a rate-limited (429) request waits before it asks again.
+
+    The server's Retry-After when it sent one (as `backoff_delay`). Without it (LiteLLM's
+    router sends none), a backoff that doubles from `base` up to `cap` with half of it jittered:
+    it keeps a rate window's worth of requests from all coming back at once, and the cap keeps a
+    request from sleeping long past the moment a per-minute window frees.
+    """
+    if retry_after is not None:
+        return backoff_delay(attempt, retry_after)
+    step = min(cap, base * 2 ** max(0, attempt - 1))
+    return step * random.uniform(0.5, 1.0)

@@ -162,12 +162,14 @@ def _one_machine() -> bool:
 
 
 def gather_secrets(plan: Plan, db_url: str) -> Secrets:
-    """The database URL (a SQLite path made absolute), the plan's API keys and HARNESS_* settings."""
+    """The database URL (a SQLite path made absolute), the plan's API keys and `$VAR` header values, HARNESS_* settings."""
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             and not os.path.isabs(url.database):
         url = url.set(database=os.path.abspath(url.database))
-    names = {m.api_key_env for m in (*plan.models, *plan.judges) if m.api_key_env}
+    models = (*plan.models, *plan.judges)
+    names = {m.api_key_env for m in models if m.api_key_env}
+    names |= {v[1:] for m in models for v in (m.extra_headers or {}).values() if v.startswith("$")}
     env = {name: os.environ[name] for name in names if name in os.environ}
     # e.g. HARNESS_SUITES_PATH: a worker started by a raylet has the raylet's environment, not ours.
     env.update({k: v for k, v in os.environ.items() if k.startswith("HARNESS_") and k != "HARNESS_DB"})

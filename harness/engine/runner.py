@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, estimate_tokens
+from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, rate_limit_delay
+from harness.providers.tokens import estimate_tokens
 from harness.engine.units import PreparedSuite, WorkUnit, cache_key
 from harness.errors import HarnessError
 from harness.graders.grading import SuiteGrader
@@ -39,7 +40,28 @@ class ModelState:
     retries: int = 0
     total: int | None = None
     requests: int = 0  # requests actually sent (cache hits and retries aside)
+    answered: int = 0  # requests the server answered with a usable completion
+    estimated: int = 0  # samples whose token counts were estimated (the server reported none)
+    failed: str = ""  # why the model was stopped (fatal errors in a row); its remaining units are not sent
+    fatal_streak: int = 0  # samples in a row that ended with a fatal or unreachable error
+    unstored: int = 0  # samples left unstored (fatal errors, or not sent once stopped): a rerun asks them
+    last_fatal: str = ""
 
+    def note_outcome(self, completion: Completion, fatal: bool) -> None:
+        """Count a sample's ending; FATAL_STREAK fatal endings in a row stop the model."""
+        if not fatal:
+            self.fatal_streak = 0
+            return
+        self.fatal_streak += 1
+        self.last_fatal = completion.error
+        if self.fatal_streak >= FATAL_STREAK and not self.failed:
+            self.failed = completion.error
+            log.warning("%s: stopped after %d fatal errors in a row: %s", self.spec.name, self.fatal_streak,
+                        completion.error)
+
+
+# Identical fatal endings (bad key, unknown model, nothing listening) in a row that stop a model.
+FATAL_STREAK = 3
 
 
 class UnitRunner:
@@ -96,7 +118,17 @@ class UnitRunner:
         return JudgeContext(ask=ask, render=render)
 
     async def request(self, state: ModelState, unit: WorkUnit, ticket: int | None = None) -> tuple[Completion, int]:
-        """The unit's completion and the attempts it took. `ticket`: a slot already taken for it."""
+        """The unit's completion and the attempts it took. `ticket`: a slot already taken for it.
+
+        Errors are retried up to `max_attempts` attempts; 429s do not use attempts up: they
+        wait (Retry-After, else a backoff that reaches a rate window's length) for as long as
+        `rate_limit_wait_s` allows. Fatal errors are not retried. A failed completion carries
+        the error in `error`.
+        """
+        completion, attempts, _ = await self._request(state, unit, ticket)
+        return completion, attempts
+
+    async def _request(self, state: ModelState, unit: WorkUnit, ticket: int | None) -> tuple[Completion, int, bool]:
         spec = state.spec
         key = None
         if self.use_cache:
@@ -105,40 +137,79 @@ class UnitRunner:
             if hit is not None:
                 if ticket is not None:
                     state.limiter.release(ticket, success=False)
-                return Completion(**hit), 0
+                return Completion(**hit), 0, False
         req = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
-        attempt = 0
+        attempt = 0  # attempts that count against max_attempts (429s do not)
+        sent = 0
+        limited = 0  # 429s this unit got
+        rate_limited_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            attempt += 1
+            if state.failed:
+                if ticket is not None:
+                    state.limiter.release(ticket, success=False)
+                return Completion(error=f"not sent: the model was stopped ({state.failed})"), sent, True
             if ticket is None:
                 if state.rate.active:
                     await state.rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
                 ticket = await state.limiter.acquire(priority=True)
+                if state.failed:
+                    continue
             state.requests += 1
+            sent += 1
             try:
                 completion = await state.provider.complete(req)
             except ProviderError as exc:
-                state.limiter.release(ticket, rate_limited=exc.rate_limited, success=False,
-                                      retry_after=exc.retry_after)
-                ticket = None
-                if not exc.retryable or attempt >= spec.max_attempts:
-                    return Completion(error=str(exc) or exc.__class__.__name__), attempt
-                state.retries += 1
-                delay = backoff_delay(attempt, exc.retry_after)
-                log.debug("%s: %s; retry %d in %.2fs", spec.name, exc, attempt, delay)
-                await asyncio.sleep(delay)
-                continue
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - a provider bug reading a body must not end the run
+                log.debug("%s: unexpected provider error", spec.name, exc_info=True)
+                error = ProviderError(f"unreadable response: {exc.__class__.__name__}: {exc}", retryable=True)
             except BaseException:
                 state.limiter.release(ticket, success=False)
                 raise
-            state.limiter.release(ticket)
-            if key is not None and self.cache_sink is not None:
-                self.cache_sink(key, completion)
-            return completion, attempt
+            else:
+                state.limiter.release(ticket)
+                state.answered += 1
+                if key is not None and self.cache_sink is not None:
+                    self.cache_sink(key, completion)
+                return completion, sent, False
+            state.limiter.release(ticket, rate_limited=error.rate_limited, success=False,
+                                  retry_after=error.retry_after)
+            ticket = None
+            if error.congested:
+                state.limiter.lower_cap()
+            message = str(error) or error.__class__.__name__
+            if error.rate_limited:
+                limited += 1
+                now = loop.time()
+                rate_limited_since = now if rate_limited_since is None else rate_limited_since
+                waited = now - rate_limited_since
+                if waited >= spec.rate_limit_wait_s:
+                    return Completion(error=f"{message} (still rate limited after waiting {waited:.0f} s; "
+                                            f"rate_limit_wait_s is {spec.rate_limit_wait_s:g})"), sent, False
+                delay = min(rate_limit_delay(error.retry_after, limited), spec.rate_limit_wait_s - waited + 0.1)
+            else:
+                attempt += 1
+                if not error.retryable or attempt >= spec.max_attempts:
+                    return Completion(error=message), sent, error.fatal or error.unreachable
+                delay = backoff_delay(attempt, error.retry_after)
+            state.retries += 1
+            log.debug("%s: %s; retry in %.2fs", spec.name, message, delay)
+            await asyncio.sleep(delay)
 
-    async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord:
+    async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord | None:
+        """Request, grade and hand the sample to the sink; None when it is left unstored.
+
+        A sample that ended with a fatal error (bad key, unknown model, nothing listening) or
+        was not sent because its model was stopped measures the configuration, not the model:
+        it is not stored, so that rerunning the plan once the cause is fixed asks it again.
+        """
         state = self.models[unit.model]
-        completion, attempts = await self.request(state, unit, ticket)
+        completion, attempts, fatal = await self._request(state, unit, ticket)
+        state.note_outcome(completion, fatal)
+        if fatal:
+            state.unstored += 1
+            return None
         return await self.finish(unit, completion, attempts)
 
     async def finish(self, unit: WorkUnit, completion: Completion, attempts: int,
@@ -166,10 +237,13 @@ class UnitRunner:
             ttft_s=completion.ttft_s, served_model=completion.served_model, error=completion.error,
             attempts=attempts, cost_usd=cost, score=grade.score, passed=grade.passed,
             grade_reason=grade.reason, extracted=grade.extracted, batched=batched,
+            usage_estimated=completion.usage_estimated,
         )
         state.done += 1
         if completion.error:
             state.errors += 1
+        if completion.usage_estimated:
+            state.estimated += 1
         state.correct += grade.score
         state.cost += cost
         self.sink(record, unit)

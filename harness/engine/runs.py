@@ -11,7 +11,7 @@ from harness import __version__
 from harness.engine.lease import PlanLease
 from harness.engine.local import LocalExecutor, RunOutcome
 from harness.engine.units import prepare_suites, samples_per_model
-from harness.errors import HarnessError
+from harness.errors import HarnessError, install_log_redaction
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store
 
@@ -77,8 +77,9 @@ def expected_samples(plan: Plan, suites) -> int | None:
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
                   shard: tuple[int, int] | None) -> str:
     """'stopped' at --max-cost, 'interrupted' when told to stop, 'waiting' while provider batches
-    are still running, else 'finished' once every expected sample is stored (a run that raises is
-    marked 'failed' by `execute_plan`).
+    are still running, 'failed' when a model was stopped on fatal errors (or left samples unstored),
+    else 'finished' once every expected sample is stored (a run that raises is marked 'failed' by
+    `execute_plan`).
 
     A shard only knows its own part is done: the run is finished when the shared store holds
     every sample (the last shard to end marks it), and stays 'running' until then.
@@ -89,6 +90,8 @@ def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOut
         return "stopped"
     if outcome.interrupted:
         return "interrupted"
+    if outcome.failures():
+        return "failed"  # resumable: rerunning the plan asks what the failed models did not answer
     if shard is None or shard[1] <= 1:
         return "finished"
     expected = expected_samples(plan, suites)
@@ -110,16 +113,18 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
     `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
     `ray`: `RayOptions` to run the shards on a Ray cluster instead.
     """
+    install_log_redaction()  # a server's echo of a key must not reach a log either
     if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
         # One process follows a model's batches: a shard would collect batches holding other shards' samples.
         raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
     if api_models:  # a missing key is the user's to fix: say so before a run is recorded
-        from harness.providers.openai_api import resolve_api_key
+        from harness.providers.openai_api import resolve_api_key, resolve_extra_headers
 
         for m in api_models:
             resolve_api_key(m)
+            resolve_extra_headers(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
     cluster = _join_ray(ray, plan, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
     try:
@@ -178,6 +183,9 @@ def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max
             # Never leave a run 'running' that nothing executes; rerunning the plan resumes it either way.
             _mark_ended(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
+        failures = outcome.failures()
+        for m in (*plan.models, *plan.judges):
+            store.mark_model_failed(run_id, m.name, failures.get(m.name))
         status = finish_status(store, run_id, plan, suites, outcome, shard)
         store.mark_run(run_id, status)
     return RunResult(run_id, resumed, status, outcome)

@@ -18,15 +18,27 @@ class Request:
 
 
 class ProviderError(Exception):
-    """A failed request. `retryable` errors (429, 5xx, timeouts, dropped connections) are retried."""
+    """A failed request. `retryable` errors (429, 5xx, timeouts, dropped connections) are retried.
+
+    `rate_limited` (429): retried within a time budget rather than an attempt count. `fatal`
+    (401/403 bad key, 404 unknown model or route): retrying cannot help, and a few of them in a
+    row stop the model. `unreachable` (connection refused, unknown host): retried, but a few
+    samples in a row that end unreachable stop the model too. `congested`: the server ended the
+    request early because another one arrived (llama.cpp's server interrupts a stream for a
+    newer request): it serves fewer requests at once than it was sent.
+    """
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None, rate_limited: bool = False):
+                 status: int | None = None, rate_limited: bool = False, fatal: bool = False,
+                 unreachable: bool = False, congested: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
         self.rate_limited = rate_limited
+        self.fatal = fatal
+        self.unreachable = unreachable
+        self.congested = congested
 
 
 class Provider(Protocol):

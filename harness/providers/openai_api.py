@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import socket
 import ssl
 import time
 from typing import Any
@@ -23,16 +25,20 @@ from typing import Any
 import httpx2
 import openai
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, register_secret
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
+from harness.providers.openai_body import SHOWN_BODY_CHARS, StreamReader, completion_from_json
 from harness.records import Completion
 
 POOL_SIZE = 8  # connections per HTTP pool; a model with concurrency 64 gets eight pools
 
 
 def resolve_api_key(spec: ModelSpec) -> str:
-    """The key named by api_key_env; local servers often need none, so no variable means 'none'."""
+    """The key named by api_key_env; local servers often need none, so no variable means 'none'.
+
+    The value is registered for redaction: a server that echoes it back never gets it stored.
+    """
     if not spec.api_key_env:
         return "not-needed"
     key = os.environ.get(spec.api_key_env)
@@ -41,7 +47,24 @@ def resolve_api_key(spec: ModelSpec) -> str:
             f"model '{spec.name}': environment variable {spec.api_key_env} is not set "
             f"(export {spec.api_key_env}=... with the API key for {spec.base_url})"
         )
+    register_secret(key)
     return key
+
+
+def resolve_extra_headers(spec: ModelSpec) -> dict[str, str]:
+    """The model's extra_headers with `$VAR` values read from the environment (and registered for redaction)."""
+    headers = {}
+    for name, value in (spec.extra_headers or {}).items():
+        if value.startswith("$"):
+            var = value[1:]
+            resolved = os.environ.get(var)
+            if resolved is None:
+                raise HarnessError(f"model '{spec.name}': extra_headers {name}: environment variable {var} "
+                                   f"is not set (export {var}=...)")
+            register_secret(resolved)
+            value = resolved
+        headers[name] = value
+    return headers
 
 
 def _aiohttp_available() -> bool:
@@ -68,6 +91,8 @@ class OpenAIProvider:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         api_key = resolve_api_key(spec)
+        self.headers = resolve_extra_headers(spec)
+        self.extra_body = dict(spec.extra_body or {})
         aio = _aiohttp_available()
         pools = 1 if aio else max(1, -(-int(spec.concurrency) // POOL_SIZE))
         per_pool = -(-int(spec.concurrency) // pools)
@@ -110,6 +135,7 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Completion:
         params = self._params(request)
+        contents = [m.content for m in request.prompt.messages]
         busy = self._busy
         index = busy.index(min(busy)) if len(busy) > 1 else 0
         client = self.clients[index]
@@ -118,63 +144,50 @@ class OpenAIProvider:
         try:
             async with asyncio.timeout(self.spec.timeout_s):
                 if self.spec.stream:
-                    return await self._stream(client, params, start)
-                response = await client.post("/chat/completions", body=params, cast_to=httpx2.Response)
+                    return await self._stream(client, params, contents, start)
+                options = {"headers": self.headers} if self.headers else {}
+                response = await client.post("/chat/completions", body={**params, **self.extra_body},
+                                             cast_to=httpx2.Response, options=options)
                 body = response.content
+        except ProviderError:
+            raise
         except openai.APIStatusError as exc:
             raise _status_error(exc) from None
         except (openai.APITimeoutError, TimeoutError) as exc:
             if time.perf_counter() - start < 0.9 * self.spec.timeout_s:
                 # The aiohttp backend reports a refused connection as a connect "timeout".
-                raise ProviderError(f"connection failed: {exc.__cause__ or exc}", retryable=True) from None
+                raise _connection_error(exc) from None
             raise ProviderError(f"timed out after {self.spec.timeout_s:g} s", retryable=True) from None
         except openai.APIConnectionError as exc:
-            raise ProviderError(f"connection failed: {exc.__cause__ or exc}", retryable=True) from None
-        except openai.APIResponseValidationError as exc:
-            raise ProviderError(f"malformed response: {exc}", retryable=True) from None
+            raise _connection_error(exc) from None
+        except (openai.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError,
+                IndexError, UnicodeError) as exc:
+            # Whatever else a body can make the client trip over is the server's fault, not a crash.
+            raise ProviderError(f"malformed response: {exc.__class__.__name__}: {str(exc)[:SHOWN_BODY_CHARS]}",
+                                retryable=True) from None
         except (httpx2.HTTPError, OSError) as exc:  # a body cut short while being read
             raise ProviderError(f"connection failed: {exc}", retryable=True) from None
         finally:
             busy[index] -= 1
         latency = time.perf_counter() - start
-        return _completion_from_json(body, latency)
+        return completion_from_json(body, latency, contents)
 
-    async def _stream(self, client, params: dict[str, Any], start: float) -> Completion:
-        stream = await client.chat.completions.create(
-            **params, stream=True, stream_options={"include_usage": True}
-        )
-        parts: list[str] = []
-        reasoning: list[str] = []
+    async def _stream(self, client, params: dict[str, Any], contents: list[str], start: float) -> Completion:
+        """Read the SSE stream line by line: the completion is whatever the events say, checked whole."""
+        reader = StreamReader(contents)
         ttft = None
-        finish = ""
-        served = ""
-        usage = None
-        async for chunk in stream:
-            served = served or getattr(chunk, "model", "") or ""
-            if getattr(chunk, "usage", None):
-                usage = chunk.usage
-            for choice in chunk.choices or []:
-                delta = choice.delta
-                text = getattr(delta, "content", None) or ""
-                think = _extra(delta, "reasoning_content") or ""
-                if (text or think) and ttft is None:
+        async with client.chat.completions.with_streaming_response.create(
+            **params, stream=True, stream_options={"include_usage": True},
+            extra_headers=self.headers or None, extra_body=self.extra_body or None,
+        ) as response:
+            async for line in response.iter_lines():
+                reader.feed_line(line)
+                if ttft is None and reader.first_text:
                     ttft = time.perf_counter() - start
-                parts.append(text)
-                reasoning.append(think)
-                finish = choice.finish_reason or finish
-        latency = time.perf_counter() - start
-        details = getattr(usage, "completion_tokens_details", None)
-        return Completion(
-            text="".join(parts),
-            reasoning="".join(reasoning),
-            finish_reason=finish,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            reasoning_tokens=int(getattr(details, "reasoning_tokens", 0) or 0),
-            latency_s=latency,
-            ttft_s=ttft,
-            served_model=served,
-        )
+                if reader.done:
+                    break
+            reader.close()
+        return reader.completion(time.perf_counter() - start, ttft)
 
     async def close(self) -> None:
         for client in self.clients:
@@ -196,53 +209,16 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
             client._platform = header
 
 
-def _extra(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    if value is None:
-        extra = getattr(obj, "model_extra", None) or {}
-        value = extra.get(name)
-    return value
-
-
-def _malformed(body: bytes, why: str) -> ProviderError:
-    return ProviderError(f"malformed response ({why}): {body[:200]!r}", retryable=True)
-
-
-def _completion_from_json(body: bytes, latency: float) -> Completion:
-    """A chat.completion JSON body -> Completion; anything else is a retryable malformed response."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _malformed(body, "not JSON") from None
-    if not isinstance(data, dict):
-        raise _malformed(body, "not a JSON object")
-    choices = data.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        raise _malformed(body, "no choices")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise _malformed(body, "no message")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    details = usage.get("completion_tokens_details")
-    reasoning_tokens = details.get("reasoning_tokens") if isinstance(details, dict) else 0
-    return Completion(
-        text=message.get("content") or "",
-        reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
-        finish_reason=choice.get("finish_reason") or "",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        reasoning_tokens=int(reasoning_tokens or 0),
-        latency_s=latency,
-        served_model=str(data.get("model") or ""),
-    )
+# A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
+_UNKNOWN_MODEL = re.compile(r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
+                            r"is not supported|not available)|model_not_found")
 
 
 def completion_from_body(body: Any) -> Completion:
     """A chat.completion body that arrived some other way (a Batch API output line), read by the
     same rules as an online answer; anything else raises a retryable ProviderError."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return _completion_from_json(raw, 0.0)
+    return completion_from_json(raw, 0.0, ())  # no prompt here: missing usage is estimated from the answer alone
 
 
 def _status_error(exc: openai.APIStatusError) -> ProviderError:
@@ -255,13 +231,49 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = max(0.0, float(header) / 1000)
         except ValueError:
             retry_after = None
-    header = headers.get("retry-after")
-    if header and retry_after is None:
-        retry_after = _parse_retry_after(header)
+    # LiteLLM's proxy names its cooldown `llm_provider-retry-after` (seconds) and sends no Retry-After.
+    for name in ("retry-after", "llm_provider-retry-after"):
+        header = headers.get(name)
+        if header and retry_after is None:
+            retry_after = _parse_retry_after(header)
+    detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
-    body = (exc.message or "")[:200]
-    return ProviderError(f"HTTP {status}: {body}", retryable=retryable, retry_after=retry_after,
-                         status=status, rate_limited=status == 429)
+    fatal = status in (401, 403, 404) or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail)))
+    return ProviderError(f"HTTP {status}: {detail}", retryable=retryable, retry_after=retry_after,
+                         status=status, rate_limited=status == 429, fatal=fatal)
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    """The server's own words: `error.message` of a JSON body, else the start of the body's text."""
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        message = err.get("message") or err.get("detail") or err if isinstance(err, dict) else err
+        text = message if isinstance(message, str) else json.dumps(message, default=str)
+    elif isinstance(body, str):
+        text = body
+    else:
+        try:
+            text = exc.response.text if exc.response is not None else ""
+        except Exception:  # a streamed error body that could not be read
+            text = ""
+        text = text or exc.message or ""
+    return " ".join(text.split())[:SHOWN_BODY_CHARS] or "(empty body)"
+
+
+def _connection_error(exc: BaseException) -> ProviderError:
+    """A failed connection; `unreachable` when nothing answered at all (refused, unknown host)."""
+    cause = exc.__cause__ or exc
+    unreachable = False
+    seen = 0
+    link: BaseException | None = exc
+    while link is not None and seen < 10:
+        if isinstance(link, (ConnectionRefusedError, socket.gaierror)) or \
+                type(link).__name__ in ("ClientConnectorError", "ClientConnectorDNSError", "ConnectError"):
+            unreachable = True
+            break
+        link, seen = link.__cause__ or link.__context__, seen + 1
+    return ProviderError(f"connection failed: {cause}", retryable=True, unreachable=unreachable)
 
 
 def _parse_retry_after(value: str) -> float | None:

@@ -10,7 +10,7 @@ from harness.store import Store
 
 COLUMNS = ("run", "model", "suite", "suite_hash", "item_id", "sample_index", "completion", "score", "passed",
            "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "latency_s", "ttft_s",
-           "cost_usd", "served_model", "error", "batched")
+           "cost_usd", "served_model", "error", "batched", "finish_reason", "usage_estimated")
 
 
 def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:

@@ -1,0 +1,207 @@
+"""Read what an OpenAI-compatible server answered (a JSON body or an SSE stream) into a `Completion`.
+
+Servers send anything: a stream that ends with `[DONE]` but no `finish_reason` (llama.cpp's
+server when a newer request interrupts it), no `usage`, token counts as strings or absurd
+numbers, content as a list of parts or as a number. Here every such body either becomes a valid
+`Completion` or raises a retryable `ProviderError`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from harness.providers.base import ProviderError
+from harness.providers.tokens import estimate_completion_tokens, estimate_prompt_tokens, token_count
+from harness.records import Completion
+
+SHOWN_BODY_CHARS = 200
+
+
+def malformed(why: str, body: bytes | str = b"") -> ProviderError:
+    shown = f": {body[:SHOWN_BODY_CHARS]!r}" if body else ""
+    return ProviderError(f"malformed response ({why}){shown}", retryable=True)
+
+
+def content_text(value: Any, what: str = "content") -> str:
+    """Message content as text: a string, nothing (""), or a list of text parts (joined)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        pieces = []
+        for part in value:
+            if isinstance(part, str):
+                pieces.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+            elif isinstance(part, dict) and part.get("type") not in (None, "text", "output_text"):
+                continue  # an image or audio part: no text to grade
+            else:
+                raise malformed(f"{what} part of type {type(part).__name__}", repr(part))
+        return "".join(pieces)
+    raise malformed(f"{what} of type {type(value).__name__}", repr(value))
+
+
+def error_message(data: Any) -> str | None:
+    """The message of an `{"error": ...}` object a server sent instead of an answer, if it is one."""
+    if not isinstance(data, dict) or "error" not in data or data.get("choices"):
+        return None
+    err = data["error"]
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("type") or err)
+    return str(err)
+
+
+def json_object(body: bytes | str, where: str) -> dict:
+    """The JSON object a body or stream event holds; not JSON, not an object, or an error object raise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise malformed(f"not JSON in {where}", body) from None
+    if not isinstance(data, dict):
+        raise malformed(f"not a JSON object in {where}", body)
+    message = error_message(data)
+    if message is not None:
+        raise ProviderError(f"error in {where}: {message[:SHOWN_BODY_CHARS]}", retryable=True)
+    return data
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    estimated: bool
+
+
+def read_usage(usage: Any, prompt_contents: Sequence[str], text: str, reasoning: str) -> Usage:
+    """The server's token counts where they are usable; estimated (and flagged) where not.
+
+    A count of 0 for a non-empty prompt or answer is treated as missing: tokens are never
+    silently zero.
+    """
+    usage = usage if isinstance(usage, dict) else {}
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    details = usage.get("completion_tokens_details")
+    reasoning_tokens = token_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    estimated = False
+    if not prompt:
+        prompt, estimated = estimate_prompt_tokens(prompt_contents), True
+    if not completion and (text or reasoning or completion is None):
+        completion, estimated = estimate_completion_tokens(text + reasoning), True
+    return Usage(prompt, completion or 0, reasoning_tokens or 0, estimated)
+
+
+def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[str]) -> Completion:
+    """A chat.completion JSON body -> Completion; anything else is a retryable malformed response."""
+    data = json_object(body, "a 200 response")
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise malformed("no choices", body)
+    choice = choices[0]
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        raise malformed("no message", body)
+    text = content_text(msg.get("content"))
+    reasoning = content_text(msg.get("reasoning_content") or msg.get("reasoning"), "reasoning")
+    return build_completion(text, reasoning, _finish_reason(choice.get("finish_reason")), data.get("usage"),
+                            prompt_contents, latency=latency, served=_text_field(data.get("model")))
+
+
+def build_completion(text: str, reasoning: str, finish: str, usage: Any, prompt_contents: Sequence[str], *,
+                     latency: float, served: str, ttft: float | None = None) -> Completion:
+    """The Completion of an answer read whole, with the server's token counts or estimated ones."""
+    counts = read_usage(usage, prompt_contents, text, reasoning)
+    return Completion(
+        text=text, reasoning=reasoning, finish_reason=finish,
+        prompt_tokens=counts.prompt_tokens, completion_tokens=counts.completion_tokens,
+        reasoning_tokens=counts.reasoning_tokens, usage_estimated=counts.estimated,
+        latency_s=latency, ttft_s=ttft, served_model=served,
+    )
+
+
+@dataclass
+class StreamReader:
+    """Accumulates a chat.completion.chunk SSE stream, event by event.
+
+    Feed it the stream's lines (`feed_line`); `ttft_s` is set by the caller's clock when the
+    first text arrives (`first_text` turns True). `completion()` refuses a stream that never
+    said why it ended (no `finish_reason`): a cut or interrupted stream is not an answer.
+    """
+
+    prompt_contents: Sequence[str]
+    parts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    finish: str = ""
+    served: str = ""
+    usage: Any = None
+    done: bool = False
+    events: int = 0
+    _data: list[str] = field(default_factory=list)
+
+    @property
+    def first_text(self) -> bool:
+        return any(self.parts) or any(self.reasoning)
+
+    def feed_line(self, line: str) -> None:
+        """One line of the event stream (without its line ending)."""
+        if not line:
+            self._dispatch()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        elif line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
+            return  # comments (keep-alives) and fields that do not carry data
+        else:
+            raise malformed("not a server-sent event", line)
+
+    def close(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            return
+        data, self._data = "\n".join(self._data), []
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        chunk = json_object(data, "the stream")
+        self.events += 1
+        self.served = self.served or _text_field(chunk.get("model"))
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise malformed("choices is not a list", data)
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise malformed("a choice is not an object", data)
+            delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise malformed("delta is not an object", data)
+            self.parts.append(content_text(delta.get("content")))
+            self.reasoning.append(content_text(delta.get("reasoning_content") or delta.get("reasoning"), "reasoning"))
+            self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
+
+    def completion(self, latency: float, ttft: float | None) -> Completion:
+        if not self.finish:
+            text = "".join(self.parts)
+            ending = "[DONE]" if self.done else "the end of the body"
+            # An orderly [DONE] without a finish_reason is a server that gave up on the request (llama.cpp's
+            # server does so when a newer request interrupts it); a body that just ends is a cut stream.
+            raise ProviderError(f"incomplete stream: {ending} after {self.events} chunks and {len(text)} "
+                                f"characters, with no finish_reason (cut or interrupted by the server)",
+                                retryable=True, congested=self.done)
+        return build_completion("".join(self.parts), "".join(self.reasoning), self.finish, self.usage,
+                                self.prompt_contents, latency=latency, served=self.served, ttft=ttft)
+
+
+def _finish_reason(value: Any) -> str:
+    return value[:40] if isinstance(value, str) else ""
+
+
+def _text_field(value: Any) -> str:
+    return value if isinstance(value, str) else ""
