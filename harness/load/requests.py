@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from harness.engine.pacing import estimate_tokens
+from harness.providers.tokens import estimate_tokens
 from harness.engine.units import generation_for, prepare_suites
 from harness.load.profile import Workload
 from harness.load.wire import Response
