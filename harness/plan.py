@@ -79,6 +79,7 @@ class Plan:
     noninferiority_margin: float = 0.02
     webhook: str | None = None
     judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
+    routing: Mapping[str, Any] = field(default_factory=dict)  # `harness recommend` limits (see parse_routing)
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -95,7 +96,7 @@ class Plan:
 _MODEL_KEYS = {f.name for f in fields(ModelSpec)} - {"name"}
 _SUITE_KEYS = {"limit", "data", "fewshot", "options", "generation"}
 _PLAN_KEYS = {"name", "models", "judges", "suites", "samples", "seed", "generation", "cache",
-              "noninferiority_margin", "webhook", "limit", "description"}
+              "noninferiority_margin", "webhook", "limit", "description", "routing"}
 _GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
 
 
@@ -152,6 +153,7 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
         noninferiority_margin=float(raw.get("noninferiority_margin", 0.02)),
         webhook=raw.get("webhook"),
         judges=judges,
+        routing=parse_routing(raw.get("routing"), f"{source}: routing"),
     )
 
 
@@ -227,6 +229,43 @@ def _parse_generation(raw: Any, where: str) -> dict[str, Any]:
     out = dict(raw)
     if "stop" in out:
         out["stop"] = tuple([out["stop"]] if isinstance(out["stop"], str) else out["stop"] or ())
+    return out
+
+
+ROUTING_LIMITS = {"max_error_rate": "a fraction of requests, 0.001 = 99.9% available",
+                  "max_p99_s": "seconds", "max_ttft_s": "seconds to the first token, p99"}
+
+
+def parse_routing(raw: Any, where: str) -> dict[str, Any]:
+    """`routing: {max_error_rate, max_p99_s, max_ttft_s, routes: {SUITE: {same keys}}}`, checked."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{where}: must be a mapping of {', '.join(ROUTING_LIMITS)} and routes")
+    _reject_unknown(raw, set(ROUTING_LIMITS) | {"routes"}, where)
+    out: dict[str, Any] = _parse_limits(raw, where)
+    routes = raw.get("routes") or {}
+    if not isinstance(routes, dict):
+        raise HarnessError(f"{where}: routes must map suite names to limits, e.g. routes: {{math-word: {{max_p99_s: 30}}}}")
+    for suite, limits in routes.items():
+        if not isinstance(limits, dict):
+            raise HarnessError(f"{where}: routes: {suite}: must be a mapping of {', '.join(ROUTING_LIMITS)}")
+        _reject_unknown(limits, set(ROUTING_LIMITS), f"{where}: routes: {suite}")
+    out["routes"] = {str(suite): _parse_limits(limits, f"{where}: routes: {suite}") for suite, limits in routes.items()}
+    return out
+
+
+def _parse_limits(raw: Mapping[str, Any], where: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, unit in ROUTING_LIMITS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+                               and (key != "max_error_rate" or value <= 1))
+        if not ok:
+            raise HarnessError(f"{where}: {key} must be a number >= 0 ({unit}) or null for no limit, got {value!r}")
+        out[key] = None if value is None else float(value)
     return out
 
 

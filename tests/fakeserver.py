@@ -43,6 +43,7 @@ class Faults:
     drop: float = 0.0  # close the connection without answering
     hang: float = 0.0  # never answer (client timeout)
     max_concurrent: int | None = None  # 429 (with Retry-After) for requests beyond this many at once
+    unauthorized_models: frozenset = frozenset()  # API model names always answered 401 (a revoked key)
     seed: int = 0
 
 
@@ -204,6 +205,12 @@ class FakeOpenAIServer:
         if len(st.bodies) < 200:
             st.bodies.append(payload)
         f = self.state.faults
+        if model in f.unauthorized_models:
+            self._log(key, "401")
+            st.status_counts["401"] += 1
+            self._send(writer, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                               "code": "invalid_api_key"}})
+            return True
         roll = self._rng.random()
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")
@@ -288,7 +295,7 @@ class FakeOpenAIServer:
     @staticmethod
     def _send_raw(writer, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-                  500: "Internal Server Error"}.get(status, "OK")
+                  500: "Internal Server Error", 401: "Unauthorized"}.get(status, "OK")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
         for k, v in (extra or {}).items():
             head += f"{k}: {v}\r\n"

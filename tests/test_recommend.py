@@ -143,3 +143,59 @@ def test_a_plan_margin_out_of_range_is_a_user_error(tmp_path, db_url, fake_serve
     run = run_plan(plan, db_url)
     with pytest.raises(HarnessError, match="0.02 = 2 points"):
         recommend(Store(db_url), run)
+
+
+def test_a_model_whose_every_request_fails_is_never_routed(tmp_path, db_url, fake_server, weekly):
+    # The scenario: 'broken' has the lower list price, but its key is revoked (20/20 HTTP 401).
+    from dataclasses import replace
+
+    fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {"price": {"output": 1.0}},
+                                                         "broken": {"price": {"output": 0.1}}},
+                      suites=[{SUITE: {"limit": 20}}])
+    run = run_plan(plan, db_url)
+    assert fake_server.state.status_counts["401"] >= 20
+    rec = recommend(Store(db_url), run)
+    (s,) = rec.suites
+    assert rec.routes == {SUITE: "healthy"} and s.best == "healthy"
+    broken = s.candidate("broken")
+    assert broken.error_rate == 1.0 and not broken.eligible and not broken.is_best
+    assert broken.rejected == "unavailable: all 20 requests failed"
+    out = invoke("recommend", "--db", db_url).output
+    assert f"{SUITE} → healthy" in out and "broken: unavailable: all 20 requests failed" in out
+    doc = json.loads(invoke("recommend", "--db", db_url, "--json").stdout)
+    cand = {c["model"]: c for c in doc["suites"][0]["candidates"]}
+    assert cand["broken"]["eligible"] is False and cand["broken"]["best"] is False
+    assert doc["suites"][0]["limits"]["max_error_rate"] == 0.001
+    # Without any availability limit it is still no candidate: it never answered.
+    loose = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-error-rate", "none").stdout)
+    assert loose["routes"] == {SUITE: "healthy"}
+
+
+def test_latency_and_error_limits_from_the_plan_and_the_command_line(tmp_path, db_url, fake_server, weekly):
+    from dataclasses import replace
+
+    weekly.wrong = {}
+    fake_server.state.faults = replace(fake_server.state.faults, error_500=0.2, seed=3)
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"flaky": {"price": {"output": 0.1}, "max_attempts": 1},
+                                                         "steady": {"price": {"output": 1.0}}},
+                      suites=[{SUITE: {"limit": 30}}], routing={"max_error_rate": 0.5})
+    fake_server.reseed(3)
+    run = run_plan(plan, db_url)
+    rec = recommend(Store(db_url), run)
+    flaky = rec.suites[0].candidate("flaky")
+    assert 0 < flaky.error_rate < 0.5 and rec.suites[0].limits.max_error_rate == 0.5
+    # The plan lets a flaky model through on availability; it is then judged on score (its failures
+    # score 0) and may still lose on the margin; the command line's default tier rejects it outright.
+    strict = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-error-rate", "0.001").stdout)
+    cand = {c["model"]: c for c in strict["suites"][0]["candidates"]}
+    assert strict["routes"] == {SUITE: "steady"} and cand["flaky"]["rejected"].startswith("unavailable: error rate")
+    # A p99 budget nobody meets routes nowhere, and says so; a per-route override relaxes one suite.
+    none = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-p99", "0").stdout)
+    assert none["routes"] == {SUITE: None}
+    assert all(c["rejected"].startswith(("too slow", "unavailable")) for c in none["suites"][0]["candidates"])
+    relaxed = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-p99", "0",
+                                "--max-p99", f"{SUITE}=60", "--max-error-rate", "0.001").stdout)
+    assert relaxed["routes"] == {SUITE: "steady"}
+    bad = CliRunner().invoke(cli, ["recommend", "--db", db_url, "--max-p99", "fast"])
+    assert bad.exit_code == 2 and "--max-p99" in bad.output

@@ -11,10 +11,11 @@ def db_option(f):
     return click.option("--db", "db_url", envvar="HARNESS_DB", default=None, metavar="URL", help=DB_HELP)(f)
 
 
-def open_store(db_url):
+def open_store(db_url, *, read_only: bool = False):
+    """The store; a reading command (`read_only`) never creates a database file that was not there."""
     from harness.store import Store
 
-    return Store(db_url)
+    return Store(db_url, must_exist=read_only)
 
 
 def echo_err(msg: str) -> None:

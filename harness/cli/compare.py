@@ -62,7 +62,7 @@ def compare(runs, db_url, baseline, models, suites, against_previous, correction
                                "with itself")
     if not across and fail_on_regression:
         raise click.UsageError("--fail-on-regression needs two runs: RUN_OLD RUN_NEW, or --against-previous")
-    store = Store(db_url)
+    store = Store(db_url, must_exist=True)
     model_names, suite_names = _split(models), _split(suites)
     if across:
         if against_previous:

@@ -17,7 +17,7 @@ def report(runs, db_url, out_dir):
     """Write the HTML report of RUNS (default: the latest run) and print its path."""
     from harness.report import write_report
 
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     ids = [store.resolve_run(r) for r in runs] or [store.resolve_run(None)]
     path = write_report(store, ids, out_dir)
     click.echo(f"report: {path}")
@@ -32,7 +32,7 @@ def export(run_id, db_url, fmt, out_path):
     """Export one row per sample of RUN (default: the latest) as JSONL or CSV."""
     from harness.report.export import export_run
 
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     rid = store.resolve_run(run_id)
     if out_path:
         with open(out_path, "w", encoding="utf-8", newline="") as fh:

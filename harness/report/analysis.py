@@ -70,6 +70,10 @@ def _aligned(a: CellSummary, b: CellSummary):
     return ids, xs, ys, (groups if any(groups) else None)
 
 
+def _never_answered(c: CellSummary) -> bool:
+    return bool(c.n_samples) and c.errors >= c.n_samples
+
+
 def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     """suite -> rows sorted best first. Every model is compared with the suite's best model on their
     shared items (`paired_compare`); p-values are Holm-adjusted over all comparisons of all suites."""
@@ -81,8 +85,13 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     boards: dict[str, list[BoardRow]] = {}
     pending: list[tuple[str, int, stats.Comparison]] = []
     for suite, cells in by_suite.items():
-        cells = sorted(cells, key=lambda c: (-(c.mean if _finite(c.mean) else -1.0), order.get(c.model, 0)))
+        # A model that never answered is no contender for "best", whatever its (all-zero) score ties with.
+        cells = sorted(cells, key=lambda c: (_never_answered(c), -(c.mean if _finite(c.mean) else -1.0),
+                                             order.get(c.model, 0)))
         best = cells[0]
+        if _never_answered(best):
+            boards[suite] = [BoardRow(c, rank, False) for rank, c in enumerate(cells, start=1)]
+            continue
         rows = [BoardRow(best, 1, True)]
         for rank, c in enumerate(cells[1:], start=2):
             ids, xs, bs, clusters = _aligned(c, best)

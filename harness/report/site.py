@@ -261,6 +261,8 @@ def _board_row(row: analysis.BoardRow, folder: str) -> dict:
     c = row.cell
     if row.best:
         mark, title = "best", ""
+    elif c.n_samples and c.errors >= c.n_samples:
+        mark, title = "unavailable", f"all {c.n_samples} requests failed: no score was measured"
     else:
         mark = "worse" if row.worse else ("tie" if finite(row.p_adj) else "")
         title = (f"vs best on {row.n_paired} shared items: Δ {points(row.diff, row.lo, row.hi)} pts; "
