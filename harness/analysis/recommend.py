@@ -9,7 +9,7 @@ For each suite of a run:
   whole latency, which is when its first token reaches the caller;
 - the best model is the highest-scoring eligible one (ties: the cheaper, then the faster at p99);
 - each other eligible model is tested for non-inferiority against it on the items both answered
-  (paired by item id, clustered when the suite groups its items): `stats.noninferiority`, one-sided
+  (paired by item id, clustered when the suite groups its items): `paired.noninferiority`, one-sided
   at `alpha`, margin from the plan (`noninferiority_margin`, default 0.02 = 2 points);
 - among the non-inferior eligible models the cheapest wins (ties: higher score, then lower p99).
   Every other model carries the reason it was not chosen.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace as _replace
 
-from harness.analysis import stats
+from harness.analysis import paired
 from harness.analysis.compare import json_safe
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
@@ -230,7 +230,7 @@ def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *
         mine = [c.scores[i] for i in keep]
         theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
         groups = [c.groups[i] for i in keep]
-        ni = stats.noninferiority(mine, theirs, margin=margin, alpha=alpha,
+        ni = paired.noninferiority(mine, theirs, margin=margin, alpha=alpha,
                                   clusters=groups if clusters and any(groups) else None)
         candidates.append(Candidate(**fields[c.model], n_paired=len(keep), diff=ni.diff, lower=ni.lower_bound,
                                     p_value=ni.p_value, noninferior=bool(ni.noninferior), is_best=False,
