@@ -169,7 +169,7 @@ def test_leaderboard_marks_models_worse_than_the_best_with_holm(store, tmp_path)
 
 
 def test_comparisons_align_items_by_id_and_use_groups(store):
-    groups = [f"g{i % 4}" for i in range(40)]
+    groups = [f"g{i % 10}" for i in range(40)]
     run_id = _cells_run(store, {"a": [1] * 40, "b": [i % 2 for i in range(40)]}, groups=groups)
     summary = summarize_run(store, run_id)
     (a, b, per_suite), = analysis.pairs(summary)
