@@ -59,11 +59,13 @@ class SuiteRef:
     """A suite as the plan names it, with the plan's options for it."""
 
     name: str
-    limit: int | None = None
+    limit: int | None = None  # at most N items, a fair sample across the suite's groups (harness.suite)
     data: str | None = None
     fewshot: int | None = None  # number of shots; None = the suite's default
     options: Mapping[str, Any] = field(default_factory=dict)  # loader options (split, subjects, ...)
     generation: Mapping[str, Any] = field(default_factory=dict)
+    first: int | None = None  # the first N items of the file instead of a sample
+    sample_seed: int = 0  # which fair sample `limit` draws
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Plan:
 
 
 _MODEL_KEYS = {f.name for f in fields(ModelSpec)} - {"name"}
-_SUITE_KEYS = {"limit", "data", "fewshot", "options", "generation"}
+_SUITE_KEYS = {"limit", "data", "fewshot", "options", "generation", "first", "sample_seed"}
 _PLAN_KEYS = {"name", "models", "judges", "suites", "samples", "seed", "generation", "cache",
               "noninferiority_margin", "webhook", "limit", "description", "routing"}
 _GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
@@ -206,6 +208,13 @@ def _parse_suite(entry: Any, source: str, plan_limit: int | None) -> SuiteRef:
         if suite_limit is not None and (not isinstance(suite_limit, int) or suite_limit < 1):
             raise HarnessError(f"{where}: limit must be a positive whole number")
         lim = min(x for x in (suite_limit, plan_limit) if x is not None) if (suite_limit or plan_limit) else None
+        first, sample_seed = opts.get("first"), opts.get("sample_seed", 0)
+        if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 1):
+            raise HarnessError(f"{where}: first must be a positive whole number (the first N items of the file)")
+        if first is not None and suite_limit is not None:
+            raise HarnessError(f"{where}: give limit (a fair sample of N items) or first (the first N items), not both")
+        if not isinstance(sample_seed, int) or isinstance(sample_seed, bool):
+            raise HarnessError(f"{where}: sample_seed must be a whole number (which sample limit draws)")
         fewshot = opts.get("fewshot")
         if fewshot is not None and (not isinstance(fewshot, int) or fewshot < 0):
             raise HarnessError(f"{where}: fewshot must be a whole number of examples (0 allowed)")
@@ -216,6 +225,8 @@ def _parse_suite(entry: Any, source: str, plan_limit: int | None) -> SuiteRef:
             fewshot=fewshot,
             options=dict(opts.get("options") or {}),
             generation=_parse_generation(opts.get("generation"), f"{where}: generation"),
+            first=first,
+            sample_seed=sample_seed,
         )
     raise HarnessError(f"{source}: each entry of 'suites' is a name or {{NAME: {{limit: N, data: PATH}}}}, got {entry!r}")
 

@@ -65,6 +65,14 @@ def test_missing_api_key_variable(tmp_path):
 
 
 def test_unknown_run_and_empty_db(tmp_path):
+    missing = tmp_path / "missing.db"
+    # Reading commands never create a database file where there was none.
+    for args in (["runs", "show"], ["runs", "list"], ["report"], ["export"], ["compare"], ["check"], ["recommend"]):
+        assert_clean_error(harness(*args, "--db", f"sqlite:///{missing}"), "no database at")
+        assert not missing.exists(), args
+    from harness.store import Store
+
+    Store(f"sqlite:///{tmp_path}/empty.db").close()  # tables, no runs
     assert_clean_error(harness("runs", "show", "--db", f"sqlite:///{tmp_path}/empty.db"), "no runs in")
     assert_clean_error(harness("report", "nope", "--db", f"sqlite:///{tmp_path}/empty.db"), "no run 'nope'")
 
@@ -78,7 +86,7 @@ def test_run_then_read_commands(tmp_path, fake_server):
     fake_server.state.responder = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
     plan = {"name": "cli-test",
             "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
-            "suites": [{"math-word": {"limit": 3}}, {"zh-mcq": {"limit": 2}}]}
+            "suites": [{"math-word": {"first": 3}}, {"zh-mcq": {"limit": 2}}]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     db = f"sqlite:///{tmp_path}/h.db"
     proc = harness("run", "p.yaml", "--db", db, "--out", str(tmp_path / "reports"), cwd=tmp_path)

@@ -66,7 +66,7 @@ def make_run(tmp_path, db_url, models: dict, suite: str = "math-word", *, limit:
         spec[name] = {"provider": "samples", "path": str(path)}
     suite_ref: dict = {}
     if limit:
-        suite_ref["limit"] = limit
+        suite_ref["first"] = limit  # the rows above: the head of the file
     if fewshot is not None:
         suite_ref["fewshot"] = fewshot
     plan = {"name": plan_name, "models": spec, "suites": [{suite: suite_ref} if suite_ref else suite],

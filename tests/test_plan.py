@@ -65,6 +65,11 @@ def test_fingerprint_ignores_file_location_but_not_content(tmp_path):
     ("models: {a: {provider: llamacpp}}\nsuites: []", "'suites' must be a list"),
     ("suites: [x]", "'models' must map"),
     ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 0}}]", "limit must be a positive"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 5, first: 5}}]", "not both"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {first: 0}}]", "first must be a positive"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_p99_s: fast}", "max_p99_s must be a number"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_error_rate: 2}", "max_error_rate must be"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {routes: {x: {p99: 3}}}", "unknown key(s) p99"),
     ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: two", "'samples' must be a whole number"),
     ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "price must be"),
     ("- just\n- a list", "a plan is a YAML mapping"),
@@ -88,3 +93,21 @@ def test_bad_yaml_names_line(tmp_path):
 def test_missing_plan_file(tmp_path):
     with pytest.raises(HarnessError, match="plan file not found"):
         load_plan(tmp_path / "nope.yaml")
+
+
+def test_routing_limits_are_read_and_stored(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("models: {a: {provider: llamacpp}}\nsuites: [x, {y: {first: 10}}]\n"
+                    "routing: {max_error_rate: 0.01, max_p99_s: 8, routes: {x: {max_p99_s: null, max_ttft_s: 1.5}}}\n")
+    plan = load_plan(path)
+    assert plan.routing == {"max_error_rate": 0.01, "max_p99_s": 8.0,
+                            "routes": {"x": {"max_p99_s": None, "max_ttft_s": 1.5}}}
+    assert plan.suites[1].first == 10 and plan.suites[1].limit is None
+    from harness.analysis.recommend import routing_limits
+
+    limits = routing_limits(plan.routing, max_p99_s={"y": 3.0})
+    assert limits.for_suite("x").max_p99_s is None and limits.for_suite("x").max_ttft_s == 1.5
+    assert limits.for_suite("x").max_error_rate == 0.01 and limits.for_suite("y").max_p99_s == 3.0
+    assert limits.for_suite("z").max_p99_s == 8.0
+    cli_wins = routing_limits(plan.routing, max_p99_s={"": 2.0})
+    assert cli_wins.for_suite("x").max_p99_s == 2.0 and cli_wins.for_suite("z").max_p99_s == 2.0

@@ -104,7 +104,7 @@ def test_list_price_decides_when_nothing_was_measured(tmp_path, db_url):
                                      "completion": builder.reference_response(item) if good else "-1"}) + "\n")
         spec[name] = {"provider": "samples", "path": str(path), "price": {"output": price}}
     plan = tmp_path / "p.yaml"
-    plan.write_text(yaml.safe_dump({"name": "files", "models": spec, "suites": [{SUITE: {"limit": 20}}]}))
+    plan.write_text(yaml.safe_dump({"name": "files", "models": spec, "suites": [{SUITE: {"first": 20}}]}))
     rec = recommend(Store(db_url), run_plan(plan, db_url))
     (s,) = rec.suites
     assert s.cost_basis == "list price" and s.model == "cheap"
