@@ -110,6 +110,16 @@ def test_run_then_read_commands(tmp_path, fake_server):
     csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert csv_text.startswith("run,model,suite") and len(csv_rows) == 5
     assert {r["completion"] for r in csv_rows} == {r["completion"] for r in rows}
+    # Each row carries its prompt, the answer the grader read and what it compared it with.
+    from harness.graders.numeric import reference_number
+    from harness.suite import load_suite
+
+    gold = {i.id: reference_number(i) for i in load_suite("math-word").items()}
+    math_rows = [r for r in rows if r["suite"] == "math-word"]
+    assert all(r["prompt"] and r["prompt"][-1]["role"] == "user" for r in rows)
+    assert all(float(r["reference"]) == gold[r["item_id"]] and "<<" not in r["reference"] for r in math_rows)
+    assert {r["extracted"] for r in math_rows} >= {r["reference"] for r in math_rows if r["passed"]}
+    assert all(json.loads(c["prompt"]) == r["prompt"] for c, r in zip(csv_rows, rows))
 
 
 def test_dry_run_sends_nothing(tmp_path, fake_server):
