@@ -168,3 +168,26 @@ def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
     results = [json.loads(line) for line in Path(f"{path}_results.jsonl").read_text().splitlines()]
     assert len(results) == 6 and all("passed" in r and "result" in r and "extra" in r for r in results)
     assert [r["passed"] for r in results] == [True, True, True, False, True, False]
+
+
+def test_piped_tables_keep_names_and_numbers_whole(tmp_path):
+    # A replayed model with a long name: piped output (a script, a file) shows every cell whole,
+    # and its latency, never measured, as "—" rather than 0.
+    from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
+
+    suite = load_suite("math-word")
+    builder = PromptBuilder(suite)
+    name = "smollm2-135m-instruct-q8_0-replayed-from-last-week"
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"task_id": i.id, "completion": builder.reference_response(i)}) + "\n"
+                            for i in list(suite.items())[:4]))
+    plan = {"name": "piped", "models": {name: {"provider": "samples", "path": str(path)}},
+            "suites": [{"math-word": {"first": 4}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    assert harness("run", "p.yaml", "--db", db, "--no-report", cwd=tmp_path).returncode == 0
+    shown = harness("runs", "show", "--db", db).stdout
+    assert name in shown and "…" not in shown
+    row = next(line for line in shown.splitlines() if name in line and "math-word" in line)
+    assert "0.00" not in row.split("│")[7] and "—" in row  # p50 s: not measured

@@ -18,6 +18,17 @@ def open_store(db_url, *, read_only: bool = False):
     return Store(db_url, must_exist=read_only)
 
 
+def table_console(min_width: int):
+    """A console for tables: at least `min_width` wide on a terminal; unbounded when the output is piped,
+    so a script or a file gets every cell whole (no `smollm2…`, no `0.0000…`)."""
+    from rich.console import Console
+
+    probe = Console()
+    if not probe.is_terminal:
+        return Console(width=100_000)
+    return Console(width=max(min_width, probe.width))
+
+
 def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -26,30 +37,41 @@ def fmt_pct(x: float) -> str:
     return "—" if x != x else f"{100 * x:.1f}"
 
 
+def money(x: float) -> str:
+    """US dollars with three significant digits, never in exponent notation, never a tiny cost shown as 0."""
+    import math
+
+    if x != x:
+        return "—"
+    if x == 0:
+        return "$0"
+    decimals = max(2, 2 - math.floor(math.log10(abs(x))))
+    return f"${x:.{decimals}f}"
+
+
 def fmt_s(x: float) -> str:
     return "—" if x != x else f"{x:.2f}"
 
 
 def print_summary(summary) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"run {summary.run.id} ({summary.run.plan_name})")
-    for col in ("model", "suite", "n", "score %", "95% CI", "errors", "p50 s", "p99 s", "tok/s", "cost $"):
+    for col in ("model", "suite", "n", "score %", "95% CI", "errors", "p50 s", "p99 s", "tok/s", "cost"):
         table.add_column(col, justify="left" if col in ("model", "suite") else "right")
     for c in summary.cells:
         table.add_row(c.model, c.suite, str(c.n_samples), fmt_pct(c.mean),
                       f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}", str(c.errors), fmt_s(c.latency_p50),
                       fmt_s(c.latency_p99), "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
-                      f"{c.cost_usd:.4f}")
-    console = Console(width=max(100, Console().width))
+                      money(c.cost_usd))
+    console = table_console(100)
     console.print(table)
     ops = Table(title="per model: latency and time to first token (s), errors, cost")
     for col in ("model", "n", "error %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",
-                "cost $", "$ per correct"):
+                "cost", "per correct"):
         ops.add_column(col, justify="left" if col == "model" else "right")
     for o in summary.ops:
         ops.add_row(o.model, str(o.n_samples), fmt_pct(o.error_rate), fmt_s(o.latency_p50), fmt_s(o.latency_p90),
                     fmt_s(o.latency_p99), fmt_s(o.ttft_p50), fmt_s(o.ttft_p90), fmt_s(o.ttft_p99),
-                    f"{o.cost_usd:.4f}", "—" if o.cost_per_correct != o.cost_per_correct else f"{o.cost_per_correct:.6f}")
+                    money(o.cost_usd), money(o.cost_per_correct))
     console.print(ops)

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from harness.cli.common import db_option
+from harness.cli.common import db_option, money, table_console
 
 
 def _split(values) -> list[str]:
@@ -117,10 +117,9 @@ def _num(x: float, fmt: str) -> str:
 
 
 def _print(result) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(160, Console().width))
+    console = table_console(160)
     across = result.kind == "runs"
     n = len(result.comparisons)
     name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[result.correction]
@@ -152,7 +151,7 @@ def _print(result) -> None:
                           f"{c.discordant_a}/{c.discordant_b}", c.method)
         console.print(table)
         ops = Table(title=f"{suite}: operations", title_justify="left")
-        for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost $", "$/correct"):
+        for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost", "per correct"):
             ops.add_column(col, justify="left" if col in ("model", "run") else "right")
         seen = set()
         for c in rows:
@@ -161,7 +160,7 @@ def _print(result) -> None:
                     continue
                 seen.add((s.model, s.run))
                 ops.add_row(s.model, s.run, _num(s.latency_p50, ".2f"), _num(s.latency_p99, ".2f"),
-                            _pct(s.error_rate), _num(s.cost_usd, ".4f"), _num(s.cost_per_correct, ".5f"))
+                            _pct(s.error_rate), money(s.cost_usd), money(s.cost_per_correct))
         console.print(ops)
         for c in rows:
             if c.note:

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from harness.cli.common import db_option
+from harness.cli.common import db_option, money, table_console
 
 
 def _pct(x: float) -> str:
@@ -20,16 +20,6 @@ def _points(x: float) -> str:
 
 def _s(x: float) -> str:
     return "—" if x != x or math.isinf(x) else f"{x:.2f}"
-
-
-def money(x: float) -> str:
-    """US dollars with three significant digits, never in exponent notation."""
-    if x != x:
-        return "—"
-    if x == 0:
-        return "$0"
-    decimals = max(2, 2 - math.floor(math.log10(abs(x))))
-    return f"${x:.{decimals}f}"
 
 
 def cost_text(c, basis: str) -> str:
@@ -106,10 +96,9 @@ def recommend(run_id, db_url, margin, alpha, max_error_rate, max_p99, max_ttft, 
 
 
 def _print(rec, show_all: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(140, Console().width))
+    console = table_console(140)
     console.print(f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
                   f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})")
     table = Table(title="routing", title_justify="left")
