@@ -96,7 +96,15 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
                              rejected=x.rejected,
                              cost=_cost(x, s.cost_basis), p99=secs(x.latency_p99), errors=pct(x.error_rate))
                         for x in s.candidates]))
-    return dict(error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows)
+    d = rec.limits.default
+    limits = ", ".join(text for text in (
+        f"errors at most {100 * d.max_error_rate:g}%" if d.max_error_rate is not None else "",
+        f"p99 at most {d.max_p99_s:g} s" if d.max_p99_s is not None else "",
+        f"TTFT p99 at most {d.max_ttft_s:g} s" if d.max_ttft_s is not None else "") if text) or "none"
+    if rec.limits.routes:
+        limits += f"; own limits for {', '.join(sorted(rec.limits.routes))}"
+    return dict(error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows,
+                limits=limits)
 
 
 def run_sections(store: Store, summary: RunSummary, cache: dict[str, RunSummary], out: Path) -> dict:
