@@ -216,7 +216,7 @@ def test_baseline_mode_compares_each_model_against_the_baseline(tmp_path, db_url
     assert [(c["a"]["model"], c["b"]["model"]) for c in two["comparisons"]] == [("a", "c")]
     # Text output: the table names the models and the significance marker.
     text = invoke("compare", "--db", db_url, "--baseline", "b").stdout
-    assert "math-word" in text and "Holm" in text and "p adj" in text and "$/correct" in text
+    assert "math-word" in text and "Holm" in text and "p adj" in text and "per correct" in text
     bad = CliRunner().invoke(cli, ["compare", "--db", db_url, "--baseline", "nope"])
     assert isinstance(bad.exception, HarnessError) and "no model 'nope'" in str(bad.exception)
 

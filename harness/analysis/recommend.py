@@ -282,8 +282,8 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
     if not 0.0 <= margin < 1.0:
         raise HarnessError(f"non-inferiority margin {margin:g}: give a fraction of a point scale, "
                            f"0 <= margin < 1 (0.02 = 2 points)")
-    if not 0.0 < alpha < 1.0:
-        raise HarnessError(f"--alpha {alpha}: must be between 0 and 1")
+    if not 0.0 < alpha < 0.5:
+        raise HarnessError(f"--alpha {alpha}: a one-sided level must be between 0 and 0.5 (0.05 usual)")
     limits = limits or routing_limits((run.plan or {}).get("routing"))
     prices = {m.model: m for m in summary.models}
     out = []
