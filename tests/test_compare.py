@@ -322,9 +322,9 @@ def test_nan_values_are_json_null(tmp_path, db_url):
 # -- runs list / show / export ------------------------------------------------------------
 
 
-EXPORT_FIELDS = ["run", "model", "suite", "suite_hash", "item_id", "sample_index", "completion", "score", "passed",
-                 "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "latency_s", "ttft_s",
-                 "cost_usd", "served_model", "error"]
+EXPORT_FIELDS = ["run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
+                 "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens",
+                 "reasoning_tokens", "latency_s", "ttft_s", "cost_usd", "served_model", "error"]
 
 
 def test_runs_list_show_and_export(tmp_path, db_url):
@@ -348,6 +348,9 @@ def test_runs_list_show_and_export(tmp_path, db_url):
         ["math-word/0", "math-word/1", "math-word/2"]
     wrong = next(r for r in rows if r["model"] == "b" and r["item_id"] == "math-word/0")
     assert wrong["completion"] == "-987654321" and wrong["passed"] is False and wrong["error"] == ""
+    # Replayed completions were never timed: no latency rather than 0 s.
+    assert all(r["latency_s"] is None and r["ttft_s"] is None for r in rows)
+    assert wrong["extracted"] == "-987654321" and wrong["reference"].lstrip("-").isdigit()
     # CSV: the same rows under a header.
     text = invoke("export", run, "--db", db_url, "--format", "csv").stdout
     reader = csv.DictReader(io.StringIO(text))

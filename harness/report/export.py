@@ -43,11 +43,11 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
         if r.suite_hash not in prompts:
             prompts[r.suite_hash] = store.prompts(r.suite_hash)
         messages_json, stored_reference = prompts[r.suite_hash].get(r.item_id, (None, ""))
-        row = {"run": r.run_id, **{c: getattr(r, c) for c in COLUMNS if hasattr(r, c) and c != "run"}}
-        row["prompt"] = _prompt(messages_json)
-        row["reference"] = shown_reference(graders.get(r.suite, ""), stored_reference or "")
+        computed = {"run": r.run_id, "prompt": _prompt(messages_json),
+                    "reference": shown_reference(graders.get(r.suite, ""), stored_reference or "")}
         if r.model in untimed:
-            row["latency_s"] = row["ttft_s"] = None
+            computed["latency_s"] = computed["ttft_s"] = None
+        row = {c: computed[c] if c in computed else getattr(r, c) for c in COLUMNS}
         if writer:
             writer.writerow({**row, "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False)})
         else:
