@@ -1,30 +1,71 @@
-"""Read an eval plan (YAML) into a typed `Plan`: which models, which suites, with which options.
+"""Read an eval plan (YAML) into a typed, validated `Plan`: which models, which suites, with which options.
 
-The plan format is a documented contract (README "Plan files"); unknown keys are rejected so a
-typo never silently changes what gets measured.
+The plan format is a documented contract (README "Plan files"). Every field is checked when the plan
+is loaded (types, ranges, unknown keys) by pydantic, against the constraints written on the
+dataclasses below, so a typo or a nonsense value is one line naming the field, never a hang or a
+traceback halfway through a run. To add a plan key: add a typed field (with its `Annotated` range)
+to the dataclass it belongs to; validation, unknown-key rejection and error messages follow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+from annotated_types import Ge, Gt, Le, Lt
+from typing_extensions import Annotated, TypedDict, is_typeddict
 
 from harness.errors import HarnessError
 
-PROVIDERS = ("openai", "llamacpp", "samples")
+ProviderName = Literal["openai", "llamacpp", "samples"]
+PROVIDERS: tuple[str, ...] = get_args(ProviderName)
+
+# pydantic settings for every part of a plan: unknown keys are errors, NaN and infinity are not numbers.
+_CHECKED = {"extra": "forbid", "allow_inf_nan": False}
+
+PositiveInt = Annotated[int, Ge(1)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+
+
+class GenerationOptions(TypedDict, total=False):
+    """Sampling settings a plan may set for all models, one model or one suite."""
+
+    __pydantic_config__ = _CHECKED
+    max_tokens: PositiveInt
+    temperature: Annotated[float, Ge(0), Le(2)]  # the OpenAI API's range
+    top_p: Annotated[float, Ge(0), Le(1)]
+    stop: str | list[str]  # stored as a tuple of strings once loaded
+    seed: int
+
+
+class RouteLimits(TypedDict, total=False):
+    """`harness recommend`'s limits for one route (a suite) or for every route; null lifts a limit."""
+
+    __pydantic_config__ = _CHECKED
+    max_error_rate: Annotated[float, Ge(0), Le(1)] | None  # share of failed requests; 0.001 = 99.9% available
+    max_p99_s: NonNegativeFloat | None  # p99 latency, seconds
+    max_ttft_s: NonNegativeFloat | None  # p99 time to first token, seconds
+
+
+class Routing(RouteLimits, total=False):
+    """The plan's `routing:` section: limits for every suite, and per-suite ones under `routes`."""
+
+    routes: dict[str, RouteLimits]
 
 
 @dataclass(frozen=True)
 class Price:
     """US dollars per million tokens."""
 
-    input: float = 0.0
-    output: float = 0.0
+    __pydantic_config__ = _CHECKED
+    input: NonNegativeFloat = 0.0
+    output: NonNegativeFloat = 0.0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
@@ -32,22 +73,23 @@ class Price:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    __pydantic_config__ = _CHECKED
     name: str
-    provider: str
+    provider: ProviderName
     model: str = ""  # the API model name; defaults to `name`
     base_url: str | None = None
     api_key_env: str | None = None
     path: str | None = None  # samples: JSONL file; llamacpp: GGUF file (default: the embedded model)
-    concurrency: int = 4
-    rpm: float | None = None  # requests per minute
-    tpm: float | None = None  # tokens per minute
-    timeout_s: float = 120.0
-    max_attempts: int = 6
+    concurrency: PositiveInt = 4
+    rpm: PositiveFloat | None = None  # requests per minute
+    tpm: PositiveFloat | None = None  # tokens per minute
+    timeout_s: PositiveFloat = 120.0
+    max_attempts: PositiveInt = 6
     stream: bool = False
     price: Price = Price()
-    generation: Mapping[str, Any] = field(default_factory=dict)  # per-model overrides
-    n_ctx: int = 4096  # llamacpp context window
-    threads: int | None = None  # llamacpp threads
+    generation: GenerationOptions = field(default_factory=dict)  # per-model overrides
+    n_ctx: PositiveInt = 4096  # llamacpp context window
+    threads: PositiveInt | None = None  # llamacpp threads
 
     @property
     def api_model(self) -> str:
@@ -58,30 +100,32 @@ class ModelSpec:
 class SuiteRef:
     """A suite as the plan names it, with the plan's options for it."""
 
+    __pydantic_config__ = _CHECKED
     name: str
-    limit: int | None = None  # at most N items, a fair sample across the suite's groups (harness.suite)
+    limit: PositiveInt | None = None  # at most N items: a fair sample across the suite's groups (harness.suite)
     data: str | None = None
-    fewshot: int | None = None  # number of shots; None = the suite's default
-    options: Mapping[str, Any] = field(default_factory=dict)  # loader options (split, subjects, ...)
-    generation: Mapping[str, Any] = field(default_factory=dict)
-    first: int | None = None  # the first N items of the file instead of a sample
+    fewshot: Annotated[int, Ge(0)] | None = None  # number of shots; None = the suite's default
+    options: dict[str, Any] = field(default_factory=dict)  # loader options (split, subjects, ...)
+    generation: GenerationOptions = field(default_factory=dict)
+    first: PositiveInt | None = None  # the first N items of the file instead of a sample
     sample_seed: int = 0  # which fair sample `limit` draws
 
 
 @dataclass(frozen=True)
 class Plan:
+    __pydantic_config__ = _CHECKED
     name: str
     models: tuple[ModelSpec, ...]
     suites: tuple[SuiteRef, ...]
     path: str = ""
-    samples: int = 1  # completions per item (pass@k)
+    samples: PositiveInt = 1  # completions per item (pass@k)
     seed: int = 0
-    generation: Mapping[str, Any] = field(default_factory=dict)
+    generation: GenerationOptions = field(default_factory=dict)
     cache: bool = False  # reuse identical requests across runs
-    noninferiority_margin: float = 0.02
+    noninferiority_margin: Annotated[float, Ge(0), Lt(1)] = 0.02
     webhook: str | None = None
     judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
-    routing: Mapping[str, Any] = field(default_factory=dict)  # `harness recommend` limits (see parse_routing)
+    routing: Routing = field(default_factory=dict)  # `harness recommend`'s error-rate and latency limits
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -95,11 +139,24 @@ class Plan:
         raise HarnessError(f"plan {self.path or self.name}: no model named '{name}'")
 
 
-_MODEL_KEYS = {f.name for f in fields(ModelSpec)} - {"name"}
-_SUITE_KEYS = {"limit", "data", "fewshot", "options", "generation", "first", "sample_seed"}
-_PLAN_KEYS = {"name", "models", "judges", "suites", "samples", "seed", "generation", "cache",
-              "noninferiority_margin", "webhook", "limit", "description", "routing"}
-_GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
+class _PlanOnlyKeys(TypedDict, total=False):
+    """Plan-file keys that are not `Plan` fields: `limit` is applied to each suite, `description` is for people."""
+
+    __pydantic_config__ = _CHECKED
+    limit: PositiveInt
+    description: str
+
+
+class _PlanFile(TypedDict):
+    __pydantic_config__ = _CHECKED
+    plan: Plan
+    extra: _PlanOnlyKeys
+
+
+# Fields filled from the file's structure (a mapping key, the file name), never written as keys.
+_IMPLIED = {Plan: {"path"}, ModelSpec: {"name"}, SuiteRef: {"name"}}
+# What to write, for fields whose type alone does not say it.
+_EXPECTED = {"stop": "a string or a list of strings"}
 
 
 def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
@@ -109,6 +166,9 @@ def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
         raise HarnessError(f"plan file not found: {path} (give a path to a YAML plan, e.g. evals/smoke.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise HarnessError(f"{path}: line {line} is not valid UTF-8; save the plan as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -118,181 +178,206 @@ def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
 
 
 def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) -> Plan:
+    """Validate a plan already read from YAML; `source` names it in error messages."""
     if not isinstance(raw, dict):
         raise HarnessError(f"{source}: a plan is a YAML mapping with 'models' and 'suites'")
-    _reject_unknown(raw, _PLAN_KEYS, source)
-    models_raw = raw.get("models")
-    if not isinstance(models_raw, dict) or not models_raw:
-        raise HarnessError(f"{source}: 'models' must map model names to settings, e.g. models: {{local: {{provider: llamacpp}}}}")
-    models = tuple(_parse_model(str(name), spec, source) for name, spec in models_raw.items())
-    judges_raw = raw.get("judges") or {}
-    if not isinstance(judges_raw, dict):
-        raise HarnessError(f"{source}: 'judges' must map judge names to model settings, like 'models'")
-    judges = tuple(_parse_model(str(name), spec, source) for name, spec in judges_raw.items())
-    clash = {m.name for m in models} & {j.name for j in judges}
+    models = _named_entries(raw.get("models"), "models", source,
+                            "models: must map model names to settings, e.g. models: {local: {provider: llamacpp}}")
+    judges = _named_entries(raw.get("judges") or {}, "judges", source,
+                            "judges: must map judge names to model settings, like models")
+    suites = _suite_entries(raw.get("suites"), source)
+    plan_keys = {k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__}
+    _reject_implied(plan_keys, Plan, source, ())
+    document = {
+        "plan": {**plan_keys, "name": raw.get("name") or Path(source).stem, "path": source,
+                 "models": tuple(models), "suites": tuple(suites), "judges": tuple(judges)},
+        "extra": {k: v for k, v in raw.items() if k in _PlanOnlyKeys.__annotations__},
+    }
+    names = {"models": [m["name"] for m in models], "judges": [j["name"] for j in judges],
+             "suites": [s["name"] for s in suites]}
+    from pydantic import ValidationError
+
+    try:
+        checked = _plan_validator().validate_python(document)
+    except ValidationError as exc:
+        raise HarnessError(_describe_error(exc, source, names)) from None
+    plan: Plan = checked["plan"]
+    _check_relations(plan, source)
+    plan_limit = limit if limit is not None else checked["extra"].get("limit")
+    if plan_limit is not None:
+        suites_capped = tuple(replace(s, limit=min(plan_limit, s.limit or plan_limit)) for s in plan.suites)
+        plan = replace(plan, suites=suites_capped)
+    return replace(plan, models=tuple(_resolve_path(m, source) for m in plan.models))
+
+
+@cache
+def _plan_validator():
+    # Built on first use: importing pydantic and compiling the schema is most of a plan's load time,
+    # which `harness --help` and the commands that never read a plan should not pay.
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(_PlanFile)
+
+
+def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str, Any]]:
+    """`{NAME: {settings}}` as a list of settings carrying their name (the order of the file)."""
+    if not isinstance(raw, dict) or (key == "models" and not raw):
+        raise HarnessError(f"{source}: {shape}")
+    entries = []
+    for name, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise HarnessError(f"{source}: {key}.{name}: settings must be a mapping, e.g. {{provider: openai, model: ...}}")
+        _reject_implied(spec, ModelSpec, source, (key, str(name)))
+        entries.append({**spec, "name": str(name)})
+    return entries
+
+
+def _suite_entries(raw: Any, source: str) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise HarnessError(f"{source}: suites: must be a list of suite names, e.g. suites: [math-word, zh-mcq]")
+    entries = []
+    for entry in raw:
+        if isinstance(entry, str):
+            entries.append({"name": entry})
+            continue
+        if not (isinstance(entry, dict) and len(entry) == 1):
+            raise HarnessError(f"{source}: suites: each entry is a name or {{NAME: {{limit: N, data: PATH}}}}, got {entry!r}")
+        (name, opts), = entry.items()
+        opts = opts or {}
+        if not isinstance(opts, dict):
+            raise HarnessError(f"{source}: suites.{name}: options must be a mapping, e.g. {{limit: 20}}")
+        _reject_implied(opts, SuiteRef, source, ("suites", str(name)))
+        entries.append({**opts, "name": str(name)})
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise HarnessError(f"{source}: suites: a suite is listed twice")
+    return entries
+
+
+def _reject_implied(raw: dict, owner: type, source: str, where: tuple[str, ...]) -> None:
+    implied = sorted(set(map(str, raw)) & _IMPLIED[owner])
+    if implied:
+        prefix = f"{_dotted(where)}: " if where else ""
+        raise HarnessError(f"{source}: {prefix}unknown key(s) {', '.join(implied)} "
+                           f"(known: {', '.join(sorted(_known_keys(owner)))})")
+
+
+def _check_relations(plan: Plan, source: str) -> None:
+    """What one field alone cannot say: a provider's required settings, names used twice."""
+    for group, specs in (("models", plan.models), ("judges", plan.judges)):
+        for m in specs:
+            where = f"{source}: {group}.{m.name}"
+            if m.provider == "openai" and not m.base_url:
+                raise HarnessError(f"{where}: provider openai needs base_url (the server's OpenAI-compatible /v1 URL)")
+            if m.base_url and not m.base_url.startswith(("http://", "https://")):
+                raise HarnessError(f"{where}.base_url: must be an http:// or https:// URL, got {m.base_url!r}")
+            if m.provider == "samples" and not m.path:
+                raise HarnessError(f"{where}: provider samples needs path (a JSONL file with task_id and completion)")
+            if m.api_key_env is not None and not m.api_key_env.isidentifier():
+                # Not echoed: a value that is not a variable name may be the key itself.
+                raise HarnessError(f"{where}.api_key_env: must be the NAME of the environment variable "
+                                   "that holds the key (letters, digits, _), not the key itself")
+    for s in plan.suites:
+        if s.limit is not None and s.first is not None:
+            raise HarnessError(f"{source}: suites.{s.name}: give limit (a fair sample of N items) or first "
+                               f"(the first N items of the file), not both")
+    clash = {m.name for m in plan.models} & {j.name for j in plan.judges}
     if clash:
         raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")
-    suites_raw = raw.get("suites")
-    if not isinstance(suites_raw, list) or not suites_raw:
-        raise HarnessError(f"{source}: 'suites' must be a list of suite names, e.g. suites: [math-word, zh-mcq]")
-    plan_limit = limit if limit is not None else _opt_int(raw, "limit", source)
-    suites = tuple(_parse_suite(entry, source, plan_limit) for entry in suites_raw)
-    names = [s.name for s in suites]
-    if len(set(names)) != len(names):
-        raise HarnessError(f"{source}: a suite is listed twice in 'suites'")
-    samples = _opt_int(raw, "samples", source) or 1
-    if samples < 1:
-        raise HarnessError(f"{source}: 'samples' must be at least 1")
-    return Plan(
-        name=str(raw.get("name") or Path(source).stem),
-        models=models,
-        suites=suites,
-        path=source,
-        samples=samples,
-        seed=_opt_int(raw, "seed", source) or 0,
-        generation=_parse_generation(raw.get("generation"), f"{source}: generation"),
-        cache=bool(raw.get("cache", False)),
-        noninferiority_margin=float(raw.get("noninferiority_margin", 0.02)),
-        webhook=raw.get("webhook"),
-        judges=judges,
-        routing=parse_routing(raw.get("routing"), f"{source}: routing"),
-    )
+    for gen in (plan.generation, *(m.generation for m in (*plan.models, *plan.judges)),
+                *(s.generation for s in plan.suites)):
+        if "stop" in gen:
+            stop = gen["stop"]
+            gen["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
 
 
-def _parse_model(name: str, spec: Any, source: str) -> ModelSpec:
-    where = f"{source}: model '{name}'"
-    if not isinstance(spec, dict):
-        raise HarnessError(f"{where}: settings must be a mapping, e.g. {{provider: openai, model: ...}}")
-    _reject_unknown(spec, _MODEL_KEYS, where)
-    provider = spec.get("provider")
-    if provider not in PROVIDERS:
-        raise HarnessError(f"{where}: unknown provider {provider!r} (use one of: {', '.join(PROVIDERS)})")
-    if provider == "openai" and not spec.get("base_url"):
-        raise HarnessError(f"{where}: provider openai needs base_url (the server's OpenAI-compatible /v1 URL)")
-    if provider == "samples" and not spec.get("path"):
-        raise HarnessError(f"{where}: provider samples needs path (a JSONL file with task_id and completion)")
-    kwargs = {k: v for k, v in spec.items() if k not in ("price", "generation")}
-    price = spec.get("price") or {}
-    if not isinstance(price, dict) or set(price) - {"input", "output"}:
-        raise HarnessError(f"{where}: price must be {{input: USD_PER_M_TOKENS, output: USD_PER_M_TOKENS}}")
-    try:
-        model = ModelSpec(
-            name=name,
-            price=Price(float(price.get("input", 0)), float(price.get("output", 0))),
-            generation=_parse_generation(spec.get("generation"), f"{where}: generation"),
-            **kwargs,
-        )
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(f"{where}: {exc}") from None
-    if int(model.concurrency) < 1:
-        raise HarnessError(f"{where}: concurrency must be at least 1")
-    if model.path and provider in ("samples", "llamacpp"):
+def _resolve_path(model: ModelSpec, source: str) -> ModelSpec:
+    """A relative `path` that exists next to the plan (and not in the working directory) means that file."""
+    if model.path and model.provider in ("samples", "llamacpp"):
         base = Path(source).parent
         p = Path(model.path).expanduser()
         if not p.is_absolute() and not p.exists() and (base / p).exists():
-            object.__setattr__(model, "path", str(base / p))
+            return replace(model, path=str(base / p))
     return model
 
 
-def _parse_suite(entry: Any, source: str, plan_limit: int | None) -> SuiteRef:
-    if isinstance(entry, str):
-        return SuiteRef(name=entry, limit=plan_limit)
-    if isinstance(entry, dict) and len(entry) == 1:
-        (name, opts), = entry.items()
-        where = f"{source}: suite '{name}'"
-        opts = opts or {}
-        if not isinstance(opts, dict):
-            raise HarnessError(f"{where}: options must be a mapping, e.g. {{limit: 20}}")
-        _reject_unknown(opts, _SUITE_KEYS, where)
-        suite_limit = opts.get("limit")
-        if suite_limit is not None and (not isinstance(suite_limit, int) or suite_limit < 1):
-            raise HarnessError(f"{where}: limit must be a positive whole number")
-        lim = min(x for x in (suite_limit, plan_limit) if x is not None) if (suite_limit or plan_limit) else None
-        first, sample_seed = opts.get("first"), opts.get("sample_seed", 0)
-        if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 1):
-            raise HarnessError(f"{where}: first must be a positive whole number (the first N items of the file)")
-        if first is not None and suite_limit is not None:
-            raise HarnessError(f"{where}: give limit (a fair sample of N items) or first (the first N items), not both")
-        if not isinstance(sample_seed, int) or isinstance(sample_seed, bool):
-            raise HarnessError(f"{where}: sample_seed must be a whole number (which sample limit draws)")
-        fewshot = opts.get("fewshot")
-        if fewshot is not None and (not isinstance(fewshot, int) or fewshot < 0):
-            raise HarnessError(f"{where}: fewshot must be a whole number of examples (0 allowed)")
-        return SuiteRef(
-            name=str(name),
-            limit=lim,
-            data=None if opts.get("data") is None else str(opts["data"]),
-            fewshot=fewshot,
-            options=dict(opts.get("options") or {}),
-            generation=_parse_generation(opts.get("generation"), f"{where}: generation"),
-            first=first,
-            sample_seed=sample_seed,
-        )
-    raise HarnessError(f"{source}: each entry of 'suites' is a name or {{NAME: {{limit: N, data: PATH}}}}, got {entry!r}")
+def _describe_error(exc: Any, source: str, names: dict[str, list[str]]) -> str:
+    """pydantic's first error as one line: the plan file, the field's path, what is wrong, what was given."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where, owner, leaf, branch = _locate(first["loc"], names)
+    # A value that fits no branch of a union fails once per branch: count fields, not branches.
+    others = len({_locate(e["loc"], names)[0] for e in errors} - {where})
+    more = f" (and {others} more problem(s))" if others else ""
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        known = ", ".join(sorted(_known_keys(owner)))
+        prefix = f"{_dotted(where[:-1])}: " if len(where) > 1 else ""
+        return f"{source}: {prefix}unknown key(s) {where[-1]} (known: {known}){more}"
+    message = f"must be {_EXPECTED[leaf]}" if branch and leaf in _EXPECTED else first["msg"]
+    message = message.replace("Input should be", "must be").replace("Field required", "is required")
+    message = message.split(", unable to parse")[0]
+    given = repr(first.get("input"))
+    given = given if len(given) <= 60 else given[:57] + "..."
+    shown = "" if first["type"] == "missing" else f", got {given}"
+    return f"{source}: {_dotted(where)}: {message}{shown}{more}"
 
 
-def _parse_generation(raw: Any, where: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise HarnessError(f"{where}: must be a mapping of {', '.join(sorted(_GENERATION_KEYS))}")
-    _reject_unknown(raw, _GENERATION_KEYS, where)
-    out = dict(raw)
-    if "stop" in out:
-        out["stop"] = tuple([out["stop"]] if isinstance(out["stop"], str) else out["stop"] or ())
-    return out
+def _locate(loc: tuple, names: dict[str, list[str]]) -> tuple[tuple[str, ...], Any, str, bool]:
+    """Map pydantic's location to the plan's own path: names for list indices, no internal wrapper.
+
+    Also returns the dataclass or mapping type holding the last key, the last field's name, and
+    whether pydantic's location went on past that field (into the branches of a union type).
+    """
+    rest = list(loc)
+    owner: Any = _PlanFile
+    shown: list[str] = []
+    leaf = ""
+    while rest:
+        key = rest.pop(0)
+        hints = get_type_hints(owner)
+        if key not in hints:
+            shown.append(str(key))
+            break
+        if owner is not _PlanFile:
+            shown.append(str(key))
+        leaf = str(key)
+        target = _strip(hints[key])
+        if get_origin(target) is tuple and rest:
+            index = rest.pop(0)
+            entries = names.get(leaf, [])
+            shown.append(entries[index] if isinstance(index, int) and index < len(entries) else str(index))
+            target = _strip(get_args(target)[0])
+        if get_origin(target) is dict and rest:  # {NAME: settings} (routing.routes): the name, then the settings
+            shown.append(str(rest.pop(0)))
+            target = _strip(get_args(target)[1])
+        if not (is_dataclass(target) or is_typeddict(target)):
+            break
+        owner = target
+    return tuple(shown), owner, leaf, bool(rest)
 
 
-ROUTING_LIMITS = {"max_error_rate": "a fraction of requests, 0.001 = 99.9% available",
-                  "max_p99_s": "seconds", "max_ttft_s": "seconds to the first token, p99"}
+def _strip(hint: Any) -> Any:
+    """`X | None` -> X, so the walk can descend into optional dataclasses."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is not None and len(args) == 1 and get_origin(hint) is not tuple:
+        return args[0]
+    return hint
 
 
-def parse_routing(raw: Any, where: str) -> dict[str, Any]:
-    """`routing: {max_error_rate, max_p99_s, max_ttft_s, routes: {SUITE: {same keys}}}`, checked."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise HarnessError(f"{where}: must be a mapping of {', '.join(ROUTING_LIMITS)} and routes")
-    _reject_unknown(raw, set(ROUTING_LIMITS) | {"routes"}, where)
-    out: dict[str, Any] = _parse_limits(raw, where)
-    routes = raw.get("routes") or {}
-    if not isinstance(routes, dict):
-        raise HarnessError(f"{where}: routes must map suite names to limits, e.g. routes: {{math-word: {{max_p99_s: 30}}}}")
-    for suite, limits in routes.items():
-        if not isinstance(limits, dict):
-            raise HarnessError(f"{where}: routes: {suite}: must be a mapping of {', '.join(ROUTING_LIMITS)}")
-        _reject_unknown(limits, set(ROUTING_LIMITS), f"{where}: routes: {suite}")
-    out["routes"] = {str(suite): _parse_limits(limits, f"{where}: routes: {suite}") for suite, limits in routes.items()}
-    return out
+def _known_keys(owner: Any) -> set[str]:
+    if owner is _PlanFile or owner is Plan:
+        return (_field_names(Plan) | set(_PlanOnlyKeys.__annotations__)) - _IMPLIED[Plan]
+    return _field_names(owner) - _IMPLIED.get(owner, set())
 
 
-def _parse_limits(raw: Mapping[str, Any], where: str) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key, unit in ROUTING_LIMITS.items():
-        if key not in raw:
-            continue
-        value = raw[key]
-        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-                               and (key != "max_error_rate" or value <= 1))
-        if not ok:
-            raise HarnessError(f"{where}: {key} must be a number >= 0 ({unit}) or null for no limit, got {value!r}")
-        out[key] = None if value is None else float(value)
-    return out
+def _field_names(owner: Any) -> set[str]:
+    if is_dataclass(owner):
+        return {f.name for f in fields(owner)}
+    return set(owner.__annotations__) - {"__pydantic_config__"}
 
 
-def _opt_int(raw: Mapping[str, Any], key: str, source: str) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise HarnessError(f"{source}: '{key}' must be a whole number, got {value!r}")
-    return value
-
-
-def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(map(str, raw)) - known)
-    if unknown:
-        raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+def _dotted(parts: tuple[str, ...]) -> str:
+    return ".".join(parts)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_unknown_suite(tmp_path):
 
 def test_unknown_provider(tmp_path):
     (tmp_path / "p.yaml").write_text("models: {m: {provider: bedrock}}\nsuites: [math-word]\n")
-    assert_clean_error(harness("run", "p.yaml", cwd=tmp_path), "model 'm'", "unknown provider 'bedrock'")
+    assert_clean_error(harness("run", "p.yaml", cwd=tmp_path), "models.m.provider", "got 'bedrock'")
 
 
 def test_missing_api_key_variable(tmp_path):

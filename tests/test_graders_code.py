@@ -424,6 +424,16 @@ def test_timeout_option_limits_wall_time():
     assert "time" in result.reason.lower()
 
 
+def test_an_oversized_reply_gets_a_verdict_of_its_own():
+    # A 70 MB reply once came back as "sandbox zygote died": it is the reply's fault, and says so.
+    _sandbox()
+    huge = f"{FENCE}python\ndef running_max(values):\n    return values\n" + "# padding\n" * (7 << 20) + FENCE
+    result = grade("code", huge, TASK, {})
+    assert not result.passed
+    assert result.reason.startswith("response too large to run") and "zygote" not in result.reason
+    assert grade("code", PASSING_REPLIES["bare_body_completion"], TASK, {}).passed  # and the sandbox still works
+
+
 MBPP_TASK = Item(
     id="t/mbpp",
     fields={

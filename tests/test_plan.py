@@ -57,32 +57,6 @@ def test_fingerprint_ignores_file_location_but_not_content(tmp_path):
     assert load_plan(a).fingerprint() != load_plan(b).fingerprint()
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("models: {a: {provider: openai}}\nsuites: [x]", "needs base_url"),
-    ("models: {a: {provider: magic}}\nsuites: [x]", "unknown provider 'magic'"),
-    ("models: {a: {provider: samples}}\nsuites: [x]", "needs path"),
-    ("models: {a: {provider: llamacpp, concurency: 3}}\nsuites: [x]", "unknown key(s) concurency"),
-    ("models: {a: {provider: llamacpp}}\nsuites: []", "'suites' must be a list"),
-    ("suites: [x]", "'models' must map"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 0}}]", "limit must be a positive"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 5, first: 5}}]", "not both"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {first: 0}}]", "first must be a positive"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_p99_s: fast}", "max_p99_s must be a number"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_error_rate: 2}", "max_error_rate must be"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {routes: {x: {p99: 3}}}", "unknown key(s) p99"),
-    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: two", "'samples' must be a whole number"),
-    ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "price must be"),
-    ("- just\n- a list", "a plan is a YAML mapping"),
-])
-def test_plan_mistakes_are_named(tmp_path, text, needle):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(HarnessError) as err:
-        load_plan(path)
-    assert needle in str(err.value)
-    assert str(path) in str(err.value)
-
-
 def test_bad_yaml_names_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("models:\n  a: {provider: llamacpp\nsuites: [x]\n")
@@ -93,6 +67,129 @@ def test_bad_yaml_names_line(tmp_path):
 def test_missing_plan_file(tmp_path):
     with pytest.raises(HarnessError, match="plan file not found"):
         load_plan(tmp_path / "nope.yaml")
+
+
+# Every value the red-team pass found hanging a run, crashing it or reaching the API unchecked.
+@pytest.mark.parametrize("text, needle", [
+    ("models: {a: {provider: llamacpp, concurrency: lots}}\nsuites: [x]", "models.a.concurrency: must be a valid integer, got 'lots'"),
+    ("models: {a: {provider: llamacpp, timeout_s: soon}}\nsuites: [x]", "models.a.timeout_s: must be a valid number, got 'soon'"),
+    ("models: {a: {provider: llamacpp, rpm: -10}}\nsuites: [x]", "models.a.rpm: must be greater than 0, got -10"),
+    ("models: {a: {provider: llamacpp, tpm: -5}}\nsuites: [x]", "models.a.tpm: must be greater than 0, got -5"),
+    ("models: {a: {provider: llamacpp, tpm: 0}}\nsuites: [x]", "models.a.tpm: must be greater than 0"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nlimit: -5", "limit: must be greater than or equal to 1, got -5"),
+    ("models: {a: {provider: llamacpp, timeout_s: -1}}\nsuites: [x]", "models.a.timeout_s: must be greater than 0"),
+    ("models: {a: {provider: llamacpp, price: {input: -1}}}\nsuites: [x]", "models.a.price.input: must be greater than or equal to 0"),
+    ("models: {a: {provider: llamacpp, price: {output: .nan}}}\nsuites: [x]", "models.a.price.output: must be a finite number"),
+    ("models: {a: {provider: llamacpp, max_attempts: 0}}\nsuites: [x]", "models.a.max_attempts: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp, concurrency: 0}}\nsuites: [x]", "models.a.concurrency: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\njudges: {j: {provider: llamacpp, rpm: -1}}\nsuites: [x]", "judges.j.rpm: must be greater than 0"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: 0", "samples: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nnoninferiority_margin: 2", "noninferiority_margin: must be less than 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\ncache: maybe", "cache: must be a valid boolean"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nwebhook: 3", "webhook: must be a valid string"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {fewshot: -1}}]", "suites.x.fewshot: must be greater than or equal to 0"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {options: [1]}}]", "suites.x.options: must be a valid dictionary"),
+    # generation parameters, at each of the three levels
+    ("models: {a: {provider: llamacpp}}\ngeneration: {temperature: hot}\nsuites: [x]", "generation.temperature: must be a valid number, got 'hot'"),
+    ("models: {a: {provider: llamacpp}}\ngeneration: {temperature: 3}\nsuites: [x]", "generation.temperature: must be less than or equal to 2"),
+    ("models: {a: {provider: llamacpp, generation: {max_tokens: 0}}}\nsuites: [x]", "models.a.generation.max_tokens: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp, generation: {max_tokens: 1.5}}}\nsuites: [x]", "models.a.generation.max_tokens: must be a valid integer"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {generation: {top_p: 1.5}}}]", "suites.x.generation.top_p: must be less than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {generation: {stop: 42}}}]", "suites.x.generation.stop: must be a string or a list of strings, got 42"),
+    ("models: {a: {provider: llamacpp}}\ngeneration: {stop: [ok, 7]}\nsuites: [x]", "generation.stop: must be a string or a list of strings"),
+    ("models: {a: {provider: llamacpp}}\ngeneration: {seed: x}\nsuites: [x]", "generation.seed: must be a valid integer"),
+    ("models: {a: {provider: llamacpp}}\ngeneration: {temprature: 1}\nsuites: [x]", "generation: unknown key(s) temprature"),
+    # unknown keys at every level, and keys the file's structure already gives
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nlimt: 3", "unknown key(s) limt (known: cache, description"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limt: 3}}]", "suites.x: unknown key(s) limt"),
+    ("models: {a: {provider: llamacpp, name: b}}\nsuites: [x]", "models.a: unknown key(s) name"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\npath: elsewhere.yaml", "unknown key(s) path"),
+    # structure, and what one field alone cannot say
+    ("models: {a: {provider: openai}}\nsuites: [x]", "needs base_url"),
+    ("models: {a: {provider: magic}}\nsuites: [x]", "models.a.provider: must be 'openai', 'llamacpp' or 'samples', got 'magic'"),
+    ("models: {a: {provider: samples}}\nsuites: [x]", "needs path"),
+    ("models: {a: {provider: llamacpp, concurency: 3}}\nsuites: [x]", "unknown key(s) concurency"),
+    ("models: {a: {provider: llamacpp}}\nsuites: []", "suites: must be a list"),
+    ("suites: [x]", "models: must map"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 0}}]", "suites.x.limit: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: two", "samples: must be a valid integer, got 'two'"),
+    ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "models.a.price: unknown key(s) in (known: input, output)"),
+    ("- just\n- a list", "a plan is a YAML mapping"),
+    ("models: {a: {provider: openai, base_url: 'ftp://h/v1'}}\nsuites: [x]", "models.a.base_url: must be an http:// or https:// URL"),
+    # a fair sample or the head of the file; routing limits
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 5, first: 5}}]", "suites.x: give limit (a fair sample of N items) or first"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {first: 0}}]", "suites.x.first: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_p99_s: fast}", "routing.max_p99_s: must be a valid number, got 'fast'"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_error_rate: 2}", "routing.max_error_rate: must be less than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {routes: {x: {p99: 3}}}", "unknown key(s) p99"),
+])
+def test_every_bad_value_is_one_line_naming_the_field(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(HarnessError) as err:
+        load_plan(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert needle in message
+
+
+def _every_field(owner):
+    from dataclasses import fields as dc_fields
+    return [f.name for f in dc_fields(owner)]
+
+
+@pytest.mark.parametrize("field", [f for f in _every_field(__import__("harness.plan").plan.ModelSpec) if f != "name"])
+def test_every_model_field_is_type_checked(tmp_path, field):
+    # A nested list is the wrong type for every field: each must be refused by name.
+    spec = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", field: [["x"]]}
+    with pytest.raises(HarnessError, match=rf"^p.yaml: models\.a\.{field}: "):
+        parse_plan({"models": {"a": spec}, "suites": ["x"]}, source="p.yaml")
+
+
+@pytest.mark.parametrize("field", [f for f in _every_field(__import__("harness.plan").plan.Plan)
+                                   if f not in ("path", "models", "suites")] + ["limit", "description"])
+def test_every_plan_field_is_type_checked(field):
+    raw = {"models": {"a": {"provider": "llamacpp"}}, "suites": ["x"], field: [["x"]]}
+    with pytest.raises(HarnessError, match=rf"^p.yaml: {field}"):
+        parse_plan(raw, source="p.yaml")
+
+
+def test_api_key_pasted_into_api_key_env_is_refused_without_echoing_it():
+    secret = "sk-live-0123456789abcdef"
+    raw = {"models": {"a": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": secret}},
+           "suites": ["x"]}
+    with pytest.raises(HarnessError) as err:
+        parse_plan(raw, source="p.yaml")
+    assert "models.a.api_key_env: must be the NAME" in str(err.value) and secret not in str(err.value)
+
+
+def test_valid_values_are_normalised(tmp_path):
+    raw = {"models": {"a": {"provider": "llamacpp", "timeout_s": 30, "price": {"input": 1}, "rpm": 60,
+                            "generation": {"stop": "###", "temperature": 0}}},
+           "generation": {"stop": ["a", "b"]}, "suites": [{"x": {"limit": 10}}, "y"], "limit": 3}
+    plan = parse_plan(raw, source="p.yaml")
+    model = plan.models[0]
+    assert model.timeout_s == 30.0 and model.price.input == 1.0 and model.rpm == 60.0
+    assert model.generation == {"stop": ("###",), "temperature": 0.0}
+    assert plan.generation == {"stop": ("a", "b")}
+    assert [s.limit for s in plan.suites] == [3, 3]
+
+
+def test_importing_the_plan_module_does_not_load_pydantic():
+    # harness --help and every command that never reads a plan must not pay for the validator.
+    import subprocess
+    import sys
+
+    code = "import sys, harness.plan; print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_plan_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"models: {a: {provider: llamacpp}}\n# caf\xe9\nsuites: [x]\n")
+    with pytest.raises(HarnessError, match=r"latin1.yaml: line 2 is not valid UTF-8"):
+        load_plan(path)
 
 
 def test_routing_limits_are_read_and_stored(tmp_path):

@@ -140,10 +140,12 @@ def test_cli_prints_suite_to_model_and_json(tmp_path, db_url, fake_server, weekl
 
 
 def test_a_plan_margin_out_of_range_is_a_user_error(tmp_path, db_url, fake_server, weekly):
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"m": {}}, noninferiority_margin=2)
-    run = run_plan(plan, db_url)
+    bad = write_plan(tmp_path / "bad.yaml", fake_server, {"m": {}}, noninferiority_margin=2)
+    with pytest.raises(HarnessError, match="noninferiority_margin: must be less than 1"):
+        run_plan(bad, db_url)  # refused when the plan is loaded, before any request
+    run = run_plan(write_plan(tmp_path / "p.yaml", fake_server, {"m": {}}), db_url)
     with pytest.raises(HarnessError, match="0.02 = 2 points"):
-        recommend(Store(db_url), run)
+        recommend(Store(db_url), run, margin=2)
 
 
 def test_a_model_whose_every_request_fails_is_never_routed(tmp_path, db_url, fake_server, weekly):

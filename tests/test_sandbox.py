@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import os
+import platform
 import secrets
 import shutil
 import socket
@@ -214,6 +215,185 @@ def test_the_exit_tricks_cannot_turn_a_failure_around_but_correct_code_still_pas
     # Control for the test above: the same harmless tricks with a correct add() do pass.
     for trick in ("atexit prints passed", "print passed", "close fd 1 and 2"):
         assert sandbox.run(ADD_RIGHT + EXIT_TRICKS[trick] + "\n", ADD_TESTS).passed, trick
+
+
+# ------------------------------------------------------------------------------------------
+# A completion cannot make itself pass: the runner's tools are bound, the nonce is out of reach
+# ------------------------------------------------------------------------------------------
+
+STRIP_ASSERTS = textwrap.dedent(
+    """
+    import ast, builtins
+    _compile = builtins.compile
+    def compile(source, filename, mode, *args, **kwargs):
+        tree = _compile(source, filename, mode, ast.PyCF_ONLY_AST) if isinstance(source, str) else source
+        tree.body = [node for node in tree.body if not isinstance(node, ast.Assert)] or [ast.Pass()]
+        return _compile(ast.fix_missing_locations(tree), filename, mode)
+    builtins.compile = compile
+    """
+)
+# Everything a program can reach by walking frames or the heap: a 32-hex-digit value is taken for
+# the nonce and sent as a pass; every lock found is released, in case one of them signals the end.
+NONCE_HUNT = textwrap.dedent(
+    """
+    import gc, os, re, sys, threading
+    release_locks = True
+    seen, candidates, locks = set(), [], []
+    def look(value, depth=0):
+        if id(value) in seen or depth > 3:
+            return
+        seen.add(id(value))
+        if isinstance(value, (bytes, str)):
+            text = value.encode() if isinstance(value, str) else value
+            candidates.extend(re.findall(rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", text))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for v in list(value)[:10000]:
+                look(v, depth + 1)
+        elif isinstance(value, dict):
+            for v in list(value.values())[:10000]:
+                look(v, depth + 1)
+        elif hasattr(value, "release") and hasattr(value, "acquire"):
+            locks.append(value)
+        elif hasattr(value, "args") and hasattr(value, "func"):  # functools.partial
+            look(value.args, depth + 1)
+    frames = [sys._getframe()]
+    try:
+        frames += list(sys._current_frames().values())
+    except Exception as exc:
+        print("current_frames refused:", type(exc).__name__)
+    for frame in frames:
+        while frame is not None:
+            look(dict(frame.f_locals))
+            frame = frame.f_back
+    try:
+        for obj in gc.get_objects():
+            look(obj)
+    except Exception as exc:
+        print("gc refused:", type(exc).__name__)
+    for lock in locks if release_locks else []:
+        for _ in range(3):
+            try:
+                lock.release()
+            except RuntimeError:
+                pass
+    print("candidates", len(candidates), "locks", len(locks), flush=True)
+    if candidates:
+        os.write(3, b"P" + candidates[0])
+        os._exit(0)
+    """
+)
+JUMP_OVER_ASSERTS = textwrap.dedent(
+    """
+    import sys
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != "<test>":
+            return None
+        def jump(frame, event, arg):
+            if event == "line" and frame.f_lineno < 3:
+                frame.f_lineno = 3
+            return jump
+        return jump
+    sys.settrace(tracer)
+    """
+)
+DISARM_THE_AUDIT_HOOK = textwrap.dedent(
+    """
+    import gc, sys
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            if getattr(getattr(value, "__code__", None), "co_name", "") == "_refuse_introspection":
+                try:
+                    value.__code__ = (lambda event, args: None).__code__
+                except Exception as exc:
+                    print("disarming refused:", type(exc).__name__)
+        frame = frame.f_back
+    """
+) + NONCE_HUNT
+SELF_PASS = {
+    "disarm the audit hook, then hunt": DISARM_THE_AUDIT_HOOK,
+    "replace builtins.exec": "import builtins\nbuiltins.exec = lambda *args, **kwargs: None",
+    "compile strips asserts": STRIP_ASSERTS,
+    "nonce from frames and heap": NONCE_HUNT,
+    "nonce hunt during the tests": "def add(a, b):\n" + textwrap.indent(NONCE_HUNT, "    ") + "    return 0\n",
+    "trace jumps over asserts": JUMP_OVER_ASSERTS,
+    "replace builtins the tests use": "import builtins\nbuiltins.abs = lambda x: 0",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(SELF_PASS))
+def test_a_wrong_program_cannot_make_itself_pass(sandbox, attack):
+    tests = "assert abs(add(2, 3) - 5) < 1e-6\nassert abs(add(-1, 1)) < 1e-6\npass\n"
+    outcome = sandbox.run(ADD_WRONG + SELF_PASS[attack], tests)
+    assert outcome.status == "failed", (attack, outcome)
+
+
+def test_the_self_pass_attacks_leave_correct_programs_passing(sandbox):
+    # Control for the test above: the hunt runs to its end (finding nothing) and a correct add()
+    # still passes (unless it releases the locks it found: that ends the sample as failed); a
+    # program may use gc, threads and locks of its own.
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\npass\n"
+    hunt = sandbox.run(ADD_RIGHT + NONCE_HUNT.replace("release_locks = True", "release_locks = False"), tests)
+    assert hunt.passed, hunt
+    assert "current_frames refused: PermissionError" in hunt.output and "gc refused: PermissionError" in hunt.output
+    assert "candidates 0" in hunt.output
+    mine = "import gc, threading\ngc.collect()\nlock = threading.Lock()\nwith lock:\n    pass\n"
+    assert sandbox.run(ADD_RIGHT + mine, tests).passed
+    assert sandbox.run(ADD_RIGHT + "import builtins\nbuiltins.exec = None", tests).passed
+
+
+def test_each_sample_starts_with_empty_keyrings():
+    # Keys one sample stores in any keyring it can reach are gone for the next sample of its zygote.
+    store = textwrap.dedent(
+        """
+        import ctypes, os, platform
+        libc = ctypes.CDLL(None, use_errno=True)
+        add_key = {"x86_64": 248, "aarch64": 217}.get(platform.machine())
+        for name, ring in (("session", -3), ("user", -4), ("user-session", -5)):
+            key = libc.syscall(ctypes.c_long(add_key), b"user", f"harness-{name}".encode(), b"1",
+                               ctypes.c_long(1), ctypes.c_long(ring))
+            print(name, "stored" if key > 0 else f"refused {os.strerror(ctypes.get_errno())}")
+        """
+    )
+    look = textwrap.dedent(
+        """
+        import ctypes, os, platform
+        libc = ctypes.CDLL(None, use_errno=True)
+        keyctl = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+        for name, ring in (("session", -3), ("user", -4), ("user-session", -5)):
+            found = libc.syscall(ctypes.c_long(keyctl), ctypes.c_long(10), ctypes.c_long(ring), b"user",
+                                 f"harness-{name}".encode(), ctypes.c_long(0))  # KEYCTL_SEARCH
+            print(name, "FOUND" if found > 0 else "gone")
+        """
+    )
+    if platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("system call numbers known for x86_64 and aarch64 only")
+    with Sandbox(workers=1) as box:  # one zygote: every sample is forked from the same one
+        stored = box.run(store, "pass")
+        assert stored.passed, stored
+        if "stored" not in stored.output:
+            pytest.skip(f"the kernel keeps no keys for samples here: {stored.output}")
+        found = box.run(look, "pass")
+    assert found.passed, found
+    for line in stored.output.splitlines():
+        if line.endswith("stored"):
+            assert f"{line.split()[0]} gone" in found.output, (stored.output, found.output)
+
+
+def test_an_oversized_program_gets_a_verdict_of_its_own(sandbox):
+    from harness.graders.sandbox.wire import MAX_MESSAGE_BYTES
+
+    huge = "x = 1\n" + "#" * (70 << 20) + "\n"
+    assert len(huge) > MAX_MESSAGE_BYTES
+    pids = [worker.proc.pid for worker in sandbox._pool if worker.proc is not None]
+    outcome = sandbox.run(huge, "assert x == 1")
+    assert outcome.status == "failed"
+    assert "too large" in outcome.reason and str(MAX_MESSAGE_BYTES >> 20) in outcome.reason
+    # Non-ASCII is escaped on the way: what counts is the size as sent, not the length in characters.
+    wide = "x = '" + "\u20ac" * (MAX_MESSAGE_BYTES // 5) + "'\n"
+    assert sandbox.run(wide, "pass").status == "failed"
+    assert sandbox.run("x = 1", "assert x == 1").passed
+    assert [worker.proc.pid for worker in sandbox._pool if worker.proc is not None][: len(pids)] == pids
 
 
 # ------------------------------------------------------------------------------------------
@@ -694,7 +874,7 @@ def test_humaneval_canonical_solutions_all_pass(sandbox):
 
 
 # ------------------------------------------------------------------------------------------
-# Weak isolation: the fallback is announced once, and can be refused
+# Root without CAP_SYS_ADMIN gets strong isolation; without any route, untrusted code is refused
 # ------------------------------------------------------------------------------------------
 
 WEAK_SCRIPT = textwrap.dedent(
@@ -703,6 +883,7 @@ WEAK_SCRIPT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(message)s")
     from harness.graders.sandbox import Sandbox
+    marker = sys.argv[2]
     daemon = '''
     import os, time
     r, w = os.pipe()
@@ -717,8 +898,11 @@ WEAK_SCRIPT = textwrap.dedent(
     os.read(r, 1)
     '''
     with Sandbox(workers=2) as box:
-        outcomes = [box.run("def f():\\n    return 1", "assert f() == 1") for _ in range(4)]
-        print("statuses", [o.status for o in outcomes], [o.reason for o in outcomes][0])
+        print("refuses", box.refuses())
+        program = f"open({marker!r}, 'a').write('ran')\\ndef f():\\n    return 1"
+        outcomes = [box.run(program, "assert f() == 1") for _ in range(4)]
+        print("statuses", [o.status for o in outcomes])
+        print("reason", outcomes[0].reason)
         secret = box.run("import os", "assert 'OPENAI_API_KEY' not in os.environ")
         print("secret", secret.status)
         d = box.run(daemon, "pass")
@@ -731,39 +915,105 @@ WEAK_SCRIPT = textwrap.dedent(
                 print("daemon dead")
     """
 )
+# Root without the capabilities of every route to strong isolation: CAP_SYS_ADMIN (route 1) and
+# CAP_SETUID/CAP_SETGID (route 2, mapping a user namespace's uids).
+WITHOUT_ANY_ROUTE = ["setpriv", "--bounding-set", "-sys_admin,-setuid,-setgid", "--inh-caps", "-sys_admin,-setuid,-setgid"]
 
 
-def run_without_namespaces(tmp_path: Path, allow: str | None) -> subprocess.CompletedProcess:
+def run_without_isolation(tmp_path: Path, unsafe: str | None) -> tuple[subprocess.CompletedProcess, Path]:
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to take CAP_SYS_ADMIN away from a child process")
-    script = tmp_path / "weak.py"
+        pytest.skip("needs root and setpriv to take capabilities away from a child process")
+    script, marker = tmp_path / "weak.py", tmp_path / "sample-ran.txt"
     script.write_text(WEAK_SCRIPT)
     env = dict(os.environ, OPENAI_API_KEY=SECRET)
-    env.pop("HARNESS_SANDBOX_ALLOW_WEAK", None)
-    if allow is not None:
-        env["HARNESS_SANDBOX_ALLOW_WEAK"] = allow
-    # Without CAP_SYS_ADMIN, creating namespaces fails, as in an unprivileged container.
-    command = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin",
-               sys.executable, str(script), str(REPO)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    env.pop("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", None)
+    if unsafe is not None:
+        env["HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION"] = unsafe
+    command = WITHOUT_ANY_ROUTE + [sys.executable, str(script), str(REPO), str(marker)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120), marker
 
 
-def test_weak_isolation_is_announced_once_and_still_grades(tmp_path):
-    result = run_without_namespaces(tmp_path, allow=None)
+def test_without_strong_isolation_untrusted_code_is_refused_by_default(tmp_path):
+    for unsafe in (None, "0", "yes please"):  # only an explicit 1/true/yes/on opts in
+        result, marker = run_without_isolation(tmp_path, unsafe if unsafe != "yes please" else "maybe")
+        assert result.returncode == 0, result.stderr
+        assert "statuses ['error', 'error', 'error', 'error']" in result.stdout, result.stdout
+        assert "secret error" in result.stdout
+        reason = reported_line(result.stdout, "reason")
+        assert "untrusted code refused" in reason and "HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1" in reason
+        assert reported_line(result.stdout, "refuses") == reason
+        errors = [line for line in result.stderr.splitlines() if line.startswith("LOG ERROR")]
+        assert len(errors) == 1 and "untrusted code refused" in errors[0], result.stderr  # said once
+        assert not marker.exists()  # not one sample ran
+
+
+def test_weak_isolation_only_when_asked_for_as_unsafe(tmp_path):
+    result, marker = run_without_isolation(tmp_path, "1")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("LOG WARNING")]
     assert len(warnings) == 1 and "WEAK isolation" in warnings[0], result.stderr
+    assert "refuses None" in result.stdout
     assert "statuses ['passed', 'passed', 'passed', 'passed']" in result.stdout
     assert "secret passed" in result.stdout
     assert "daemon dead" in result.stdout, result.stdout
+    assert marker.read_text() == "ran" * 4
 
 
-def test_weak_isolation_can_be_refused(tmp_path):
-    result = run_without_namespaces(tmp_path, allow="0")
-    assert result.returncode == 0, result.stderr
-    assert "statuses ['error', 'error', 'error', 'error']" in result.stdout
-    assert "weak isolation not allowed" in result.stdout
-    assert "not allowed" in result.stderr  # the warning says so too
+def reported_line(stdout: str, key: str) -> str:
+    return next(line.split(" ", 1)[1] for line in stdout.splitlines() if line.startswith(key + " "))
+
+
+# The attacks of this module that need strong isolation, run again by a root process without
+# CAP_SYS_ADMIN (the usual container): route 2, a user namespace of unprivileged uids.
+CONTAINER_ATTACKS = (
+    "api_keys_are_nowhere_to_be_found or harness_processes_are_invisible or cannot_write_or_delete "
+    "or loopback_listener or no_way_back or fork_storm or daemonised or killing_the_parent or sysv "
+    "or private_temporary or process_limit_binds or empty_keyrings or make_itself_pass or in_a_container"
+)
+
+
+def test_in_a_container_the_user_namespace_route_is_taken(sandbox):
+    if not os.environ.get("HARNESS_TEST_WITHOUT_SYS_ADMIN"):
+        pytest.skip("run by test_root_without_cap_sys_admin_still_gets_strong_isolation, without CAP_SYS_ADMIN")
+    effective = int(next(line for line in open("/proc/self/status") if line.startswith("CapEff:")).split()[1], 16)
+    assert os.geteuid() == 0 and not effective & (1 << 21)  # root, and CAP_SYS_ADMIN really is gone
+    assert sandbox.isolation() == {"isolation": "strong", "detail": sandbox.isolation()["detail"]}
+    assert "own user namespace of unprivileged uids" in sandbox.isolation()["detail"]
+
+
+def test_root_without_cap_sys_admin_still_gets_strong_isolation():
+    if os.environ.get("HARNESS_TEST_WITHOUT_SYS_ADMIN"):
+        pytest.skip("already running without CAP_SYS_ADMIN")
+    if os.geteuid() != 0 or not shutil.which("capsh"):
+        pytest.skip("needs root and capsh (Debian: libcap2-bin) to drop CAP_SYS_ADMIN")
+    env = dict(os.environ, HARNESS_TEST_WITHOUT_SYS_ADMIN="1", PYTHONPATH=str(REPO))
+    env.pop("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", None)
+    inner = (f"{sys.executable} -m pytest -q -p no:cacheprovider -rs {Path(__file__).resolve()} "
+             f"-k '{CONTAINER_ATTACKS}' -o addopts=''")
+    result = subprocess.run(["capsh", "--drop=cap_sys_admin", "--", "-c", inner], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=600)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "skipped" not in summary and "passed" in summary, result.stdout[-3000:]
+    assert int(summary.split(" passed")[0].split()[-1]) >= 19, summary
+
+
+def test_a_code_suite_is_refused_before_any_request_without_strong_isolation(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to take capabilities away from a child process")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", None)
+    command = WITHOUT_ANY_ROUTE + [sys.executable, "-m", "harness", "suites", "validate", "code-functions", "--limit", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "suite 'code-functions' runs model-written code: untrusted code refused" in lines[0]
+    assert "HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1" in lines[0]
+    env["HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION"] = "1"
+    allowed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert allowed.returncode == 0, (allowed.stdout, allowed.stderr)
+    assert "2/2 reference answers graded correct" in allowed.stdout
 
 
 USERNS_SCRIPT = textwrap.dedent(
@@ -825,11 +1075,16 @@ def test_unprivileged_user_still_gets_namespaces():
 
 
 def test_weak_isolation_setting_on_the_constructor(monkeypatch):
-    monkeypatch.setenv("HARNESS_SANDBOX_ALLOW_WEAK", "0")
+    monkeypatch.delenv("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", raising=False)
     with Sandbox(workers=1) as box:
-        assert box.allow_weak_isolation is False
-    with Sandbox(workers=1, allow_weak_isolation=True) as box:
-        assert box.allow_weak_isolation is True
-    monkeypatch.delenv("HARNESS_SANDBOX_ALLOW_WEAK")
+        assert box.unsafe_weak_isolation is False  # the documented default: refuse
+    monkeypatch.setenv("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", "1")
     with Sandbox(workers=1) as box:
-        assert box.allow_weak_isolation is True  # the documented default
+        assert box.unsafe_weak_isolation is True
+    with Sandbox(workers=1, unsafe_weak_isolation=False) as box:
+        assert box.unsafe_weak_isolation is False
+    monkeypatch.setenv("HARNESS_SANDBOX_ALLOW_WEAK", "1")  # the old name, which did not say unsafe
+    monkeypatch.delenv("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION")
+    with Sandbox(workers=1) as box:
+        assert box.unsafe_weak_isolation is False
+        assert box.refuses() is None  # strong isolation here: nothing to refuse

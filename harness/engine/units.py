@@ -93,6 +93,10 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
     prepared = []
     for ref in plan.suites:
         suite = load_suite(ref, data=(data_override or {}).get(ref.name))
+        if suite.grader.name == "code":  # where the sandbox refuses untrusted code, say so before any request
+            from harness.graders.code import require_sandbox
+
+            require_sandbox(suite.name)
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
 

@@ -335,6 +335,15 @@ def _program_and_tests(response: str, item: Item, style: str) -> tuple[str, str]
     raise HarnessError(f"code grader: unknown style {style!r} (known: humaneval, mbpp); fix grader.options.style")
 
 
+def require_sandbox(suite_name: str) -> None:
+    """Refuse, before any request, a code suite whose every sample the sandbox would refuse to run."""
+    from harness.graders.sandbox import default_sandbox  # starts a zygote (once) to see what isolation it gets
+
+    reason = default_sandbox().refuses()
+    if reason:
+        raise HarnessError(f"suite '{suite_name}' runs model-written code: {reason}")
+
+
 @register("code")
 def code(response: str, item: Item, style: str = "humaneval", timeout: float | None = None, **limits: Any) -> Grade:
     """Pass when the item's tests run to the end against the code in `response` (in the sandbox).
@@ -343,6 +352,7 @@ def code(response: str, item: Item, style: str = "humaneval", timeout: float | N
     name (wall_s, cpu_s, memory_bytes, ...), applied over the sandbox defaults.
     """
     from harness.graders.sandbox import Limits, run_tests  # the sandbox starts worker processes: only when used
+    from harness.graders.sandbox.wire import MAX_MESSAGE_BYTES
 
     overrides = dict(limits)
     if timeout is not None:
@@ -351,6 +361,9 @@ def code(response: str, item: Item, style: str = "humaneval", timeout: float | N
         run_limits = Limits().merged(overrides)
     except ValueError as exc:
         raise HarnessError(f"code grader: {exc}; fix grader.options in suite.yaml") from None
+    if len(response) > MAX_MESSAGE_BYTES:  # not worth parsing: the sandbox would refuse it anyway
+        return Grade.of(False, f"response too large to run: {len(response)} characters, the sandbox takes "
+                               f"at most {MAX_MESSAGE_BYTES >> 20} MiB of program and tests", "")
     program, tests = _program_and_tests(response, item, style)
     if not answer_text(response).strip():
         return Grade.of(False, "empty response: no code to run", "")

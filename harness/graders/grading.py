@@ -29,6 +29,9 @@ class SuiteGrader:
         self.name = suite.grader.name
         options = dict(suite.grader.options)
         if self.name == "code":
+            from harness.graders.code import require_sandbox
+
+            require_sandbox(suite.name)
             for key, value in suite.sandbox.items():  # per-suite sandbox limits, e.g. wall_s
                 options.setdefault(key, value)
         self.fn = get_grader(self.name)

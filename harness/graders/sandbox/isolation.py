@@ -5,10 +5,12 @@ Stdlib only (ctypes for unshare/setns/mount/prctl); imported by zygote.py, never
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 
-from .wire import SANDBOX_UID_BASE
+from .wire import SANDBOX_UID_BASE, SANDBOX_ZYGOTE_UID_BASE
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -23,6 +25,8 @@ _KEPT_MOUNT_OPTIONS = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "n
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 _DEVICES = ("null", "zero", "full", "random", "urandom")
+KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT = 1, 7, 22
+KEY_SPEC_SESSION_KEYRING, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = -3, -4, -5
 
 
 class _Libc:
@@ -55,19 +59,49 @@ class _Libc:
     def prctl(self, option: int, arg: int) -> None:
         self._check(self.libc.prctl(option, arg, 0, 0, 0), "prctl")
 
-    def join_new_session_keyring(self) -> None:
-        """Leave the harness's session keyring (its keys are readable by whoever possesses it)."""
+    def _keyctl(self, operation: int, *args: int) -> int:
         import platform
 
         number = {"x86_64": 250, "aarch64": 219, "ppc64le": 289, "s390x": 280}.get(platform.machine())
-        if number is None or self.libc.syscall(number, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING
-            raise OSError(self.ctypes.get_errno(), "cannot join a new session keyring")
+        if number is None:
+            raise OSError(errno.ENOSYS, "keyctl: unknown system call number on this machine")
+        c_long = self.ctypes.c_long
+        result = self.libc.syscall(c_long(number), c_long(operation), *(c_long(a) for a in args))
+        if result < 0:
+            err = self.ctypes.get_errno()
+            raise OSError(err, f"keyctl({operation}): {os.strerror(err)}")
+        return result
 
-    def drop_capabilities(self) -> None:
-        """Give up every capability, for good (the bounding set too)."""
+    def join_new_session_keyring(self) -> None:
+        """Leave the harness's session keyring (its keys are readable by whoever possesses it)."""
+        self._keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0)
+
+    def start_with_clean_keyrings(self) -> None:
+        """A sample's own new session keyring, and its user's keyrings emptied: a key one sample
+        stored (in any keyring a later sample of this zygote could reach) is gone for the next."""
+        try:
+            self.join_new_session_keyring()
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:  # no keyrings in this kernel: nothing to carry over either
+                return
+            raise
+        for keyring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING):
+            self._keyctl(KEYCTL_CLEAR, keyring)
+        try:  # the user's persistent keyring, where the kernel has them
+            self._keyctl(KEYCTL_CLEAR, self._keyctl(KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_SESSION_KEYRING))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+
+    def drop_bounding_set(self) -> None:
+        """No capability can ever be gained again, even by exec as root (needs CAP_SETPCAP now)."""
         cap = 0
         while self.libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
             cap += 1
+
+    def drop_capabilities(self) -> None:
+        """Give up every capability, for good (the bounding set too)."""
+        self.drop_bounding_set()
         header = (self.ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
         data = (self.ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty
         self._check(self.libc.capset(header, data), "capset")
@@ -172,34 +206,84 @@ class _MemoryCgroup:
             pass
 
 def _enter_namespaces(iso: _Isolation, control_fds: tuple[int, int]) -> None:
+    """Try every route to strong isolation, the most direct first; raise OSError naming why each failed.
+
+    1. root with CAP_SYS_ADMIN: namespaces of its own; samples switch to an unprivileged uid.
+    2. root without it (the usual container): a user namespace whose uids 0 (the zygote, once its
+       read-only root is built) and 1 (samples) are, outside, unprivileged uids unique to this
+       zygote, mapped by a helper left outside (which needs only CAP_SETUID and CAP_SETGID).
+    3. any other user: its own user namespace, its root being that user outside.
+    In 2 and 3 the zygote owns its other namespaces; each sample drops every capability."""
     libc = iso.libc
+    failures = []
     if os.geteuid() == 0:
-        libc.unshare(CLONE_NEWNS | CLONE_NEWNET)
-        iso.uid = SANDBOX_UID_BASE + os.getpid()
-        who = "unprivileged uid"
-    else:
+        try:
+            libc.unshare(CLONE_NEWNS | CLONE_NEWNET)
+            iso.uid = SANDBOX_UID_BASE + os.getpid()
+            _finish(iso, "unprivileged uid")
+            return
+        except OSError as exc:  # nothing is irreversible before the chroot, which fails nothing after it
+            iso.uid = None
+            failures.append(f"as root: {exc.strerror or exc}")
+        try:
+            sample_uid, zygote_uid = SANDBOX_UID_BASE + os.getpid(), SANDBOX_ZYGOTE_UID_BASE + os.getpid()
+            _enter_user_namespace(libc, control_fds, outside=f"0 {zygote_uid} 1\n1 {sample_uid} 1")
+            iso.user_ns = True
+            iso.uid = 1  # inside the namespace: not its root, and outside, unprivileged and not the zygote's
+            _finish(iso, "own user namespace of unprivileged uids", take_mapped_root=True)
+            return
+        except OSError as exc:
+            failures.append(f"user namespace as root: {exc.strerror or exc}")
+            raise OSError("; ".join(failures)) from None
+    try:
         _enter_user_namespace(libc, control_fds)
         iso.user_ns = True
         iso.extra_processes = 2  # our parent stub and ourselves share the sample's user id
-        who = "own user namespace, no capabilities"
+        _finish(iso, "own user namespace, no capabilities")
+    except OSError as exc:
+        failures.append(f"user namespace: {exc.strerror or exc}")
+        raise OSError("; ".join(failures)) from None
+
+
+def _finish(iso: _Isolation, who: str, take_mapped_root: bool = False) -> None:
+    libc = iso.libc
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates to the host
     iso.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    _build_root(libc)  # ends with chroot, the only step that cannot be undone: nothing fails after it
+    # Opened in this mount namespace (a bind mount's source must be in it) and before the chroot.
+    opened = _open_root_sources()
+    if take_mapped_root:
+        # From the unmapped uid we kept to open those, to the namespace's root: the unprivileged
+        # uid outside. Our capabilities within the namespace stay, for the per-sample set-up;
+        # files can be created again (the kernel refuses it to an unmapped uid).
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 1)
+    _build_root(libc, opened)  # ends with chroot, the only step that cannot be undone: nothing fails after it
+    _close_root_sources(opened)
     iso.strong = True
     iso.detail = f"pid+mount+net namespaces, read-only chroot, {who}"
 
 
-def _enter_user_namespace(libc: _Libc, control_fds: tuple[int, int]) -> None:
-    """Not root: become root of a new user namespace, then PID 1 of a PID namespace it owns.
+def _enter_user_namespace(libc: _Libc, control_fds: tuple[int, int], outside: str | None = None) -> None:
+    """Become root of a new user namespace, then PID 1 of a PID namespace it owns.
 
+    A user maps its own uid to 0; root maps `outside` (uid_map and gid_map lines) instead,
+    through a helper left in the parent namespace (a process may map only its own uid into its
+    namespace itself). Until
+    the caller switches to the namespace's uid 0, it keeps its own (unmapped) uid, and so the
+    file access it had: enough to open a Python installation under /root.
     Only a PID namespace owned by our user namespace lets us reset, before each sample, the
     namespace our next child will get (setns), so we fork once here; the parent stays behind as
     a stub that lives and dies with us."""
-    uid, gid = os.getuid(), os.getgid()
-    libc.unshare(CLONE_NEWUSER)
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
+    if outside is None:
+        uid, gid = os.getuid(), os.getgid()
+        libc.unshare(CLONE_NEWUSER)
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    else:
+        _map_from_outside(libc, outside)
     libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
     pid = os.fork()
     if pid != 0:
@@ -209,14 +293,44 @@ def _enter_user_namespace(libc: _Libc, control_fds: tuple[int, int]) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def _map_from_outside(libc: _Libc, mapping: str) -> None:
+    me = os.getpid()
+    go_r, go_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(go_w)
+            if os.read(go_r, 1) == b"1":
+                for name in ("uid_map", "gid_map"):
+                    with open(f"/proc/{me}/{name}", "w") as f:
+                        f.write(mapping)
+                os._exit(0)
+        finally:
+            os._exit(1)
+    os.close(go_r)
+    failure = None
+    try:
+        libc.unshare(CLONE_NEWUSER)
+    except OSError as exc:
+        failure = exc
+    os.write(go_w, b"0" if failure else b"1")
+    os.close(go_w)
+    _, status = os.waitpid(helper, 0)
+    if failure is not None:
+        raise failure
+    if status != 0:
+        raise OSError(errno.EPERM, "cannot map the user namespace's uids (needs CAP_SETUID and CAP_SETGID)")
+
+
 def _python_dirs() -> list[str]:
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
     return sorted(os.path.abspath(d) for d in dirs if d and os.path.isdir(d))
 
 
-def _build_root(libc: _Libc) -> None:
-    """Assemble a read-only root of system and Python directories and chroot into it."""
+def _open_root_sources() -> tuple[dict, dict]:
+    """What the read-only root is made of, opened while we may still reach it (as root: the
+    Python installation can sit in a directory only root may enter, such as /root/.pyenv)."""
     system = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
     wanted: list[str] = []
     for path in system + _python_dirs():
@@ -231,6 +345,19 @@ def _build_root(libc: _Libc) -> None:
         else:
             sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
     devices = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC) for name in _DEVICES}
+    return sources, devices
+
+
+def _close_root_sources(opened: tuple[dict, dict]) -> None:
+    for table in opened:
+        for source in table.values():
+            if isinstance(source, int):
+                os.close(source)
+
+
+def _build_root(libc: _Libc, opened: tuple[dict, dict]) -> None:
+    """Assemble a read-only root of system and Python directories and chroot into it."""
+    sources, devices = opened
     # Any existing directory will do as the mount point of the new root (in our mount namespace only).
     stage = next(d for d in ("/mnt", "/tmp", "/media", "/srv", "/opt") if os.path.isdir(d) and not os.path.islink(d))
     libc.mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
@@ -246,7 +373,6 @@ def _build_root(libc: _Libc) -> None:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             open(target, "w").close()
         libc.mount(f"/proc/self/fd/{source}", target, None, MS_BIND | MS_REC)
-        os.close(source)
     for name in ("tmp", "proc", "dev"):
         os.makedirs(f"{stage}/{name}", exist_ok=True)
     os.chmod(f"{stage}/tmp", 0o1777)
@@ -262,7 +388,6 @@ def _build_dev(libc: _Libc, dev: str, devices: dict[str, int]) -> None:
     for name, source in devices.items():
         open(f"{dev}/{name}", "w").close()
         libc.mount(f"/proc/self/fd/{source}", f"{dev}/{name}", None, MS_BIND)
-        os.close(source)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{dev}/{name}")
@@ -274,7 +399,9 @@ def _remount_read_only(libc: _Libc, top: str) -> None:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")  # spaces are escaped as \040
+            # Spaces and the like are escaped as \040 (octal); no codec lookup: it may import a
+            # module, which the unprivileged uid of route 2 cannot read here.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
             mounts.append((fields[0], fields[1], point, fields[5].split(",")))
     # Only our own tree: other mounts may sit below `top` on the host, hidden under our tmpfs.
     mine = {[m[0] for m in mounts if m[2] == top][-1]}

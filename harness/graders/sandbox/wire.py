@@ -12,14 +12,32 @@ import select
 import struct
 import time
 
-SANDBOX_UID_BASE = 0x5A000000  # far above real users; one uid per zygote (base + its pid)
+SANDBOX_UID_BASE = 0x5A000000  # far above real users; one uid per zygote's samples (base + its pid)
+SANDBOX_ZYGOTE_UID_BASE = SANDBOX_UID_BASE + 0x1000000  # the zygote's own, where it gives up root (pids < 2**22)
 
 
-def _send(fd: int, message: dict) -> None:
-    data = json.dumps(message).encode()
+# The largest message a zygote reads: a job is its program, tests and limits as JSON (non-ASCII
+# characters escaped, so up to 12 bytes each). The harness refuses a larger job itself.
+MAX_MESSAGE_BYTES = 1 << 26
+
+
+def too_large_reason(size: int) -> str:
+    return (f"program too large for the sandbox: {size} bytes with its tests as sent, "
+            f"at most {MAX_MESSAGE_BYTES} ({MAX_MESSAGE_BYTES >> 20} MiB)")
+
+
+def _encode(message: dict) -> bytes:
+    return json.dumps(message).encode()
+
+
+def _send_encoded(fd: int, data: bytes) -> None:
     view = memoryview(struct.pack("!I", len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _send(fd: int, message: dict) -> None:
+    _send_encoded(fd, _encode(message))
 
 
 def _recv_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
@@ -37,7 +55,7 @@ def _recv_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def _recv(fd: int, deadline: float | None = None, max_bytes: int = 1 << 26) -> dict | None:
+def _recv(fd: int, deadline: float | None = None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict | None:
     header = _recv_exact(fd, 4, deadline)
     if header is None:
         return None

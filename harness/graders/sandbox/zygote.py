@@ -68,8 +68,8 @@ _PREWARM = (
 
 
 def _zygote_main() -> None:
-    # The control pipes move away from fds 0/1 (and from 3, a sample's status pipe) so that
-    # nothing a sample inherits can reach them.
+    # The control pipes move away from fds 0/1 (and from 3 and 4, a sample's status and nonce
+    # pipes) so that nothing a sample inherits can reach them.
     import fcntl
 
     ctl_in, ctl_out = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (0, 1))
@@ -132,9 +132,10 @@ class _HarnessGone(Exception):
 
 def _run_sample(job: dict, iso: _Isolation) -> dict:
     limits = job["limits"]
-    nonce = os.urandom(16).hex().encode()
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
+    nonce_r, nonce_w = os.pipe()
+    kept_r = _deal_nonce(nonce_w)
     workdir = None
     if not iso.strong:
         import tempfile
@@ -158,9 +159,9 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(out_r)
-            os.close(status_r)
-            _become_sample(job, iso, nonce, out_w, status_w, workdir)
+            for fd in (out_r, status_r, kept_r):
+                os.close(fd)
+            _become_sample(job, iso, out_w, status_w, nonce_r, workdir)
         except BaseException as exc:
             try:
                 os.write(3, f"E{type(exc).__name__}: {exc}".encode()[:500])  # the status pipe by now
@@ -168,8 +169,10 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
                 os._exit(71)
         finally:
             os._exit(70)
-    os.close(out_w)
-    os.close(status_w)
+    for fd in (out_w, status_w, nonce_r):
+        os.close(fd)
+    nonce = os.read(kept_r, 64)
+    os.close(kept_r)
     capture = _Capture(out_r, status_r, int(limits["output_bytes"]))
     try:
         wait_status, usage, timed_out, duration = _supervise(pid, capture, limits, started, iso)
@@ -184,6 +187,19 @@ def _run_sample(job: dict, iso: _Isolation) -> dict:
     status, reason = _verdict(capture, nonce, wait_status, usage, timed_out, out_of_memory, limits)
     output = _render_output(bytes(capture.output), capture.output_size, capture.cap)
     return {"status": status, "reason": reason, "output": output, "duration_s": round(duration, 6)}
+
+
+def _deal_nonce(nonce_w: int) -> int:
+    """Draw a sample's nonce and put it in two pipes: `nonce_w`'s, for the sample (see _execute),
+    and a new one whose read end (returned) only we keep. No frame holds the nonce when the
+    sample is forked: in the sample's process, only the chain of C calls of _execute ever does."""
+    kept_r, kept_w = os.pipe()
+    nonce = os.urandom(16).hex().encode()
+    os.write(nonce_w, nonce)
+    os.write(kept_w, nonce)
+    os.close(nonce_w)
+    os.close(kept_w)
+    return kept_r
 
 
 class _Capture:
@@ -344,19 +360,22 @@ def _kill_leftovers() -> None:
             return
 
 
-def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_w: int, workdir: str | None) -> None:
+def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_r: int, workdir: str | None) -> None:
     """In the forked child: finish isolating ourselves, then run the untrusted code."""
+    import fcntl
     import resource
 
     limits = job["limits"]
     os.setsid()
     if iso.cgroup:
         iso.cgroup.join()
-    # Standard streams and the status pipe (fd 3) first, so that set-up errors can be reported.
+    # Standard streams, the status pipe (fd 3, first: set-up errors are reported there) and
+    # the nonce pipe (fd 4, read and closed by _execute before any untrusted code runs).
+    nonce_r = fcntl.fcntl(nonce_r, fcntl.F_DUPFD, 5)
     devnull = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((devnull, 0), (out_w, 1), (out_w, 2), (status_w, 3)):
+    for fd, target in ((devnull, 0), (out_w, 1), (out_w, 2), (status_w, 3), (nonce_r, 4)):
         os.dup2(fd, target)
-    os.closerange(4, 1 << 20)
+    os.closerange(5, 1 << 20)
     if iso.strong:
         libc = iso.libc
         libc.unshare(CLONE_NEWNS | CLONE_NEWIPC)  # SysV IPC objects would otherwise outlive the sample
@@ -386,10 +405,14 @@ def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_
             soft, hard = min(soft, old_hard), min(hard, old_hard)
         resource.setrlimit(which, (soft, hard))
 
+    if iso.user_ns:
+        iso.libc.drop_bounding_set()  # while we still hold CAP_SETPCAP
     if iso.uid is not None:
         os.setgroups([])
         os.setresgid(iso.uid, iso.uid, iso.uid)
         os.setresuid(iso.uid, iso.uid, iso.uid)
+    # After the uid switch, so that the user keyrings emptied are the sample's own.
+    iso.libc.start_with_clean_keyrings()
     if iso.user_ns:
         iso.libc.drop_capabilities()  # root of our user namespace no more
     iso.libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -411,27 +434,64 @@ def _become_sample(job: dict, iso: _Isolation, nonce: bytes, out_w: int, status_
     sys.stdin = sys.__stdin__ = open(0, closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
-    os.write(3, b"R")  # from here on, whatever goes wrong is the sample's fault
-    _execute(job["program"], job["tests"], nonce, 3)
+    _execute(job["program"], job["tests"], 3, 4)
 
 
-def _execute(program: str, tests: str, nonce: bytes, status_fd: int) -> None:
-    """Run program then tests in one module; signal a pass only if both ran to the end."""
+def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
+    """Run program then tests in one module; signal a pass only if both ran to the end.
+
+    The program runs in this process and may tamper with anything Python lets it reach, so:
+      * what the runner needs (exec, compile, os.write, os._exit, both compiled codes) is bound
+        before it runs, and the tests get the builtins as they were before the program ran;
+      * the run is a chain of C calls, deque(map(call, steps)): exec the program, exec the tests,
+        then write the pass token and leave. The token (the nonce, read from its pipe, closed,
+        before any untrusted code ran) lives only in that chain, which no local of any frame
+        refers to while it runs (only the value stack does): walking the stack finds nothing;
+      * an audit hook (irremovable) refuses what reaches objects without a frame: gc.get_objects/
+        get_referrers/get_referents, sys._current_frames, and tracing (sys.settrace/setprofile),
+        which could jump over the tests' asserts;
+      * a process the program forks has the status pipe replaced by /dev/null: only the sample's
+        own process reports (a child running the tests too must not garble the verdict).
+    What is left is raw memory access (ctypes, /proc/self/mem) and lying values (an object whose
+    __eq__ is always True, functions the tests call replaced while they run): the package
+    docstring lists them under "Not protected against".
+    """
+    import builtins
+    import collections
+    import functools
     import linecache
+    import operator
     import traceback
-    import types
 
     write, exit_now, getpid = os.write, os._exit, os.getpid  # bound before the program can patch os
     runner = getpid()  # a process the program forked comes back through here too: it reports nothing
+    os.register_at_fork(after_in_child=functools.partial(os.dup2, 0, status_fd))  # fd 0 is /dev/null
+    # A copy with globals of its own, and no local keeps it: the interpreter's list of hooks is
+    # its only reference, which no Python code can walk.
+    sys.addaudithook(types.FunctionType(_refuse_introspection.__code__,
+                                        {"__builtins__": {"PermissionError": PermissionError}}))
     module = types.ModuleType("__sandbox__")
     sys.modules["__sandbox__"] = module  # dataclasses, pickle & co. look their module up here
     namespace = module.__dict__
+    write(status_fd, b"R")  # from here on, whatever goes wrong is the sample's fault
     phase = "program"
     try:
+        codes = []
         for phase, source in (("program", program), ("test", tests)):
             filename = f"<{phase}>"
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            exec(compile(source, filename, "exec"), namespace)
+            codes.append(compile(source, filename, "exec"))
+        phase = "program"
+        box = [functools.partial(collections.deque, map(operator.call, [
+            functools.partial(exec, codes[0], namespace),
+            functools.partial(namespace.__setitem__, "__builtins__", dict(builtins.__dict__)),  # as before the program
+            functools.partial(exec, codes[1], namespace),
+            functools.partial(_flush_quietly, (sys.stdout, sys.stderr)),  # ours: the program has not run yet
+            functools.partial(write, status_fd, b"P" + _read_once(nonce_fd)),
+            functools.partial(exit_now, 0),
+        ]), maxlen=0)]
+        del codes
+        box.pop()()  # only the value stack refers to the chain while it runs
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: they end the run early
         if getpid() != runner:
             exit_now(1)
@@ -451,17 +511,30 @@ def _execute(program: str, tests: str, nonce: bytes, status_fd: int) -> None:
         except BaseException:
             pass
         exit_now(1)
-    for stream in (sys.stdout, sys.stderr):
+    exit_now(1)  # not reached: the chain ends with exit_now(0)
+
+
+def _read_once(fd: int) -> bytes:
+    data = os.read(fd, 64)
+    os.close(fd)
+    return data
+
+
+def _flush_quietly(streams: tuple) -> None:
+    for stream in streams:
         try:
             stream.flush()
         except BaseException:
             pass
-    if getpid() != runner:
-        exit_now(0)
-    try:
-        write(status_fd, b"P" + nonce)
-    finally:
-        exit_now(0)
+
+
+def _refuse_introspection(event: str, args: tuple) -> None:
+    """Audit hook of a sample (run with its own tiny globals: nothing to patch in them)."""
+    if event in {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames",
+                 "sys._current_exceptions", "sys.settrace", "sys.setprofile"}:
+        raise PermissionError(f"the sandbox does not allow {event}() in code under test")
+    if event == "object.__setattr__" and args[1] == "__code__":  # e.g. this hook's own code
+        raise PermissionError("the sandbox does not allow replacing a function's __code__ in code under test")
 
 
 def _describe_failure(exc: BaseException, phase: str) -> str:
