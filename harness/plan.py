@@ -61,14 +61,37 @@ class Routing(RouteLimits, total=False):
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens; batched requests at explicit batch prices, else at a discount."""
 
     __pydantic_config__ = _CHECKED
     input: NonNegativeFloat = 0.0
     output: NonNegativeFloat = 0.0
+    batch_discount: Annotated[float, Ge(0), Lt(1)] | None = None  # fraction off when batched (0.5 = half price)
+    batch_input: NonNegativeFloat | None = None
+    batch_output: NonNegativeFloat | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False) -> float:
+        if not batched:
+            return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+        keep = 1.0 - (self.batch_discount or 0.0)
+        rate_in = self.input * keep if self.batch_input is None else self.batch_input
+        rate_out = self.output * keep if self.batch_output is None else self.batch_output
+        return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """`batch:` on a model: send its requests through the provider's Batch API (see engine/batch.py).
+
+    Limits left at None take the documented default of the provider the base_url points at."""
+
+    __pydantic_config__ = _CHECKED
+    max_requests: PositiveInt | None = None  # requests per batch file
+    max_bytes: PositiveInt | None = None  # bytes per batch file
+    window: str = "24h"  # completion_window
+    retry: Literal["batch", "online"] = "batch"  # where failed or expired lines go next
+    max_rounds: PositiveInt = 3  # batches a request may be in before it is stored as an error
+    endpoint: str | None = None  # each line's `url`; default: the base_url's last path part + /chat/completions
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,7 @@ class ModelSpec:
     generation: GenerationOptions = field(default_factory=dict)  # per-model overrides
     n_ctx: PositiveInt = 4096  # llamacpp context window
     threads: PositiveInt | None = None  # llamacpp threads
+    batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
 
     @property
     def api_model(self) -> str:
@@ -228,6 +252,8 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         if not isinstance(spec, dict):
             raise HarnessError(f"{source}: {key}.{name}: settings must be a mapping, e.g. {{provider: openai, model: ...}}")
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
+        if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
+            spec = {**spec, "batch": {} if spec["batch"] else None}
         entries.append({**spec, "name": str(name)})
     return entries
 
@@ -273,6 +299,8 @@ def _check_relations(plan: Plan, source: str) -> None:
                 raise HarnessError(f"{where}.base_url: must be an http:// or https:// URL, got {m.base_url!r}")
             if m.provider == "samples" and not m.path:
                 raise HarnessError(f"{where}: provider samples needs path (a JSONL file with task_id and completion)")
+            if m.batch and m.provider != "openai":
+                raise HarnessError(f"{where}.batch: needs provider openai (a server with the OpenAI Batch API)")
             if m.api_key_env is not None and not m.api_key_env.isidentifier():
                 # Not echoed: a value that is not a variable name may be the key itself.
                 raise HarnessError(f"{where}.api_key_env: must be the NAME of the environment variable "
@@ -386,4 +414,18 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
     data = asdict(plan)
     data.pop("path", None)
+    # Settings left unset are left out, so a plan that uses no batch keys keeps the fingerprint
+    # it had before they existed (its unfinished run still resumes).
+    for model in (*data["models"], *data["judges"]):
+        if model.get("batch") is None:
+            model.pop("batch", None)
+        for key in ("batch_discount", "batch_input", "batch_output"):
+            if model["price"].get(key) is None:
+                model["price"].pop(key, None)
     return data
+
+
+def with_batch(plan: Plan) -> Plan:
+    """`harness run --batch`: every answering openai model of the plan through the Batch API."""
+    models = tuple(replace(m, batch=m.batch or BatchSettings()) if m.provider == "openai" else m for m in plan.models)
+    return replace(plan, models=models)

@@ -118,6 +118,7 @@ class SampleRow(Base):
     grade_reason: Mapped[str] = mapped_column(Text, default="")
     extracted: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    batched: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # answered through a Batch API
     __table_args__ = (
         UniqueConstraint("run_id", "model", "suite", "item_id", "sample_index", name="uq_sample"),
         Index("ix_samples_run_model_suite", "run_id", "model", "suite"),
@@ -131,6 +132,40 @@ class CacheRow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     completion_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class BatchRow(Base):
+    """One provider batch of a run: its ids are stored before anything waits on it (engine/batch.py)."""
+
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    round: Mapped[int] = mapped_column(Integer, default=1)  # 1 = first try; 2.. = retries of failed lines
+    state: Mapped[str] = mapped_column(String(20), default="preparing")  # preparing, uploaded, then the provider's
+    collected: Mapped[bool] = mapped_column(Boolean, default=False)  # its results are stored
+    input_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    n_requests: Mapped[int] = mapped_column(Integer, default=0)
+    n_completed: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class BatchRequestRow(Base):
+    """Which samples a batch carries: a sample in an uncollected batch is in flight, never sent again."""
+
+    __tablename__ = "batch_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
+    suite: Mapped[str] = mapped_column(String(200))
+    item_id: Mapped[str] = mapped_column(String(300))
+    sample_index: Mapped[int] = mapped_column(Integer, default=0)
 
 
 @dataclass(frozen=True)
@@ -160,6 +195,7 @@ class SampleRecord:
     passed: bool
     grade_reason: str
     extracted: str
+    batched: bool | None = False
 
 
 _RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)

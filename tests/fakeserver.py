@@ -5,6 +5,12 @@ and costs little CPU. It answers from a `responder(model, messages) -> text` cal
 every request per (model, prompt) so tests can prove nothing was requested twice, and can
 inject latency, HTTP 500s, 429s with Retry-After, malformed bodies and dropped connections.
 
+It also speaks the Files and Batches API (`/v1/files`, `/v1/batches`): a batch moves validating ->
+in_progress -> finalizing -> completed one step per `polls_per_state` retrieves (or is held
+in_progress with `state.batch.hold`), and `state.batch.plans` makes batches expire, fail, be
+cancelled, or answer some lines with errors or leave them out. Batch lines are answered by the same
+responder and counted in the same `successes`, so a test sees a request answered twice either way.
+
 Run standalone (for benchmarks, in its own process):
     python tests/fakeserver.py --port 0 --latency 0.5   # prints "listening on http://127.0.0.1:PORT/v1"
 """
@@ -47,6 +53,36 @@ class Faults:
     seed: int = 0
 
 
+TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
+
+
+@dataclass
+class BatchPlan:
+    """How one batch submitted to the fake server ends. Batches take these in order; later ones complete."""
+
+    outcome: str = "completed"  # completed | expired | failed | cancelled
+    missing: float = 0.0  # share of lines that appear in neither output nor error file (expired batches)
+    expired_errors: float = 0.0  # share of lines reported in the error file as batch_expired
+    line_errors: float = 0.0  # share of lines answered with an HTTP 500 in the error file
+    bad_request: float = 0.0  # share of lines answered with an HTTP 400 (not retryable)
+
+
+@dataclass
+class BatchState:
+    """The fake Files and Batches API: files, batches and counters, advanced by polls or by tests."""
+
+    polls_per_state: int = 1  # retrieves a batch stays validating, in_progress and finalizing
+    hold: bool = False  # keep every batch in_progress until a test sets this back to False
+    plans: list = field(default_factory=list)  # BatchPlan per new batch, consumed in order
+    files: dict = field(default_factory=dict)  # id -> {"meta": {...}, "data": bytes}
+    batches: dict = field(default_factory=dict)  # id -> batch object (dict)
+    created: int = 0  # batches created (a second submission shows here)
+    uploads: int = 0
+    retrieves: int = 0
+    lines_answered: int = 0
+    ticks: Counter = field(default_factory=Counter)  # batch id -> retrieves in its current state
+
+
 @dataclass
 class ServerState:
     responder: Callable[[str, list[dict]], str] = default_responder
@@ -63,13 +99,15 @@ class ServerState:
     in_flight: int = 0
     max_in_flight: int = 0  # the most chat requests being answered at once
     log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
+    batch: BatchState = field(default_factory=BatchState)
 
     def snapshot(self) -> dict:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
         return {"requests": self.requests, "successes": dict(self.successes), "attempts": dict(self.attempts),
                 "status_counts": dict(self.status_counts), "first_request_at": self.first_request_at,
                 "last_response_at": self.last_response_at,
-                "max_in_flight": self.max_in_flight}
+                "max_in_flight": self.max_in_flight, "batches_created": self.batch.created,
+                "batch_lines_answered": self.batch.lines_answered}
 
 
 def prompt_key(model: str, messages: list[dict]) -> str:
@@ -146,8 +184,11 @@ class FakeOpenAIServer:
                         break
                     k, _, v = line.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = await _read_chunked(reader)
+                else:
+                    length = int(headers.get("content-length", "0") or 0)
+                    body = await reader.readexactly(length) if length else b""
                 keep = await self._respond(method, path, headers, body, writer)
                 if not keep:
                     break
@@ -169,6 +210,10 @@ class FakeOpenAIServer:
             return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
             self._send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            return True
+        route = path.split("?", 1)[0].rstrip("/")
+        if "/files" in route or "/batches" in route:
+            self._batch_api(method, path, headers, body, writer)
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
@@ -244,24 +289,197 @@ class FakeOpenAIServer:
                 if name == "hang":
                     await asyncio.sleep(3600)
                     return False
-        text = st.responder(model, messages)
         self._log(key, "200")
-        st.successes[key] += 1
         st.status_counts["200"] += 1
+        answer = self._answer(model, messages)
+        if payload.get("stream"):
+            usage = answer["usage"]
+            await self._stream(writer, answer["model"], answer["choices"][0]["message"]["content"],
+                               usage["prompt_tokens"], usage["completion_tokens"])
+            return True
+        self._send(writer, 200, answer)
+        return True
+
+    def _answer(self, model: str, messages: list[dict]) -> dict:
+        """A chat.completion for these messages, counted as answered (online or in a batch)."""
+        st = self.state
+        text = st.responder(model, messages)
+        st.successes[prompt_key(model, messages)] += 1
         served = st.served_model(model) if st.served_model else model
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = max(1, len(text.split()))
-        if payload.get("stream"):
-            await self._stream(writer, served, text, prompt_tokens, completion_tokens)
-            return True
-        self._send(writer, 200, {
+        return {
             "id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": served,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        })
-        return True
+        }
+
+    # -- Files and Batches API ----------------------------------------------------------
+
+    def _batch_api(self, method: str, path: str, headers: dict, body: bytes, writer) -> None:
+        route, _, query = path.partition("?")
+        parts = [p for p in route.split("/") if p]
+        kind = "files" if "files" in parts else "batches"
+        rest = parts[parts.index(kind) + 1:]
+        b = self.state.batch
+        if kind == "files" and method == "POST" and not rest:
+            return self._send(writer, *self._upload(headers, body))
+        if kind == "files" and method == "GET" and rest and rest[0] in b.files:
+            f = b.files[rest[0]]
+            if rest[1:] == ["content"]:
+                return self._send_raw(writer, 200, f["data"], "application/octet-stream")
+            return self._send(writer, 200, f["meta"])
+        if kind == "batches" and method == "POST" and not rest:
+            return self._send(writer, *self._create_batch(body))
+        if kind == "batches" and method == "GET" and not rest:
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            ordered = sorted(b.batches.values(), key=lambda x: x["_seq"], reverse=True)
+            if params.get("after"):
+                ids = [x["id"] for x in ordered]
+                ordered = ordered[ids.index(params["after"]) + 1:] if params["after"] in ids else []
+            limit = int(params.get("limit", 20))
+            page = [self._public(x) for x in ordered[:limit]]
+            return self._send(writer, 200, {"object": "list", "data": page, "has_more": len(ordered) > limit,
+                                            "first_id": page[0]["id"] if page else None,
+                                            "last_id": page[-1]["id"] if page else None})
+        if kind == "batches" and rest and rest[0] in b.batches:
+            batch = b.batches[rest[0]]
+            if method == "POST" and rest[1:] == ["cancel"]:
+                if batch["status"] not in TERMINAL_BATCH_STATES:
+                    batch.update(status="cancelling", cancelling_at=int(time.time()))
+                return self._send(writer, 200, self._public(batch))
+            if method == "GET" and not rest[1:]:
+                b.retrieves += 1
+                self.tick_batch(batch["id"])
+                return self._send(writer, 200, self._public(batch))
+        self._send(writer, 404, {"error": {"message": f"no such object: {method} {route}", "type": "invalid_request_error"}})
+
+    def _upload(self, headers: dict, body: bytes) -> tuple[int, dict]:
+        from email.parser import BytesParser
+        from email.policy import HTTP
+
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + headers.get("content-type", "").encode("latin-1") + b"\r\n\r\n" + body)
+        fields, data, filename = {}, None, "upload.jsonl"
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "file":
+                data = part.get_payload(decode=True) or b""
+                filename = part.get_filename() or filename
+            elif name:
+                fields[name] = part.get_content().strip()
+        if data is None or fields.get("purpose") != "batch":
+            return 400, {"error": {"message": "upload a file with purpose=batch", "type": "invalid_request_error"}}
+        b = self.state.batch
+        b.uploads += 1
+        file_id = f"file-{b.uploads:04d}"
+        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": "batch", "status": "processed"}
+        b.files[file_id] = {"meta": meta, "data": data}
+        return 200, meta
+
+    def _create_batch(self, body: bytes) -> tuple[int, dict]:
+        b = self.state.batch
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return 400, {"error": {"message": "invalid JSON body"}}
+        file_id = payload.get("input_file_id")
+        if file_id not in b.files or payload.get("completion_window") != "24h" or not payload.get("endpoint"):
+            return 400, {"error": {"message": "need input_file_id of an uploaded file, endpoint and completion_window 24h",
+                                   "type": "invalid_request_error"}}
+        b.created += 1
+        batch_id = f"batch_{b.created:04d}"
+        lines = [line for line in b.files[file_id]["data"].splitlines() if line.strip()]
+        now = int(time.time())
+        b.batches[batch_id] = {
+            "id": batch_id, "object": "batch", "endpoint": payload["endpoint"], "errors": None,
+            "input_file_id": file_id, "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now,
+            "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None, "completed_at": None,
+            "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "metadata": payload.get("metadata") or {},
+        }
+        b.batches[batch_id].update(_plan=b.plans.pop(0) if b.plans else BatchPlan(), _seq=b.created)
+        return 200, self._public(b.batches[batch_id])
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def tick_batch(self, batch_id: str) -> None:
+        """One step of a batch's clock: after `polls_per_state` retrieves it moves to its next state."""
+        b = self.state.batch
+        batch = b.batches[batch_id]
+        status = batch["status"]
+        if status in TERMINAL_BATCH_STATES or (status == "in_progress" and b.hold):
+            return
+        b.ticks[batch_id] += 1
+        if b.ticks[batch_id] < b.polls_per_state:
+            return
+        b.ticks[batch_id] = 0
+        plan: BatchPlan = batch["_plan"]
+        now = int(time.time())
+        if status == "cancelling":
+            self._finish_batch(batch, "cancelled", answered_share=0.5)
+        elif status == "validating":
+            if plan.outcome == "failed":
+                batch.update(status="failed", failed_at=now, errors={"object": "list", "data": [
+                    {"code": "invalid_request", "message": "injected validation failure", "line": 1}]})
+            else:
+                batch.update(status="in_progress", in_progress_at=now)
+        elif status == "in_progress":
+            if plan.outcome in ("expired", "cancelled"):
+                self._finish_batch(batch, plan.outcome, answered_share=0.5 if plan.outcome == "cancelled" else 1.0)
+            else:
+                batch.update(status="finalizing", finalizing_at=now)
+        elif status == "finalizing":
+            self._finish_batch(batch, "completed")
+
+    def _finish_batch(self, batch: dict, status: str, answered_share: float = 1.0) -> None:
+        """Answer the batch's lines (some left out or failed as its plan says) and write its files."""
+        b = self.state.batch
+        plan: BatchPlan = batch["_plan"]
+        lines = [json.loads(line) for line in b.files[batch["input_file_id"]]["data"].splitlines() if line.strip()]
+        rng = random.Random(f"{batch['id']}:{self.state.faults.seed}")
+        out, err = [], []
+        for n, line in enumerate(lines):
+            cid = line.get("custom_id")
+            roll = rng.random()
+            if status in ("expired", "cancelled") and (roll < plan.missing or n >= answered_share * len(lines)):
+                continue
+            body = line.get("body") or {}
+            roll -= plan.missing if status == "expired" else 0.0
+            if status == "expired" and roll < plan.expired_errors:
+                err.append({"id": f"batch_req_{n}", "custom_id": cid, "response": None,
+                            "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
+                continue
+            roll -= plan.expired_errors if status == "expired" else 0.0
+            if roll < plan.line_errors + plan.bad_request:
+                code = 500 if roll < plan.line_errors else 400
+                err.append({"id": f"batch_req_{n}", "custom_id": cid, "error": None, "response": {
+                    "status_code": code, "request_id": f"req_{n}",
+                    "body": {"error": {"message": f"injected {code}", "type": "server_error" if code == 500 else "invalid_request_error"}}}})
+                continue
+            self.state.attempts[prompt_key(body.get("model", ""), body.get("messages", []))] += 1
+            b.lines_answered += 1
+            out.append({"id": f"batch_req_{n}", "custom_id": cid, "error": None, "response": {
+                "status_code": 200, "request_id": f"req_{n}", "body": self._answer(body.get("model", ""), body.get("messages", []))}})
+        now = int(time.time())
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                b.uploads += 1
+                file_id = f"file-{b.uploads:04d}"
+                data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                b.files[file_id] = {"data": data, "meta": {"id": file_id, "object": "file", "bytes": len(data),
+                                                          "created_at": now, "filename": f"{batch['id']}_{name}.jsonl",
+                                                          "purpose": "batch_output", "status": "processed"}}
+                batch[name] = file_id
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+        batch.update(status=status, **{f"{status}_at": now})
 
     def _log(self, key: str, outcome: str) -> None:
         if len(self.state.log) < 100_000:
@@ -300,6 +518,18 @@ class FakeOpenAIServer:
         for k, v in (extra or {}).items():
             head += f"{k}: {v}\r\n"
         writer.write((head + "\r\n").encode() + body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A request body sent with Transfer-Encoding: chunked (what some clients use for uploads)."""
+    parts = []
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            await reader.readline()
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readline()
 
 
 def main() -> None:

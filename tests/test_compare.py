@@ -324,7 +324,7 @@ def test_nan_values_are_json_null(tmp_path, db_url):
 
 EXPORT_FIELDS = ["run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
                  "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens",
-                 "reasoning_tokens", "latency_s", "ttft_s", "cost_usd", "served_model", "error"]
+                 "reasoning_tokens", "latency_s", "ttft_s", "cost_usd", "served_model", "error", "batched"]
 
 
 def test_runs_list_show_and_export(tmp_path, db_url):

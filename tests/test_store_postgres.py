@@ -49,10 +49,14 @@ from test_compare import (test_regression_across_runs_is_detected_and_fails_the_
                           test_two_models_report_exactly_the_mcnemar_p_value)
 from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa: F401
                          test_trend_page_follows_the_plan_across_runs)
+# Provider batches: retries after an expired batch, and a batch whose id a crash lost.
+from test_batch import fast_polls  # noqa: F401  (fixture)
+from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
+                        test_expired_batch_with_missing_lines_is_retried_and_completes)
 
 START_TIMEOUT_S = 60
 PG_PORT = 5432  # only names the socket file, inside our own folder: never collides with another server
-TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache"}
+TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests"}
 
 
 # -- the throwaway server ------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class ModelOps:
     ttft_p90: float = float("nan")
     ttft_p99: float = float("nan")
     errors: int = 0
+    batched: int = 0  # samples answered through a provider Batch API (no latency, batch price)
+    batch_saved_usd: float = 0.0  # what those samples would have cost more at the online price
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class _Acc:
         self.gen_time = 0.0
         self.served: set[str] = set()
         self.suite_hash = ""
+        self.batched = 0
+        self.batched_tokens = [0, 0]  # prompt, completion tokens of batched samples
+        self.batched_cost = 0.0
 
     def add(self, r, timed: bool = True) -> None:
         """`timed`: the sample's latency was measured (a completion replayed from a file has none)."""
@@ -99,9 +104,14 @@ class _Acc:
         self.suite_hash = r.suite_hash
         self.scores_by_item[r.item_id].append(r.score)
         self.group_by_item[r.item_id] = r.item_group
+        if r.batched:  # waited in a provider's queue: its wall time is no latency
+            self.batched += 1
+            self.batched_tokens[0] += r.prompt_tokens
+            self.batched_tokens[1] += r.completion_tokens
+            self.batched_cost += r.cost_usd
         if r.error:
             self.errors += 1
-        elif timed:
+        elif timed and not r.batched:
             self.latency.append(r.latency_s)
             self.gen_time += r.latency_s
             if r.ttft_s is not None:
@@ -176,5 +186,8 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
             cost_usd=acc.cost, cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
             accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
             latency_p90=lat[90], ttft_p90=ttft[90], ttft_p99=ttft[99], errors=acc.errors,
+            batched=acc.batched, batch_saved_usd=max(0.0, (acc.batched_tokens[0] * m.price_input
+                                                           + acc.batched_tokens[1] * m.price_output) / 1e6
+                                                     - acc.batched_cost),
         ))
     return RunSummary(run, models, suites, cells, ops)

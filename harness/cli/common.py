@@ -75,3 +75,7 @@ def print_summary(summary) -> None:
                     fmt_s(o.latency_p99), fmt_s(o.ttft_p50), fmt_s(o.ttft_p90), fmt_s(o.ttft_p99),
                     money(o.cost_usd), money(o.cost_per_correct))
     console.print(ops)
+    for o in summary.ops:
+        if o.batched:
+            console.print(f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "
+                          f"${o.batch_saved_usd:.4f} saved against the online price")

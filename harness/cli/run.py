@@ -33,18 +33,25 @@ from harness.errors import HarnessError
 @click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
               "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
 @click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
+@click.option("--batch", "batch", is_flag=True, help="Send every openai model's requests through the provider's "
+              "Batch API (as `batch: true` on each model): cheaper, answered within 24 h, no latency measured.")
+@click.option("--batch-wait", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long to keep polling provider batches before exiting with the run 'waiting' (a rerun "
+              "collects them). Default: until they end; with --resume: one poll.")
 def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
-        check=False, fail_on_regression=False):
+        check=False, fail_on_regression=False, batch=False, batch_wait=None):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
     Each finished sample is committed at once; rerunning the same plan on the same database
     resumes an unfinished run without repeating any stored request.
     """
-    from harness.plan import load_plan
+    from harness.plan import load_plan, with_batch
     from harness.engine.runs import default_plan_path
 
     plan_path = Path(plan) if plan else default_plan_path()
     p = load_plan(plan_path, limit=limit)
+    if batch:
+        p = with_batch(p)
     overrides = _parse_data_overrides(data, p)
     if dry_run:
         from harness.engine.estimate import dry_run as do_dry_run
@@ -67,7 +74,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
                               progress=RunProgress(), data_override=overrides, shard=shard_spec,
-                              warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True)
+                              warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True,
+                              batch_wait=batch_wait if batch_wait is not None or not resume else 0.0)
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
         sys.exit(130)
@@ -76,10 +84,17 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
     gc.freeze()
     verb = "resumed" if result.resumed else "finished"
+    for note in result.outcome.notes:
+        echo_err(note)
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
     elif result.status == "running":
         echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
+    elif result.status == "waiting":
+        for line in result.outcome.waiting:
+            echo_err(line)
+        echo_err(f"run {result.run_id} is waiting for provider batches: rerun the same command later "
+                 f"(add --resume {result.run_id} for one poll) to collect them")
     from harness.analysis.summary import summarize_run
 
     summary = summarize_run(store, result.run_id)
@@ -91,7 +106,7 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
         path = write_report(store, [result.run_id], out_dir)
         click.echo(f"report: {path}")
     if check or fail_on_regression:
-        if result.status == "running":
+        if result.status in ("running", "waiting"):
             echo_err("check skipped: the run is not complete yet")
             return
         from harness.cli.check import run_check

@@ -51,4 +51,10 @@ def runs_show(run_id, db_url):
                    f"${m.price_input:g}/${m.price_output:g} per M tokens in/out")
     for s in summary.suites:
         click.echo(f"  suite {s.suite}: {s.items} items, hash {s.suite_hash}, grader {s.grader}")
+    from harness.engine.batch_records import list_batches
+
+    for b in list_batches(store, r.id):
+        click.echo(f"  batch {b.label}  model {b.model}  round {b.round}  {b.state}"
+                   f"{' (collected)' if b.collected else ''}  {b.n_completed} done, {b.n_failed} failed "
+                   f"of {b.n_requests}  input {b.input_file_id or '—'}{'  ' + b.error if b.error else ''}")
     print_summary(summary)

@@ -1,9 +1,11 @@
 """Execute a plan: fan its requests out across models concurrently, grade each answer, store each sample.
 
 The only package that knows about concurrency. `units` enumerates the work, `runner` runs one unit,
-`local` drives them on one asyncio loop, `pacing` keeps each model within its limits, `writer`
-commits finished samples, `runs` creates/resumes/finishes runs around an executor, `estimate`
-prices a plan without sending it.
+`local` drives them on one asyncio loop, `batch` sends a `batch:` model's units through its
+provider's Batch API instead (on the same loop, through the same runner and writer; `batch_records`
+holds what it stores), `pacing` keeps each model within its limits, `writer` commits finished
+samples, `runs` creates/resumes/finishes runs around an executor, `estimate` prices a plan without
+sending it.
 
 The scale-out seam is two small pieces:
 

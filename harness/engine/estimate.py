@@ -42,7 +42,16 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             gen = generation_for(plan, model, p.suite)
             req = n_items * plan.samples
             requests += req
-            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens)
+            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
         figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
-        click.echo(f"  {model.name:<24} {requests:>7} requests   ~${cost:.4f}")
+        how = ""
+        if model.batch:
+            from harness.engine.batch import limits_for
+
+            limits = limits_for(model)
+            # Batches by request count only: the byte limit (100-200 MB) rarely binds for prompts.
+            figures[model.name]["batches"] = -(-requests // limits.max_requests)
+            how = (f"   batched: at least {figures[model.name]['batches']} batch(es) of <= {limits.max_requests:,} "
+                   f"requests ({limits.provider} limits), at the batch price")
+        click.echo(f"  {model.name:<24} {requests:>7} requests   ~${cost:.4f}{how}")
     return figures

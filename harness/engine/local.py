@@ -29,10 +29,12 @@ class RunOutcome:
     interrupted: bool = False
     requested: int = 0  # units started in this process
     per_model: dict[str, ModelState] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)  # provider batches still running when this process stopped waiting
+    notes: list[str] = field(default_factory=list)  # what the user should hear about (e.g. a cancelled batch)
 
     @property
     def complete(self) -> bool:
-        return not self.stopped_for_cost and not self.interrupted
+        return not self.stopped_for_cost and not self.interrupted and not self.waiting
 
 
 def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
@@ -60,13 +62,15 @@ class LocalExecutor:
 
     def __init__(self, plan: Plan, suites: list[PreparedSuite], store: Store, run_id: str, *,
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
-                 shard: tuple[int, int] | None = None, warm: Iterable[str] = (), own_process: bool = False):
+                 shard: tuple[int, int] | None = None, warm: Iterable[str] = (), own_process: bool = False,
+                 batch_wait: float | None = None):
         """`own_process`: this process exists for the run (the CLI), so the engine may tune it
         process-wide: after the providers' imports it moves every object alive into the garbage
         collector's permanent generation (and enables the collector, which the CLI disables while
         it imports), so full collections during the run stop re-walking the hundreds of thousands
         of objects that importing the openai client creates; and it shortens the GIL switch
-        interval while the run lasts."""
+        interval while the run lasts. `batch_wait`: seconds to keep polling provider batches
+        (None: until they end); batches still running then are left for a rerun to collect."""
         self.plan, self.suites, self.store, self.run_id = plan, suites, store, run_id
         self.own_process = own_process
         self.max_cost = max_cost
@@ -74,6 +78,8 @@ class LocalExecutor:
         self.progress = progress
         self.shard = shard
         self.warm = tuple(warm)
+        self.batch_wait = batch_wait
+        self._writer: StoreWriter | None = None
         self._stop: asyncio.Event | None = None  # created inside the loop
         self._dispatching: set[str] = set()  # models with units still to send
 
@@ -103,7 +109,7 @@ class LocalExecutor:
         if self.max_cost is not None and self.max_cost <= 0:
             outcome.stopped_for_cost = True
             self._stop.set()
-        writer = StoreWriter(self.store, [p.hash for p in self.suites])
+        writer = self._writer = StoreWriter(self.store, [p.hash for p in self.suites])
         grade_pool = ThreadPoolExecutor(max_workers=max(2, min(32, sum(s.spec.concurrency for s in states.values()))),
                                         thread_name_prefix="harness-grade")
         def sink_with_progress(record, unit, _put=writer.put, _advance=self.progress and self.progress.advance):
@@ -169,6 +175,16 @@ class LocalExecutor:
         about twice the window of units are alive at once (in flight or waiting to retry),
         so memory stays flat however large the suite.
         """
+        if state.spec.batch is not None:
+            from harness.engine.batch import BatchDriver
+
+            driver = BatchDriver(self.plan, self.suites, runner, state, outcome, self._writer.flush,
+                                 shard=self.shard, max_cost=self.max_cost, wait_s=self.batch_wait)
+            try:
+                await driver.run(self._stop)
+            finally:
+                self._dispatched(state.spec.name)
+            return
         units = plan_units(self.plan, state.spec, self.suites, done, self.shard)
         limiter, rate = state.limiter, state.rate
         live = asyncio.Semaphore(2 * limiter.cap + 16)

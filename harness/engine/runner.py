@@ -137,9 +137,15 @@ class UnitRunner:
             return completion, attempt
 
     async def run(self, unit: WorkUnit, ticket: int | None = None) -> SampleRecord:
-        self._loop = self._loop or asyncio.get_running_loop()
         state = self.models[unit.model]
         completion, attempts = await self.request(state, unit, ticket)
+        return await self.finish(unit, completion, attempts)
+
+    async def finish(self, unit: WorkUnit, completion: Completion, attempts: int,
+                     batched: bool = False) -> SampleRecord:
+        """Grade a unit's completion (however it was obtained), record it and hand it to the sink."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        state = self.models[unit.model]
         answer, think = split_reasoning(completion.text)
         reasoning = f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
         if completion.error:
@@ -150,7 +156,7 @@ class UnitRunner:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
-        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
+        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens, batched=batched)
         record = SampleRecord(
             run_id=self.run_id, model=unit.model, suite=unit.suite, suite_hash=unit.suite_hash,
             item_id=unit.item.id, item_group=unit.item.group, sample_index=unit.sample_index,
@@ -159,7 +165,7 @@ class UnitRunner:
             reasoning_tokens=completion.reasoning_tokens, latency_s=completion.latency_s,
             ttft_s=completion.ttft_s, served_model=completion.served_model, error=completion.error,
             attempts=attempts, cost_usd=cost, score=grade.score, passed=grade.passed,
-            grade_reason=grade.reason, extracted=grade.extracted,
+            grade_reason=grade.reason, extracted=grade.extracted, batched=batched,
         )
         state.done += 1
         if completion.error:

@@ -68,11 +68,14 @@ def expected_samples(plan: Plan, suites) -> int | None:
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
                   shard: tuple[int, int] | None) -> str:
-    """'stopped' when the run stopped early, else 'finished' once every expected sample is stored.
+    """'stopped' when the run stopped early, 'waiting' while provider batches are still running,
+    else 'finished' once every expected sample is stored.
 
     A shard only knows its own part is done: the run is finished when the shared store holds
     every sample (the last shard to end marks it), and stays 'running' until then.
     """
+    if outcome.waiting and not (outcome.stopped_for_cost or outcome.interrupted):
+        return "waiting"
     if not outcome.complete:
         return "stopped"
     if shard is None or shard[1] <= 1:
@@ -86,13 +89,18 @@ def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOut
 def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bool = False, tag: str = "",
                  max_cost: float | None = None, use_cache: bool = False, progress=None,
                  data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
-                 warm: tuple[str, ...] = (), own_process: bool = False) -> RunResult:
+                 warm: tuple[str, ...] = (), own_process: bool = False,
+                 batch_wait: float | None = None) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
     `warm`: modules to import on a background thread while requests are in flight, so that
     what runs after the requests (the summary's statistics) does not add to the user's wait.
     `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
+    `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
     """
+    if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
+        # One process follows a model's batches: a shard would collect batches holding other shards' samples.
+        raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
     api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
     if api_models:  # a missing key is the user's to fix: say so before a run is recorded
@@ -111,7 +119,8 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
                                                 p.suite.count()))
     store.mark_run(run_id, "running")
     executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                             progress=progress, shard=shard, warm=warm, own_process=own_process)
+                             progress=progress, shard=shard, warm=warm, own_process=own_process,
+                             batch_wait=batch_wait)
     try:
         outcome = asyncio.run(executor.run())
     except KeyboardInterrupt:

@@ -44,6 +44,14 @@ class StoreWriter:
     def put_cache(self, key: str, completion: Completion) -> None:
         self._queue.put(("cache", key, completion))
 
+    def flush(self) -> None:
+        """Block until everything handed over so far is committed (or has failed: then raise)."""
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait()
+        if self._error:
+            raise self._error
+
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -60,11 +68,14 @@ class StoreWriter:
                     stop = True
                     break
                 batch.append(nxt)
+            flushes = [entry[1] for entry in batch if entry[0] == "flush"]
             try:
-                self._write(batch)
+                self._write([entry for entry in batch if entry[0] != "flush"])
             except BaseException as exc:  # surfaced to the engine on the next put/close
                 self._error = exc
                 log.exception("storing samples failed")
+            for done in flushes:
+                done.set()
             if stop:
                 return
 

@@ -104,6 +104,10 @@ class OpenAIProvider:
             params["seed"] = gen.seed + request.sample_index
         return params
 
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The chat/completions body sent for a request (a Batch API line carries the same body)."""
+        return self._params(request)
+
     async def complete(self, request: Request) -> Completion:
         params = self._params(request)
         busy = self._busy
@@ -232,6 +236,13 @@ def _completion_from_json(body: bytes, latency: float) -> Completion:
         latency_s=latency,
         served_model=str(data.get("model") or ""),
     )
+
+
+def completion_from_body(body: Any) -> Completion:
+    """A chat.completion body that arrived some other way (a Batch API output line), read by the
+    same rules as an online answer; anything else raises a retryable ProviderError."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return _completion_from_json(raw, 0.0)
 
 
 def _status_error(exc: openai.APIStatusError) -> ProviderError:

@@ -11,7 +11,7 @@ from harness.store import Store
 
 COLUMNS = ("run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
            "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-           "latency_s", "ttft_s", "cost_usd", "served_model", "error")
+           "latency_s", "ttft_s", "cost_usd", "served_model", "error", "batched")
 
 
 def _prompt(messages_json: str | None) -> list[dict] | None:

@@ -156,7 +156,7 @@ SAMPLE_FIELDS = ("n", "status", "status_label", "item_id", "meta", "extracted", 
 _STATUS = {"pass": "✓ right", "fail": "✗ wrong", "error": "⚠ error"}
 _COL = {c.key: i for i, c in enumerate(queries.SAMPLE_COLUMNS)}
 _ITEM, _ERROR, _PASSED, _LATENCY = _COL["item_id"], _COL["error"], _COL["passed"], _COL["latency_s"]
-_EXTRACTED, _REFERENCE = _COL["extracted"], _COL["reference"]
+_EXTRACTED, _REFERENCE, _BATCHED = _COL["extracted"], _COL["reference"], _COL["batched"]
 
 
 def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
@@ -187,7 +187,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
     the template escapes every field. `reference`: the reference as the grader reads it (default: as
     stored); `timed`: the latency was measured (not so for completions replayed from a file)."""
     (_model, _suite, item_id, group, sample_index, completion, reasoning, finish, pt, ct, rt, latency, ttft,
-     served, error, attempts, cost, score, passed, reason, extracted, messages_json, stored_reference) = row
+     served, error, attempts, cost, score, passed, reason, extracted, messages_json, stored_reference, batched) = row
     reference = stored_reference if reference is None else reference
     status = "error" if error else ("pass" if passed else "fail")
     messages = messages_of(messages_json)
@@ -204,7 +204,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
     completion = completion or ""
     reasoning = reasoning or ""
     size = f"{len(reasoning):,} characters"
-    ops = [secs(latency) if timed else "latency —"]
+    ops = ["batched (no latency)" if batched else (secs(latency) if timed else "latency —")]
     if ttft is not None:
         ops.append("TTFT " + secs(ttft))
     ops.append(f"{pt:,} → {ct:,} tokens ({rt:,} reasoning)" if rt else f"{pt:,} → {ct:,} tokens")
@@ -320,7 +320,7 @@ def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple
                     if item not in loc:
                         loc[item] = (n, "(error)")
                 else:
-                    if model not in untimed:
+                    if model not in untimed and not row[_BATCHED]:  # a batched answer waited in a queue
                         lat.append(row[_LATENCY])
                     if item not in loc:
                         loc[item] = (n, (row[_EXTRACTED] or "")[:ANSWER_CAP])

@@ -14,7 +14,7 @@ SAMPLE_COLUMNS = (
     SampleRow.completion_tokens, SampleRow.reasoning_tokens, SampleRow.latency_s, SampleRow.ttft_s,
     SampleRow.served_model, SampleRow.error, SampleRow.attempts, SampleRow.cost_usd, SampleRow.score,
     SampleRow.passed, SampleRow.grade_reason, SampleRow.extracted,
-    PromptRow.messages_json, PromptRow.reference,
+    PromptRow.messages_json, PromptRow.reference, SampleRow.batched,
 )
 
 

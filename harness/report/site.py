@@ -240,7 +240,9 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
     ops = [dict(model=o.model, samples=f"{o.n_samples:,}", accuracy=pct(o.accuracy), error_rate=pct(o.error_rate),
                 p50=secs(o.latency_p50), p99=secs(o.latency_p99), ttft=secs(o.ttft_p50),
                 tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—", cost=usd(o.cost_usd),
-                cpc=usd(o.cost_per_correct), served=list(o.served_models)) for o in summary.ops]
+                cpc=usd(o.cost_per_correct), served=list(o.served_models),
+                batched=f"{o.batched:,}" if o.batched else "—",
+                saved=usd(o.batch_saved_usd) if o.batched else "—") for o in summary.ops]
     cell_ops = [dict(model=c.model, suite=c.suite, samples=f"{c.n_samples:,}",
                      errors=f"{c.errors:,} ({pct(c.error_rate)})", p50=secs(c.latency_p50), p90=secs(c.latency_p90),
                      p99=secs(c.latency_p99), ttft50=secs(c.ttft_p50), ttft99=secs(c.ttft_p99),
