@@ -210,7 +210,7 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
     judges = _named_entries(raw.get("judges") or {}, "judges", source,
                             "judges: must map judge names to model settings, like models")
     suites = _suite_entries(raw.get("suites"), source)
-    plan_keys = {k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__}
+    plan_keys = _unset_empty({k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__})
     _reject_implied(plan_keys, Plan, source, ())
     document = {
         "plan": {**plan_keys, "name": raw.get("name") or Path(source).stem, "path": source,
@@ -234,6 +234,27 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
     return replace(plan, models=tuple(_resolve_path(m, source) for m in plan.models))
 
 
+def check_generation(raw: Any, source: str) -> dict[str, Any]:
+    """Validate a `generation:` mapping written outside a plan (a suite.yaml) by the plan's rules."""
+    if raw is None:
+        return {}
+    from pydantic import ValidationError
+
+    try:
+        checked = _generation_validator().validate_python(raw)
+    except ValidationError as exc:
+        raise HarnessError(_describe_error(exc, source, {}, GenerationOptions, ("generation",))) from None
+    _stop_as_tuple(checked)
+    return checked
+
+
+@cache
+def _generation_validator():
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(GenerationOptions)
+
+
 @cache
 def _plan_validator():
     # Built on first use: importing pydantic and compiling the schema is most of a plan's load time,
@@ -254,7 +275,7 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
         if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
             spec = {**spec, "batch": {} if spec["batch"] else None}
-        entries.append({**spec, "name": str(name)})
+        entries.append({**_unset_empty(spec), "name": str(name)})
     return entries
 
 
@@ -273,11 +294,16 @@ def _suite_entries(raw: Any, source: str) -> list[dict[str, Any]]:
         if not isinstance(opts, dict):
             raise HarnessError(f"{source}: suites.{name}: options must be a mapping, e.g. {{limit: 20}}")
         _reject_implied(opts, SuiteRef, source, ("suites", str(name)))
-        entries.append({**opts, "name": str(name)})
+        entries.append({**_unset_empty(opts), "name": str(name)})
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise HarnessError(f"{source}: suites: a suite is listed twice")
     return entries
+
+
+def _unset_empty(raw: dict) -> dict:
+    """`generation:` (or `price:`, `options:`) with nothing after it in YAML is null: the same as leaving it out."""
+    return {k: v for k, v in raw.items() if not (v is None and k in ("generation", "price", "options"))}
 
 
 def _reject_implied(raw: dict, owner: type, source: str, where: tuple[str, ...]) -> None:
@@ -314,9 +340,14 @@ def _check_relations(plan: Plan, source: str) -> None:
         raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")
     for gen in (plan.generation, *(m.generation for m in (*plan.models, *plan.judges)),
                 *(s.generation for s in plan.suites)):
-        if "stop" in gen:
-            stop = gen["stop"]
-            gen["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        _stop_as_tuple(gen)
+
+
+def _stop_as_tuple(gen: dict[str, Any]) -> None:
+    """`stop: "###"` is one stop sequence, not three."""
+    if "stop" in gen:
+        stop = gen["stop"]
+        gen["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 def _resolve_path(model: ModelSpec, source: str) -> ModelSpec:
@@ -329,13 +360,16 @@ def _resolve_path(model: ModelSpec, source: str) -> ModelSpec:
     return model
 
 
-def _describe_error(exc: Any, source: str, names: dict[str, list[str]]) -> str:
+def _describe_error(exc: Any, source: str, names: dict[str, list[str]], root: Any = None,
+                    prefix: tuple[str, ...] = ()) -> str:
     """pydantic's first error as one line: the plan file, the field's path, what is wrong, what was given."""
     errors = exc.errors(include_url=False)
     first = errors[0]
-    where, owner, leaf, branch = _locate(first["loc"], names)
+    root = root or _PlanFile
+    where, owner, leaf, branch = _locate(first["loc"], names, root)
+    where = prefix + where
     # A value that fits no branch of a union fails once per branch: count fields, not branches.
-    others = len({_locate(e["loc"], names)[0] for e in errors} - {where})
+    others = len({prefix + _locate(e["loc"], names, root)[0] for e in errors} - {where})
     more = f" (and {others} more problem(s))" if others else ""
     if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         known = ", ".join(sorted(_known_keys(owner)))
@@ -350,14 +384,14 @@ def _describe_error(exc: Any, source: str, names: dict[str, list[str]]) -> str:
     return f"{source}: {_dotted(where)}: {message}{shown}{more}"
 
 
-def _locate(loc: tuple, names: dict[str, list[str]]) -> tuple[tuple[str, ...], Any, str, bool]:
+def _locate(loc: tuple, names: dict[str, list[str]], root: Any) -> tuple[tuple[str, ...], Any, str, bool]:
     """Map pydantic's location to the plan's own path: names for list indices, no internal wrapper.
 
     Also returns the dataclass or mapping type holding the last key, the last field's name, and
     whether pydantic's location went on past that field (into the branches of a union type).
     """
     rest = list(loc)
-    owner: Any = _PlanFile
+    owner: Any = root
     shown: list[str] = []
     leaf = ""
     while rest:

@@ -286,14 +286,21 @@ def build_schedule(plan_path: str, *, every: str, at: str | None = None, day: st
             raise HarnessError(f"--env-file {env_file}: no such file (write VAR=value lines, e.g. "
                                f"GLOBAL_API_KEY=..., and chmod 600 it)")
         env = str(env_path)
-    url = absolute_db_url(db_url or default_db_url(), base)
-    if _has_password(url):
-        # The command line lands in the crontab or a unit file (and `ps`): a password stays in the
-        # env file, which the scheduled command sources and only its owner should read.
-        if env is None or not _env_file_sets(Path(env), "HARNESS_DB"):
+    env_db = _env_file_value(Path(env), "HARNESS_DB") if env else None
+    if env_db is not None:
+        # Each run sources the env file and reads HARNESS_DB from it; a --db in the command would
+        # override it, so the line has none (and two different databases named is a mistake).
+        if db_url and env_db != db_url:
+            raise HarnessError(f"--db and --env-file {env_file} (which sets HARNESS_DB) name different databases: "
+                               "drop --db to use the file's, or change HARNESS_DB in the file")
+        url = ""
+    else:
+        url = absolute_db_url(db_url or default_db_url(), base)
+        if _has_password(url):
+            # The command line lands in the crontab or a unit file (and `ps`): a password stays in the
+            # env file, which the scheduled command sources and only its owner should read.
             raise HarnessError("--db: the database URL holds a password, which would be written in plain text "
                                "into the schedule: put HARNESS_DB=<url> in an --env-file (chmod 600) instead")
-        url = ""
     return Schedule(name=name, cron=cron, plan_path=str(Path(plan_path).expanduser().resolve()),
                     db_url=url, workdir=str(base), out_dir=str(out),
                     log_path=str(log), tag=tag, env_file=env, python=python or sys.executable)
@@ -306,8 +313,20 @@ def _has_password(url: str) -> bool:
 
 
 def _env_file_sets(path: Path, variable: str) -> bool:
+    return _env_file_value(path, variable) is not None
+
+
+def _env_file_value(path: Path, variable: str) -> str | None:
+    """The value an env file gives `variable` (its last assignment, shell quotes removed), or None."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    return re.search(rf"^\s*(export\s+)?{re.escape(variable)}=", text, re.M) is not None
+    found = re.findall(rf"^\s*(?:export\s+)?{re.escape(variable)}=(.*)$", text, re.M)
+    if not found:
+        return None
+    try:
+        words = shlex.split(found[-1], comments=True)
+    except ValueError:  # unbalanced quotes: the shell will complain at run time; compare it as written
+        return found[-1].strip()
+    return words[0] if words else ""
 
 
 def key_variables(plan_path: str) -> list[str]:

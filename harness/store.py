@@ -48,7 +48,7 @@ class RunRow(Base):
     plan_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     plan_json: Mapped[str] = mapped_column(Text, default="{}")
     tag: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | stopped
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | stopped | interrupted | failed
     started_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     harness_version: Mapped[str] = mapped_column(String(40), default="")
@@ -132,6 +132,21 @@ class CacheRow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     completion_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class LeaseRow(Base):
+    """Who is executing a plan (or one shard of it) on this database now; see harness/engine/lease.py."""
+
+    __tablename__ = "leases"
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)  # "<plan fingerprint> <shard or *>"
+    plan_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    shard: Mapped[str] = mapped_column(String(40))
+    run_id: Mapped[str] = mapped_column(String(64), default="")
+    owner: Mapped[str] = mapped_column(String(64))  # a random token per holding process
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    since: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat: Mapped[datetime] = mapped_column(DateTime)
 
 
 class BatchRow(Base):
@@ -436,11 +451,19 @@ class Store:
     # -- reading --------------------------------------------------------------------
 
     def resolve_run(self, run_id: str | None) -> str:
-        """A run id, a unique prefix of one, 'latest', or None (= the latest run)."""
+        """A run id, a unique prefix of one, 'latest', or None (= the latest run that stored a sample or
+        submitted a provider batch: a run that failed before its first answer has nothing to show)."""
         with Session(self.engine) as s:
             if run_id in (None, "", "latest"):
-                rid = s.scalars(select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1)).first()
+                has_samples = select(SampleRow.id).where(SampleRow.run_id == RunRow.id).exists()
+                has_batches = select(BatchRow.id).where(BatchRow.run_id == RunRow.id).exists()
+                newest = (RunRow.started_at.desc(), RunRow.id.desc())
+                rid = s.scalars(select(RunRow.id).where(has_samples | has_batches).order_by(*newest).limit(1)).first()
                 if rid is None:
+                    empty = s.scalars(select(RunRow.id).order_by(*newest).limit(1)).first()
+                    if empty is not None:
+                        raise HarnessError(f"no run in {self.shown_url} has stored a sample yet (the latest, "
+                                           f"{empty}, has none): name a run, or run `harness run` first")
                     raise HarnessError(f"no runs in {self.shown_url} yet: run `harness run` first (or pass --db)")
                 return rid
             if s.get(RunRow, run_id) is not None:

@@ -191,3 +191,57 @@ def test_piped_tables_keep_names_and_numbers_whole(tmp_path):
     assert name in shown and "…" not in shown
     row = next(line for line in shown.splitlines() if name in line and "math-word" in line)
     assert "0.00" not in row.split("│")[7] and "—" in row  # p50 s: not measured
+
+
+# Names come from plans, suite folders and servers: rich markup or emoji codes in one are shown as written.
+MARKUP_NAMES = ("m[/bold]", "[red]x:smile:[/]", "[link=file:///etc/passwd]y")
+
+
+def test_markup_in_names_is_printed_literally_by_every_table(tmp_path, fake_server):
+    from test_checks_support import invoke
+
+    fake_server.state.responder = oracle_responder(["math-word"], wrong={"math-word/1"})
+    models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "price": {"output": 1}}
+              for name in MARKUP_NAMES}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "[b]plan", "models": models,
+                                                     "suites": [{"math-word": {"limit": 3}}]}))
+    db = f"sqlite:///{tmp_path}/h.db"
+    outputs = [
+        invoke("run", tmp_path / "p.yaml", "--db", db, "--out", tmp_path / "reports").output,
+        invoke("runs", "show", "--db", db).output,
+        invoke("compare", "--db", db).output,
+        invoke("recommend", "--db", db, "--all").output,
+    ]
+    for output in outputs:
+        for name in MARKUP_NAMES:
+            assert name in output.replace("\n", ""), output
+    assert "[b]plan" in outputs[0]
+
+
+def test_markup_in_names_is_printed_literally_by_the_progress_bars():
+    import io
+
+    from rich.console import Console
+
+    from harness.engine.progress import RunProgress
+
+    class State:
+        total, done, correct, errors, cost = 2, 1, 1, 0, 0.0
+
+    out = io.StringIO()
+    progress = RunProgress(console=Console(file=out, force_terminal=True, width=120, color_system=None))
+    progress.start({name: State() for name in MARKUP_NAMES})
+    progress.stop()
+    for name in MARKUP_NAMES:
+        assert name in out.getvalue()
+
+
+def test_run_refuses_a_report_folder_holding_other_files_before_any_request(tmp_path, fake_server):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}},
+                                                     "suites": [{"math-word": {"limit": 2}}]}))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".bashrc").write_text("# mine\n")
+    for command in (["run", "p.yaml"], ["report"]):
+        proc = harness(*command, "--db", f"sqlite:///{tmp_path}/h.db", "--out", str(tmp_path / "home"), cwd=tmp_path)
+        assert_clean_error(proc, "--out", "holds other files (.bashrc)")
+    assert fake_server.state.requests == 0 and [p.name for p in (tmp_path / "home").iterdir()] == [".bashrc"]

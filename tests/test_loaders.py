@@ -422,3 +422,23 @@ def test_malformed_bbh_example(tmp_path):
     bad.write_text('{"examples": [', encoding="utf-8")
     with pytest.raises(HarnessError, match=re.escape(f"{bad}, line 1: not valid JSON")):
         loaders.load("bbh", str(bad))
+
+
+# Bytes that are not UTF-8 (a Latin-1 export, a truncated multi-byte character) on line 2 of each kind of file.
+@pytest.mark.parametrize("loader, name, good, bad", [
+    ("gsm8k", "test.jsonl", b'{"question": "q1", "answer": "#### 1"}\n', b'{"question": "caf\xe9", "answer": "#### 2"}\n'),
+    ("gsm8k", "test.jsonl", b'{"question": "q1", "answer": "#### 1"}\n', b'{"question": "\xe4\xb8", "answer": "#### 2"}\n'),
+    ("humaneval", "he.jsonl",
+     b'{"task_id": "t/0", "prompt": "p", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n',
+     b'{"task_id": "t/1", "prompt": "\xff", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n'),
+    ("ceval", "val/logic_val.csv", b"id,question,A,B,C,D,answer\n", b"0,caf\xe9,1,2,3,4,A\n"),
+    ("bbh", "toy.json", b'{"examples": [\n', b'{"input": "caf\xe9", "target": "y"}]}\n'),
+])
+def test_file_that_is_not_utf8_names_file_and_line(tmp_path, loader, name, good, bad):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(good + bad)
+    where = tmp_path if loader == "ceval" else path
+    with pytest.raises(HarnessError) as err:
+        loaders.load(loader, str(where))
+    assert f"{path}, line 2: not valid UTF-8" in str(err.value)

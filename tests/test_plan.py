@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.errors import HarnessError
 from harness.plan import load_plan, parse_plan
@@ -208,3 +209,11 @@ def test_routing_limits_are_read_and_stored(tmp_path):
     assert limits.for_suite("z").max_p99_s == 8.0
     cli_wins = routing_limits(plan.routing, max_p99_s={"": 2.0})
     assert cli_wins.for_suite("x").max_p99_s == 2.0 and cli_wins.for_suite("z").max_p99_s == 2.0
+
+
+def test_an_empty_mapping_key_is_the_same_as_leaving_it_out():
+    raw = yaml.safe_load("models:\n  a:\n    provider: llamacpp\n    price:\n    generation:\n"
+                         "generation:\nsuites:\n  - x:\n      options:\n      generation:\n")
+    plan = parse_plan(raw, source="p.yaml")
+    assert plan.generation == {} and plan.models[0].generation == {} and plan.models[0].price.input == 0.0
+    assert plan.suites[0].options == {} and plan.suites[0].generation == {}

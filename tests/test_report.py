@@ -290,3 +290,44 @@ def test_importing_the_report_package_loads_no_heavy_modules():
             "print(sorted(m for m in ('matplotlib', 'jinja2', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- where a report may go
+
+
+def test_report_refuses_a_folder_holding_other_files(store, tmp_path):
+    run_id = make_run(store, n_items=3)
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\n")
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"--out .*project: the folder holds other files \(pyproject.toml, src\)"):
+        write_report(store, [run_id], project)
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # nothing written
+    from harness.report import check_out_dir
+
+    for folder in ("/", Path.home()):  # checked only: nothing is written there whatever the outcome
+        if any(Path(folder).iterdir()):
+            with pytest.raises(HarnessError, match="holds other files"):
+                check_out_dir(folder)
+
+
+def test_report_writes_into_new_empty_readme_only_and_earlier_report_folders(store, tmp_path):
+    run_id = make_run(store, n_items=3)
+    write_report(store, [run_id], tmp_path / "new" / "site")
+    (tmp_path / "empty").mkdir()
+    write_report(store, [run_id], tmp_path / "empty")
+    repo_reports = tmp_path / "reports"  # the repository's reports/ holds a README; a schedule's log comes first
+    repo_reports.mkdir()
+    (repo_reports / "README.md").write_text("reports land here\n")
+    (repo_reports / "schedule-weekly.log").write_text("harness schedule weekly\n")
+    write_report(store, [run_id], repo_reports)
+    (repo_reports / "notes.txt").write_text("mine\n")  # a marked report folder stays writable
+    write_report(store, [run_id], repo_reports)
+    older = tmp_path / "older"  # written by a harness that left no marker
+    write_report(store, [run_id], older)
+    (older / ".harness-report").unlink()
+    write_report(store, [make_run(store, n_items=3, plan_name="other")], older)
+    assert (older / "index.html").is_file() and (older / ".harness-report").is_file()

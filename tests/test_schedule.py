@@ -337,3 +337,28 @@ def test_the_scheduled_command_runs_reports_checks_and_resumes(home, tmp_path, f
     assert proc.returncode == 1
     log = (work / "reports" / "schedule-wk.log").read_text()
     assert f"(against {run_id}): 1 regression" in log and "REGRESSION b on math-word" in log
+
+
+def test_a_database_named_in_the_env_file_is_the_one_the_scheduled_run_writes(home, tmp_path, fake_server,
+                                                                                 monkeypatch, capsys):
+    fake_server.state.responder = WeeklyResponder()
+    (tmp_path / "plans").mkdir()
+    plan = write_plan(tmp_path / "plans" / "envdb.yaml", fake_server, {"a": {}}, name="envdb",
+                      suites=[{"math-word": {"limit": 2}}])
+    wanted = tmp_path / "from-env-file.db"
+    env = tmp_path / "harness.env"
+    env.write_text(f"export HARNESS_DB='sqlite:///{wanted}'  # the team's database\n")
+    env.chmod(0o600)
+    line = invoke("schedule", plan, "--every", "daily", "--print", "--env-file", env).stdout.strip()
+    assert "--db" not in line and str(env) in line
+    # A --db naming another database than the file's is a contradiction, not a silent override.
+    assert_user_error(monkeypatch, capsys, ["schedule", plan, "--every", "daily", "--print", "--env-file", env,
+                                            "--db", f"sqlite:///{tmp_path / 'other.db'}"],
+                      "name different databases", "HARNESS_DB")
+    same = invoke("schedule", plan, "--every", "daily", "--print", "--env-file", env, "--db", f"sqlite:///{wanted}")
+    assert "--db" not in same.stdout
+    proc = _run_like_cron(line, home)
+    assert proc.returncode == 0, (home / "work" / "reports" / "schedule-envdb.log").read_text()[-2000:]
+    with sqlite3.connect(wanted) as con:
+        assert con.execute("select status from runs").fetchall() == [("finished",)]
+    assert not (home / "work" / "harness.db").exists()

@@ -39,7 +39,7 @@ from test_cli import harness
 
 # The SQLite tests that run again here, against PostgreSQL (through `db_url` / `store` below):
 # a graded run and its summary; shards; the response cache; a batch meeting rows another writer
-# stored; `harness compare` within and across runs; report pages, pagination and trends.
+# stored; `harness compare` within and across runs; report pages, pagination and trends; the run lease.
 from test_engine import test_every_sample_graded_and_stored  # noqa: F401
 from test_engine_faults import echo  # noqa: F401  (fixture)
 from test_engine_faults import (test_response_cache_reuses_identical_requests_across_runs,  # noqa: F401
@@ -49,6 +49,8 @@ from test_compare import (test_regression_across_runs_is_detected_and_fails_the_
                           test_two_models_report_exactly_the_mcnemar_p_value)
 from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa: F401
                          test_trend_page_follows_the_plan_across_runs)
+from test_lease import (test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder,  # noqa: F401
+                        test_lease_rules)
 # Provider batches: retries after an expired batch, and a batch whose id a crash lost.
 from test_batch import fast_polls  # noqa: F401  (fixture)
 from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
@@ -56,7 +58,8 @@ from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # no
 
 START_TIMEOUT_S = 60
 PG_PORT = 5432  # only names the socket file, inside our own folder: never collides with another server
-TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests"}
+TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests",
+          "leases"}
 
 
 # -- the throwaway server ------------------------------------------------------------------------

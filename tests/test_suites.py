@@ -151,3 +151,34 @@ def test_malformed_items_line_is_named(tmp_path):
     suite = load_suite(str(folder))
     with pytest.raises(HarnessError, match=r"items.jsonl:2: not valid JSON"):
         list(suite.items())
+
+
+def test_items_file_that_is_not_utf8_names_the_line(tmp_path):
+    folder = _make_suite(tmp_path, "{{ q }}")
+    (folder / "items.jsonl").write_bytes(b'{"q": "hi", "a": "1"}\n{"q": "ok", "a": "2"}\n{"q": "caf\xe9", "a": "3"}\n')
+    suite = load_suite(str(folder))
+    with pytest.raises(HarnessError, match=r"items.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 11\)"):
+        list(suite.items())
+
+
+@pytest.mark.parametrize("generation, needle", [
+    ("{temperature: hot}", "generation.temperature: must be a valid number, got 'hot'"),
+    ("{max_tokens: -1}", "generation.max_tokens: must be greater than or equal to 1"),
+    ("{stop: 3}", "generation.stop: must be a string or a list of strings"),
+    ("{tempreature: 0}", "generation: unknown key(s) tempreature"),
+])
+def test_suite_generation_is_checked_like_a_plans(tmp_path, generation, needle):
+    folder = _make_suite(tmp_path, "{{ q }}")
+    config = folder / "suite.yaml"
+    config.write_text(config.read_text() + f"generation: {generation}\n")
+    with pytest.raises(HarnessError) as err:
+        load_suite(str(folder))
+    assert str(err.value) == f"{config}: {needle}" or str(err.value).startswith(f"{config}: {needle}")
+
+
+def test_a_suite_stop_string_is_one_stop_sequence(tmp_path):
+    folder = _make_suite(tmp_path, "{{ q }}")
+    config = folder / "suite.yaml"
+    config.write_text(config.read_text() + "generation: {stop: '###', max_tokens: 7}\n")
+    suite = load_suite(str(folder))
+    assert suite.generation.stop == ("###",) and suite.generation.max_tokens == 7

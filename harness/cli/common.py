@@ -18,15 +18,16 @@ def open_store(db_url, *, read_only: bool = False):
     return Store(db_url, must_exist=read_only)
 
 
-def table_console(min_width: int):
-    """A console for tables: at least `min_width` wide on a terminal; unbounded when the output is piped,
-    so a script or a file gets every cell whole (no `smollm2…`, no `0.0000…`)."""
+def data_console(min_width: int):
+    """A rich console that prints text as given: model, suite, plan and run names come from plans,
+    suite folders and servers, so "m[/bold]" or ":smile:" in one is shown literally, not parsed.
+    At least `min_width` wide on a terminal; unbounded when the output is piped, so a script or a
+    file gets every cell whole (no `smollm2…`, no `0.0000…`)."""
     from rich.console import Console
 
     probe = Console()
-    if not probe.is_terminal:
-        return Console(width=100_000)
-    return Console(width=max(min_width, probe.width))
+    width = 100_000 if not probe.is_terminal else max(min_width, probe.width)
+    return Console(width=width, markup=False, emoji=False)
 
 
 def echo_err(msg: str) -> None:
@@ -64,7 +65,7 @@ def print_summary(summary) -> None:
                       f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}", str(c.errors), fmt_s(c.latency_p50),
                       fmt_s(c.latency_p99), "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
                       money(c.cost_usd))
-    console = table_console(100)
+    console = data_console(100)
     console.print(table)
     ops = Table(title="per model: latency and time to first token (s), errors, cost")
     for col in ("model", "n", "error %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from harness.cli.common import db_option, money, table_console
+from harness.cli.common import data_console, db_option, money
 
 
 def _split(values) -> list[str]:
@@ -118,8 +118,9 @@ def _num(x: float, fmt: str) -> str:
 
 def _print(result) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    console = table_console(160)
+    console = data_console(160)
     across = result.kind == "runs"
     n = len(result.comparisons)
     name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[result.correction]
@@ -170,7 +171,8 @@ def _print(result) -> None:
     if across:
         if result.regressions:
             for c in result.regressions:
-                console.print(f"[bold red]REGRESSION[/]: {c.a.model} on {c.suite}: {_pct(c.a.mean)}% -> "
-                              f"{_pct(c.b.mean)}% ({_diff(c.diff)} points, corrected p {_p(c.p_adjusted)})")
+                console.print(Text.assemble(("REGRESSION", "bold red"), f": {c.a.model} on {c.suite}: "
+                                            f"{_pct(c.a.mean)}% -> {_pct(c.b.mean)}% ({_diff(c.diff)} points, "
+                                            f"corrected p {_p(c.p_adjusted)})"))
         else:
             console.print("no significant regression")

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from harness.cli.common import db_option, money, table_console
+from harness.cli.common import data_console, db_option, money
 
 
 def _pct(x: float) -> str:
@@ -98,7 +98,7 @@ def recommend(run_id, db_url, margin, alpha, max_error_rate, max_p99, max_ttft, 
 def _print(rec, show_all: bool) -> None:
     from rich.table import Table
 
-    console = table_console(140)
+    console = data_console(140)
     console.print(f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
                   f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})")
     table = Table(title="routing", title_justify="left")

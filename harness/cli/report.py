@@ -12,11 +12,17 @@ from harness.cli.common import db_option, echo_err, open_store
 @click.command()
 @click.argument("runs", nargs=-1)
 @db_option
-@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of the site: new, empty, or an earlier report's.")
 def report(runs, db_url, out_dir):
-    """Write the HTML report of RUNS (default: the latest run) and print its path."""
-    from harness.report import write_report
+    """Write the HTML report of RUNS (default: the latest run) and print its path.
 
+    OUT must be new, empty, or the folder of an earlier report: a folder holding anything else
+    (`--out /`, a home or project folder) is refused, so a report never writes among your files.
+    """
+    from harness.report import check_out_dir, write_report
+
+    check_out_dir(out_dir)
     store = open_store(db_url, read_only=True)
     ids = [store.resolve_run(r) for r in runs] or [store.resolve_run(None)]
     path = write_report(store, ids, out_dir)

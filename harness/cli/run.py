@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     p = load_plan(plan_path, limit=limit)
     if batch:
         p = with_batch(p)
+    if not no_report and not dry_run:
+        from harness.report import check_out_dir
+
+        check_out_dir(out_dir)  # before the first request, not after the run
     overrides = _parse_data_overrides(data, p)
     if dry_run:
         from harness.engine.estimate import dry_run as do_dry_run
@@ -70,6 +75,9 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     shard_spec = _parse_shard(shard)
     store = open_store(db_url)
     started = time.perf_counter()
+    # `kill`, systemd's stop and cron's end send SIGTERM: stop as Ctrl-C does, so the run is marked
+    # interrupted and its lease given back, instead of dying with the run still shown as running.
+    on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
         result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
@@ -79,6 +87,8 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, on_term)
     elapsed = time.perf_counter() - started
     # Spare the interpreter's exit from walking every object the run and its imports created
     # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
@@ -88,6 +98,9 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
         echo_err(note)
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
+    elif result.status == "interrupted":
+        echo_err("interrupted: this process lost the run's lease (it was silent too long) and stopped; "
+                 "finished samples are stored")
     elif result.status == "running":
         echo_err(f"shard {shard} done; run {result.run_id} finishes when every shard has")
     elif result.status == "waiting":

@@ -31,7 +31,7 @@ def runs_list(db_url, as_json):
     if not rows:
         click.echo(f"no runs in {store.shown_url}")
     for row in rows:
-        click.echo(f"{row['run']}  {row['started']}  {row['status']:<8}  {row['samples']:>6} samples  "
+        click.echo(f"{row['run']}  {row['started']}  {row['status']:<11}  {row['samples']:>6} samples  "
                    f"{row['plan']}{'  [' + row['tag'] + ']' if row['tag'] else ''}")
 
 

@@ -38,9 +38,9 @@ def schedule():
 @click.option("--day", metavar="DAY", help="Day of the week for weekly: mon..sun [default: mon].")
 @click.option("--name", metavar="NAME", help="Name of the schedule [default: the plan's name].")
 @click.option("--tag", default="scheduled", show_default=True, help="Tag stored with each scheduled run.")
-@click.option("--db", "db_url", envvar="HARNESS_DB", default=None, metavar="URL",
-              help="Database of the runs (a relative SQLite path is made absolute) [default: $HARNESS_DB or "
-                   "sqlite:///harness.db].")
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Database of the runs (a relative SQLite path is made absolute) [default: HARNESS_DB from "
+                   "--env-file, read at each run; else $HARNESS_DB or sqlite:///harness.db].")
 @click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
               help="Where the reports go (made absolute).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),

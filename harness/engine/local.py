@@ -81,10 +81,22 @@ class LocalExecutor:
         self.batch_wait = batch_wait
         self._writer: StoreWriter | None = None
         self._stop: asyncio.Event | None = None  # created inside the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_asked = False
         self._dispatching: set[str] = set()  # models with units still to send
+
+    def stop_soon(self) -> None:
+        """Stop sending new requests, from any thread (the run lease's heartbeat found it lost):
+        requests in flight finish and are stored, and the run ends as interrupted."""
+        self._stop_asked = True
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     async def run(self) -> RunOutcome:
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stop_asked:
+            self._stop.set()
         outcome = RunOutcome(self.run_id)
         done = self.store.done_keys(self.run_id)
         states: dict[str, ModelState] = {}
@@ -146,6 +158,7 @@ class LocalExecutor:
                 sys.setswitchinterval(switch_interval)
                 if self.progress is not None:
                     self.progress.stop()
+        outcome.interrupted = outcome.interrupted or self._stop_asked
         return outcome
 
     def _dispatched(self, model: str) -> None:

@@ -39,8 +39,9 @@ class RunProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+            # Model names are data: shown as written, never parsed as rich markup.
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(),
             console=self.console or Console(file=self.stream), transient=False, auto_refresh=True,
             refresh_per_second=4,
         )

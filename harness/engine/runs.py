@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import __version__
+from harness.engine.lease import PlanLease
 from harness.engine.local import LocalExecutor, RunOutcome
 from harness.engine.units import prepare_suites
 from harness.errors import HarnessError
 from harness.plan import Plan, plan_to_dict
 from harness.store import RunModelInfo, RunSuiteInfo, Store
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PLAN = "evals/smoke.yaml"
 
@@ -68,16 +72,19 @@ def expected_samples(plan: Plan, suites) -> int | None:
 
 def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
                   shard: tuple[int, int] | None) -> str:
-    """'stopped' when the run stopped early, 'waiting' while provider batches are still running,
-    else 'finished' once every expected sample is stored.
+    """'stopped' at --max-cost, 'interrupted' when told to stop, 'waiting' while provider batches
+    are still running, else 'finished' once every expected sample is stored (a run that raises is
+    marked 'failed' by `execute_plan`).
 
     A shard only knows its own part is done: the run is finished when the shared store holds
     every sample (the last shard to end marks it), and stays 'running' until then.
     """
     if outcome.waiting and not (outcome.stopped_for_cost or outcome.interrupted):
         return "waiting"
-    if not outcome.complete:
+    if outcome.stopped_for_cost:
         return "stopped"
+    if outcome.interrupted:
+        return "interrupted"
     if shard is None or shard[1] <= 1:
         return "finished"
     expected = expected_samples(plan, suites)
@@ -109,23 +116,37 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
         for m in api_models:
             resolve_api_key(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
-    run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
-    store.record_models(run_id, [
-        RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input, m.price.output)
-        for m in plan.models
-    ])
-    for p in suites:
-        store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
-                                                p.suite.count()))
-    store.mark_run(run_id, "running")
-    executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                             progress=progress, shard=shard, warm=warm, own_process=own_process,
-                             batch_wait=batch_wait)
-    try:
-        outcome = asyncio.run(executor.run())
-    except KeyboardInterrupt:
-        store.mark_run(run_id, "stopped")
-        raise
-    status = finish_status(store, run_id, plan, suites, outcome, shard)
-    store.mark_run(run_id, status)
+    # Held from choosing the run to marking how it ended: a second process on the same plan and
+    # database is refused before it picks (or starts) a run, so no sample is requested twice.
+    with PlanLease(store, plan.fingerprint(), plan.name, shard) as lease:
+        run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
+        lease.attach(run_id)
+        try:
+            store.record_models(run_id, [
+                RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input,
+                             m.price.output)
+                for m in plan.models
+            ])
+            for p in suites:
+                store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
+                                                        p.suite.count()))
+            store.mark_run(run_id, "running")
+            executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
+                                     progress=progress, shard=shard, warm=warm, own_process=own_process,
+                                     batch_wait=batch_wait)
+            lease.on_lost = executor.stop_soon
+            outcome = asyncio.run(executor.run())
+        except BaseException as exc:
+            # Never leave a run 'running' that nothing executes; rerunning the plan resumes it either way.
+            _mark_ended(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            raise
+        status = finish_status(store, run_id, plan, suites, outcome, shard)
+        store.mark_run(run_id, status)
     return RunResult(run_id, resumed, status, outcome)
+
+
+def _mark_ended(store: Store, run_id: str, status: str) -> None:
+    try:
+        store.mark_run(run_id, status)
+    except Exception:  # the database itself failed: keep the original error, not this one
+        log.warning("could not mark run %s %s", run_id, status, exc_info=True)

@@ -416,8 +416,11 @@ def _write_index(store: Store, r: Renderer, out: Path) -> None:
 
 
 def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> Path:
+    from harness.report import MARKER
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("A harness HTML report: `harness report --out` may write here again.\n", encoding="utf-8")
     ids = [store.resolve_run(x) for x in run_ids] if run_ids else [store.resolve_run(None)]
     ids = list(dict.fromkeys(ids))
     r = Renderer()

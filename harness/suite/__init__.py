@@ -18,7 +18,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.suite.jsonl import read_jsonl
-from harness.plan import SuiteRef
+from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -232,7 +232,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     if isinstance(grader_raw, str):
         grader_raw = {"name": grader_raw}
     fewshot_raw = dict(raw.get("fewshot") or {})
-    gen = {**(raw.get("generation") or {}), **ref.generation}
+    gen = {**check_generation(raw.get("generation"), where), **ref.generation}
     generation = Generation(
         max_tokens=int(gen.get("max_tokens", 512)),
         temperature=float(gen.get("temperature", 0.0)),

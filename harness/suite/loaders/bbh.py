@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import HarnessError
+from harness.suite.jsonl import utf8_problem
 from harness.suite.loaders.common import (
     LoadedData,
     Rows,
@@ -33,8 +34,8 @@ def _bbh_problem(path: Path) -> str | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         return f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})"
-    except UnicodeDecodeError as exc:
-        return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except UnicodeDecodeError:
+        return utf8_problem(path)
     except OSError as exc:
         return f"{path}: cannot be read ({exc})"
     examples = doc.get("examples") if isinstance(doc, dict) else None
@@ -157,7 +158,9 @@ def _bbh_fewshot(source: _Source, tasks: Iterable[str], cot_dir: Path | None) ->
             continue
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise HarnessError(f"suite '{source.suite}': {utf8_problem(path)}") from None
+        except OSError as exc:
             raise HarnessError(f"suite '{source.suite}': {path}: cannot be read ({exc})") from None
         fewshot.extend(parse_cot_prompt(text, task, str(path)))
         files.append((f"cot-prompts/{task}", path))

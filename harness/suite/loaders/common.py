@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from harness.errors import HarnessError
-from harness.suite.jsonl import BadLine, jsonl_rows
+from harness.suite.jsonl import BadLine, jsonl_rows, utf8_problem
 
 # Bump when a loader changes the rows it produces from the same files: part of the fingerprint.
 FORMAT_VERSION = 1
@@ -224,15 +224,13 @@ def _jsonl_problem(path: Path, fields: Mapping[str, type], optional: Iterable[st
     """The first bad line of a JSON Lines file (optionally gzip'd), as "<file>, line N: ...", or None."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rb") as fh:
             for lineno, row in jsonl_rows(fh):
                 problem = _field_problem(row, fields, optional)
                 if problem:
                     return f"{path}, line {lineno}: {problem}"
     except BadLine as bad:
         return f"{path}, line {bad.lineno}: {bad.problem}"
-    except UnicodeDecodeError as exc:
-        return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
     except (OSError, EOFError) as exc:
         return f"{path}: cannot be read ({exc})"
     return None
@@ -262,8 +260,8 @@ def _csv_problem(path: Path, columns: Sequence[str], int_columns: Sequence[str] 
                         int(value)
                     except ValueError:
                         return f"{path}, row {number} (line {reader.line_num}): {name} {value!r} is not an integer"
-    except UnicodeDecodeError as exc:
-        return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except UnicodeDecodeError:
+        return utf8_problem(path)
     except csv.Error as exc:
         return f"{path}: not valid CSV ({exc})"
     except OSError as exc:
@@ -349,6 +347,10 @@ def _read_jsonl(source: _Source, files: Mapping[str, Path], fields: Mapping[str,
     def diagnose(path: Path) -> str | None:
         return _jsonl_problem(path, fields, optional)
 
+    for path in files.values():
+        problem = utf8_problem(path)
+        if problem:
+            raise HarnessError(f"suite '{source.suite}': {problem}")
     parts = _read("json", files, _json_features(fields), diagnose, source.suite)
     _check_complete(parts, files, [f for f in fields if f not in optional], diagnose, source.suite, "row")
     for key, dataset in parts.items():
