@@ -44,6 +44,21 @@ class GenerationOptions(TypedDict, total=False):
     seed: int
 
 
+class RouteLimits(TypedDict, total=False):
+    """`harness recommend`'s limits for one route (a suite) or for every route; null lifts a limit."""
+
+    __pydantic_config__ = _CHECKED
+    max_error_rate: Annotated[float, Ge(0), Le(1)] | None  # share of failed requests; 0.001 = 99.9% available
+    max_p99_s: NonNegativeFloat | None  # p99 latency, seconds
+    max_ttft_s: NonNegativeFloat | None  # p99 time to first token, seconds
+
+
+class Routing(RouteLimits, total=False):
+    """The plan's `routing:` section: limits for every suite, and per-suite ones under `routes`."""
+
+    routes: dict[str, RouteLimits]
+
+
 @dataclass(frozen=True)
 class Price:
     """US dollars per million tokens; batched requests at explicit batch prices, else at a discount."""
@@ -114,11 +129,13 @@ class SuiteRef:
 
     __pydantic_config__ = _CHECKED
     name: str
-    limit: PositiveInt | None = None
+    limit: PositiveInt | None = None  # at most N items: a fair sample across the suite's groups (harness.suite)
     data: str | None = None
     fewshot: Annotated[int, Ge(0)] | None = None  # number of shots; None = the suite's default
     options: dict[str, Any] = field(default_factory=dict)  # loader options (split, subjects, ...)
     generation: GenerationOptions = field(default_factory=dict)
+    first: PositiveInt | None = None  # the first N items of the file instead of a sample
+    sample_seed: int = 0  # which fair sample `limit` draws
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,7 @@ class Plan:
     noninferiority_margin: Annotated[float, Ge(0), Lt(1)] = 0.02
     webhook: str | None = None
     judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
+    routing: Routing = field(default_factory=dict)  # `harness recommend`'s error-rate and latency limits
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -316,6 +334,10 @@ def _check_relations(plan: Plan, source: str) -> None:
                 # Not echoed: a value that is not a variable name may be the key itself.
                 raise HarnessError(f"{where}.api_key_env: must be the NAME of the environment variable "
                                    "that holds the key (letters, digits, _), not the key itself")
+    for s in plan.suites:
+        if s.limit is not None and s.first is not None:
+            raise HarnessError(f"{source}: suites.{s.name}: give limit (a fair sample of N items) or first "
+                               f"(the first N items of the file), not both")
     clash = {m.name for m in plan.models} & {j.name for j in plan.judges}
     if clash:
         raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")
@@ -390,6 +412,9 @@ def _locate(loc: tuple, names: dict[str, list[str]], root: Any) -> tuple[tuple[s
             entries = names.get(leaf, [])
             shown.append(entries[index] if isinstance(index, int) and index < len(entries) else str(index))
             target = _strip(get_args(target)[0])
+        if get_origin(target) is dict and rest:  # {NAME: settings} (routing.routes): the name, then the settings
+            shown.append(str(rest.pop(0)))
+            target = _strip(get_args(target)[1])
         if not (is_dataclass(target) or is_typeddict(target)):
             break
         owner = target

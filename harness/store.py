@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import (Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
@@ -321,7 +322,8 @@ def new_run_id() -> str:
 
 
 class Store:
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, must_exist: bool = False):
+        """`must_exist`: a command that only reads refuses a missing SQLite file instead of creating one."""
         self.url = url or default_db_url()
         try:
             self.engine = create_engine(self.url)
@@ -329,6 +331,11 @@ class Store:
             raise HarnessError(f"--db {self.url!r}: not a usable SQLAlchemy URL ({exc})") from None
         self.shown_url = self.engine.url.render_as_string(hide_password=True)  # for messages and logs
         dialect = self.engine.dialect.name
+        path = self.engine.url.database
+        if must_exist and dialect == "sqlite" and path and path != ":memory:" and not Path(path).is_file():
+            self.engine.dispose()
+            raise HarnessError(f"--db {self.shown_url}: no database at {path}; run `harness run` first, "
+                               f"or give --db the database your runs are in")
         if dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._text_rules = _TextRules(dialect)

@@ -49,6 +49,7 @@ class Faults:
     drop: float = 0.0  # close the connection without answering
     hang: float = 0.0  # never answer (client timeout)
     max_concurrent: int | None = None  # 429 (with Retry-After) for requests beyond this many at once
+    unauthorized_models: frozenset = frozenset()  # API model names always answered 401 (a revoked key)
     seed: int = 0
     # What real servers do (see tests/test_conformance.py):
     interrupt: float = 0.0  # stream only the role chunk, then [DONE]: llama.cpp's server when a newer request interrupts
@@ -258,6 +259,12 @@ class FakeOpenAIServer:
         if len(st.bodies) < 200:
             st.bodies.append(payload)
         f = self.state.faults
+        if model in f.unauthorized_models:
+            self._log(key, "401")
+            st.status_counts["401"] += 1
+            self._send(writer, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                               "code": "invalid_api_key"}})
+            return True
         roll = self._rng.random()
         if f.status is not None:
             self._log(key, str(f.status))

@@ -280,3 +280,18 @@ def test_webhook_url_from_a_variable_and_failures_never_crash(tmp_path, db_url, 
         assert hook.bodies[0] == json.loads(json.dumps(webhook_payload(check_run(Store(db_url), run))))
     result = invoke("check", "--db", db_url, "--notify")  # the listener is gone
     assert "warning: webhook http://127.0.0.1:" in result.output and "not delivered" in result.output
+
+
+def test_a_model_that_never_answered_raises_an_alarm_on_its_first_run(tmp_path, db_url, fake_server, weekly):
+    # The issue: a 100%-401 model and "no regression, no alarm".
+    from dataclasses import replace
+
+    fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {}, "broken": {}},
+                      suites=[{SUITE: {"limit": 8}}])
+    result = check_run(Store(db_url), run_plan(plan, db_url))
+    assert result.previous is None and not result.ok
+    assert [(a.kind, a.model) for a in result.alarms] == [("unavailable", "broken")]
+    assert "all 8 requests failed" in result.alarms[0].detail
+    out = invoke("check", "--db", db_url, "--fail-on-alarm", ok_codes=(1,)).output
+    assert "unavailable" in out and "broken" in out

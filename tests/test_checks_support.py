@@ -13,10 +13,11 @@ SUITE = "math-word"
 
 
 def item_ids(suite: str = SUITE, n: int | None = None) -> list[str]:
+    """The ids a plan's `{suite: {limit: n}}` runs (its fair sample), in file order."""
+    from harness.plan import SuiteRef
     from harness.suite import load_suite
 
-    ids = [item.id for item in load_suite(suite).items()]
-    return ids[:n] if n else ids
+    return [item.id for item in load_suite(SuiteRef(name=suite, limit=n)).items()]
 
 
 class WeeklyResponder:

@@ -65,6 +65,14 @@ def test_missing_api_key_variable(tmp_path):
 
 
 def test_unknown_run_and_empty_db(tmp_path):
+    missing = tmp_path / "missing.db"
+    # Reading commands never create a database file where there was none.
+    for args in (["runs", "show"], ["runs", "list"], ["report"], ["export"], ["compare"], ["check"], ["recommend"]):
+        assert_clean_error(harness(*args, "--db", f"sqlite:///{missing}"), "no database at")
+        assert not missing.exists(), args
+    from harness.store import Store
+
+    Store(f"sqlite:///{tmp_path}/empty.db").close()  # tables, no runs
     assert_clean_error(harness("runs", "show", "--db", f"sqlite:///{tmp_path}/empty.db"), "no runs in")
     assert_clean_error(harness("report", "nope", "--db", f"sqlite:///{tmp_path}/empty.db"), "no run 'nope'")
 
@@ -78,7 +86,7 @@ def test_run_then_read_commands(tmp_path, fake_server):
     fake_server.state.responder = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
     plan = {"name": "cli-test",
             "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
-            "suites": [{"math-word": {"limit": 3}}, {"zh-mcq": {"limit": 2}}]}
+            "suites": [{"math-word": {"first": 3}}, {"zh-mcq": {"limit": 2}}]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     db = f"sqlite:///{tmp_path}/h.db"
     proc = harness("run", "p.yaml", "--db", db, "--out", str(tmp_path / "reports"), cwd=tmp_path)
@@ -102,6 +110,16 @@ def test_run_then_read_commands(tmp_path, fake_server):
     csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert csv_text.startswith("run,model,suite") and len(csv_rows) == 5
     assert {r["completion"] for r in csv_rows} == {r["completion"] for r in rows}
+    # Each row carries its prompt, the answer the grader read and what it compared it with.
+    from harness.graders.numeric import reference_number
+    from harness.suite import load_suite
+
+    gold = {i.id: reference_number(i) for i in load_suite("math-word").items()}
+    math_rows = [r for r in rows if r["suite"] == "math-word"]
+    assert all(r["prompt"] and r["prompt"][-1]["role"] == "user" for r in rows)
+    assert all(float(r["reference"]) == gold[r["item_id"]] and "<<" not in r["reference"] for r in math_rows)
+    assert {r["extracted"] for r in math_rows} >= {r["reference"] for r in math_rows if r["passed"]}
+    assert all(json.loads(c["prompt"]) == r["prompt"] for c, r in zip(csv_rows, rows))
 
 
 def test_dry_run_sends_nothing(tmp_path, fake_server):
@@ -150,6 +168,29 @@ def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
     results = [json.loads(line) for line in Path(f"{path}_results.jsonl").read_text().splitlines()]
     assert len(results) == 6 and all("passed" in r and "result" in r and "extra" in r for r in results)
     assert [r["passed"] for r in results] == [True, True, True, False, True, False]
+
+
+def test_piped_tables_keep_names_and_numbers_whole(tmp_path):
+    # A replayed model with a long name: piped output (a script, a file) shows every cell whole,
+    # and its latency, never measured, as "—" rather than 0.
+    from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
+
+    suite = load_suite("math-word")
+    builder = PromptBuilder(suite)
+    name = "smollm2-135m-instruct-q8_0-replayed-from-last-week"
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"task_id": i.id, "completion": builder.reference_response(i)}) + "\n"
+                            for i in list(suite.items())[:4]))
+    plan = {"name": "piped", "models": {name: {"provider": "samples", "path": str(path)}},
+            "suites": [{"math-word": {"first": 4}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    assert harness("run", "p.yaml", "--db", db, "--no-report", cwd=tmp_path).returncode == 0
+    shown = harness("runs", "show", "--db", db).stdout
+    assert name in shown and "…" not in shown
+    row = next(line for line in shown.splitlines() if name in line and "math-word" in line)
+    assert "0.00" not in row.split("│")[7] and "—" in row  # p50 s: not measured
 
 
 # Names come from plans, suite folders and servers: rich markup or emoji codes in one are shown as written.

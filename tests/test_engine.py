@@ -18,7 +18,7 @@ SUITES = ["math-word", "zh-mcq", "en-reasoning", "code-functions"]
 def write_plan(tmp_path, server, models=None, suites=None, **extra):
     models = models or {"alpha": {"provider": "openai", "base_url": server.base_url, "model": "fake-alpha",
                                   "concurrency": 8, "price": {"input": 1.0, "output": 2.0}}}
-    plan = {"name": "t", "models": models, "suites": suites or [{s: {"limit": 6}} for s in SUITES], **extra}
+    plan = {"name": "t", "models": models, "suites": suites or [{s: {"first": 6}} for s in SUITES], **extra}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
     return load_plan(path)
@@ -158,7 +158,7 @@ def test_samples_provider_grades_external_completions(tmp_path, db_url):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     plan_path = tmp_path / "p.yaml"
     plan_path.write_text(yaml.safe_dump({"models": {"ext": {"provider": "samples", "path": str(path)}},
-                                         "suites": [{"code-functions": {"limit": 4}}]}))
+                                         "suites": [{"code-functions": {"first": 4}}]}))
     store = Store(db_url)
     result = execute_plan(load_plan(plan_path), store)
     by_id = {s.item_id: s for s in store.samples(result.run_id)}

@@ -117,6 +117,12 @@ def test_missing_plan_file(tmp_path):
     ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "models.a.price: unknown key(s) in (known: batch_discount, batch_input, batch_output, input, output)"),
     ("- just\n- a list", "a plan is a YAML mapping"),
     ("models: {a: {provider: openai, base_url: 'ftp://h/v1'}}\nsuites: [x]", "models.a.base_url: must be an http:// or https:// URL"),
+    # a fair sample or the head of the file; routing limits
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 5, first: 5}}]", "suites.x: give limit (a fair sample of N items) or first"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [{x: {first: 0}}]", "suites.x.first: must be greater than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_p99_s: fast}", "routing.max_p99_s: must be a valid number, got 'fast'"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {max_error_rate: 2}", "routing.max_error_rate: must be less than or equal to 1"),
+    ("models: {a: {provider: llamacpp}}\nsuites: [x]\nrouting: {routes: {x: {p99: 3}}}", "unknown key(s) p99"),
 ])
 def test_every_bad_value_is_one_line_naming_the_field(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"
@@ -185,6 +191,24 @@ def test_plan_that_is_not_utf8_names_the_line(tmp_path):
     path.write_bytes(b"models: {a: {provider: llamacpp}}\n# caf\xe9\nsuites: [x]\n")
     with pytest.raises(HarnessError, match=r"latin1.yaml: line 2 is not valid UTF-8"):
         load_plan(path)
+
+
+def test_routing_limits_are_read_and_stored(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("models: {a: {provider: llamacpp}}\nsuites: [x, {y: {first: 10}}]\n"
+                    "routing: {max_error_rate: 0.01, max_p99_s: 8, routes: {x: {max_p99_s: null, max_ttft_s: 1.5}}}\n")
+    plan = load_plan(path)
+    assert plan.routing == {"max_error_rate": 0.01, "max_p99_s": 8.0,
+                            "routes": {"x": {"max_p99_s": None, "max_ttft_s": 1.5}}}
+    assert plan.suites[1].first == 10 and plan.suites[1].limit is None
+    from harness.analysis.recommend import routing_limits
+
+    limits = routing_limits(plan.routing, max_p99_s={"y": 3.0})
+    assert limits.for_suite("x").max_p99_s is None and limits.for_suite("x").max_ttft_s == 1.5
+    assert limits.for_suite("x").max_error_rate == 0.01 and limits.for_suite("y").max_p99_s == 3.0
+    assert limits.for_suite("z").max_p99_s == 8.0
+    cli_wins = routing_limits(plan.routing, max_p99_s={"": 2.0})
+    assert cli_wins.for_suite("x").max_p99_s == 2.0 and cli_wins.for_suite("z").max_p99_s == 2.0
 
 
 def test_an_empty_mapping_key_is_the_same_as_leaving_it_out():

@@ -15,7 +15,7 @@ from pathlib import Path
 import markupsafe
 import pytest
 
-from harness.analysis import stats
+from harness.analysis import paired, stats
 from harness.report import write_report
 from harness.report import analysis, pages, site
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
@@ -155,7 +155,7 @@ def test_leaderboard_marks_models_worse_than_the_best_with_holm(store, tmp_path)
     rows = {r.cell.model: r for r in boards["s1"]}
     assert rows["best"].best and rows["best"].rank == 1
     assert rows["weak"].worse and not rows["close"].worse
-    raw = [stats.paired_compare(close, best).p_value, stats.paired_compare(weak, best).p_value]
+    raw = [paired.paired_compare(close, best).p_value, paired.paired_compare(weak, best).p_value]
     assert [rows["close"].p, rows["weak"].p] == pytest.approx(raw)
     assert [rows["close"].p_adj, rows["weak"].p_adj] == pytest.approx(stats.adjust_pvalues(raw, "holm"))
     assert rows["weak"].diff == pytest.approx(-0.4)
@@ -169,7 +169,7 @@ def test_leaderboard_marks_models_worse_than_the_best_with_holm(store, tmp_path)
 
 
 def test_comparisons_align_items_by_id_and_use_groups(store):
-    groups = [f"g{i % 4}" for i in range(40)]
+    groups = [f"g{i % 10}" for i in range(40)]
     run_id = _cells_run(store, {"a": [1] * 40, "b": [i % 2 for i in range(40)]}, groups=groups)
     summary = summarize_run(store, run_id)
     (a, b, per_suite), = analysis.pairs(summary)

@@ -208,3 +208,79 @@ def test_csp_blocks_a_script_that_slipped_into_a_page(browser, evil_report, tmp_
     assert browser.title() != "PWNED"
     messages = " ".join(e.get("message", "") for e in browser.browser_log())
     assert "Content Security Policy" in messages
+
+
+def _run_plan(tmp_path: Path, name: str, models: dict, suites: list, db: str) -> str:
+    import yaml
+
+    from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "models": models, "suites": suites}))
+    result = execute_plan(load_plan(path), Store(db), new=True)
+    assert result.status == "finished"
+    return result.run_id
+
+
+def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_path, fake_server):
+    """The pages of the issue's cases: one model, nothing spent, one run, code and worked-solution
+    references; and a model whose every request failed (HTTP 401) beside a healthy one."""
+    from conftest import oracle_responder
+    from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
+
+    shots = _screenshot_dir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    lines = []
+    for suite_name in ("code-functions", "math-word"):
+        suite = load_suite(suite_name)
+        builder = PromptBuilder(suite)
+        lines += [json.dumps({"task_id": i.id, "completion": builder.reference_response(i)})
+                  for i in list(suite.items())[:3]]
+    (tmp_path / "replayed.jsonl").write_text("\n".join(lines) + "\n")
+    solo = _run_plan(tmp_path, "solo", {"replayed": {"provider": "samples", "path": str(tmp_path / "replayed.jsonl")}},
+                     [{"code-functions": {"first": 3}}, {"math-word": {"first": 3}}], db)
+    index = write_report(Store(db), [solo], tmp_path / "site")
+    state = _check_page(browser, index)
+    text = state["text"]
+    assert "nothing to compare" in text and "0 comparisons" not in text
+    assert "nothing was spent" in text
+    assert len(state["images"]) == 1  # accuracy only: no cost chart at $0, no latency chart for untimed answers
+    browser.screenshot(shots / "solo-run.png")
+    trend = _check_page(browser, tmp_path / "site" / "trends" / f"{pages.slug('solo')}.html")
+    assert "One run so far" in trend["text"] and not trend["images"]
+
+    site = tmp_path / "site" / solo
+    code_page = site / pages.cell_folder("replayed", "code-functions") / "all-1.html"
+    _check_page(browser, code_page)
+    blocks = browser.js("""return Array.from(document.querySelectorAll('article.sample dd pre.code'))
+                           .map(p => [p.innerText, getComputedStyle(p).whiteSpace]);""")
+    assert blocks and all("\n" in t and ws.startswith("pre") for t, ws in blocks)  # code keeps its lines
+    browser.screenshot(shots / "solo-code-samples.png", full_height=False)
+    math_page = site / pages.cell_folder("replayed", "math-word") / "all-1.html"
+    _check_page(browser, math_page)
+    refs = browser.js("""return Array.from(document.querySelectorAll('article.sample dd'))
+                         .filter(d => d.previousElementSibling.innerText == 'Reference').map(d => d.innerText);""")
+    assert len(refs) == 3 and all(r.strip().lstrip("-").replace(".", "").isdigit() for r in refs), refs
+    samples_text = browser.js("return document.body.innerText")
+    assert "latency —" in samples_text and "0.00 s" not in samples_text
+
+    # healthy against a revoked key: never "★ best", routed to healthy, the reason shown.
+    from dataclasses import replace
+
+    fake_server.state.responder = oracle_responder(["math-word"])
+    fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
+    spec = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "max_attempts": 1,
+                   "price": {"output": price}} for name, price in (("healthy", 1.0), ("broken", 0.1))}
+    duel = _run_plan(tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db)
+    index = write_report(Store(db), [duel], tmp_path / "site2")
+    state = _check_page(browser, index)
+    best = browser.js("""return Array.from(document.querySelectorAll('table.leaderboard tr.best td.name'))
+                         .map(td => td.innerText);""")
+    assert len(best) == 1 and best[0].startswith("healthy")
+    assert "no answers" in state["text"]
+    browser.js("document.querySelectorAll('details').forEach(d => d.open = true)")
+    routing = browser.js("return document.getElementById('routing').parentElement.innerText")
+    assert "unavailable: all 10 requests failed" in routing
+    browser.screenshot(shots / "duel-run.png")

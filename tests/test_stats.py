@@ -21,18 +21,15 @@ from statsmodels.stats.multitest import multipletests  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 from statsmodels.stats.weightstats import DescrStatsW  # noqa: E402
 
-from harness.analysis import stats  # noqa: E402
+from harness.analysis import paired, stats  # noqa: E402
+from harness.analysis.paired import Comparison, NonInferiority, noninferiority, paired_compare  # noqa: E402
 from harness.analysis.stats import (  # noqa: E402
-    Comparison,
     Estimate,
-    NonInferiority,
     adjust_pvalues,
     clustered_se,
     mean_ci,
     minimum_detectable_effect,
     minimum_detectable_effect_sd,
-    noninferiority,
-    paired_compare,
     pass_at_k,
     pass_at_k_estimate,
     percentiles,
@@ -48,7 +45,7 @@ def _plain(value) -> bool:
 
 
 def _all_plain(result) -> bool:
-    return all(_plain(v) for k, v in vars(result).items() if k != "method")
+    return all(_plain(v) for k, v in vars(result).items() if k not in ("method", "note"))
 
 
 def _cluster_ols(y, groups):
@@ -183,12 +180,16 @@ def test_clustered_se_hand_computed():
     scores = [1, 1, 0, 0, 0, 1]
     groups = ["a", "a", "a", "b", "b", "c"]
     assert clustered_se(scores, groups) == pytest.approx(0.25, abs=TOL)
+    # Three groups are too few for a clustered interval: Wilson over items, and the estimate says so.
     est = mean_ci(scores, clusters=groups)
-    assert est.method == "clustered"
-    assert est.se == pytest.approx(0.25, abs=TOL)
+    assert est.method == "wilson" and "3 groups are too few" in est.note
+    assert (est.lo, est.hi) == pytest.approx(wilson_interval(3, 6))
+    # With ten groups the clustered interval is mean +- z * SE, the SE by hand as above.
+    ten = mean_ci(scores * 5, clusters=[f"{g}{k}" for k in range(5) for g in groups])
+    assert ten.method == "clustered" and ten.note == ""
+    se = clustered_se(scores * 5, [f"{g}{k}" for k in range(5) for g in groups])
     z = st.norm.ppf(0.975)
-    assert est.lo == pytest.approx(0.5 - z * 0.25, abs=TOL)
-    assert est.hi == pytest.approx(0.5 + z * 0.25, abs=TOL)
+    assert ten.lo == pytest.approx(0.5 - z * se, abs=TOL) and ten.hi == pytest.approx(0.5 + z * se, abs=TOL)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -240,8 +241,11 @@ def test_single_cluster_falls_back_to_independent_items():
 
 
 def test_clustered_binary_bounds_are_clipped():
-    est = mean_ci([1, 1, 1, 1, 1, 0], clusters=["a", "a", "a", "b", "b", "b"])
+    est = mean_ci([1, 1, 1, 1, 1, 0] * 10, clusters=[f"g{i // 3}" for i in range(60)])
+    assert est.method == "clustered"
     assert 0.0 <= est.lo <= est.mean <= est.hi <= 1.0
+    full = mean_ci([1] * 40, clusters=[f"g{i // 4}" for i in range(40)])  # 100%: never a zero-width interval
+    assert full.hi == 1.0 and full.lo == pytest.approx(wilson_interval(40, 40)[0])
 
 
 # --------------------------------------------------------------------------- pass@k
@@ -324,9 +328,11 @@ def test_mcnemar_matches_binomtest_and_statsmodels(table):
 
 
 def test_mcnemar_without_discordant_pairs():
+    # No disagreement in 5 items bounds the difference by how often the two could disagree.
     res = paired_compare([1, 1, 0, 0, 1], [1, 1, 0, 0, 1])
-    assert res.p_value == 1.0
-    assert (res.diff, res.lo, res.hi, res.se) == (0.0, 0.0, 0.0, 0.0)
+    assert res.p_value == 1.0 and (res.diff, res.se) == (0.0, 0.0)
+    psi_hi = proportion_confint(0, 5, alpha=0.05, method="beta")[1]
+    assert (res.lo, res.hi) == pytest.approx((-psi_hi, psi_hi), abs=TOL)
     assert (res.discordant_a, res.discordant_b) == (0, 0)
 
 
@@ -336,26 +342,22 @@ def test_paired_compare_empty_and_single():
     assert all(math.isnan(v) for v in (empty.diff, empty.lo, empty.hi, empty.p_value))
     single = paired_compare([1], [0])
     assert single.diff == 1.0 and single.p_value == 1.0
-    assert math.isnan(single.lo) and math.isnan(single.se)
+    assert single.lo < 0 < single.hi == 1.0 and math.isnan(single.se)
+    single_real = paired_compare([0.5], [0.2])
+    assert math.isnan(single_real.lo) and math.isnan(single_real.se)
 
 
-@pytest.mark.parametrize("binary", [True, False])
-def test_paired_ci_matches_statsmodels_z_interval(binary):
+def test_paired_se_matches_statsmodels():
     rng = np.random.default_rng(11)
     a = rng.random(150)
     b = np.clip(a + rng.normal(-0.05, 0.2, 150), 0, 1)
-    if binary:
-        a, b = (a > 0.5).astype(float), (b > 0.5).astype(float)
     res = paired_compare(a, b, confidence=0.9)
     d = DescrStatsW(a - b)
-    lo, hi = d.zconfint_mean(alpha=0.1)
     assert res.diff == pytest.approx(float(d.mean), abs=TOL)
     assert res.se == pytest.approx(float(d.std_mean), abs=TOL)
-    assert res.lo == pytest.approx(lo, abs=TOL)
-    assert res.hi == pytest.approx(hi, abs=TOL)
 
 
-def test_paired_clustered_ci_matches_statsmodels_cluster_ols():
+def test_paired_clustered_se_matches_statsmodels_cluster_ols():
     rng = np.random.default_rng(5)
     groups = np.repeat(np.arange(12), 8)
     shift = np.repeat(rng.normal(0, 0.3, 12), 8)
@@ -363,12 +365,10 @@ def test_paired_clustered_ci_matches_statsmodels_cluster_ols():
     b = (rng.random(96) < 0.6).astype(float)
     res = paired_compare(a, b, clusters=groups)
     ref_diff, ref_se = _cluster_ols(a - b, groups)
-    z = st.norm.ppf(0.975)
     assert res.method == "cluster-permutation"
     assert res.diff == pytest.approx(ref_diff, abs=TOL)
     assert res.se == pytest.approx(ref_se, abs=TOL)
-    assert res.lo == pytest.approx(ref_diff - z * ref_se, abs=TOL)
-    assert res.hi == pytest.approx(ref_diff + z * ref_se, abs=TOL)
+    assert -1.0 <= res.lo <= res.diff <= res.hi <= 1.0
 
 
 def _brute_force_sign_flip_p(values):
@@ -543,18 +543,21 @@ def test_mde_sd_power_by_simulation():
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.02, 0.05])
-def test_noninferiority_matches_statsmodels_ztest(margin):
+def test_noninferiority_binary_matches_clopper_pearson(margin):
     rng = np.random.default_rng(21)
     best = (rng.random(500) < 0.7).astype(float)
     a = np.where(rng.random(500) < 0.1, 1 - best, best)  # 10% of items flipped
     res = noninferiority(a, best, margin=margin, alpha=0.05)
-    assert isinstance(res, NonInferiority)
-    d = DescrStatsW(a - best)
-    _, ref_p = d.ztest_mean(value=-margin, alternative="larger")
-    ref_lower, _ = d.zconfint_mean(alpha=0.05, alternative="larger")
-    assert res.diff == pytest.approx(float(d.mean), abs=TOL)
-    assert res.p_value == pytest.approx(float(ref_p), abs=TOL)
-    assert res.lower_bound == pytest.approx(float(ref_lower), abs=TOL)
+    assert isinstance(res, NonInferiority) and res.method == "exact-binomial"
+    b, c = int(((a == 1) & (best == 0)).sum()), int(((a == 0) & (best == 1)).sum())
+    ref = (proportion_confint(b, 500, alpha=0.05, method="beta")[0]
+           - proportion_confint(c, 500, alpha=0.05, method="beta")[1])
+    assert res.diff == pytest.approx((b - c) / 500, abs=TOL)
+    assert res.lower_bound == pytest.approx(ref, abs=TOL)
+    # p is the level at which the bound reaches -margin.
+    at_p = (proportion_confint(b, 500, alpha=res.p_value, method="beta")[0]
+            - proportion_confint(c, 500, alpha=res.p_value, method="beta")[1])
+    assert res.p_value == 1.0 or at_p == pytest.approx(-margin, abs=1e-6)
     assert res.noninferior == (res.p_value < 0.05) == (res.lower_bound > -margin)
     assert res.margin == margin
     assert _all_plain(res)
@@ -562,8 +565,10 @@ def test_noninferiority_matches_statsmodels_ztest(margin):
 
 def test_noninferiority_verdicts_and_edges():
     best = [1] * 80 + [0] * 20
-    same = noninferiority(best, best)
-    assert same.noninferior and same.p_value == 0.0 and same.diff == 0.0
+    same = noninferiority(best * 3, best * 3)
+    assert same.noninferior and same.diff == 0.0
+    # Five items that agree prove nothing: no zero standard error makes them certain.
+    assert not noninferiority([1, 1, 0, 1, 1], [1, 1, 0, 1, 1], margin=0.02).noninferior
     much_worse = [0] * 30 + [1] * 50 + [0] * 20  # 30 points worse
     assert not noninferiority(much_worse, best, margin=0.02).noninferior
     slightly_worse = list(best)
@@ -573,8 +578,8 @@ def test_noninferiority_verdicts_and_edges():
     assert not empty.noninferior and math.isnan(empty.p_value)
     single = noninferiority([1], [0])
     assert not single.noninferior and math.isnan(single.lower_bound)
-    clustered = noninferiority(slightly_worse, best, margin=0.05, clusters=np.arange(100) // 10)
-    assert clustered.lower_bound < clustered.diff
+    clustered = noninferiority(slightly_worse * 2, best * 2, margin=0.05, clusters=np.arange(200) // 10)
+    assert clustered.method == "cluster-permutation" and clustered.lower_bound < clustered.diff
     with pytest.raises(ValueError):
         noninferiority(best, best, margin=-0.1)
 
@@ -596,18 +601,20 @@ def test_percentiles():
     assert percentiles([2.0], qs=(5, 95)) == {5: 2.0, 95: 2.0}
 
 
-def test_module_imports_only_numpy_and_scipy():
+@pytest.mark.parametrize("module", [stats, paired])
+def test_module_imports_only_numpy_and_scipy(module):
     import ast
     import pathlib
 
-    tree = ast.parse(pathlib.Path(stats.__file__).read_text())
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            roots |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    assert roots <= {"numpy", "scipy", "math", "statistics", "dataclasses", "typing", "__future__"}
+            roots.add(node.module if node.module.startswith("harness") else node.module.split(".")[0])
+    assert roots <= {"numpy", "scipy", "math", "statistics", "dataclasses", "typing", "__future__",
+                     "harness.analysis.stats"}
 
 
 def test_means_and_intervals_do_not_load_scipy():

@@ -132,7 +132,7 @@ def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_u
     fake_server.state.responder = lambda model, msgs: (good if model == "good" else poor)(model, msgs)
     models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
               for name in ("good", "poor")}
-    plan = {"name": "pg-cli", "models": models, "suites": [{"math-word": {"limit": 4}}, {"zh-mcq": {"limit": 2}}]}
+    plan = {"name": "pg-cli", "models": models, "suites": [{"math-word": {"first": 4}}, {"zh-mcq": {"limit": 2}}]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     total = 2 * (4 + 2)
 

@@ -48,7 +48,65 @@ def test_prompts_render_with_and_without_shots(name):
 def test_limit_and_stable_order():
     a = [i.id for i in load_suite(SuiteRef(name="math-word", limit=5)).items()]
     b = [i.id for i in load_suite(SuiteRef(name="math-word", limit=5)).items()]
-    assert a == b == [f"math-word/{n}" for n in range(5)]
+    assert a == b and len(a) == 5
+    everything = [i.id for i in load_suite("math-word").items()]
+    assert a == [i for i in everything if i in a]  # file order
+    assert a != everything[:5]  # a sample, not the head of the file
+    assert [i.id for i in load_suite(SuiteRef(name="math-word", first=5)).items()] == everything[:5]
+    other = [i.id for i in load_suite(SuiteRef(name="math-word", limit=5, sample_seed=1)).items()]
+    assert other != a and len(other) == 5
+    assert load_suite(SuiteRef(name="math-word", limit=5)).count() == 5
+
+
+@pytest.mark.parametrize("name", ["zh-mcq", "en-reasoning"])
+def test_limit_spreads_over_the_groups(name):
+    from collections import Counter
+
+    everything = list(load_suite(name).items())
+    sizes = Counter(i.group for i in everything)
+    n_groups = len(sizes)
+    assert n_groups > 1
+    # Fewer items than groups: one item each from that many groups.
+    few = list(load_suite(SuiteRef(name=name, limit=n_groups - 1)).items())
+    assert len({i.group for i in few}) == n_groups - 1
+    # More: every group, in proportion to its size (within one item), never more than it has.
+    n = len(everything) // 2
+    half = Counter(i.group for i in load_suite(SuiteRef(name=name, limit=n)).items())
+    assert sum(half.values()) == n and set(half) == set(sizes)
+    for group, size in sizes.items():
+        assert abs(half[group] - n * size / len(everything)) <= 1.5 and half[group] <= size
+    # The head of the file is what `first` is for; the sample does not depend on the file's order.
+    head = Counter(i.group for i in load_suite(SuiteRef(name=name, first=n_groups)).items())
+    assert len(head) < n_groups
+
+
+def test_sample_depends_on_the_items_not_their_order():
+    from harness.suite.sample import sample_indices
+
+    entries = [(f"s/{g}/{k}", f"g{g}") for g in range(7) for k in range(g + 3)]
+    chosen = {entries[i][0] for i in sample_indices(entries, 20, suite="s")}
+    flipped = entries[::-1]
+    assert {flipped[i][0] for i in sample_indices(flipped, 20, suite="s")} == chosen
+    assert len(chosen) == 20 and len({e.split("/")[1] for e in chosen}) == 7
+    assert sample_indices(entries, 999, suite="s") == set(range(len(entries)))
+    assert len(sample_indices(entries, 3, suite="s")) == 3
+
+
+def test_ceval_limit_52_touches_52_subjects():
+    import os
+
+    data = "/work/shared/datasets/ceval"
+    if not os.path.isdir(data):
+        pytest.skip(f"C-Eval files not found at {data}")
+    ids, subjects = [], []
+    for _ in range(2):  # the same plan, run twice
+        items = list(load_suite(SuiteRef(name="ceval", limit=52, data=data)).items())
+        ids.append([i.id for i in items])
+        subjects.append({i.group for i in items})
+    assert len(ids[0]) == 52 and len(subjects[0]) == 52
+    assert ids[0] == ids[1]
+    head = {i.group for i in load_suite(SuiteRef(name="ceval", first=30, data=data)).items()}
+    assert len(head) == 1  # the head of the file is one subject: what `limit` no longer does
 
 
 def test_content_hash_is_stable_and_tracks_options():

@@ -20,7 +20,9 @@ same tag) and lists:
   * `price`: the plan's price per million tokens changed;
   * `suite-hash`: a suite's content (items, templates, grader settings) changed;
   * `availability`: a model's error rate (failed requests over the suites both runs share) rose by at
-    least `availability_min_increase` (1 point) and significantly (one-sided Fisher exact test, p < alpha).
+    least `availability_min_increase` (1 point) and significantly (one-sided Fisher exact test, p < alpha);
+  * `unavailable`: every request of a model failed in this run (checked on every run, the first
+    included): its scores are no measurement, whatever they compare to.
 
 `post_webhook` delivers the check as JSON to the plan's `webhook` URL; failures are reported, never raised.
 """
@@ -41,7 +43,7 @@ from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 from harness.analysis.summary import RunSummary, summarize_run
 
-ALARM_KINDS = ("served-model", "served-model-changed", "api-model", "price", "suite-hash", "availability")
+ALARM_KINDS = ("served-model", "served-model-changed", "api-model", "price", "suite-hash", "availability", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -224,9 +226,11 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
                                     f"asked for '{m.api_model}', the server reported '{served}' "
                                     f"on {n} of {c.samples} samples"))
 
+    unavailable = [Alarm("unavailable", m.model, "", f"all {c.samples} requests failed: no answer was measured")
+                   for m in models if (c := counts.get(m.model)) is not None and c.samples and c.errors >= c.samples]
     if prev is None:
         notes.append(f"first run of plan '{run.plan_name}': no previous run to compare with")
-        return CheckResult(run, None, [], alarms, None, notes, correction, alpha)
+        return CheckResult(run, None, [], alarms + unavailable, None, notes, correction, alpha)
 
     prev_models = {m.model: m for m in store.run_models(prev.id)}
     prev_suites = {s.suite: s for s in store.run_suites(prev.id)}
@@ -286,7 +290,7 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
                                           f"error rate {_pct(r_old)} ({old.errors}/{old.samples}) in {prev.id}, "
                                           f"{_pct(r_new)} ({new.errors}/{new.samples}) now "
                                           f"(one-sided Fisher exact p = {p:.2g})"))
-    alarms = alarms + served_alarms + api_alarms + price_alarms + suite_alarms + availability
+    alarms = alarms + served_alarms + api_alarms + price_alarms + suite_alarms + availability + unavailable
 
     comparison = None
     if same_models and same_suites:

@@ -7,9 +7,10 @@ How one comparison is made (model A against model B on one suite):
 - pairing: per-item scores (the mean over an item's samples, from `summarize_run`) are matched by
   item id; only items present on both sides count (`n_paired`);
 - `diff` = mean(B) - mean(A) on those items, i.e. "b minus a": the other model minus the baseline,
-  or the new run minus the old one. Its CI and p-value come from `stats.paired_compare`: exact
-  McNemar for 0/1 scores, a sign-flip permutation test otherwise, and a permutation test over whole
-  groups when the suite groups its items (C-Eval subject, BBH task) unless `clusters=False`;
+  or the new run minus the old one. Its CI and p-value come from one method of `paired.paired_compare`
+  and agree (the CI is the inverted test): exact McNemar for 0/1 scores, a sign-flip permutation test
+  otherwise, and a permutation test over whole groups when the suite groups its items (C-Eval
+  subject, BBH task) into at least 10 groups, unless `clusters=False`;
 - every p-value of one call is corrected together (Holm by default, or Benjamini-Hochberg);
   `significant` means corrected p < alpha;
 - `mde`: the smallest difference this comparison would detect with 80% power at the nominal alpha
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-from harness.analysis import stats
+from harness.analysis import paired, stats
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 from harness.analysis.summary import CellSummary, RunSummary, summarize_run
@@ -148,7 +149,7 @@ def pair_cells(a: CellSummary, a_run: str, b: CellSummary, b_run: str, *, alpha:
     a_scores = [a.scores[i] for i in a_keep]
     b_scores = [b.scores[i] for i in b_keep]
     groups = [a.groups[i] for i in a_keep]
-    cmp = stats.paired_compare(b_scores, a_scores, clusters=groups if clusters and any(groups) else None)
+    cmp = paired.paired_compare(b_scores, a_scores, clusters=groups if clusters and any(groups) else None)
     n = cmp.n
     if cmp.method == "mcnemar-exact":
         mde = stats.minimum_detectable_effect(n, (cmp.discordant_a + cmp.discordant_b) / n, alpha=alpha)
@@ -156,6 +157,8 @@ def pair_cells(a: CellSummary, a_run: str, b: CellSummary, b_run: str, *, alpha:
         mde = stats.minimum_detectable_effect_sd(n, cmp.se * math.sqrt(n), alpha=alpha)
     else:
         mde = NAN
+    if cmp.note:
+        note = f"{note}; {cmp.note}" if note else cmp.note
     dropped = (a.n_items - n, b.n_items - n)
     if any(dropped) and n:
         extra = f"compared on the {n} items both sides have ({a.n_items} vs {b.n_items})"
@@ -178,8 +181,17 @@ def correct(comparisons: list[PairComparison], correction: str = "holm",
     """Adjust all p-values together and set `significant` (corrected p < alpha)."""
     _check_settings(correction, alpha)
     adjusted = stats.adjust_pvalues([c.p_value for c in comparisons], correction)
-    return [replace(c, p_adjusted=p, significant=bool(p == p and p < alpha))
-            for c, p in zip(comparisons, adjusted)]
+    out = []
+    for c, p in zip(comparisons, adjusted):
+        significant = bool(p == p and p < alpha)
+        note = c.note
+        if not significant and (c.diff_lo > 0 or c.diff_hi < 0):
+            # The interval agrees with the raw p-value; only the correction for many comparisons differs.
+            extra = (f"the 95% interval excludes 0 (raw p {c.p_value:.2g}) but is not corrected for the "
+                     f"{len(comparisons)} comparisons: corrected p {p:.2g}")
+            note = f"{note}; {extra}" if note else extra
+        out.append(replace(c, p_adjusted=p, significant=significant, note=note))
+    return out
 
 
 def _check_settings(correction: str, alpha: float) -> None:

@@ -1,35 +1,84 @@
-"""Routing recommendation: per suite (a workload), the cheapest model not significantly worse than the best.
+"""Routing recommendation: per suite (a workload), the cheapest eligible model not significantly worse than the best.
 
 For each suite of a run:
-- the best model is the one with the highest score (ties: the cheaper, then the faster at p99);
-- each other model is tested for non-inferiority against it on the items both answered (paired by
-  item id, clustered when the suite groups its items): `stats.noninferiority`, one-sided at `alpha`,
-  with the margin from the plan (`noninferiority_margin`, default 0.02 = 2 points). A model
-  qualifies when the lower confidence bound of (its score - the best's) is above -margin; the best
-  model always qualifies;
-- among the qualifying models the cheapest wins (ties: higher score, then lower p99 latency).
+- a model is *eligible* when it answered at least one request and is within the route's limits
+  (`Limits`: error rate, p99 latency, p99 time to first token; from the plan's `routing:` and the
+  command line). The default tier asks for 99.9% availability (error rate <= 0.001) and sets no
+  latency limit. A latency limit cannot be met by a model whose latency was not measured
+  (completions replayed from files); a model that did not stream is held to the TTFT limit by its
+  whole latency, which is when its first token reaches the caller;
+- the best model is the highest-scoring eligible one (ties: the cheaper, then the faster at p99);
+- each other eligible model is tested for non-inferiority against it on the items both answered
+  (paired by item id, clustered when the suite groups its items): `paired.noninferiority`, one-sided
+  at `alpha`, margin from the plan (`noninferiority_margin`, default 0.02 = 2 points);
+- among the non-inferior eligible models the cheapest wins (ties: higher score, then lower p99).
+  Every other model carries the reason it was not chosen.
 
 Cost is the run's measured cost per sample (US dollars spent on the suite / samples): what one
 request of this workload cost with the tokens each model really used, so a model with a low
 price that writes five times longer answers is not mistaken for a cheap one. When every model's
 measured cost on the suite is zero (local models, or completions read from files without token
 counts) the plan's list price decides instead (output price, then input price per million tokens).
-p99 latency is shown beside, not used, except to break ties.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as _replace
 
-from harness.analysis import stats
+from harness.analysis import paired
 from harness.analysis.compare import json_safe
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
 from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 
 DEFAULT_MARGIN = 0.02
+DEFAULT_MAX_ERROR_RATE = 0.001  # the default tier: 99.9% of requests answered
 NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a model must meet to be routed a suite's traffic; None = no limit."""
+
+    max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE
+    max_p99_s: float | None = None
+    max_ttft_s: float | None = None
+
+    def merged(self, overrides: dict) -> "Limits":
+        known = {k: v for k, v in overrides.items() if k in ("max_error_rate", "max_p99_s", "max_ttft_s")}
+        return Limits(**{**self.__dict__, **known})
+
+
+@dataclass(frozen=True)
+class RoutingLimits:
+    """The default limits and per-suite (per-route) overrides."""
+
+    default: Limits = Limits()
+    routes: dict = field(default_factory=dict)  # suite -> Limits
+
+    def for_suite(self, suite: str) -> Limits:
+        return self.routes.get(suite, self.default)
+
+
+def routing_limits(plan_routing: dict | None, *, max_error_rate: dict | None = None,
+                   max_p99_s: dict | None = None, max_ttft_s: dict | None = None) -> RoutingLimits:
+    """Limits from the plan's `routing:` section, then the command line's, which win.
+
+    Each command-line mapping is {suite or "": value}; "" is every suite.
+    """
+    plan_routing = plan_routing or {}
+    default = Limits().merged(plan_routing)
+    per_suite = {s: dict(v) for s, v in (plan_routing.get("routes") or {}).items()}
+    for key, given in (("max_error_rate", max_error_rate), ("max_p99_s", max_p99_s), ("max_ttft_s", max_ttft_s)):
+        for suite, value in (given or {}).items():
+            if suite:
+                per_suite.setdefault(suite, {})[key] = value
+            else:
+                default = default.merged({key: value})
+                for overrides in per_suite.values():
+                    overrides.pop(key, None)  # the command line's global limit beats the plan's per-route one
+    return RoutingLimits(default, {s: default.merged(v) for s, v in per_suite.items()})
 
 
 @dataclass(frozen=True)
@@ -55,16 +104,22 @@ class Candidate:
     latency_p99: float
     error_rate: float
     served_models: tuple[str, ...] = ()
+    ttft_p99: float = NAN
+    n_samples: int = 0
+    errors: int = 0
+    eligible: bool = True
+    rejected: str = ""  # why this model was not chosen ("" for the chosen one)
 
 
 @dataclass(frozen=True)
 class SuiteRecommendation:
     suite: str
-    model: str  # the recommended model
-    best: str  # the highest-scoring model
+    model: str | None  # the recommended model; None when no model is eligible
+    best: str | None  # the highest-scoring eligible model
     cost_basis: str  # "measured" (cost per sample) | "list price" | "none" (everything free)
     candidates: list[Candidate]  # cheapest first (by the cost basis), then by score
     reason: str
+    limits: Limits = Limits()
 
     def candidate(self, model: str) -> Candidate:
         for c in self.candidates:
@@ -73,8 +128,8 @@ class SuiteRecommendation:
         raise KeyError(model)
 
     @property
-    def chosen(self) -> Candidate:
-        return self.candidate(self.model)
+    def chosen(self) -> Candidate | None:
+        return None if self.model is None else self.candidate(self.model)
 
 
 @dataclass(frozen=True)
@@ -83,9 +138,10 @@ class Recommendation:
     margin: float
     alpha: float
     suites: list[SuiteRecommendation] = field(default_factory=list)
+    limits: RoutingLimits = RoutingLimits()
 
     @property
-    def routes(self) -> dict[str, str]:
+    def routes(self) -> dict[str, str | None]:
         """suite -> recommended model."""
         return {s.suite: s.model for s in self.suites}
 
@@ -113,8 +169,31 @@ def plan_margin(run: RunInfo) -> float:
     return DEFAULT_MARGIN if value is None else float(value)
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g}%"
+
+
+def ineligibility(c: CellSummary, limits: Limits) -> str:
+    """Why the model may not take this suite's traffic ("" when it may)."""
+    if c.n_samples and c.errors >= c.n_samples:
+        return f"unavailable: all {c.n_samples} requests failed"
+    if limits.max_error_rate is not None and c.error_rate > limits.max_error_rate:
+        return (f"unavailable: error rate {_pct(c.error_rate)} ({c.errors}/{c.n_samples}) above the limit "
+                f"{_pct(limits.max_error_rate)}")
+    for limit, value, what in ((limits.max_p99_s, c.latency_p99, "p99 latency"),
+                               (limits.max_ttft_s, c.ttft_p99 if c.ttft_p99 == c.ttft_p99 else c.latency_p99,
+                                "p99 time to first token")):
+        if limit is None:
+            continue
+        if value != value:
+            return f"not measured: no {what} recorded, so the {limit:g} s limit cannot be checked"
+        if value > limit:
+            return f"too slow: {what} {value:.3g} s above the limit {limit:g} s"
+    return ""
+
+
 def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *, margin: float = DEFAULT_MARGIN,
-                    alpha: float = 0.05, clusters: bool = True) -> SuiteRecommendation:
+                    alpha: float = 0.05, clusters: bool = True, limits: Limits = Limits()) -> SuiteRecommendation:
     """The recommendation for one suite from its cells (one per model, at least one)."""
     if not cells:
         raise ValueError("no results to recommend from")
@@ -127,46 +206,75 @@ def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *
         return dict(model=c.model, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items,
                     cost_per_sample=c.cost_usd / c.n_samples if c.n_samples else NAN, cost_usd=c.cost_usd,
                     price_input=info.price_input, price_output=info.price_output, latency_p50=c.latency_p50,
-                    latency_p99=c.latency_p99, error_rate=c.error_rate, served_models=c.served_models)
+                    latency_p99=c.latency_p99, error_rate=c.error_rate, served_models=c.served_models,
+                    ttft_p99=c.ttft_p99, n_samples=c.n_samples, errors=c.errors)
 
     fields = {c.model: base(c) for c in cells}
-    # The best: the highest score, then the cheapest, then the fastest.
-    best = min(cells, key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis),
-                                     _nan_last(c.latency_p99), c.model))
-    best_index = {item: i for i, item in enumerate(best.item_ids)}
+    why_not = {c.model: ineligibility(c, limits) for c in cells}
+    eligible = [c for c in cells if not why_not[c.model]]
+    # The best: the highest-scoring eligible model, then the cheapest, then the fastest.
+    best = min(eligible, key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis),
+                                        _nan_last(c.latency_p99), c.model), default=None)
+    best_index = {item: i for i, item in enumerate(best.item_ids)} if best else {}
     candidates = []
     for c in cells:
         if c is best:
             candidates.append(Candidate(**fields[c.model], n_paired=c.n_items, diff=0.0, lower=0.0, p_value=0.0,
                                         noninferior=True, is_best=True))
             continue
+        if best is None:
+            candidates.append(Candidate(**fields[c.model], n_paired=0, diff=NAN, lower=NAN, p_value=NAN,
+                                        noninferior=False, is_best=False, eligible=False, rejected=why_not[c.model]))
+            continue
         keep = [i for i, item in enumerate(c.item_ids) if item in best_index]
         mine = [c.scores[i] for i in keep]
         theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
         groups = [c.groups[i] for i in keep]
-        ni = stats.noninferiority(mine, theirs, margin=margin, alpha=alpha,
+        ni = paired.noninferiority(mine, theirs, margin=margin, alpha=alpha,
                                   clusters=groups if clusters and any(groups) else None)
         candidates.append(Candidate(**fields[c.model], n_paired=len(keep), diff=ni.diff, lower=ni.lower_bound,
-                                    p_value=ni.p_value, noninferior=bool(ni.noninferior), is_best=False))
+                                    p_value=ni.p_value, noninferior=bool(ni.noninferior), is_best=False,
+                                    eligible=not why_not[c.model], rejected=why_not[c.model]))
     candidates.sort(key=lambda x: (_cost_key(x, basis), _score_key(x.mean), _nan_last(x.latency_p99), x.model))
-    chosen = next(x for x in candidates if x.noninferior)
+    chosen = next((x for x in candidates if x.eligible and x.noninferior), None)
+    if chosen is None:
+        return SuiteRecommendation(suite=suite, model=None, best=None, cost_basis=basis, candidates=candidates,
+                                   reason="no model meets the route's limits", limits=limits)
+    out = []
+    for x in candidates:
+        if x is chosen:
+            why = ""
+        elif not x.eligible:
+            why = x.rejected
+        elif not x.noninferior:
+            why = (f"worse than {best.model} by more than {100 * margin:g} points"
+                   if x.lower == x.lower else f"not comparable with {best.model}: too few shared items")
+        else:
+            why = f"dearer than {chosen.model}" if _cost_key(x, basis) > _cost_key(chosen, basis) else \
+                f"as cheap as {chosen.model}, but lower in score or slower"
+        out.append(x if x.rejected == why else _replace(x, rejected=why))
     if chosen.is_best:
-        cheaper = [x for x in candidates if _cost_key(x, basis) < _cost_key(chosen, basis)]
+        cheaper = [x for x in out if _cost_key(x, basis) < _cost_key(chosen, basis)]
         reason = (f"{chosen.model} scores highest and is the cheapest" if not cheaper or basis == "none" else
-                  f"{chosen.model} scores highest; every cheaper model may be more than "
+                  f"{chosen.model} scores highest; every cheaper model is ineligible or may be more than "
                   f"{100 * margin:g} points worse")
     else:
         reason = (f"{chosen.model} is the cheapest model not significantly worse than {best.model} "
                   f"by more than {100 * margin:g} points")
+    rejected = [x for x in out if not x.eligible]
+    if rejected:
+        reason += "; not eligible: " + ", ".join(f"{x.model} ({x.rejected})" for x in rejected)
     return SuiteRecommendation(suite=suite, model=chosen.model, best=best.model, cost_basis=basis,
-                               candidates=candidates, reason=reason)
+                               candidates=out, reason=reason, limits=limits)
 
 
 def recommend(store: Store, run_id: str | None = None, *, margin: float | None = None, alpha: float = 0.05,
-              clusters: bool = True, summary: RunSummary | None = None) -> Recommendation:
-    """Per suite of RUN (default: the latest), the cheapest model not significantly worse than the best.
+              clusters: bool = True, summary: RunSummary | None = None,
+              limits: RoutingLimits | None = None) -> Recommendation:
+    """Per suite of RUN (default: the latest), the cheapest eligible model not significantly worse than the best.
 
-    `margin` defaults to the plan's `noninferiority_margin` (0.02 = 2 points when the plan has none).
+    `margin` defaults to the plan's `noninferiority_margin` (0.02 = 2 points when the plan has none);
+    `limits` to the plan's `routing:` section (99.9% availability, no latency limit, when it has none).
     """
     summary = summary or summarize_run(store, store.resolve_run(run_id))
     run = summary.run
@@ -174,15 +282,17 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
     if not 0.0 <= margin < 1.0:
         raise HarnessError(f"non-inferiority margin {margin:g}: give a fraction of a point scale, "
                            f"0 <= margin < 1 (0.02 = 2 points)")
-    if not 0.0 < alpha < 1.0:
-        raise HarnessError(f"--alpha {alpha}: must be between 0 and 1")
+    if not 0.0 < alpha < 0.5:
+        raise HarnessError(f"--alpha {alpha}: a one-sided level must be between 0 and 0.5 (0.05 usual)")
+    limits = limits or routing_limits((run.plan or {}).get("routing"))
     prices = {m.model: m for m in summary.models}
     out = []
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
-            out.append(recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters))
-    return Recommendation(run=run, margin=margin, alpha=alpha, suites=out)
+            out.append(recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters,
+                                       limits=limits.for_suite(s.suite)))
+    return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)
 
 
 # --------------------------------------------------------------------------- JSON
@@ -201,6 +311,7 @@ def to_json(rec: Recommendation) -> dict:
         "routes": rec.routes,
         "suites": [{
             "suite": s.suite, "model": s.model, "best": s.best, "cost_basis": s.cost_basis, "reason": s.reason,
+            "limits": dict(s.limits.__dict__),
             "candidates": [{
                 "model": c.model, "mean": c.mean, "lo": c.lo, "hi": c.hi, "n_items": c.n_items,
                 "n_paired": c.n_paired, "diff": c.diff, "lower": c.lower, "p_value": c.p_value,
@@ -208,7 +319,8 @@ def to_json(rec: Recommendation) -> dict:
                 "cost_per_sample": c.cost_per_sample, "cost_usd": c.cost_usd,
                 "price": {"input": c.price_input, "output": c.price_output},
                 "latency_p50": c.latency_p50, "latency_p99": c.latency_p99, "error_rate": c.error_rate,
-                "served_models": list(c.served_models),
+                "served_models": list(c.served_models), "ttft_p99": c.ttft_p99, "eligible": c.eligible,
+                "rejected": c.rejected,
             } for c in s.candidates],
         } for s in rec.suites],
     })

@@ -7,7 +7,7 @@ Formula references:
   (CR1, as in Stata and statsmodels `cov_type="cluster"`).
 - Unbiased pass@k: Chen et al. (2021), "Evaluating Large Language Models Trained on Code",
   arXiv 2107.03374, eq. 1, evaluated in the numerically stable product form of their fig. 3.
-- Exact McNemar test: two-sided binomial test of the discordant pairs at p = 1/2 (McNemar 1947).
+- Paired comparisons (exact McNemar, sign-flip permutation, non-inferiority) live in `paired`.
 - Multiple comparisons: Holm (1979) step-down; Benjamini & Hochberg (1995) step-up.
 - Minimum detectable effect: normal approximation to the McNemar test (cf. Connor 1987),
   MDE = (z_{1-alpha/2} + z_{power}) * sqrt(discordance / n); Miller (2024) discusses power analysis.
@@ -41,23 +41,22 @@ _NORMAL = NormalDist()
 
 __all__ = [
     "Estimate",
-    "Comparison",
-    "NonInferiority",
     "wilson_interval",
     "mean_ci",
     "clustered_se",
     "pass_at_k",
     "pass_at_k_estimate",
-    "paired_compare",
     "adjust_pvalues",
     "minimum_detectable_effect",
     "minimum_detectable_effect_sd",
-    "noninferiority",
     "percentiles",
 ]
 
 NAN = float("nan")
 DEFAULT_RESAMPLES = 10_000
+# Fewest groups a cluster-robust interval or a test across groups is used with: below it a clustered SE
+# is unreliable and no flip of whole groups can reach p < 0.005; items are then treated as independent.
+MIN_CLUSTERS = 10
 # Elements per chunk of resampling work (keeps memory bounded for large n).
 _CHUNK_ELEMENTS = 2_000_000
 
@@ -79,42 +78,7 @@ class Estimate:
     n: int
     method: str
     se: float
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Model A minus model B on the same items.
-
-    `diff` = mean(a) - mean(b) with the paired CI [lo, hi]; `p_value` tests diff = 0 with
-    `method` ("mcnemar-exact", "permutation", "cluster-permutation" or "empty").
-    `discordant_a` counts items where A scored higher than B, `discordant_b` the reverse
-    (for binary scores these are McNemar's b and c). `se` is the paired standard error of diff.
-    """
-
-    diff: float
-    lo: float
-    hi: float
-    p_value: float
-    method: str
-    n: int
-    discordant_a: int
-    discordant_b: int
-    se: float = NAN
-
-
-@dataclass(frozen=True)
-class NonInferiority:
-    """One-sided test of H0: mean(a) - mean(best) <= -margin against H1: > -margin.
-
-    `lower_bound` is the one-sided (1 - alpha) lower confidence bound of `diff`;
-    `noninferior` is True when lower_bound > -margin (equivalently p_value < alpha).
-    """
-
-    diff: float
-    lower_bound: float
-    margin: float
-    p_value: float
-    noninferior: bool
+    note: str = ""  # why the expected method was not used (too few groups), or ""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -253,9 +217,10 @@ def mean_ci(
     """Mean score with a confidence interval.
 
     - `clusters` given (a hashable label per item, blank = own cluster; at least one cluster
-      with 2+ items): mean +- z * clustered SE (see `clustered_se`); bounds are clipped to
-      [0, 1] when every score lies in [0, 1]. A single cluster, or clusters that are all
-      singletons, count as no clustering.
+      with 2+ items, and at least MIN_CLUSTERS clusters): mean +- z * clustered SE (see
+      `clustered_se`); bounds are clipped to [0, 1] when every score lies in [0, 1], and for 0/1
+      scores never narrower than Wilson. Clusters that are all singletons count as no
+      clustering; fewer than MIN_CLUSTERS clusters too, and `note` says so.
     - else all scores 0/1: Wilson interval (defined from n = 1 on).
     - else: percentile bootstrap of the mean, `n_resamples` resamples from
       numpy.random.default_rng(seed); NaN bounds when n == 1.
@@ -268,9 +233,13 @@ def mean_ci(
         return Estimate(NAN, NAN, NAN, 0, "empty", NAN)
     mean = float(arr.mean())
 
-    if codes is not None and len(np.unique(codes)) < 2:
-        # One cluster: its spread cannot be estimated, so fall back to independent items
-        # rather than show no interval at all.
+    note = ""
+    if codes is not None and int(codes.max()) + 1 < MIN_CLUSTERS:
+        # A handful of groups (one, on a small smoke run) cannot estimate the spread between groups:
+        # fall back to independent items rather than show no interval, or a wildly unstable one.
+        g = int(codes.max()) + 1
+        note = (f"{g} group{'s' if g != 1 else ''} are too few for a clustered interval (needs {MIN_CLUSTERS}): "
+                f"items treated as independent")
         codes = None
     if codes is not None:
         se = _clustered_se_codes(arr, codes)
@@ -288,14 +257,14 @@ def mean_ci(
     if _is_binary(arr):
         k = int(arr.sum())
         lo, hi = wilson_interval(k, n, confidence)
-        return Estimate(mean, lo, hi, n, "wilson", math.sqrt(mean * (1.0 - mean) / n))
+        return Estimate(mean, lo, hi, n, "wilson", math.sqrt(mean * (1.0 - mean) / n), note)
 
     if n == 1:
-        return Estimate(mean, NAN, NAN, 1, "bootstrap", NAN)
+        return Estimate(mean, NAN, NAN, 1, "bootstrap", NAN, note)
     boots = _bootstrap_means(arr, n_resamples, seed)
     alpha = 1.0 - confidence
     lo, hi = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return Estimate(mean, float(lo), float(hi), n, "bootstrap", float(np.std(boots, ddof=1)))
+    return Estimate(mean, float(lo), float(hi), n, "bootstrap", float(np.std(boots, ddof=1)), note)
 
 
 # --------------------------------------------------------------------------- pass@k
@@ -337,101 +306,6 @@ def pass_at_k_estimate(
         raise ValueError(f"per_task_n has {ns.size} tasks, per_task_c has {cs.size}")
     values = [pass_at_k(int(n), int(c), k) for n, c in zip(ns, cs)]
     return mean_ci(values, confidence=confidence, seed=seed)
-
-
-# --------------------------------------------------------------------------- paired tests
-
-
-def _mcnemar_exact_p(b: int, c: int) -> float:
-    if b + c == 0:
-        return 1.0
-    from scipy.stats import binomtest
-
-    return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
-
-
-def _sign_flip_p(values: np.ndarray, n_resamples: int, seed: int) -> float:
-    """Two-sided sign-flip permutation p-value for sum(values) == 0.
-
-    Zeros are dropped (flipping them changes nothing). Exact enumeration over all 2^m sign
-    patterns when 2^m <= n_resamples, else Monte Carlo with p = (1 + hits) / (1 + n_resamples).
-    """
-    v = values[values != 0.0]
-    m = v.size
-    if m == 0:
-        return 1.0
-    observed = abs(float(v.sum()))
-    tol = 1e-9 * max(1.0, float(np.abs(v).sum()))
-    threshold = observed - tol
-    if 2**m <= n_resamples:
-        hits = 0
-        # Build sums of all sign patterns in chunks of patterns over the first bits.
-        patterns = np.arange(2**m, dtype=np.int64)
-        step = max(1, _CHUNK_ELEMENTS // m)
-        bits = np.arange(m, dtype=np.int64)
-        for start in range(0, patterns.size, step):
-            block = patterns[start : start + step]
-            signs = 1.0 - 2.0 * ((block[:, None] >> bits) & 1)
-            hits += int(np.count_nonzero(np.abs(signs @ v) >= threshold))
-        return min(1.0, hits / 2**m)
-    rng = np.random.default_rng(seed)
-    hits = 0
-    step = max(1, _CHUNK_ELEMENTS // m)
-    for start in range(0, n_resamples, step):
-        rows = min(step, n_resamples - start)
-        signs = rng.integers(0, 2, size=(rows, m)) * 2.0 - 1.0
-        hits += int(np.count_nonzero(np.abs(signs @ v) >= threshold))
-    return min(1.0, (1 + hits) / (1 + n_resamples))
-
-
-def paired_compare(
-    a_scores,
-    b_scores,
-    clusters=None,
-    seed: int = 0,
-    confidence: float = 0.95,
-    n_resamples: int = DEFAULT_RESAMPLES,
-) -> Comparison:
-    """Compare two models scored on the same items (a_scores[i] and b_scores[i] are item i).
-
-    diff = mean(a) - mean(b), CI = diff +- z * SE, SE the paired standard error of the per-item
-    differences d = a - b: sd(d, ddof=1)/sqrt(n), or `clustered_se(d, clusters)` with clusters.
-    p-value:
-    - with clusters (not all singletons): sign-flip permutation test on the per-cluster sums of d
-      (flips whole clusters, so it stays valid when items within a cluster are correlated);
-    - else both binary: exact McNemar, two-sided binomial test of b = #(a=1, b=0) among the b + c
-      discordant pairs at p = 1/2; p = 1 when there are no discordant pairs;
-    - else: sign-flip permutation test on d.
-    Permutation tests enumerate exactly when 2^m <= n_resamples (m = nonzero terms), else draw
-    `n_resamples` sign patterns from numpy.random.default_rng(seed).
-    """
-    a = _as_scores(a_scores, "a_scores")
-    b = _as_scores(b_scores, "b_scores")
-    if a.size != b.size:
-        raise ValueError(f"paired scores differ in length: {a.size} vs {b.size}")
-    n = int(a.size)
-    codes = _cluster_codes(clusters, n)
-    z = _z(confidence)
-    if n == 0:
-        return Comparison(NAN, NAN, NAN, NAN, "empty", 0, 0, 0, NAN)
-    d = a - b
-    diff = float(d.mean())
-    disc_a = int(np.count_nonzero(d > 0))
-    disc_b = int(np.count_nonzero(d < 0))
-    se = _paired_se(d, codes)
-    lo, hi = diff - z * se, diff + z * se
-
-    if codes is not None:
-        cluster_sums = np.bincount(codes, weights=d)
-        p = _sign_flip_p(cluster_sums, n_resamples, seed)
-        method = "cluster-permutation"
-    elif _is_binary(a) and _is_binary(b):
-        p = _mcnemar_exact_p(disc_a, disc_b)
-        method = "mcnemar-exact"
-    else:
-        p = _sign_flip_p(d, n_resamples, seed)
-        method = "permutation"
-    return Comparison(diff, float(lo), float(hi), float(p), method, n, disc_a, disc_b, float(se))
 
 
 # --------------------------------------------------------------------------- corrections
@@ -508,49 +382,6 @@ def _power_multiplier(alpha: float, power: float) -> float:
     if not 0.0 < alpha < 1.0 or not 0.0 < power < 1.0:
         raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
     return _NORMAL.inv_cdf(1.0 - alpha / 2.0) + _NORMAL.inv_cdf(power)
-
-
-# --------------------------------------------------------------------------- non-inferiority
-
-
-def noninferiority(
-    a_scores,
-    best_scores,
-    margin: float = 0.02,
-    alpha: float = 0.05,
-    clusters=None,
-) -> NonInferiority:
-    """Is model A at most `margin` worse than the best model on the same items?
-
-    One-sided z-test of H0: mean(a - best) <= -margin with the paired SE (clustered if clusters):
-    z = (diff + margin) / SE, p = 1 - Phi(z), lower_bound = diff - z_{1-alpha} * SE.
-    With SE == 0 the verdict is exact (p = 0 if diff > -margin, else 1). With n < 2 (or a single
-    cluster) p and the bound are NaN and `noninferior` is False.
-    """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    a = _as_scores(a_scores, "a_scores")
-    best = _as_scores(best_scores, "best_scores")
-    if a.size != best.size:
-        raise ValueError(f"paired scores differ in length: {a.size} vs {best.size}")
-    if a.size == 0:
-        return NonInferiority(NAN, NAN, float(margin), NAN, False)
-    codes = _cluster_codes(clusters, a.size)
-    d = a - best
-    diff = float(d.mean())
-    se = _paired_se(d, codes)
-    if math.isnan(se):
-        return NonInferiority(diff, NAN, float(margin), NAN, False)
-    if se == 0.0:
-        p = 0.0 if diff > -margin else 1.0
-        return NonInferiority(diff, diff, float(margin), p, diff > -margin)
-    from scipy.stats import norm  # its tail stays exact where 1 - cdf would round to 0
-
-    p = float(norm.sf((diff + margin) / se))
-    lower = diff - _NORMAL.inv_cdf(1.0 - alpha) * se
-    return NonInferiority(diff, float(lower), float(margin), p, bool(lower > -margin))
 
 
 # --------------------------------------------------------------------------- latency

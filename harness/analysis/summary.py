@@ -118,7 +118,8 @@ class _Acc:
         answered = self.n - self.errors
         return self.length / answered if answered else float("nan")
 
-    def add(self, r) -> None:
+    def add(self, r, timed: bool = True) -> None:
+        """`timed`: the sample's latency was measured (a completion replayed from a file has none)."""
         self.n += 1
         self.suite_hash = r.suite_hash
         self.scores_by_item[r.item_id].append(r.score)
@@ -134,7 +135,7 @@ class _Acc:
             self.batched_cost += r.cost_usd
         if r.error:
             self.errors += 1
-        elif not r.batched:
+        elif timed and not r.batched:
             self.latency.append(r.latency_s)
             self.gen_time += r.latency_s
             if r.ttft_s is not None:
@@ -154,10 +155,13 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
     run = store.run(run_id)
     cells_acc: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
     model_acc: dict[str, _Acc] = defaultdict(_Acc)
-    for r in store.samples(run.id):
-        cells_acc[(r.model, r.suite)].add(r)
-        model_acc[r.model].add(r)
     models = store.run_models(run.id)
+    # Completions replayed from files were never timed: their latency, TTFT and speed are unknown ("—").
+    untimed = {m.model for m in models if m.provider == "samples"}
+    for r in store.samples(run.id):
+        timed = r.model not in untimed
+        cells_acc[(r.model, r.suite)].add(r, timed)
+        model_acc[r.model].add(r, timed)
     suites = store.run_suites(run.id)
     cells = []
     for m in models:

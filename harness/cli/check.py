@@ -41,7 +41,7 @@ def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regress
 
     if run_id and plan_name:
         raise click.UsageError("name a RUN or --plan, not both")
-    store = Store(db_url)
+    store = Store(db_url, must_exist=True)
     if load:
         sys.exit(_check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression))
     if plan_name:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from harness.cli.common import data_console, db_option
+from harness.cli.common import data_console, db_option, money
 
 
 def _split(values) -> list[str]:
@@ -62,7 +62,7 @@ def compare(runs, db_url, baseline, models, suites, against_previous, correction
                                "with itself")
     if not across and fail_on_regression:
         raise click.UsageError("--fail-on-regression needs two runs: RUN_OLD RUN_NEW, or --against-previous")
-    store = Store(db_url)
+    store = Store(db_url, must_exist=True)
     model_names, suite_names = _split(models), _split(suites)
     if across:
         if against_previous:
@@ -152,7 +152,7 @@ def _print(result) -> None:
                           f"{c.discordant_a}/{c.discordant_b}", c.method)
         console.print(table)
         ops = Table(title=f"{suite}: operations", title_justify="left")
-        for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost $", "$/correct"):
+        for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost", "per correct"):
             ops.add_column(col, justify="left" if col in ("model", "run") else "right")
         seen = set()
         for c in rows:
@@ -161,7 +161,7 @@ def _print(result) -> None:
                     continue
                 seen.add((s.model, s.run))
                 ops.add_row(s.model, s.run, _num(s.latency_p50, ".2f"), _num(s.latency_p99, ".2f"),
-                            _pct(s.error_rate), _num(s.cost_usd, ".4f"), _num(s.cost_per_correct, ".5f"))
+                            _pct(s.error_rate), money(s.cost_usd), money(s.cost_per_correct))
         console.print(ops)
         for c in rows:
             if c.note:

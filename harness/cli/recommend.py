@@ -7,7 +7,7 @@ import math
 
 import click
 
-from harness.cli.common import data_console, db_option
+from harness.cli.common import data_console, db_option, money
 
 
 def _pct(x: float) -> str:
@@ -22,16 +22,6 @@ def _s(x: float) -> str:
     return "—" if x != x or math.isinf(x) else f"{x:.2f}"
 
 
-def money(x: float) -> str:
-    """US dollars with three significant digits, never in exponent notation."""
-    if x != x:
-        return "—"
-    if x == 0:
-        return "$0"
-    decimals = max(2, 2 - math.floor(math.log10(abs(x))))
-    return f"${x:.{decimals}f}"
-
-
 def cost_text(c, basis: str) -> str:
     """What the recommendation compared: measured $ per 1000 samples, or the list price."""
     if basis == "list price":
@@ -39,6 +29,31 @@ def cost_text(c, basis: str) -> str:
     if c.cost_per_sample != c.cost_per_sample:
         return "—"
     return f"{money(1000 * c.cost_per_sample)}/1k"
+
+
+def _limit_option(name: str, what: str):
+    return click.option(name, multiple=True, metavar="[SUITE=]VALUE",
+                        help=f"{what}; SUITE=VALUE sets it for one route only (repeatable) [default: the plan's "
+                             f"routing: section].")
+
+
+def parse_limits(values: tuple[str, ...], option: str, *, fraction: bool = False) -> dict[str, float | None]:
+    """('5', 'code-tasks=2', 'math-word=none') -> {'': 5.0, 'code-tasks': 2.0, 'math-word': None}."""
+    out: dict[str, float | None] = {}
+    for raw in values:
+        suite, _, text = raw.rpartition("=")
+        if text.strip().lower() in ("none", "off"):
+            out[suite] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (value >= 0 and (not fraction or value <= 1)):
+            kind = "a fraction between 0 and 1 (0.001 = 99.9% available)" if fraction else "seconds >= 0"
+            raise click.BadParameter(f"{raw!r}: give {kind}, or none; SUITE=VALUE for one suite", param_hint=option)
+        out[suite] = value
+    return out
 
 
 @click.command()
@@ -49,6 +64,10 @@ def cost_text(c, basis: str) -> str:
                    "noninferiority_margin, else 0.02].")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="One-sided significance level of the non-inferiority test.")
+@_limit_option("--max-error-rate", "Most failed requests a routed model may have, a fraction (default 0.001: 99.9% "
+                                    "available; none = no limit)")
+@_limit_option("--max-p99", "Slowest p99 latency in seconds a routed model may have (none = no limit)")
+@_limit_option("--max-ttft", "Slowest p99 time to first token in seconds (a model that did not stream: its latency)")
 @click.option("--all", "show_all", is_flag=True, help="Also list every model considered for each suite.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
 @click.option("--at", "at_level", metavar="LEVEL", help="Join the plan's load run (`harness load`): each model's "
@@ -56,19 +75,26 @@ def cost_text(c, basis: str) -> str:
 @click.option("--load-run", metavar="RUN", help="With --at: this load run [default: the plan's latest finished].")
 @click.option("--slo", metavar="TERMS", help="With --at: recommend only models meeting this SLO at that level, "
               "e.g. 'latency_p99<=5s,error_rate<=1%%'.")
-def recommend(run_id, db_url, margin, alpha, show_all, as_json, at_level=None, load_run=None, slo=None):
-    """Per suite of RUN (default: the latest): the cheapest model not significantly worse than the best.
+def recommend(run_id, db_url, margin, alpha, max_error_rate, max_p99, max_ttft, show_all, as_json, at_level=None,
+              load_run=None, slo=None):
+    """Per suite of RUN (default: the latest): the cheapest eligible model not significantly worse than the best.
 
     \b
-    Non-inferiority against the best-scoring model on the same items (one-sided test at --alpha,
-    margin from the plan). Cost is the measured cost per sample on the suite (the plan's list
-    price when nothing was measured, e.g. local models); p99 latency is shown beside.
+    Eligible: within the route's error-rate, p99 and TTFT limits (plan `routing:`, or the options
+    here). Non-inferiority against the best-scoring eligible model on the same items (one-sided
+    test at --alpha, margin from the plan). Cost is the measured cost per sample on the suite (the
+    plan's list price when nothing was measured, e.g. local models). Every model not chosen is
+    listed with the reason: worse by more than the margin, unavailable, too slow, not measured.
     """
-    from harness.analysis.recommend import recommend as do_recommend, to_json
-    from harness.store import Store
+    from harness.analysis.recommend import recommend as do_recommend, routing_limits, to_json
+    from harness.cli.common import open_store
 
-    store = Store(db_url)
-    rec = do_recommend(store, run_id, margin=margin, alpha=alpha)
+    store = open_store(db_url, read_only=True)
+    run = store.resolve_run(run_id)
+    limits = routing_limits((store.run(run).plan or {}).get("routing"),
+                            max_error_rate=parse_limits(max_error_rate, "--max-error-rate", fraction=True),
+                            max_p99_s=parse_limits(max_p99, "--max-p99"), max_ttft_s=parse_limits(max_ttft, "--max-ttft"))
+    rec = do_recommend(store, run, margin=margin, alpha=alpha, limits=limits)
     load = None
     if at_level or load_run or slo:
         rec, load = _join_load(store, rec, at_level, load_run, slo)
@@ -123,13 +149,20 @@ def _print(rec, show_all: bool) -> None:
     for col in ("suite", "→ model", "score %", "vs best", "cost", "p99 s", "best", "best %", "best cost"):
         table.add_column(col, justify="left" if col in ("suite", "→ model", "best") else "right")
     for s in rec.suites:
-        c, b = s.chosen, s.candidate(s.best)
+        c = s.chosen
+        if c is None:
+            table.add_row(s.suite, "— (none eligible)", *[""] * 7)
+            continue
+        b = s.candidate(s.best)
         table.add_row(s.suite, c.model, _pct(c.mean), "" if c.is_best else _points(c.diff),
                       cost_text(c, s.cost_basis), _s(c.latency_p99), b.model, _pct(b.mean),
                       cost_text(b, s.cost_basis))
     console.print(table)
     for s in rec.suites:
-        click.echo(f"{s.suite} → {s.model}   ({s.reason})")
+        click.echo(f"{s.suite} → {s.model or '— (no model meets the limits)'}   ({s.reason})")
+        for c in s.candidates:
+            if c.rejected:
+                click.echo(f"    {c.model}: {c.rejected}")
     if not show_all:
         return
     for s in rec.suites:
@@ -139,7 +172,7 @@ def _print(rec, show_all: bool) -> None:
             t.add_column(col, justify="left" if col == "model" else "right")
         for c in s.candidates:
             ci = _pct(c.mean) if c.lo != c.lo else f"{_pct(c.mean)} ({_pct(c.lo)}–{_pct(c.hi)})"
-            mark = "best" if c.is_best else ("yes" if c.noninferior else "no")
+            mark = "best" if c.is_best else ("yes" if c.noninferior else ("no" if c.eligible else "—"))
             name = f"→ {c.model}" if c.model == s.model else c.model
             t.add_row(name, ci, "" if c.is_best else _points(c.diff), "" if c.is_best else _points(c.lower),
                       "" if c.is_best or c.p_value != c.p_value else f"{c.p_value:.3g}", mark,

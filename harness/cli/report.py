@@ -26,7 +26,7 @@ def report(runs, db_url, out_dir, load_run=None):
     from harness.report import check_out_dir, write_report
 
     check_out_dir(out_dir)
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     if load_run:
         from pathlib import Path
 
@@ -51,7 +51,7 @@ def export(run_id, db_url, fmt, out_path):
     """Export one row per sample of RUN (default: the latest) as JSONL or CSV."""
     from harness.report.export import export_run
 
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     rid = store.resolve_run(run_id)
     if out_path:
         with open(out_path, "w", encoding="utf-8", newline="") as fh:

@@ -19,7 +19,7 @@ def runs():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_list(db_url, as_json):
     """List the runs in the database, oldest first."""
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     rows = []
     for r in store.runs():
         rows.append({"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
@@ -42,7 +42,7 @@ def runs_show(run_id, db_url):
     """Show one run (default: the latest): its models, suites and summary table."""
     from harness.analysis.summary import summarize_run
 
-    store = open_store(db_url)
+    store = open_store(db_url, read_only=True)
     summary = summarize_run(store, store.resolve_run(run_id))
     r = summary.run
     click.echo(f"run {r.id}  plan {r.plan_name} ({r.plan_path})  status {r.status}  started {r.started_at:%Y-%m-%d %H:%M}")

@@ -46,6 +46,31 @@ def register(name: str) -> Callable[[Grader], Grader]:
     return decorate
 
 
+_reference_views: dict[str, Callable[[str], str]] = {}
+
+
+def reference_view(name: str) -> Callable[[Callable[[str], str]], Callable[[str], str]]:
+    """Decorator: how grader `name` reads a stored reference (e.g. the number at the end of a worked solution)."""
+
+    def decorate(fn: Callable[[str], str]) -> Callable[[str], str]:
+        _reference_views[name] = fn
+        return fn
+
+    return decorate
+
+
+def shown_reference(grader: str, reference: str) -> str:
+    """The reference as the grader compares against it, for people to read; the stored text when it has no view."""
+    _load_builtins()
+    view = _reference_views.get(grader)
+    if view is None or not reference:
+        return reference
+    try:
+        return view(reference)
+    except Exception:  # a reference the grader cannot read fails its samples; show it as stored
+        return reference
+
+
 def _load_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:

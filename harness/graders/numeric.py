@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import reference_view, register
 from harness.graders._text import answer_text, short
 from harness.records import Grade, Item
 
@@ -175,6 +175,12 @@ def _fmt(value: float) -> str:
     if value.is_integer() and abs(value) < 1e16:
         return str(int(value))
     return format(value, ".12g")
+
+
+@reference_view("numeric")
+def gold_text(reference: str) -> str:
+    """The number a stored reference (a number, or a worked solution ending in '#### N') stands for."""
+    return _fmt(reference_number(Item(id="", fields={}, reference=reference)))
 
 
 @register("numeric")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.analysis import stats
+from harness.analysis import paired, stats
 from harness.analysis.summary import CellSummary, RunSummary
 
 ALPHA = 0.05
@@ -39,7 +39,7 @@ class PairSuite:
     suite: str
     a: CellSummary
     b: CellSummary
-    comparison: stats.Comparison
+    comparison: paired.Comparison
     disagree: tuple[str, ...]  # item ids, in A's item order
 
     @property
@@ -70,6 +70,10 @@ def _aligned(a: CellSummary, b: CellSummary):
     return ids, xs, ys, (groups if any(groups) else None)
 
 
+def _never_answered(c: CellSummary) -> bool:
+    return bool(c.n_samples) and c.errors >= c.n_samples
+
+
 def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     """suite -> rows sorted best first. Every model is compared with the suite's best model on their
     shared items (`paired_compare`); p-values are Holm-adjusted over all comparisons of all suites."""
@@ -79,14 +83,19 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
             by_suite.setdefault(c.suite, []).append(c)
     order = {m.model: i for i, m in enumerate(summary.models)}
     boards: dict[str, list[BoardRow]] = {}
-    pending: list[tuple[str, int, stats.Comparison]] = []
+    pending: list[tuple[str, int, paired.Comparison]] = []
     for suite, cells in by_suite.items():
-        cells = sorted(cells, key=lambda c: (-(c.mean if _finite(c.mean) else -1.0), order.get(c.model, 0)))
+        # A model that never answered is no contender for "best", whatever its (all-zero) score ties with.
+        cells = sorted(cells, key=lambda c: (_never_answered(c), -(c.mean if _finite(c.mean) else -1.0),
+                                             order.get(c.model, 0)))
         best = cells[0]
+        if _never_answered(best):
+            boards[suite] = [BoardRow(c, rank, False) for rank, c in enumerate(cells, start=1)]
+            continue
         rows = [BoardRow(best, 1, True)]
         for rank, c in enumerate(cells[1:], start=2):
             ids, xs, bs, clusters = _aligned(c, best)
-            cmp = stats.paired_compare(xs, bs, clusters=clusters)
+            cmp = paired.paired_compare(xs, bs, clusters=clusters)
             rows.append(BoardRow(c, rank, False, cmp.diff, cmp.lo, cmp.hi, cmp.n, cmp.method, cmp.p_value))
             if _finite(cmp.p_value):
                 pending.append((suite, rank - 1, cmp))
@@ -116,7 +125,7 @@ def pairs(summary: RunSummary) -> list[tuple[str, str, list[PairSuite]]]:
                 if ca is None or cb is None:
                     continue
                 ids, xs, ys, clusters = _aligned(ca, cb)
-                cmp = stats.paired_compare(xs, ys, clusters=clusters, n_resamples=PAIR_RESAMPLES)
+                cmp = paired.paired_compare(xs, ys, clusters=clusters, n_resamples=PAIR_RESAMPLES)
                 disagree = tuple(item for item, x, y in zip(ids, xs, ys) if x != y)
                 per_suite.append(PairSuite(s.suite, ca, cb, cmp, disagree))
             out.append((a, b, per_suite))

@@ -134,9 +134,14 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
         ax.set_xlabel("Total cost of the run (USD, log scale)")
     else:
         ax.set_xlabel("Total cost of the run (USD)")
-        if costs and max(costs) == 0:
-            ax.set_xlim(-1, 1)
     ax.margins(x=0.25, y=0.2)
+    accs = [100 * p[2] for p in pts]
+    if accs and max(accs) - min(accs) < 10:  # one model, or models close together: a readable 20-point window
+        mid = (max(accs) + min(accs)) / 2
+        low = min(max(0.0, mid - 10), 80.0)
+        ax.set_ylim(low, low + 20 if low + 20 <= 100 else 100)
+    if costs and len(set(costs)) == 1 and costs[0] > 0:  # a single cost: from nothing to twice it
+        ax.set_xlim(0, 2 * costs[0])
     ax.set_ylabel("Accuracy over all samples (%)")
     ax.grid(color="#e3e3e3")
     ax.set_title("Cost against accuracy per model", fontsize=10)

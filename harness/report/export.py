@@ -1,4 +1,4 @@
-"""Export a run's samples, one row each, as JSONL or CSV."""
+"""Export a run's samples, one row each, as JSONL or CSV: with the prompt, the extracted answer and the reference."""
 
 from __future__ import annotations
 
@@ -6,23 +6,51 @@ import csv
 import json
 from typing import TextIO
 
+from harness.graders import shown_reference
 from harness.store import Store
 
-COLUMNS = ("run", "model", "suite", "suite_hash", "item_id", "sample_index", "completion", "score", "passed",
-           "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "latency_s", "ttft_s",
-           "cost_usd", "served_model", "error", "batched", "finish_reason", "usage_estimated")
+COLUMNS = ("run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
+           "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens",
+           "latency_s", "ttft_s", "cost_usd", "served_model", "error", "batched",
+           "finish_reason", "usage_estimated")
+
+
+def _prompt(messages_json: str | None) -> list[dict] | None:
+    """The stored chat messages as [{role, content}] (None when the prompt was not stored)."""
+    if messages_json is None:
+        return None
+    try:
+        pairs = json.loads(messages_json)
+        return [{"role": str(role), "content": content} for role, content in pairs]
+    except (ValueError, TypeError):
+        return [{"role": "prompt", "content": messages_json}]
 
 
 def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
-    """Write every sample of the run to `out`; returns the number of rows."""
+    """Write every sample of the run to `out`; returns the number of rows.
+
+    `reference` is what the grader compares against (the final number of a worked solution, say);
+    `latency_s` / `ttft_s` are empty (null) for completions replayed from files, which were never timed.
+    In CSV the prompt is its JSON text.
+    """
     writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
     if writer:
         writer.writeheader()
+    graders = {s.suite: s.grader for s in store.run_suites(run_id)}
+    untimed = {m.model for m in store.run_models(run_id) if m.provider == "samples"}
+    prompts: dict[str, dict[str, tuple[str, str]]] = {}
     n = 0
     for r in store.samples(run_id):
-        row = {"run": r.run_id, **{c: getattr(r, c) for c in COLUMNS if c != "run"}}
+        if r.suite_hash not in prompts:
+            prompts[r.suite_hash] = store.prompts(r.suite_hash)
+        messages_json, stored_reference = prompts[r.suite_hash].get(r.item_id, (None, ""))
+        computed = {"run": r.run_id, "prompt": _prompt(messages_json),
+                    "reference": shown_reference(graders.get(r.suite, ""), stored_reference or "")}
+        if r.model in untimed:
+            computed["latency_s"] = computed["ttft_s"] = None
+        row = {c: computed[c] if c in computed else getattr(r, c) for c in COLUMNS}
         if writer:
-            writer.writerow(row)
+            writer.writerow({**row, "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False)})
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         n += 1

@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from harness import __version__
+from harness.graders import shown_reference
 from harness.report import queries
 from harness.store import Store
 
@@ -181,11 +182,13 @@ def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
     return out
 
 
-def sample_view(row, n: int) -> tuple:
+def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -> tuple:
     """A streamed sample row (queries.SAMPLE_COLUMNS) as the SAMPLE_FIELDS tuple of plain text;
-    the template escapes every field."""
+    the template escapes every field. `reference`: the reference as the grader reads it (default: as
+    stored); `timed`: the latency was measured (not so for completions replayed from a file)."""
     (_model, _suite, item_id, group, sample_index, completion, reasoning, finish, pt, ct, rt, latency, ttft,
-     served, error, attempts, cost, score, passed, reason, extracted, messages_json, reference, batched) = row
+     served, error, attempts, cost, score, passed, reason, extracted, messages_json, stored_reference, batched) = row
+    reference = stored_reference if reference is None else reference
     status = "error" if error else ("pass" if passed else "fail")
     messages = messages_of(messages_json)
     if messages:
@@ -201,7 +204,7 @@ def sample_view(row, n: int) -> tuple:
     completion = completion or ""
     reasoning = reasoning or ""
     size = f"{len(reasoning):,} characters"
-    ops = ["batched (no latency)" if batched else secs(latency)]
+    ops = ["batched (no latency)" if batched else (secs(latency) if timed else "latency —")]
     if ttft is not None:
         ops.append("TTFT " + secs(ttft))
     ops.append(f"{pt:,} → {ct:,} tokens ({rt:,} reasoning)" if rt else f"{pt:,} → {ct:,} tokens")
@@ -295,6 +298,9 @@ def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple
         located: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
         references: dict[tuple[str, str], str] = {}
         latencies: dict[str, array] = {}
+        graders = {s.suite: s.grader for s in store.run_suites(run_id)}
+        untimed = {m.model for m in store.run_models(run_id) if m.provider == "samples"}  # replayed: never timed
+        shown: dict[tuple[str, str], str] = {}
         for model, suite in cells:
             n_all, n_right, score_sum = counts.get((model, suite), (0, 0, 0.0))
             pages = CellPages(r, site / cell_folder(model, suite), dict(
@@ -305,18 +311,21 @@ def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple
             n = 0
             for row in queries.stream_samples(store, run_id, max_id, model=model, suite=suite):
                 n += 1
-                pages.add(render(sample_view(row, n)).encode("utf-8"), bool(row[_PASSED]))
                 item = row[_ITEM]
+                ref = shown.get((suite, item))
+                if ref is None:
+                    ref = shown[(suite, item)] = shown_reference(graders.get(suite, ""), row[_REFERENCE] or "")
+                pages.add(render(sample_view(row, n, ref, model not in untimed)).encode("utf-8"), bool(row[_PASSED]))
                 if row[_ERROR]:
                     if item not in loc:
                         loc[item] = (n, "(error)")
                 else:
-                    if not row[_BATCHED]:  # a batched answer waited in a queue: no latency
+                    if model not in untimed and not row[_BATCHED]:  # a batched answer waited in a queue
                         lat.append(row[_LATENCY])
                     if item not in loc:
                         loc[item] = (n, (row[_EXTRACTED] or "")[:ANSWER_CAP])
                 if (suite, item) not in references:
-                    references[(suite, item)] = (row[_REFERENCE] or "")[:ANSWER_CAP]
+                    references[(suite, item)] = ref[:ANSWER_CAP]
             pages.close()
         return dict(located=located, references=references, latencies=latencies)
     finally:

@@ -172,7 +172,8 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
             chart_ctx["accuracy"] = _chart_ctx(charts.accuracy_chart(suite_names, models, values, worse),
                                                site / "charts" / "accuracy.png", "charts/accuracy.png")
         ops_points = [(o.model, o.cost_usd, o.accuracy) for o in summary.ops]
-        if ops_points:
+        # Cost against accuracy says nothing when nothing was spent (local or replayed models).
+        if any(c > 0 for _, c, _ in ops_points):
             front = analysis.pareto_front([(c, a) for _, c, a in ops_points])
             chart_ctx["cost"] = _chart_ctx(charts.cost_accuracy_chart(ops_points, models, front),
                                            site / "charts" / "cost_accuracy.png", "charts/cost_accuracy.png")
@@ -279,6 +280,8 @@ def _board_row(row: analysis.BoardRow, folder: str) -> dict:
     c = row.cell
     if row.best:
         mark, title = "best", ""
+    elif c.n_samples and c.errors >= c.n_samples:
+        mark, title = "unavailable", f"all {c.n_samples} requests failed: no score was measured"
     else:
         mark = "worse" if row.worse else ("tie" if finite(row.p_adj) else "")
         title = (f"vs best on {row.n_paired} shared items: Δ {points(row.diff, row.lo, row.hi)} pts; "
@@ -397,9 +400,11 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
             here = row.pop("here")
             row["scores"] = [f"{pct(here[m]['mean'])} [{ci_text(here[m]['lo'], here[m]['hi'])}]" if m in here
                              else "—" for m in models]
-        chart = charts.trend_chart(suite, models, series, change_dates) if series else None
+        n_runs = len({p[0] for pts in series.values() for p in pts})
+        # One run is a point, not a trend: the table shows it, the chart starts with the second run.
+        chart = charts.trend_chart(suite, models, series, change_dates) if n_runs > 1 else None
         name = slug(suite)
-        suite_ctx.append(dict(suite=suite, models=models, rows=rows, changes=changes,
+        suite_ctx.append(dict(suite=suite, models=models, rows=rows, changes=changes, n_runs=n_runs,
                               chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png")))
     r.write("trend.html.j2", out / "trends" / f"{stem}.html", root="../", plan=plan, suites=suite_ctx,
             runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],

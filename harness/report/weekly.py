@@ -81,18 +81,30 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
         return dict(error=str(exc))
     rows = []
     for s in rec.suites:
-        c, b = s.chosen, s.candidate(s.best)
+        c = s.chosen
+        b = s.candidate(s.best) if s.best else None
         rows.append(dict(
-            suite=s.suite, model=c.model, score=pct(c.mean), diff="" if c.is_best else points(c.diff),
-            cost=_cost(c, s.cost_basis), p99=secs(c.latency_p99), best=b.model, best_score=pct(b.mean),
-            best_cost=_cost(b, s.cost_basis), reason=s.reason, basis=s.cost_basis,
+            suite=s.suite, model=c.model if c else "— (none eligible)", score=pct(c.mean) if c else "—",
+            diff="" if c is None or c.is_best else points(c.diff),
+            cost=_cost(c, s.cost_basis) if c else "—", p99=secs(c.latency_p99) if c else "—",
+            best=b.model if b else "—", best_score=pct(b.mean) if b else "—",
+            best_cost=_cost(b, s.cost_basis) if b else "—", reason=s.reason, basis=s.cost_basis,
             candidates=[dict(model=x.model, chosen=x.model == s.model, score=pct(x.mean),
                              diff="" if x.is_best else points(x.diff),
                              lower="" if x.is_best else points(x.lower),
                              verdict="best" if x.is_best else ("yes" if x.noninferior else "no"),
+                             rejected=x.rejected,
                              cost=_cost(x, s.cost_basis), p99=secs(x.latency_p99), errors=pct(x.error_rate))
                         for x in s.candidates]))
-    return dict(error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows)
+    d = rec.limits.default
+    limits = ", ".join(text for text in (
+        f"errors at most {100 * d.max_error_rate:g}%" if d.max_error_rate is not None else "",
+        f"p99 at most {d.max_p99_s:g} s" if d.max_p99_s is not None else "",
+        f"TTFT p99 at most {d.max_ttft_s:g} s" if d.max_ttft_s is not None else "") if text) or "none"
+    if rec.limits.routes:
+        limits += f"; own limits for {', '.join(sorted(rec.limits.routes))}"
+    return dict(error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows,
+                limits=limits)
 
 
 def run_sections(store: Store, summary: RunSummary, cache: dict[str, RunSummary], out: Path) -> dict:

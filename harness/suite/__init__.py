@@ -89,8 +89,10 @@ class Suite:
     loader: str | None
     loader_options: Mapping[str, Any]
     sandbox: Mapping[str, Any]
-    limit: int | None
+    limit: int | None  # at most N items: a fair sample across groups (harness.suite.sample)
     raw_config: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    first: int | None = None  # the first N items of the file instead
+    sample_seed: int = 0
 
     # -- data ---------------------------------------------------------------------------
 
@@ -120,10 +122,25 @@ class Suite:
         return path if path.is_absolute() else self.dir / path
 
     def items(self) -> Iterator[Item]:
-        """Items in a stable order, streamed (never all built at once), capped by the limit."""
+        """Items in file order, streamed (never all built at once): the first N, or `limit`'s fair sample."""
         rows = enumerate(self._rows())
-        for index, row in islice(rows, self.limit):
-            yield self.make_item(row, index)
+        if self.first is not None:
+            head = self.first if self.limit is None else min(self.first, self.limit)
+            for index, row in islice(rows, head):
+                yield self.make_item(row, index)
+            return
+        keep = self._sample() if self.limit is not None else None
+        for index, row in rows:
+            if keep is None or index in keep:
+                yield self.make_item(row, index)
+
+    def _sample(self) -> set[int]:
+        """A first pass over the rows (ids and groups only) to choose which `limit` items to take."""
+        from harness.suite.sample import sample_indices
+
+        entries = ((self._item_id(row, index), str(row.get(self.group_field, "")) if self.group_field else "")
+                   for index, row in enumerate(self._rows()))
+        return sample_indices(entries, self.limit, suite=self.name, seed=self.sample_seed)
 
     def make_item(self, row: Mapping[str, Any], index: int) -> Item:
         return Item(
@@ -142,7 +159,8 @@ class Suite:
                 n = sum(1 for line in fh if line.strip())
         if n is None:
             return None
-        return min(n, self.limit) if self.limit is not None else n
+        cap = min(x for x in (self.limit, self.first) if x is not None) if (self.limit or self.first) else None
+        return min(n, cap) if cap is not None else n
 
     def fewshot_pool(self) -> list[dict]:
         if self.fewshot.data:
@@ -253,4 +271,6 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         sandbox=dict(raw.get("sandbox") or {}),
         limit=ref.limit,
         raw_config=raw,
+        first=ref.first,
+        sample_seed=ref.sample_seed,
     )
