@@ -26,7 +26,6 @@ detectable effect uses it. `noninferiority` answers a one-sided question with ex
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
