@@ -289,9 +289,10 @@ def test_a_model_that_never_answered_raises_an_alarm_on_its_first_run(tmp_path, 
     fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
     plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {}, "broken": {}},
                       suites=[{SUITE: {"limit": 8}}])
-    result = check_run(Store(db_url), run_plan(plan, db_url))
+    # A revoked key is fatal (issue 13): the model is stopped after a few 401s, the run ends failed.
+    result = check_run(Store(db_url), run_plan(plan, db_url, status="failed"))
     assert result.previous is None and not result.ok
     assert [(a.kind, a.model) for a in result.alarms] == [("unavailable", "broken")]
-    assert "all 8 requests failed" in result.alarms[0].detail
+    assert "stopped after fatal errors" in result.alarms[0].detail and "401" in result.alarms[0].detail
     out = invoke("check", "--db", db_url, "--fail-on-alarm", ok_codes=(1,)).output
     assert "unavailable" in out and "broken" in out

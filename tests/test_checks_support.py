@@ -54,14 +54,16 @@ def write_plan(path: Path, server, models: dict[str, dict], *, name: str = "week
     return path
 
 
-def run_plan(plan_path: Path, db_url: str, *, tag: str = "", new: bool = False) -> str:
-    """Run (or resume) the plan like `harness run` does; returns the run id."""
+def run_plan(plan_path: Path, db_url: str, *, tag: str = "", new: bool = False, status: str = "finished") -> str:
+    """Run (or resume) the plan like `harness run` does; returns the run id.
+
+    `status`: how the run must end ("failed" when a model is stopped for fatal errors, e.g. a revoked key)."""
     from harness.plan import load_plan
     from harness.engine.runs import execute_plan
     from harness.store import Store
 
     result = execute_plan(load_plan(plan_path), Store(db_url), tag=tag, new=new)
-    assert result.status == "finished", result
+    assert result.status == status, result
     return result.run_id
 
 

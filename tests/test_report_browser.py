@@ -210,7 +210,7 @@ def test_csp_blocks_a_script_that_slipped_into_a_page(browser, evil_report, tmp_
     assert "Content Security Policy" in messages
 
 
-def _run_plan(tmp_path: Path, name: str, models: dict, suites: list, db: str) -> str:
+def _run_plan(tmp_path: Path, name: str, models: dict, suites: list, db: str, status: str = "finished") -> str:
     import yaml
 
     from harness.engine.runs import execute_plan
@@ -219,7 +219,7 @@ def _run_plan(tmp_path: Path, name: str, models: dict, suites: list, db: str) ->
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, "models": models, "suites": suites}))
     result = execute_plan(load_plan(path), Store(db), new=True)
-    assert result.status == "finished"
+    assert result.status == status
     return result.run_id
 
 
@@ -273,14 +273,14 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
     fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
     spec = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "max_attempts": 1,
                    "price": {"output": price}} for name, price in (("healthy", 1.0), ("broken", 0.1))}
-    duel = _run_plan(tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db)
+    duel = _run_plan(tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db, status="failed")  # a revoked key is fatal
     index = write_report(Store(db), [duel], tmp_path / "site2")
     state = _check_page(browser, index)
     best = browser.js("""return Array.from(document.querySelectorAll('table.leaderboard tr.best td.name'))
                          .map(td => td.innerText);""")
     assert len(best) == 1 and best[0].startswith("healthy")
-    assert "no answers" in state["text"]
+    assert "failed:" in state["text"] and "401" in state["text"]
     browser.js("document.querySelectorAll('details').forEach(d => d.open = true)")
     routing = browser.js("return document.getElementById('routing').parentElement.innerText")
-    assert "unavailable: all 10 requests failed" in routing
+    assert "unavailable: stopped after fatal errors" in routing
     browser.screenshot(shots / "duel-run.png")

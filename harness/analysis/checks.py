@@ -228,6 +228,10 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
 
     unavailable = [Alarm("unavailable", m.model, "", f"all {c.samples} requests failed: no answer was measured")
                    for m in models if (c := counts.get(m.model)) is not None and c.samples and c.errors >= c.samples]
+    # A model stopped for fatal errors (bad key, unknown model, unreachable) stored no samples to count.
+    unavailable += [Alarm("unavailable", model, "", f"stopped after fatal errors: {reason}")
+                    for model, reason in sorted(store.model_failures(rid).items())
+                    if not any(a.model == model for a in unavailable)]
     if prev is None:
         notes.append(f"first run of plan '{run.plan_name}': no previous run to compare with")
         return CheckResult(run, None, [], alarms + unavailable, None, notes, correction, alpha)

@@ -287,12 +287,36 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
     limits = limits or routing_limits((run.plan or {}).get("routing"))
     prices = {m.model: m for m in summary.models}
     out = []
+    # A model stopped for fatal errors (bad key, unknown model, unreachable) stored no samples: it is
+    # still a model the user asked about, shown as unavailable with the server's reason.
+    stopped = store.model_failures(run.id)
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
-            out.append(recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters,
-                                       limits=limits.for_suite(s.suite)))
+            rec = recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters,
+                                  limits=limits.for_suite(s.suite))
+            out.append(_with_stopped_models(rec, stopped, prices))
     return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)
+
+
+def _with_stopped_models(rec: SuiteRecommendation, stopped: dict[str, str],
+                         prices: dict[str, RunModelInfo]) -> SuiteRecommendation:
+    present = {c.model for c in rec.candidates}
+    extra = []
+    for model, reason in sorted(stopped.items()):
+        if model in present or model not in prices:
+            continue
+        info = prices[model]
+        extra.append(Candidate(model=model, mean=NAN, lo=NAN, hi=NAN, n_items=0, n_paired=0, diff=NAN, lower=NAN,
+                               p_value=NAN, noninferior=False, is_best=False, cost_per_sample=NAN, cost_usd=0.0,
+                               price_input=info.price_input, price_output=info.price_output, latency_p50=NAN,
+                               latency_p99=NAN, error_rate=1.0, eligible=False,
+                               rejected=f"unavailable: stopped after fatal errors ({reason})"))
+    if not extra:
+        return rec
+    reason = rec.reason + ("; not eligible: " if "not eligible:" not in rec.reason else ", ") + \
+        ", ".join(f"{x.model} ({x.rejected})" for x in extra)
+    return _replace(rec, candidates=[*rec.candidates, *extra], reason=reason)
 
 
 # --------------------------------------------------------------------------- JSON

@@ -68,10 +68,16 @@ class ModelCounts:
     cost: float = 0.0
     retries: int = 0
     requests: int = 0
+    answered: int = 0
+    unstored: int = 0  # samples a fatal stop left unstored (see runner.ModelState)
+    failed: str = ""  # why a worker stopped this model (fatal errors in a row)
+    last_fatal: str = ""
 
     def add(self, other: "ModelCounts") -> None:
-        for name in ("done", "errors", "correct", "cost", "retries", "requests"):
+        for name in ("done", "errors", "correct", "cost", "retries", "requests", "answered", "unstored"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed = self.failed or other.failed
+        self.last_fatal = self.last_fatal or other.last_fatal
 
 
 @dataclass
@@ -294,7 +300,8 @@ class ShardProgress:
         pass
 
     def counts(self) -> dict[str, ModelCounts]:
-        return {name: ModelCounts(st.done, st.errors, st.correct, st.cost, st.retries, st.requests)
+        return {name: ModelCounts(st.done, st.errors, st.correct, st.cost, st.retries, st.requests, st.answered,
+                                  st.unstored, st.failed, st.last_fatal)
                 for name, st in self.states.items()}
 
 

@@ -15,7 +15,7 @@ __all__ = ["check_out_dir", "write_report"]
 MARKER = ".harness-report"
 # What a folder may hold before its first report: the repository's reports/README.md, a .gitkeep,
 # the log a scheduled run appends to before its report is written.
-_PRE_REPORT = re.compile(r"README(\.\w+)?|\.gitkeep|\.gitignore|schedule-.+\.log")
+_PRE_REPORT = re.compile(r"README(\.\w+)?|\.gitkeep|\.gitignore|schedule-.+\.log(\.lock)?")
 
 
 def write_report(store: Store, run_ids: list[str] | None = None, out_dir: str | Path = "reports") -> Path:
