@@ -50,6 +50,9 @@ class Faults:
     hang: float = 0.0  # never answer (client timeout)
     max_concurrent: int | None = None  # 429 (with Retry-After) for requests beyond this many at once
     unauthorized_models: frozenset = frozenset()  # API model names always answered 401 (a revoked key)
+    # Only these API model names get the random faults (None: all). The others draw no roll, so the
+    # faulty models' rolls come in their own request order and do not depend on how models interleave.
+    fault_models: frozenset | None = None
     seed: int = 0
     # What real servers do (see tests/test_conformance.py):
     interrupt: float = 0.0  # stream only the role chunk, then [DONE]: llama.cpp's server when a newer request interrupts
@@ -265,7 +268,7 @@ class FakeOpenAIServer:
             self._send(writer, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
                                                "code": "invalid_api_key"}})
             return True
-        roll = self._rng.random()
+        roll = self._rng.random() if f.fault_models is None or model in f.fault_models else 1.0
         if f.status is not None:
             self._log(key, str(f.status))
             st.status_counts[str(f.status)] += 1
