@@ -6,6 +6,7 @@ read and tested on its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -93,3 +94,16 @@ class Grade:
 class GraderSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def money(x: float) -> str:
+    """A cost in US dollars as every command and report shows it: "—" when unknown, "$0" only for a true
+    zero, cents from $1 up, else three significant digits (never exponent notation, never a tiny cost as 0)."""
+    if not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "—"
+    if x == 0:
+        return "$0"
+    if abs(x) >= 1:
+        return f"${x:,.2f}"
+    decimals = min(10, 2 - math.floor(math.log10(abs(x))))
+    return f"${x:.{decimals}f}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from harness.records import money  # noqa: F401  (re-exported: every command prints costs with it)
+
 DB_HELP = "SQLAlchemy database URL [default: $HARNESS_DB or sqlite:///harness.db]"
 
 
@@ -41,16 +43,6 @@ def fmt_pct(x: float) -> str:
     return "—" if x != x else f"{100 * x:.1f}"
 
 
-def money(x: float) -> str:
-    """US dollars with three significant digits, never in exponent notation, never a tiny cost shown as 0."""
-    import math
-
-    if x != x:
-        return "—"
-    if x == 0:
-        return "$0"
-    decimals = max(2, 2 - math.floor(math.log10(abs(x))))
-    return f"${x:.{decimals}f}"
 
 
 def fmt_s(x: float) -> str:
@@ -91,4 +83,4 @@ def print_summary(summary) -> None:
     for o in summary.ops:
         if o.batched:
             console.print(f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "
-                          f"${o.batch_saved_usd:.4f} saved against the online price")
+                          f"{money(o.batch_saved_usd)} saved against the online price")

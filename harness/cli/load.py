@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from harness.cli.common import db_option, echo_err, open_store
+from harness.cli.common import db_option, echo_err, money, open_store
 from harness.errors import HarnessError
 
 CONTRACT_FIELDS = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurrency", "achieved_rate",
@@ -156,8 +156,8 @@ def _print_dry_run(stages, figures: dict, total: float, as_json: bool) -> None:
         search = f" + up to {f['search_requests_at_most']} in the capacity search" if f["search_requests_at_most"] else ""
         price = "" if f["priced"] else " (no price in the plan)"
         click.echo(f"  {name:<24} {f['requests']:>7} requests{search}, ~{f['input_tokens_per_request']:.0f} input "
-                   f"and <= {f['max_tokens']:.0f} output tokens each   ~${f['estimated_cost_usd']:.4f}{price}")
-    click.echo(f"total ~${total:.4f}")
+                   f"and <= {f['max_tokens']:.0f} output tokens each   ~{money(f['estimated_cost_usd'])}{price}")
+    click.echo(f"total ~{money(total)}")
 
 
 def dataclasses_dict(stage) -> dict:

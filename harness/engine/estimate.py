@@ -7,6 +7,7 @@ import click
 from harness.engine.units import generation_for, prepare_suites
 from harness.providers.tokens import estimate_tokens
 from harness.plan import Plan
+from harness.records import money
 
 
 def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
@@ -53,5 +54,5 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             figures[model.name]["batches"] = -(-requests // limits.max_requests)
             how = (f"   batched: at least {figures[model.name]['batches']} batch(es) of <= {limits.max_requests:,} "
                    f"requests ({limits.provider} limits), at the batch price")
-        click.echo(f"  {model.name:<24} {requests:>7} requests   ~${cost:.4f}{how}")
+        click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
     return figures

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from harness.records import money
+
 
 class RunProgress:
     """Per model: done/total, errors, running accuracy and spend.
@@ -52,7 +54,7 @@ class RunProgress:
     @staticmethod
     def _stats(st) -> str:
         acc = st.correct / st.done if st.done else 0.0
-        return f"acc {acc:.1%}  errors {st.errors}  ${st.cost:.4f}"
+        return f"acc {acc:.1%}  errors {st.errors}  {money(st.cost)}"
 
     def advance(self, record) -> None:
         st = self._states.get(record.model)

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from harness import __version__
 from harness.graders import shown_reference
 from harness.report import queries
+from harness.records import money
 from harness.store import Store
 
 PAGE_SIZE = 200  # samples per page
@@ -50,16 +51,6 @@ def secs(x) -> str:
         return "—"
     return f"{1000 * x:.0f} ms" if x < 1 else f"{x:.2f} s"
 
-
-def usd(x) -> str:
-    if not finite(x):
-        return "—"
-    if x == 0:
-        return "$0"
-    if abs(x) >= 0.1:
-        return f"${x:,.2f}"
-    decimals = min(10, 2 - math.floor(math.log10(abs(x))))  # three significant digits, never 1e-05
-    return f"${x:.{decimals}f}"
 
 
 def pval(p) -> str:
@@ -208,7 +199,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
     if ttft is not None:
         ops.append("TTFT " + secs(ttft))
     ops.append(f"{pt:,} → {ct:,} tokens ({rt:,} reasoning)" if rt else f"{pt:,} → {ct:,} tokens")
-    ops.append(usd(cost))
+    ops.append(money(cost))
     if finish:
         ops.append("finish " + finish)
     if served:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import (Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir,
-                                  secs, slug, usd)
+                                  secs, slug)
+from harness.records import money
 from harness.store import Store
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 
@@ -240,17 +241,17 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
     ops = [dict(model=o.model, samples=f"{o.n_samples:,}", accuracy=pct(o.accuracy), error_rate=pct(o.error_rate),
                 p50=secs(o.latency_p50), p99=secs(o.latency_p99), ttft=secs(o.ttft_p50),
                 tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—",
-                cost=estimate_mark(o.estimated_samples) + usd(o.cost_usd), length=pct(o.length_rate),
-                cpc=estimate_mark(o.estimated_samples) + usd(o.cost_per_correct), served=list(o.served_models),
+                cost=estimate_mark(o.estimated_samples) + money(o.cost_usd), length=pct(o.length_rate),
+                cpc=estimate_mark(o.estimated_samples) + money(o.cost_per_correct), served=list(o.served_models),
                 failure=o.failure, batched=f"{o.batched:,}" if o.batched else "—",
-                saved=usd(o.batch_saved_usd) if o.batched else "—") for o in summary.ops]
+                saved=money(o.batch_saved_usd) if o.batched else "—") for o in summary.ops]
     cell_ops = [dict(model=c.model, suite=c.suite, samples=f"{c.n_samples:,}",
                      errors=f"{c.errors:,} ({pct(c.error_rate)})", p50=secs(c.latency_p50), p90=secs(c.latency_p90),
                      p99=secs(c.latency_p99), ttft50=secs(c.ttft_p50), ttft99=secs(c.ttft_p99),
                      tps=f"{c.tokens_per_s:,.1f}" if finite(c.tokens_per_s) else "—",
                      tokens=f"{c.prompt_tokens:,} / {c.completion_tokens:,} / {c.reasoning_tokens:,}",
-                     cost=estimate_mark(c.estimated_samples) + usd(c.cost_usd),
-                     cpc=estimate_mark(c.estimated_samples) + usd(c.cost_per_correct)) for c in summary.cells]
+                     cost=estimate_mark(c.estimated_samples) + money(c.cost_usd),
+                     cpc=estimate_mark(c.estimated_samples) + money(c.cost_per_correct)) for c in summary.cells]
     run_ctx = dict(id=run.id, plan=run.plan_name, tag=run.tag, status=run.status, started=_when(run.started_at),
                    finished=_when(run.finished_at), samples=f"{sum(v[0] for v in counts.values()):,}",
                    trend_href=f"../trends/{slug(run.plan_name)}.html")

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.report.pages import pct, points, pval, run_dir, secs, usd
+from harness.records import money
+from harness.report.pages import pct, points, pval, run_dir, secs
 from harness.store import RunInfo, Store
 from harness.analysis.summary import RunSummary, summarize_run
 
@@ -69,7 +70,7 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
 def _cost(c, basis: str) -> str:
     if basis == "list price":
         return f"${c.price_output:g} / M out (list)" + (f", ${c.price_input:g} / M in" if c.price_input else "")
-    return f"{usd(1000 * c.cost_per_sample)} / 1k" if c.cost_per_sample == c.cost_per_sample else "—"
+    return f"{money(1000 * c.cost_per_sample)} / 1k" if c.cost_per_sample == c.cost_per_sample else "—"
 
 
 def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> dict:
