@@ -70,12 +70,15 @@ class Price:
     batch_input: NonNegativeFloat | None = None
     batch_output: NonNegativeFloat | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False) -> float:
-        if not batched:
-            return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+    def batch_rates(self) -> tuple[float, float]:
+        """What a batched request pays per million input and output tokens."""
         keep = 1.0 - (self.batch_discount or 0.0)
         rate_in = self.input * keep if self.batch_input is None else self.batch_input
         rate_out = self.output * keep if self.batch_output is None else self.batch_output
+        return rate_in, rate_out
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False) -> float:
+        rate_in, rate_out = self.batch_rates() if batched else (self.input, self.output)
         return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
 
 

@@ -51,12 +51,12 @@ def sums_responder(model, messages):
     return f"The answer is {a + b + (1 if a % WRONG_EVERY == 0 else 0)}."
 
 
-def write_plan(tmp_path, server, *, batch=True, price=None, name="p", **model_extra):
+def write_plan(tmp_path, server, *, batch=True, price=None, name="p", n=N_ITEMS, **model_extra):
     model = {"provider": "openai", "base_url": server.base_url, "model": "fake-batch", "concurrency": 16,
              "max_attempts": 3, "price": price or {**PRICE, "batch_discount": 0.5}, **model_extra}
     if batch is not None:
         model["batch"] = batch
-    plan = {"name": name, "models": {"m": model}, "suites": [write_suite(tmp_path)]}
+    plan = {"name": name, "models": {"m": model}, "suites": [write_suite(tmp_path, n)]}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(plan))
     return path
@@ -328,6 +328,26 @@ def test_dry_run_report_and_export_show_batching(tmp_path, fake_server, db_url):
     assert "batched (no latency)" in sample_page
     exported = runner.invoke(cli, ["export", run_id, "--format", "jsonl", "--db", db_url])
     assert all(json.loads(line)["batched"] is True for line in exported.output.splitlines())
+
+
+def test_check_alarms_on_a_changed_batch_price_not_on_moving_to_batches(tmp_path, fake_server, db_url):
+    from harness.analysis.checks import check_run
+
+    fake_server.state.responder = sums_responder
+    store = Store(db_url)
+    # Week 1 online, week 2 batched at the same list price: how it is paid changed, not the price.
+    execute_plan(load_plan(write_plan(tmp_path, fake_server, batch=None, n=20)), store)
+    week2 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20)), store).run_id
+    assert [a for a in check_run(store, week2).alarms if a.kind == "price"] == []
+    # Week 3: the provider's batch discount went from 50% to 40%; the online price did not move.
+    week3 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20,
+                                              price={**PRICE, "batch_discount": 0.4})), store).run_id
+    (alarm,) = [a for a in check_run(store, week3).alarms if a.kind == "price"]
+    assert alarm.model == "m" and alarm.detail == "batch price per million tokens in/out changed from $1/$4 to $1.2/$4.8"
+    # An explicit batch price is what is compared, too.
+    week4 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20,
+                                              price={**PRICE, "batch_input": 1.2, "batch_output": 4.8})), store).run_id
+    assert [a for a in check_run(store, week4).alarms if a.kind == "price"] == []
 
 
 def test_batch_models_refuse_shards(tmp_path, fake_server, db_url):

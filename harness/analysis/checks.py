@@ -17,7 +17,7 @@ same tag) and lists:
   * `served-model-changed`: the set of names the server reported for a model differs from the
     previous run's, whatever the rule above says (a quiet version bump is still a different model);
   * `api-model`: the plan asks a different provider / API model under the same name;
-  * `price`: the plan's price per million tokens changed;
+  * `price`: the plan's price per million tokens changed (online, or batched when both runs batched);
   * `suite-hash`: a suite's content (items, templates, grader settings) changed;
   * `availability`: a model's error rate (failed requests over the suites both runs share) rose by at
     least `availability_min_increase` (1 point) and significantly (one-sided Fisher exact test, p < alpha);
@@ -269,6 +269,13 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
             price_alarms.append(Alarm("price", m.model, "",
                                       f"price per million tokens in/out changed from ${before.price_input:g}/"
                                       f"${before.price_output:g} to ${m.price_input:g}/${m.price_output:g}"))
+        old_batch = (before.batch_price_input, before.batch_price_output)
+        new_batch = (m.batch_price_input, m.batch_price_output)
+        # Only when both runs were batched: moving a model to or from a Batch API is no price change.
+        if None not in old_batch + new_batch and old_batch != new_batch:
+            price_alarms.append(Alarm("price", m.model, "",
+                                      f"batch price per million tokens in/out changed from ${old_batch[0]:g}/"
+                                      f"${old_batch[1]:g} to ${new_batch[0]:g}/${new_batch[1]:g}"))
     for name in prev_models:
         if name not in {m.model for m in models}:
             notes.append(f"model {name} was in {prev.id} but not in this run")

@@ -158,7 +158,7 @@ def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max
         try:
             store.record_models(run_id, [
                 RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input,
-                             m.price.output)
+                             m.price.output, *(m.price.batch_rates() if m.batch else (None, None)))
                 for m in plan.models
             ])
             for p in suites:

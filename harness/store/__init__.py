@@ -90,6 +90,8 @@ class RunModelInfo:
     base_url: str
     price_input: float
     price_output: float
+    batch_price_input: float | None = None  # per million tokens through a Batch API; None: not batched
+    batch_price_output: float | None = None
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,8 @@ class Store:
     def run_models(self, run_id: str) -> list[RunModelInfo]:
         with Session(self.engine) as s:
             rows = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id).order_by(RunModelRow.id))
-            return [RunModelInfo(r.model, r.provider, r.api_model, r.base_url, r.price_input, r.price_output)
+            return [RunModelInfo(r.model, r.provider, r.api_model, r.base_url, r.price_input, r.price_output,
+                                 r.batch_price_input, r.batch_price_output)
                     for r in rows]
 
     def run_suites(self, run_id: str) -> list[RunSuiteInfo]:

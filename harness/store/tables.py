@@ -40,6 +40,9 @@ class RunModelRow(Base):
     base_url: Mapped[str] = mapped_column(String(1000), default="")
     price_input: Mapped[float] = mapped_column(Float, default=0.0)
     price_output: Mapped[float] = mapped_column(Float, default=0.0)
+    # What a batched request paid per million tokens; NULL when the model was not batched.
+    batch_price_input: Mapped[float | None] = mapped_column(Float, nullable=True)
+    batch_price_output: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Why the model was stopped (fatal errors in a row: bad key, unknown model, unreachable); NULL when not.
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("run_id", "model"),)
