@@ -61,6 +61,7 @@ class Faults:
     # 429s without Retry-After (LiteLLM's router: "No deployments available for selected model")
     no_retry_after: bool = False
     status: int | None = None  # answer every chat request with this status and an error body
+    status_message: str = "request refused"  # that error body's message
     echo_auth: bool = False  # error bodies quote the request's Authorization header (a careless server)
     body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
 
@@ -273,7 +274,7 @@ class FakeOpenAIServer:
             self._log(key, str(f.status))
             st.status_counts[str(f.status)] += 1
             said = f" (you sent Authorization: {headers.get('authorization', '')})" if f.echo_auth else ""
-            self._send(writer, f.status, {"error": {"message": f"request refused{said}", "type": "error"}})
+            self._send(writer, f.status, {"error": {"message": f"{f.status_message}{said}", "type": "error"}})
             return True
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")

@@ -266,3 +266,24 @@ def test_gateway_error_body_names_the_unknown_model(gateway, tmp_path):
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'ghost' failed")]
     assert line and "Invalid model name" in line[0] and "HTTP 400" in line[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and MASTER_KEY not in proc.stderr + proc.stdout
+
+
+def test_a_wrong_key_at_the_gateway_stops_the_model(gateway, tmp_path):
+    # LiteLLM's proxy, with a master key and no key database, answers any other key with
+    # 400 "No connected db.": a configuration fault, so the model stops and nothing is stored.
+    plan = tmp_path / "wrong-key.yaml"
+    plan.write_text(yaml.safe_dump({"models": {"locked": {"provider": "openai", "base_url": gateway, "model": "smollm2",
+                                                          "api_key_env": "HARNESS_GATEWAY_KEY", "concurrency": 1}},
+                                    "suites": [{"math-word": {"limit": 4}}]}))
+    wrong = "sk-not-the-master-key-42"
+    db = tmp_path / "w.db"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "HARNESS_GATEWAY_KEY": wrong})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'locked' failed")]
+    assert line and "HTTP 400" in line[0] and "No connected db" in line[0], proc.stderr[-2000:]
+    store = Store(f"sqlite:///{db}")
+    (run,) = store.runs()
+    assert run.status == "failed" and store.count_samples(run.id) == 0  # rerun with the right key: all asked
+    assert wrong not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr

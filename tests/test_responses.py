@@ -192,6 +192,28 @@ def test_a_401_only_endpoint_stops_the_model_exits_2_and_never_stores_the_echoed
     assert KEY not in proc.stdout + proc.stderr and KEY.encode() not in everything_written(tmp_path)
 
 
+@pytest.mark.parametrize("status, message", [(400, "No connected db."), (400, "Invalid API key provided"),
+                                             (400, "Invalid model name passed in model=ghost")])
+def test_a_400_that_refuses_the_key_or_the_model_is_fatal_too(echo, tmp_path, status, message):
+    # LiteLLM's proxy answers a wrong key with 400 "No connected db." (tests/test_conformance.py meets it):
+    # every request would fail the same way, so the model stops instead of storing 20 errors.
+    make_plan, server = echo
+    server.state.faults.status, server.state.faults.status_message = status, message
+    proc = harness_run(make_plan(20, concurrency=1), tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'm' failed")]
+    assert len(lines) == 1 and f"HTTP {status}: {message}" in lines[0], proc.stderr
+    assert server.state.requests == 3 and "Traceback" not in proc.stderr
+
+
+def test_a_400_about_the_request_is_no_configuration_fault(echo, db_url):
+    make_plan, server = echo
+    server.state.faults.status, server.state.faults.status_message = 400, "max_tokens is too large for this model"
+    result, _, samples = run(make_plan(4, max_attempts=3, concurrency=1), db_url)
+    assert result.status == "finished" and server.state.requests == 4  # not retried, not fatal: stored
+    assert len(samples) == 4 and all(s.error.startswith("HTTP 400: max_tokens is too large") for s in samples)
+
+
 def test_a_closed_port_exits_2_naming_the_model(tmp_path):
     plan = tmp_path / "p.yaml"
     plan.write_text(yaml.safe_dump({"models": {"nowhere": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",

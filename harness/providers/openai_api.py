@@ -212,6 +212,9 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
 # A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
 _UNKNOWN_MODEL = re.compile(r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
                             r"is not supported|not available)|model_not_found")
+# A 400 that refuses the key: LiteLLM's proxy answers a key other than its master key, when it has no
+# database of virtual keys to look it up in, with 400 "No connected db.".
+_KEY_REFUSED = re.compile(r"(?i)no connected db|(invalid|incorrect|missing) api[ _-]?key|authentication error")
 
 
 def completion_from_body(body: Any) -> Completion:
@@ -238,7 +241,8 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
-    fatal = status in (401, 403, 404) or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail)))
+    fatal = status in (401, 403, 404) or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail)
+                                                                         or _KEY_REFUSED.search(detail)))
     return ProviderError(f"HTTP {status}: {detail}", retryable=retryable, retry_after=retry_after,
                          status=status, rate_limited=status == 429, fatal=fatal)
 
