@@ -165,6 +165,18 @@ def test_interrupted_streams_are_retried_not_graded(llama_interrupting, direct_a
     assert state.retries >= 1 and state.limiter.cap < 4  # the interruptions happened, and were learned from
 
 
+@pytest.mark.parametrize("stream, concurrency", [(True, 1), (False, 4)])
+def test_the_rest_of_the_matrix_matches_direct(llama_interrupting, direct_answers, tmp_path, stream, concurrency):
+    # Streamed one at a time (nothing to interrupt it) and non-streamed four at once (the server queues
+    # them: interruption only ends streams): the same answers as direct, nothing retried.
+    result, samples = run_plan(tmp_path, "matrix", {"m": llama_model(llama_interrupting, stream=stream,
+                                                                     concurrency=concurrency)})
+    assert result.status == "finished"
+    assert_sound(samples["m"], streamed=stream)
+    assert scores(samples["m"]) == direct_answers
+    assert result.outcome.per_model["m"].retries == 0
+
+
 def test_queueing_server_streams_match_direct_with_estimated_tokens(llama_queueing, direct_answers, tmp_path):
     result, samples = run_plan(tmp_path, "queueing", {"s4": llama_model(llama_queueing, stream=True, concurrency=4)})
     assert result.status == "finished"
