@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -60,6 +61,43 @@ class Routing(RouteLimits, total=False):
 
 
 @dataclass(frozen=True)
+class OffPeak:
+    """Hours of the day (UTC, "HH:MM-HH:MM", may pass midnight) when a provider charges `discount` less
+    for online requests: DeepSeek's 16:30-00:30 UTC, for instance."""
+
+    __pydantic_config__ = _CHECKED
+    hours: str
+    discount: Annotated[float, Gt(0), Lt(1)]
+
+    def __post_init__(self) -> None:
+        self.span()  # a malformed `hours` is a plan error when the plan is loaded
+
+    def span(self) -> tuple[int, int]:
+        """Start and end as minutes after midnight UTC."""
+        try:
+            start, end = (_minutes(part) for part in self.hours.split("-"))
+        except ValueError:
+            raise ValueError(f"hours {self.hours!r}: write the UTC window as HH:MM-HH:MM, e.g. 16:30-00:30") from None
+        if start == end:
+            raise ValueError(f"hours {self.hours!r}: the window is empty")
+        return start, end
+
+    def covers(self, at: datetime) -> bool:
+        """Whether a request at `at` (aware, or naive UTC) is in the window."""
+        utc = at.astimezone(timezone.utc) if at.tzinfo else at
+        now = utc.hour * 60 + utc.minute
+        start, end = self.span()
+        return start <= now < end if start < end else (now >= start or now < end)
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.strip().split(":")
+    if not (len(hours) == 2 and len(minutes) == 2 and 0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+        raise ValueError(text)
+    return int(hours) * 60 + int(minutes)
+
+
+@dataclass(frozen=True)
 class Price:
     """US dollars per million tokens; batched requests at explicit batch prices, else at a discount."""
 
@@ -69,6 +107,7 @@ class Price:
     batch_discount: Annotated[float, Ge(0), Lt(1)] | None = None  # fraction off when batched (0.5 = half price)
     batch_input: NonNegativeFloat | None = None
     batch_output: NonNegativeFloat | None = None
+    off_peak: OffPeak | None = None  # online requests in these hours pay less (no batch API needed)
 
     def batch_rates(self) -> tuple[float, float]:
         """What a batched request pays per million input and output tokens."""
@@ -77,8 +116,12 @@ class Price:
         rate_out = self.output * keep if self.batch_output is None else self.batch_output
         return rate_in, rate_out
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False) -> float:
+    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False,
+             at: datetime | None = None) -> float:
+        """The price of one request; `at`: when it was answered (off-peak hours apply to online requests)."""
         rate_in, rate_out = self.batch_rates() if batched else (self.input, self.output)
+        if not batched and at is not None and self.off_peak is not None and self.off_peak.covers(at):
+            rate_in, rate_out = rate_in * (1 - self.off_peak.discount), rate_out * (1 - self.off_peak.discount)
         return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
 
 
@@ -384,6 +427,8 @@ def _describe_error(exc: Any, source: str, names: dict[str, list[str]], root: An
     message = f"must be {_EXPECTED[leaf]}" if branch and leaf in _EXPECTED else first["msg"]
     message = message.replace("Input should be", "must be").replace("Field required", "is required")
     message = message.split(", unable to parse")[0]
+    if first["type"] == "value_error":  # our own check (a __post_init__): its message names the value
+        return f"{source}: {_dotted(where)}: {message.removeprefix('Value error, ')}{more}"
     given = repr(first.get("input"))
     given = given if len(given) <= 60 else given[:57] + "..."
     shown = "" if first["type"] == "missing" else f", got {given}"
@@ -459,7 +504,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     for model in (*data["models"], *data["judges"]):
         if model.get("batch") is None:
             model.pop("batch", None)
-        for key in ("batch_discount", "batch_input", "batch_output"):
+        for key in ("batch_discount", "batch_input", "batch_output", "off_peak"):
             if model["price"].get(key) is None:
                 model["price"].pop(key, None)
     for model in (*data["models"], *data["judges"]):

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -352,6 +353,29 @@ def env_file_warnings(schedule: Schedule) -> list[str]:
         notes.append(f"--env-file {path} does not set {', '.join(missing)}, which the plan needs")
     if path.stat().st_mode & 0o077:
         notes.append(f"--env-file {path} can be read by other users: chmod 600 {shlex.quote(str(path))}")
+    return notes
+
+
+def off_peak_notes(schedule: Schedule, now: datetime | None = None) -> list[str]:
+    """For each model with off-peak prices (DeepSeek's hours) that the schedule starts outside of,
+    the `--at` (local time) that would start the run inside its window."""
+    from harness.plan import load_plan
+
+    minutes, hours = parse_cron(schedule.cron)[:2]
+    if len(minutes) != 1 or len(hours) != 1:
+        return []  # several start times a day: no one start to judge
+    local = (now or datetime.now()).astimezone()
+    start = local.replace(hour=next(iter(hours)), minute=next(iter(minutes)), second=0, microsecond=0)
+    notes = []
+    for model in load_plan(schedule.plan_path).models:
+        off = model.price.off_peak
+        if off is None or model.batch or off.covers(start):
+            continue
+        begin = start.astimezone(timezone.utc).replace(hour=off.span()[0] // 60, minute=off.span()[0] % 60)
+        at = begin.astimezone(local.tzinfo).strftime("%H:%M")
+        notes.append(f"model '{model.name}' is {off.discount:.0%} cheaper {off.hours} UTC (off-peak); this schedule "
+                     f"starts at {start:%H:%M} local time ({start.astimezone(timezone.utc):%H:%M} UTC), outside it: "
+                     f"--at {at} starts in the window")
     return notes
 
 

@@ -114,7 +114,7 @@ def test_missing_plan_file(tmp_path):
     ("suites: [x]", "models: must map"),
     ("models: {a: {provider: llamacpp}}\nsuites: [{x: {limit: 0}}]", "suites.x.limit: must be greater than or equal to 1"),
     ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: two", "samples: must be a valid integer, got 'two'"),
-    ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "models.a.price: unknown key(s) in (known: batch_discount, batch_input, batch_output, input, output)"),
+    ("models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]", "models.a.price: unknown key(s) in (known: batch_discount, batch_input, batch_output, input, off_peak, output)"),
     ("- just\n- a list", "a plan is a YAML mapping"),
     ("models: {a: {provider: openai, base_url: 'ftp://h/v1'}}\nsuites: [x]", "models.a.base_url: must be an http:// or https:// URL"),
     # a fair sample or the head of the file; routing limits

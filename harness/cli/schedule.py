@@ -67,6 +67,7 @@ def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, wo
     s = sch.build_schedule(plan, every=every, at=at, day=day, name=name, db_url=db_url, tag=tag, out_dir=out_dir,
                            log_path=log_path, env_file=env_file, workdir=workdir)
     warnings = sch.env_file_warnings(s)
+    notes = sch.off_peak_notes(s)
     if print_only:
         if systemd:
             click.echo(f"# {sch.systemd_dir() / (s.unit_name() + '.service')}")
@@ -88,6 +89,8 @@ def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, wo
         click.echo(f"  {s.cron_line()}")
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
+    for n in notes:
+        click.echo(f"note: {n}", err=True)
 
 
 @schedule.command("list")

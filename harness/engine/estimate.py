@@ -54,5 +54,10 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             figures[model.name]["batches"] = -(-requests // limits.max_requests)
             how = (f"   batched: at least {figures[model.name]['batches']} batch(es) of <= {limits.max_requests:,} "
                    f"requests ({limits.provider} limits), at the batch price")
+        elif model.price.off_peak is not None:
+            off = model.price.off_peak
+            off_cost = cost * (1 - off.discount)
+            figures[model.name]["estimated_off_peak_cost_usd"] = off_cost
+            how = f" at the list price; ~{money(off_cost)} off-peak ({off.hours} UTC, {off.discount:.0%} off)"
         click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
     return figures

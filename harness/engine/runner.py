@@ -6,6 +6,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, rate_limit_delay
@@ -112,7 +113,8 @@ class UnitRunner:
             completion, _ = asyncio.run_coroutine_threadsafe(self.request(state, unit), self._loop).result()
             if completion.error:
                 raise RuntimeError(f"judge request failed: {completion.error}")
-            state.cost += state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens)
+            state.cost += state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens,
+                                                at=datetime.now(timezone.utc))
             return completion.text
 
         return JudgeContext(ask=ask, render=render)
@@ -227,7 +229,8 @@ class UnitRunner:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
-        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens, batched=batched)
+        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens, batched=batched,
+                                     at=datetime.now(timezone.utc))
         record = SampleRecord(
             run_id=self.run_id, model=unit.model, suite=unit.suite, suite_hash=unit.suite_hash,
             item_id=unit.item.id, item_group=unit.item.group, sample_index=unit.sample_index,
