@@ -15,7 +15,7 @@ from harness.load.generator import EarlyStop
 from harness.load.profile import build_stages, parse_slo
 from harness.load.requests import RequestResult, interpret
 from harness.load.stats import p99_change, stage_stats, StageTarget, time_in_flight
-from harness.load.wire import Response, _Parser, _Stamps
+from harness.load.wire import Response, _Parser
 
 
 def _sse_response(tokens: int, *, crlf: bool = False) -> tuple[bytes, list[int]]:
@@ -37,40 +37,33 @@ def _sse_response(tokens: int, *, crlf: bool = False) -> tuple[bytes, list[int]]
     return bytes(out), ends
 
 
-class _FakeStamps(_Stamps):
-    """Byte k of the whole stream arrived at time k (so each event's date is checkable)."""
-
-    def __init__(self, start: int, size: int):
-        super().__init__(size, float(start + size - 1))
-        self.start = start
-
-    def __call__(self, offset: int) -> float:
-        return float(self.start + offset)
-
-
 @pytest.mark.parametrize("piece", [1, 2, 7, 50, 10_000])
 @pytest.mark.parametrize("crlf", [False, True])
-def test_parser_dates_each_event_by_the_byte_that_completed_it_whatever_the_read_sizes(piece, crlf):
+def test_parser_dates_each_event_by_the_read_that_brought_its_last_byte_whatever_the_read_sizes(piece, crlf):
     raw, ends = _sse_response(5, crlf=crlf)
     response = Response(sent_at=0.0)
     parser = _Parser(response)
     done = False
     for start in range(0, len(raw), piece):
         chunk = raw[start:start + piece]
-        done = parser.feed(chunk, _FakeStamps(start, len(chunk)))
+        done = parser.feed(chunk, float(start + len(chunk) - 1))  # a read arrives with its last byte
     assert done and response.complete and response.status == 200
-    assert [at for at, _ in response.events] == [float(e) for e in ends]
+    # The read holding byte e ended at offset min(len - 1, e // piece * piece + piece - 1).
+    dated = [float(min(len(raw) - 1, e // piece * piece + piece - 1)) for e in ends]
+    assert [at for at, _ in response.events] == dated
+    if piece == 1:
+        assert dated == [float(e) for e in ends]
     r = interpret(response, RequestResult(sent_at=0.0))
     assert r.ok and r.output_tokens == 5 and r.input_tokens == 7
-    assert r.ttft == float(ends[0]) and r.latency == float(ends[-1])
-    assert r.itl == [float(b - a) for a, b in zip(ends[:4], ends[1:5])]
+    assert r.ttft == dated[0] and r.latency == dated[-1]
+    assert r.itl == [b - a for a, b in zip(dated[:4], dated[1:5])]
 
 
 def test_cut_stream_and_error_status_and_empty_stream_are_errors_never_answers():
     raw, ends = _sse_response(4)
     cut = Response()
     parser = _Parser(cut)
-    parser.feed(raw[: ends[2] + 1], _FakeStamps(0, ends[2] + 1))
+    parser.feed(raw[: ends[2] + 1], float(ends[2]))
     parser.closed()
     assert not cut.complete
     assert interpret(cut, RequestResult(sent_at=0.0)).error == "incomplete"
@@ -78,14 +71,14 @@ def test_cut_stream_and_error_status_and_empty_stream_are_errors_never_answers()
     limited = Response()
     body = b'{"error": "slow down"}'
     _Parser(limited).feed(b"HTTP/1.1 429 Too Many\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
-                          _FakeStamps(0, 100))
+                          100.0)
     r = interpret(limited, RequestResult(sent_at=0.0))
     assert r.error == "429" and "slow down" in r.detail and r.ttft is None and r.latency is None
 
     empty = Response()
     events = b"data: " + json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}).encode() + b"\n\ndata: [DONE]\n\n"
     _Parser(empty).feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
-                        % (len(events), events), _FakeStamps(0, 500))
+                        % (len(events), events), 500.0)
     assert interpret(empty, RequestResult(sent_at=0.0)).error == "empty"
 
 

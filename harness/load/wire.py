@@ -44,18 +44,6 @@ def recv_stamped(sock: socket.socket, size: int = _READ_SIZE, flags: int = 0) ->
     return data, time.time()
 
 
-class _Stamps:
-    """Arrival time of byte k of one read. The kernel merges segments that wait in a socket's queue
-    and keeps the newest time, so a read has one time: the time its last segment arrived. (Tests
-    give each byte its own time, to check that every event is dated by the byte completing it.)"""
-
-    def __init__(self, size: int, last: float):
-        self.size, self.last = size, last
-
-    def __call__(self, offset: int) -> float:
-        return self.last
-
-
 class WireError(Exception):
     """A request that did not complete; `kind` is `connection`, `timeout` or `incomplete`."""
 
@@ -84,82 +72,53 @@ class Response:
 class _Parser:
     """Incremental HTTP/1.1 response parser: status line, headers, chunked or sized body, SSE.
 
-    It tracks where each byte sat in the read it came with, so an SSE event is dated by the
-    arrival of the byte that completed it."""
+    The kernel merges the segments that wait in a socket's queue and stamps a read with the
+    arrival of its newest one, so each read has one time: an SSE event is dated by the read that
+    brought its last byte."""
 
     def __init__(self, response: Response):
         self.r = response
         self.buf = bytearray()
-        self.base = 0  # absolute stream offset of buf[0]
-        self.read_start = 0  # absolute offset of the current read's first byte
-        self.stamps: _Stamps | None = None
+        self.at = 0.0  # arrival time of the read being parsed
         self.in_head = True
         self.chunked = False
         self.remaining: int | None = None  # bytes left of a sized body or of the current chunk
         self.sse = False
         self.sse_buf = bytearray()
-        self.sse_origin: list[tuple[int, int]] = []  # (sse_buf position, absolute offset) of each piece
-        self.pending: list[tuple[int, bytes]] = []  # events completed in this read: (stream offset, event)
 
-    def feed(self, data: bytes, stamps: _Stamps) -> bool:
-        """Take one read's bytes; True once the response is complete."""
-        self.stamps = stamps
-        self.read_start = self.base + len(self.buf)
+    def feed(self, data: bytes, at: float) -> bool:
+        """Take one read's bytes, which arrived at `at`; True once the response is complete."""
+        self.at = at
         if self.r.first_byte_at is None:
-            self.r.first_byte_at = stamps(0)
-        self.r.last_at = stamps.last
+            self.r.first_byte_at = at
+        self.r.last_at = at
         self.buf += data
-        try:
-            return self._feed()
-        finally:
-            self._date_pending()
-
-    def _feed(self) -> bool:
         if self.in_head and not self._head():
             return False
         if self.chunked:
             return self._chunks()
-        if self.remaining is None:  # delimited by the connection closing
-            self._take(len(self.buf))
-            return False
-        self._take(min(self.remaining, len(self.buf)))
-        if self.remaining == 0:
-            self.r.complete = True
+        buf = self.buf
+        n = len(buf) if self.remaining is None else min(self.remaining, len(buf))  # None: until the peer closes
+        self._body(bytes(buf[:n]))
+        del buf[:n]
+        if self.remaining is not None:
+            self.remaining -= n
+            self.r.complete = self.remaining == 0
         return self.r.complete
-
-    def _date_pending(self) -> None:
-        """Date the events this read completed, each by the arrival of its last byte."""
-        stamps, start = self.stamps, self.read_start
-        self.r.events.extend((stamps(max(0, offset - start)), event) for offset, event in self.pending)
-        self.pending.clear()
 
     def closed(self) -> None:
         """The peer closed: a close-delimited body is then complete, anything else is cut."""
         if not self.in_head and not self.chunked and self.remaining is None:
             self._flush_sse()
-            self._date_pending()
             self.r.complete = True
         self.r.keep_alive = False
-
-    def _drop(self, n: int) -> None:
-        del self.buf[:n]
-        self.base += n
-
-    def _take(self, n: int) -> None:
-        """Hand the first n buffered bytes to the body."""
-        origin = self.base
-        piece = bytes(self.buf[:n])
-        self._drop(n)
-        if self.remaining is not None:
-            self.remaining -= n
-        self._body(piece, origin)
 
     def _head(self) -> bool:
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             return False
         lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-        self._drop(end + 4)
+        del self.buf[:end + 4]
         parts = lines[0].split(" ", 2)
         try:
             self.r.status = int(parts[1])
@@ -178,36 +137,41 @@ class _Parser:
         return True
 
     def _chunks(self) -> bool:
-        buf = self.buf
-        while True:
-            if not self.remaining:
-                if self.remaining == 0:  # the CRLF after a chunk's data
-                    if len(buf) < 2:
+        buf, pos, end = self.buf, 0, len(self.buf)
+        try:
+            while True:
+                if self.remaining:  # inside a chunk's data
+                    if pos >= end:
                         return False
-                    self._drop(2)
+                    take = min(self.remaining, end - pos)
+                    self._body(bytes(buf[pos:pos + take]))
+                    pos += take
+                    self.remaining -= take
+                    if self.remaining:
+                        return False
+                if self.remaining == 0:  # the CRLF after a chunk's data
+                    if end - pos < 2:
+                        return False
+                    pos += 2
                     self.remaining = None
-                line_end = buf.find(b"\r\n")
+                line_end = buf.find(b"\r\n", pos)
                 if line_end < 0:
                     return False
-                size = int(bytes(buf[:line_end]).split(b";", 1)[0].strip() or b"0", 16)
-                self._drop(line_end + 2)
+                size = int(bytes(buf[pos:line_end]).split(b";", 1)[0].strip() or b"0", 16)
+                pos = line_end + 2
                 if size == 0:
                     self._flush_sse()
                     self.r.complete = True  # trailers, if any, are ignored
                     return True
                 self.remaining = size
-            if not buf:
-                return False
-            self._take(min(self.remaining, len(buf)))
-            if self.remaining:
-                return False
+        finally:
+            del buf[:pos]  # once per read, not once per chunk
 
-    def _body(self, data: bytes, origin: int) -> None:
+    def _body(self, data: bytes) -> None:
         if not self.sse:
             self.r.body += data
             return
         buf = self.sse_buf
-        self.sse_origin.append((len(buf), origin))
         buf += data
         crlf_possible = b"\r" in buf
         pos = 0
@@ -219,35 +183,15 @@ class _Parser:
                     end, sep = crlf, 4
             if end < 0:
                 break
-            self.pending.append((self._absolute(end + sep - 1), bytes(buf[pos:end])))  # dated by its last byte
+            self.r.events.append((self.at, bytes(buf[pos:end])))
             pos = end + sep
         if pos:
             del buf[:pos]
-            self.sse_origin = _rebase([(p - pos, org) for p, org in self.sse_origin])
-
-    def _absolute(self, position: int) -> int:
-        """Stream offset of sse_buf[position]."""
-        absolute = 0
-        for pos, org in self.sse_origin:
-            if pos <= position:
-                absolute = org + (position - pos)
-        return absolute
 
     def _flush_sse(self) -> None:
         if self.sse and self.sse_buf.strip():
-            self.pending.append((1 << 62, bytes(self.sse_buf)))  # dated with the read's last byte
+            self.r.events.append((self.at, bytes(self.sse_buf)))
             self.sse_buf.clear()
-            self.sse_origin = []
-
-
-def _rebase(origins: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Keep the pieces still (partly) in the SSE buffer, the first one clipped to position 0."""
-    kept = [(pos, org) for pos, org in origins if pos > 0]
-    before = [(pos, org) for pos, org in origins if pos <= 0]
-    if before:
-        pos, org = before[-1]
-        kept.insert(0, (0, org - pos))
-    return kept
 
 
 class Connection:
@@ -297,7 +241,7 @@ class Connection:
                 raw, at = recv_stamped(sock, _READ_SIZE)
                 if raw:
                     plain = self._plain(raw)
-                    complete = bool(plain) and parser.feed(plain, _Stamps(len(plain), at))
+                    complete = bool(plain) and parser.feed(plain, at)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
