@@ -71,6 +71,18 @@ def test_measured_times_match_the_servers_own_record(start_server):
     assert st["requests"] == 32 and st["achieved_concurrency"] > 3.5
 
 
+def test_ramp_up_starts_the_users_one_after_another(start_server):
+    # Each request takes longer than the ramp, so the first eight sent are the eight users' first.
+    server = start_server("--ttft", "0.5", "--tokens", "2", "--token-time", "0.02")
+    run = _drive(server.url, Stage(concurrency=8, requests=16, warmup=8, ramp_s=0.4), tokens=2)
+    first = sorted(r.sent_at for r in run.results if not r.measured)
+    assert len(first) == 8 and all(r.ok for r in run.results)
+    # User i waits 0.4 * i / 8 s before its first request: the last starts 0.35 s after the first, less the
+    # few milliseconds the first user's connection took to open (the clock starts when a request is sent).
+    assert first[-1] - first[0] >= 0.3
+    assert len(server.truth()) == 24
+
+
 def test_a_stage_split_over_worker_processes_pools_every_request(start_server):
     from harness.load.workers import drive
 

@@ -96,6 +96,10 @@ def test_slo_terms_parse_units_and_reject_nonsense():
 def test_stages_from_options():
     stages = build_stages(concurrency="1,8", rate=None, requests=10, duration=None, warmup=None)
     assert [(s.concurrency, s.requests, s.warmup) for s in stages] == [(1, 10, 1), (8, 10, 8)]
+    assert build_stages(concurrency="64", rate=None, requests=10, duration=None, warmup=None, ramp_up=0.8)[0].ramp_s == 0.8
+    for bad in ({"rate": "2", "ramp_up": 1.0}, {"concurrency": "4", "ramp_up": -1.0}):
+        with pytest.raises(HarnessError, match="--ramp-up"):
+            build_stages(**{"concurrency": None, "rate": None, "requests": 5, "duration": None, "warmup": None, **bad})
     stages = build_stages(concurrency=None, rate="2.5", requests=None, duration=30, warmup=None)
     assert stages[0].rate == 2.5 and stages[0].duration_s == 30 and stages[0].warmup == 0
     for kwargs in ({"concurrency": "1", "rate": "2"}, {"concurrency": "0"}, {"concurrency": "a"},

@@ -26,6 +26,8 @@ CONTRACT_FIELDS = ("concurrency", "rate", "requests", "ok", "errors", "achieved_
 @click.option("--duration", type=float, metavar="S", help="Or: measured seconds per stage.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Unmeasured requests first in each stage "
               "(default: one per user in closed loop, none in open loop).")
+@click.option("--ramp-up", type=float, metavar="S", help="Closed loop: start the users evenly over S seconds "
+              "instead of all at once; about one request's latency keeps them out of step (default 0).")
 @click.option("--input-tokens", type=click.IntRange(min=1), help="Synthetic prompts of about N tokens instead of "
               "the plan's suites.")
 @click.option("--output-tokens", type=click.IntRange(min=1), help="max_tokens per request (default: each suite's; "
@@ -49,7 +51,7 @@ CONTRACT_FIELDS = ("concurrency", "rate", "requests", "ok", "errors", "achieved_
 @click.option("--dry-run", is_flag=True, help="Print the stages, request counts and estimated cost; send nothing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson schedule.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: {models: [{model, stages}]}.")
-def load(plan, db_url, concurrency, rate, requests, duration, warmup, input_tokens, output_tokens, ignore_eos,
+def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, input_tokens, output_tokens, ignore_eos,
          suites, slo, search, max_concurrency, timeout, only_models, tag, max_cost, confirm_above, yes, dry_run,
          seed, as_json):
     """Load-test each OpenAI-compatible model of PLAN: a profile of stages of rising load.
@@ -90,7 +92,8 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, input_toke
         if timeout <= 0:
             raise HarnessError("--timeout must be positive")
         p = dataclasses.replace(p, models=tuple(dataclasses.replace(m, timeout_s=timeout) for m in p.models))
-    stages = build_stages(concurrency=concurrency, rate=rate, requests=requests, duration=duration, warmup=warmup)
+    stages = build_stages(concurrency=concurrency, rate=rate, requests=requests, duration=duration, warmup=warmup,
+                          ramp_up=ramp_up)
     profile = LoadProfile(stages=stages, workload=Workload(input_tokens, output_tokens, ignore_eos, tuple(suites)),
                           slo=parse_slo(slo) if slo else None, search=search, max_concurrency=max_concurrency,
                           seed=seed)

@@ -157,7 +157,13 @@ class StageDriver:
             measured_issued += 1
             return True
 
-        async def user() -> None:
+        users = int(stage.concurrency or 1)
+
+        async def user(index: int) -> None:
+            # Users started all at once answer in waves, which a busy generator reads late; spread
+            # over about one request's latency they stay out of step (their first requests are warm-ups).
+            if stage.ramp_s:
+                await asyncio.sleep(stage.ramp_s * index / users)
             while (measured := next_request()) is not None:
                 r = await self.one(measured)
                 run.results.append(r)
@@ -166,7 +172,7 @@ class StageDriver:
                 if self.budget.exhausted and not run.stopped:
                     run.stopped = f"--max-cost ${self.budget.max_cost:g} reached"
 
-        await asyncio.gather(*(user() for _ in range(int(stage.concurrency or 1))))
+        await asyncio.gather(*(user(i) for i in range(users)))
         return run
 
     async def _open(self, stage: Stage) -> StageRun:

@@ -19,6 +19,7 @@ class Stage:
     requests: int | None = None  # measured requests (after warm-up)
     duration_s: float | None = None  # or: measured seconds
     warmup: int = 0  # requests sent first and not measured
+    ramp_s: float = 0.0  # closed loop: users start evenly over this many seconds, not all at once
 
     @property
     def label(self) -> str:
@@ -125,10 +126,13 @@ def parse_levels(text: str, *, what: str, integer: bool) -> tuple[float, ...]:
 
 
 def build_stages(*, concurrency: str | None, rate: str | None, requests: int | None, duration: float | None,
-                 warmup: int | None) -> tuple[Stage, ...]:
+                 warmup: int | None, ramp_up: float | None = None) -> tuple[Stage, ...]:
     """The CLI's stage options -> stages. Default: concurrency 1,8,32 with 50 requests each."""
     if concurrency and rate:
         raise HarnessError("give --concurrency (closed loop) or --rate (open loop), not both")
+    if ramp_up is not None and (rate or ramp_up < 0):
+        raise HarnessError("--ramp-up: seconds >= 0 over which closed-loop (--concurrency) users start; "
+                           "an open loop (--rate) has no users to start")
     if requests is not None and duration is not None:
         raise HarnessError("give --requests N or --duration S per stage, not both")
     if requests is not None and requests < 1 or duration is not None and duration <= 0:
@@ -140,4 +144,4 @@ def build_stages(*, concurrency: str | None, rate: str | None, requests: int | N
                      for r in parse_levels(rate, what="rate", integer=False))
     levels = parse_levels(concurrency or "1,8,32", what="concurrency", integer=True)
     return tuple(Stage(concurrency=int(c), requests=requests, duration_s=duration,
-                       warmup=int(c) if warmup is None else warmup) for c in levels)
+                       warmup=int(c) if warmup is None else warmup, ramp_s=ramp_up or 0.0) for c in levels)

@@ -62,12 +62,13 @@ def body(tokens: int) -> Body:
     return Body(data, 5, tokens)
 
 
-def ours(url: str, concurrency: int, requests: int, tokens: int, processes: int | None = None) -> dict:
+def ours(url: str, concurrency: int, requests: int, tokens: int, processes: int | None = None,
+         ramp: float = 0.0) -> dict:
     async def main():
         endpoint = Endpoint(url + "/chat/completions")
         try:
             driver = StageDriver(endpoint, [body(tokens)], {}, timeout=300)
-            stage = Stage(concurrency=concurrency, requests=requests, warmup=concurrency)
+            stage = Stage(concurrency=concurrency, requests=requests, warmup=concurrency, ramp_s=ramp)
             return await drive(driver, url + "/chat/completions", stage, processes=processes)
         finally:
             endpoint.close()
@@ -143,6 +144,9 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--processes", type=int, default=None,
                         help="generator processes (default: harness's own choice, one per 64 users up to a core each)")
+    parser.add_argument("--ramp-up", type=float, default=0.8,
+                        help="closed-loop users start evenly over this many seconds (harness load --ramp-up); "
+                             "0.8 s is about one request's latency here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="harness-load-bench-"))
     print(f"load average at start: {uptime()} (2 cores, shared)")
@@ -151,12 +155,13 @@ def main() -> None:
 
     server = Server(PROFILE)
     try:
-        print("\n== fidelity: server TTFT 0.3 s, 20 tokens at 20 ms, +-20% jitter (truth = the server's record)")
+        print("\n== fidelity: server TTFT 0.3 s, 20 tokens at 20 ms, +-20% jitter (truth = the server's record); "
+              f"users ramped up over {args.ramp_up:g} s")
         for level in (int(x) for x in args.levels.split(",")):
             requests = max(50, args.rounds * level)
             server.reset()
             cpu0 = server.cpu_seconds()
-            mine = ours(server.url, level, requests, 20, args.processes)
+            mine = ours(server.url, level, requests, 20, args.processes, args.ramp_up)
             truth = server.record()
             tt, tl = truth_times(truth)
             print(f"  concurrency {level}: {mine['n']} requests ({mine['errors']} errors), achieved concurrency "
