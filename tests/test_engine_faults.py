@@ -405,7 +405,9 @@ def test_progress_prints_plain_lines_off_a_terminal():
     progress.stop()
     lines = out.getvalue().splitlines()
     assert lines[0] == "requests to make: m: 2"
-    assert lines[-1] == "m: 2/2  acc 50.0%  errors 1  $1.0000"
+    assert lines[-1] == "m: 2/2  acc 50.0%  errors 1  $1.00"
+    # A cheap model's cost is shown, not rounded to $0.0000.
+    assert RunProgress._stats(SimpleNamespace(done=1, correct=1.0, errors=0, cost=4e-5)).endswith("$0.0000400")
 
 
 def test_store_batch_skips_rows_stored_by_another_writer(db_url):
