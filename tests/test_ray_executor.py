@@ -124,10 +124,12 @@ def test_rpm_holds_across_workers_over_a_minute(echo_plan, pg_url):
     assert result.status == "finished" and store.count_samples(result.run_id) == burst + steady
     times = sorted(t for t, _, outcome in server.state.log if outcome == "200")
     assert len(times) == burst + steady
-    after_burst = times[burst:]
-    minute = after_burst[-1] - after_burst[0]
-    rate = (len(after_burst) - 1) / minute * 60
-    assert abs(rate - rpm) / rpm < 0.05, f"{rate:.0f} requests per minute over {minute:.1f} s"
+    # A token bucket that starts full lets through `burst` at once and `rpm` a minute after, however
+    # long the burst itself took to serve (on a busy machine the bucket refills meanwhile):
+    # past the burst, the requests over the whole span came at the limit.
+    span = times[-1] - times[0]
+    rate = (len(times) - burst) / span * 60
+    assert abs(rate - rpm) / rpm < 0.05, f"{rate:.0f} requests per minute past the burst, over {span:.1f} s"
     # No 60-second window holds more than a minute's allowance plus the bucket's burst.
     assert max(sum(1 for u in times if t <= u < t + 60) for t in times) <= rpm + burst + 1
 
