@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.records import money  # noqa: F401  (re-exported: every command prints costs with it)
+from harness.records import money
 
 DB_HELP = "SQLAlchemy database URL [default: $HARNESS_DB or sqlite:///harness.db]"
 
@@ -41,8 +41,6 @@ def echo_err(msg: str) -> None:
 
 def fmt_pct(x: float) -> str:
     return "—" if x != x else f"{100 * x:.1f}"
-
-
 
 
 def fmt_s(x: float) -> str:

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from harness.cli.common import data_console, db_option, money
+from harness.cli.common import data_console, db_option
+from harness.records import money
 
 
 def _split(values) -> list[str]:

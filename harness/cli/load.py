@@ -7,8 +7,9 @@ import sys
 
 import click
 
-from harness.cli.common import db_option, echo_err, money, open_store
+from harness.cli.common import db_option, echo_err, open_store
 from harness.errors import HarnessError
+from harness.records import money
 
 CONTRACT_FIELDS = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurrency", "achieved_rate",
                    "requests_per_s", "output_tokens_per_s", "ttft_p50", "ttft_p90", "ttft_p99", "latency_p50",

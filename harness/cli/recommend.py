@@ -7,7 +7,8 @@ import math
 
 import click
 
-from harness.cli.common import data_console, db_option, money
+from harness.cli.common import data_console, db_option
+from harness.records import money
 
 
 def _pct(x: float) -> str:
