@@ -116,8 +116,9 @@ class Price:
         rate_out = self.output * keep if self.batch_output is None else self.batch_output
         return rate_in, rate_out
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, batched: bool = False,
-             at: datetime | None = None) -> float:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, batched: bool = False, at: datetime | None = None
+    ) -> float:
         """The price of one request; `at`: when it was answered (off-peak hours apply to online requests)."""
         rate_in, rate_out = self.batch_rates() if batched else (self.input, self.output)
         if not batched and at is not None and self.off_peak is not None and self.off_peak.covers(at):
@@ -240,7 +241,7 @@ def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise HarnessError(f"{path}: line {line} is not valid UTF-8; save the plan as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -254,20 +255,34 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
     """Validate a plan already read from YAML; `source` names it in error messages."""
     if not isinstance(raw, dict):
         raise HarnessError(f"{source}: a plan is a YAML mapping with 'models' and 'suites'")
-    models = _named_entries(raw.get("models"), "models", source,
-                            "models: must map model names to settings, e.g. models: {local: {provider: llamacpp}}")
-    judges = _named_entries(raw.get("judges") or {}, "judges", source,
-                            "judges: must map judge names to model settings, like models")
+    models = _named_entries(
+        raw.get("models"),
+        "models",
+        source,
+        "models: must map model names to settings, e.g. models: {local: {provider: llamacpp}}",
+    )
+    judges = _named_entries(
+        raw.get("judges") or {}, "judges", source, "judges: must map judge names to model settings, like models"
+    )
     suites = _suite_entries(raw.get("suites"), source)
     plan_keys = _unset_empty({k: v for k, v in raw.items() if k not in _PlanOnlyKeys.__annotations__})
     _reject_implied(plan_keys, Plan, source, ())
     document = {
-        "plan": {**plan_keys, "name": raw.get("name") or Path(source).stem, "path": source,
-                 "models": tuple(models), "suites": tuple(suites), "judges": tuple(judges)},
+        "plan": {
+            **plan_keys,
+            "name": raw.get("name") or Path(source).stem,
+            "path": source,
+            "models": tuple(models),
+            "suites": tuple(suites),
+            "judges": tuple(judges),
+        },
         "extra": {k: v for k, v in raw.items() if k in _PlanOnlyKeys.__annotations__},
     }
-    names = {"models": [m["name"] for m in models], "judges": [j["name"] for j in judges],
-             "suites": [s["name"] for s in suites]}
+    names = {
+        "models": [m["name"] for m in models],
+        "judges": [j["name"] for j in judges],
+        "suites": [s["name"] for s in suites],
+    }
     from pydantic import ValidationError
 
     try:
@@ -320,7 +335,9 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
     entries = []
     for name, spec in raw.items():
         if not isinstance(spec, dict):
-            raise HarnessError(f"{source}: {key}.{name}: settings must be a mapping, e.g. {{provider: openai, model: ...}}")
+            raise HarnessError(
+                f"{source}: {key}.{name}: settings must be a mapping, e.g. {{provider: openai, model: ...}}"
+            )
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
         if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
             spec = {**spec, "batch": {} if spec["batch"] else None}
@@ -337,8 +354,10 @@ def _suite_entries(raw: Any, source: str) -> list[dict[str, Any]]:
             entries.append({"name": entry})
             continue
         if not (isinstance(entry, dict) and len(entry) == 1):
-            raise HarnessError(f"{source}: suites: each entry is a name or {{NAME: {{limit: N, data: PATH}}}}, got {entry!r}")
-        (name, opts), = entry.items()
+            raise HarnessError(
+                f"{source}: suites: each entry is a name or {{NAME: {{limit: N, data: PATH}}}}, got {entry!r}"
+            )
+        ((name, opts),) = entry.items()
         opts = opts or {}
         if not isinstance(opts, dict):
             raise HarnessError(f"{source}: suites.{name}: options must be a mapping, e.g. {{limit: 20}}")
@@ -359,8 +378,9 @@ def _reject_implied(raw: dict, owner: type, source: str, where: tuple[str, ...])
     implied = sorted(set(map(str, raw)) & _IMPLIED[owner])
     if implied:
         prefix = f"{_dotted(where)}: " if where else ""
-        raise HarnessError(f"{source}: {prefix}unknown key(s) {', '.join(implied)} "
-                           f"(known: {', '.join(sorted(_known_keys(owner)))})")
+        raise HarnessError(
+            f"{source}: {prefix}unknown key(s) {', '.join(implied)} (known: {', '.join(sorted(_known_keys(owner)))})"
+        )
 
 
 def _check_relations(plan: Plan, source: str) -> None:
@@ -378,17 +398,24 @@ def _check_relations(plan: Plan, source: str) -> None:
                 raise HarnessError(f"{where}.batch: needs provider openai (a server with the OpenAI Batch API)")
             if m.api_key_env is not None and not m.api_key_env.isidentifier():
                 # Not echoed: a value that is not a variable name may be the key itself.
-                raise HarnessError(f"{where}.api_key_env: must be the NAME of the environment variable "
-                                   "that holds the key (letters, digits, _), not the key itself")
+                raise HarnessError(
+                    f"{where}.api_key_env: must be the NAME of the environment variable "
+                    "that holds the key (letters, digits, _), not the key itself"
+                )
     for s in plan.suites:
         if s.limit is not None and s.first is not None:
-            raise HarnessError(f"{source}: suites.{s.name}: give limit (a fair sample of N items) or first "
-                               f"(the first N items of the file), not both")
+            raise HarnessError(
+                f"{source}: suites.{s.name}: give limit (a fair sample of N items) or first "
+                f"(the first N items of the file), not both"
+            )
     clash = {m.name for m in plan.models} & {j.name for j in plan.judges}
     if clash:
         raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")
-    for gen in (plan.generation, *(m.generation for m in (*plan.models, *plan.judges)),
-                *(s.generation for s in plan.suites)):
+    for gen in (
+        plan.generation,
+        *(m.generation for m in (*plan.models, *plan.judges)),
+        *(s.generation for s in plan.suites),
+    ):
         _stop_as_tuple(gen)
 
 
@@ -409,8 +436,9 @@ def _resolve_path(model: ModelSpec, source: str) -> ModelSpec:
     return model
 
 
-def _describe_error(exc: Any, source: str, names: dict[str, list[str]], root: Any = None,
-                    prefix: tuple[str, ...] = ()) -> str:
+def _describe_error(
+    exc: Any, source: str, names: dict[str, list[str]], root: Any = None, prefix: tuple[str, ...] = ()
+) -> str:
     """pydantic's first error as one line: the plan file, the field's path, what is wrong, what was given."""
     errors = exc.errors(include_url=False)
     first = errors[0]
@@ -509,7 +537,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 model["price"].pop(key, None)
     for model in (*data["models"], *data["judges"]):
         # A header value written in the plan may be a credential: keep $VAR names, never values.
-        headers = {k: v if v.startswith("$") else "(set in the plan)" for k, v in (model.get("extra_headers") or {}).items()}
+        headers = {
+            k: v if v.startswith("$") else "(set in the plan)" for k, v in (model.get("extra_headers") or {}).items()
+        }
         model["extra_headers"] = headers
         # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
         for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):

@@ -46,9 +46,16 @@ DEFAULT_TAG = "scheduled"
 # --------------------------------------------------------------------------- cron expressions
 
 _FIELDS = (  # name, low, high
-    ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)
+}
 _DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 _SYSTEMD_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 
@@ -76,8 +83,10 @@ def parse_cron(expr: str) -> list[set[int]]:
     """
     fields = expr.split()
     if len(fields) != 5:
-        raise HarnessError(f"cron '{expr}': needs 5 fields (minute hour day-of-month month day-of-week), "
-                           f"got {len(fields)}; e.g. '0 3 * * 1' is Mondays at 03:00")
+        raise HarnessError(
+            f"cron '{expr}': needs 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(fields)}; e.g. '0 3 * * 1' is Mondays at 03:00"
+        )
     out = []
     for index, field in enumerate(fields):
         name, low, high = _FIELDS[index]
@@ -89,8 +98,9 @@ def parse_cron(expr: str) -> list[set[int]]:
             step = 1
             if _:
                 if not step_text.isdigit() or int(step_text) < 1:
-                    raise HarnessError(f"cron '{expr}': step '/{step_text}' in the {name} field must be a "
-                                       f"positive number")
+                    raise HarnessError(
+                        f"cron '{expr}': step '/{step_text}' in the {name} field must be a positive number"
+                    )
                 step = int(step_text)
             if body == "*":
                 start, end = low, (6 if index == 4 else high)
@@ -129,13 +139,16 @@ def every_to_cron(every: str, at: str | None = None, day: str | None = None) -> 
             raise HarnessError(f"--day {day}: give a day of the week, e.g. mon, tue ... sun")
         return f"{minute} {hour} * * {_DAYS[d]}"
     if at or day:
-        raise HarnessError(f"--every '{every}': --at and --day go with daily or weekly; a cron expression "
-                           f"carries its own time (minute hour ...)")
+        raise HarnessError(
+            f"--every '{every}': --at and --day go with daily or weekly; a cron expression "
+            f"carries its own time (minute hour ...)"
+        )
     if every.startswith("@"):
         raise HarnessError(f"--every {every}: use daily, weekly or a 5-field cron expression such as '0 3 * * 1'")
     if len(every.split()) == 1:
-        raise HarnessError(f"--every {every}: use daily, weekly or a 5-field cron expression in quotes, "
-                           f"e.g. --every '30 6 * * 1-5'")
+        raise HarnessError(
+            f"--every {every}: use daily, weekly or a 5-field cron expression in quotes, e.g. --every '30 6 * * 1-5'"
+        )
     parse_cron(every)
     return " ".join(every.split())
 
@@ -151,8 +164,10 @@ def cron_to_oncalendar(expr: str) -> str:
     """A cron expression as a systemd OnCalendar= value (`Mon *-*-* 03:00:00`)."""
     minute, hour, dom, month, dow = parse_cron(expr)
     if not _is_full(dom, 2) and not _is_full(dow, 4):
-        raise HarnessError(f"cron '{expr}': cron runs when EITHER the day of month or the day of week matches; "
-                           f"a systemd timer needs both to match: restrict only one of them for --systemd")
+        raise HarnessError(
+            f"cron '{expr}': cron runs when EITHER the day of month or the day of week matches; "
+            f"a systemd timer needs both to match: restrict only one of them for --systemd"
+        )
 
     def nums(values: set[int], index: int, width: int = 2) -> str:
         if _is_full(values, index):
@@ -181,14 +196,29 @@ class Schedule:
 
     def argv(self) -> list[str]:
         db = ["--db", self.db_url] if self.db_url else []  # none: $HARNESS_DB from the env file
-        return [self.python, "-m", "harness", "run", self.plan_path, "--tag", self.tag, *db,
-                "--out", self.out_dir, "--check", "--fail-on-regression"]
+        return [
+            self.python,
+            "-m",
+            "harness",
+            "run",
+            self.plan_path,
+            "--tag",
+            self.tag,
+            *db,
+            "--out",
+            self.out_dir,
+            "--check",
+            "--fail-on-regression",
+        ]
 
     def command(self) -> str:
         """The POSIX sh command line both cron and systemd run."""
         q = shlex.quote
-        parts = [f"mkdir -p {q(str(Path(self.log_path).parent))}", f"exec >>{q(self.log_path)} 2>&1",
-                 f'echo "== $(date): harness schedule {self.name}"']
+        parts = [
+            f"mkdir -p {q(str(Path(self.log_path).parent))}",
+            f"exec >>{q(self.log_path)} 2>&1",
+            f'echo "== $(date): harness schedule {self.name}"',
+        ]
         run = f"cd {q(self.workdir)} && "
         if self.env_file:
             run += f"set -a && . {q(self.env_file)} && set +a && "
@@ -210,17 +240,21 @@ class Schedule:
         return f"harness-{self.name}"
 
     def systemd_service(self) -> str:
-        return (f"{MARKER}{self.name}\n"
-                f"[Unit]\nDescription=harness schedule {self.name}: {self.plan_path}\n\n"
-                f"[Service]\nType=oneshot\nWorkingDirectory={self.workdir}\n"
-                f"ExecStart=/bin/sh -c {_systemd_quote(self.command())}\n")
+        return (
+            f"{MARKER}{self.name}\n"
+            f"[Unit]\nDescription=harness schedule {self.name}: {self.plan_path}\n\n"
+            f"[Service]\nType=oneshot\nWorkingDirectory={self.workdir}\n"
+            f"ExecStart=/bin/sh -c {_systemd_quote(self.command())}\n"
+        )
 
     def systemd_timer(self) -> str:
-        return (f"{MARKER}{self.name}\n# cron: {self.cron}\n"
-                f"[Unit]\nDescription=harness schedule {self.name} ({self.cron})\n\n"
-                f"[Timer]\nOnCalendar={cron_to_oncalendar(self.cron)}\nPersistent=true\n"
-                f"Unit={self.unit_name()}.service\n\n"
-                f"[Install]\nWantedBy=timers.target\n")
+        return (
+            f"{MARKER}{self.name}\n# cron: {self.cron}\n"
+            f"[Unit]\nDescription=harness schedule {self.name} ({self.cron})\n\n"
+            f"[Timer]\nOnCalendar={cron_to_oncalendar(self.cron)}\nPersistent=true\n"
+            f"Unit={self.unit_name()}.service\n\n"
+            f"[Install]\nWantedBy=timers.target\n"
+        )
 
 
 def _systemd_quote(text: str) -> str:
@@ -257,15 +291,27 @@ def schedule_name(text: str) -> str:
 
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
-        raise HarnessError(f"--name {name!r}: use letters, digits, '_', '.' and '-' (at most 64, starting with "
-                           f"a letter or digit)")
+        raise HarnessError(
+            f"--name {name!r}: use letters, digits, '_', '.' and '-' (at most 64, starting with a letter or digit)"
+        )
     return name
 
 
-def build_schedule(plan_path: str, *, every: str, at: str | None = None, day: str | None = None,
-                   name: str | None = None, db_url: str | None = None, tag: str = DEFAULT_TAG,
-                   out_dir: str = "reports", log_path: str | None = None, env_file: str | None = None,
-                   workdir: str | None = None, python: str | None = None) -> Schedule:
+def build_schedule(
+    plan_path: str,
+    *,
+    every: str,
+    at: str | None = None,
+    day: str | None = None,
+    name: str | None = None,
+    db_url: str | None = None,
+    tag: str = DEFAULT_TAG,
+    out_dir: str = "reports",
+    log_path: str | None = None,
+    env_file: str | None = None,
+    workdir: str | None = None,
+    python: str | None = None,
+) -> Schedule:
     """Validate everything (plan, timing, paths) and resolve it to absolute form."""
     from harness.plan import load_plan
     from harness.store import default_db_url
@@ -284,27 +330,42 @@ def build_schedule(plan_path: str, *, every: str, at: str | None = None, day: st
     if env_file:
         env_path = (base / Path(env_file).expanduser()).resolve()
         if not env_path.is_file():
-            raise HarnessError(f"--env-file {env_file}: no such file (write VAR=value lines, e.g. "
-                               f"GLOBAL_API_KEY=..., and chmod 600 it)")
+            raise HarnessError(
+                f"--env-file {env_file}: no such file (write VAR=value lines, e.g. "
+                f"GLOBAL_API_KEY=..., and chmod 600 it)"
+            )
         env = str(env_path)
     env_db = _env_file_value(Path(env), "HARNESS_DB") if env else None
     if env_db is not None:
         # Each run sources the env file and reads HARNESS_DB from it; a --db in the command would
         # override it, so the line has none (and two different databases named is a mistake).
         if db_url and env_db != db_url:
-            raise HarnessError(f"--db and --env-file {env_file} (which sets HARNESS_DB) name different databases: "
-                               "drop --db to use the file's, or change HARNESS_DB in the file")
+            raise HarnessError(
+                f"--db and --env-file {env_file} (which sets HARNESS_DB) name different databases: "
+                "drop --db to use the file's, or change HARNESS_DB in the file"
+            )
         url = ""
     else:
         url = absolute_db_url(db_url or default_db_url(), base)
         if _has_password(url):
             # The command line lands in the crontab or a unit file (and `ps`): a password stays in the
             # env file, which the scheduled command sources and only its owner should read.
-            raise HarnessError("--db: the database URL holds a password, which would be written in plain text "
-                               "into the schedule: put HARNESS_DB=<url> in an --env-file (chmod 600) instead")
-    return Schedule(name=name, cron=cron, plan_path=str(Path(plan_path).expanduser().resolve()),
-                    db_url=url, workdir=str(base), out_dir=str(out),
-                    log_path=str(log), tag=tag, env_file=env, python=python or sys.executable)
+            raise HarnessError(
+                "--db: the database URL holds a password, which would be written in plain text "
+                "into the schedule: put HARNESS_DB=<url> in an --env-file (chmod 600) instead"
+            )
+    return Schedule(
+        name=name,
+        cron=cron,
+        plan_path=str(Path(plan_path).expanduser().resolve()),
+        db_url=url,
+        workdir=str(base),
+        out_dir=str(out),
+        log_path=str(log),
+        tag=tag,
+        env_file=env,
+        python=python or sys.executable,
+    )
 
 
 def _has_password(url: str) -> bool:
@@ -344,8 +405,10 @@ def env_file_warnings(schedule: Schedule) -> list[str]:
     wanted = key_variables(schedule.plan_path)
     if schedule.env_file is None:
         if wanted:
-            notes.append(f"the plan reads {', '.join(wanted)} from the environment, which cron and systemd do not "
-                         f"pass on: give --env-file FILE with {wanted[0]}=... lines")
+            notes.append(
+                f"the plan reads {', '.join(wanted)} from the environment, which cron and systemd do not "
+                f"pass on: give --env-file FILE with {wanted[0]}=... lines"
+            )
         return notes
     path = Path(schedule.env_file)
     missing = [v for v in wanted if not _env_file_sets(path, v)]
@@ -373,9 +436,11 @@ def off_peak_notes(schedule: Schedule, now: datetime | None = None) -> list[str]
             continue
         begin = start.astimezone(timezone.utc).replace(hour=off.span()[0] // 60, minute=off.span()[0] % 60)
         at = begin.astimezone(local.tzinfo).strftime("%H:%M")
-        notes.append(f"model '{model.name}' is {off.discount:.0%} cheaper {off.hours} UTC (off-peak); this schedule "
-                     f"starts at {start:%H:%M} local time ({start.astimezone(timezone.utc):%H:%M} UTC), outside it: "
-                     f"--at {at} starts in the window")
+        notes.append(
+            f"model '{model.name}' is {off.discount:.0%} cheaper {off.hours} UTC (off-peak); this schedule "
+            f"starts at {start:%H:%M} local time ({start.astimezone(timezone.utc):%H:%M} UTC), outside it: "
+            f"--at {at} starts in the window"
+        )
     return notes
 
 
@@ -398,8 +463,10 @@ def crontab_available() -> bool:
 def _crontab(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("crontab")
     if exe is None:
-        raise HarnessError("no `crontab` command on this machine: use --systemd for a systemd user timer, or "
-                           "--print to see the line and install it yourself")
+        raise HarnessError(
+            "no `crontab` command on this machine: use --systemd for a systemd user timer, or "
+            "--print to see the line and install it yourself"
+        )
     return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=30)
 
 

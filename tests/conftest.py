@@ -18,7 +18,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))  # so tests can `import fakeserver`
 
-from fakeserver import Faults, FakeOpenAIServer, ServerState  # noqa: E402
+from fakeserver import FakeOpenAIServer, Faults, ServerState  # noqa: E402
 
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
@@ -52,8 +52,8 @@ def oracle_responder(suite_names, wrong: set[str] | None = None, fallback: str =
 
     `wrong` lists item ids to answer with the fallback instead, so a test knows the exact score.
     """
-    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
 
     answers = {}
     for name in suite_names:
@@ -93,11 +93,16 @@ def _server_user() -> dict:
     try:
         pw = pwd.getpwnam("postgres")
     except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                              capture_output=True, text=True, timeout=30)
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if made.returncode != 0:
-            pytest.skip(f"running as root and no 'postgres' user to run PostgreSQL as: useradd said "
-                        f"{made.stderr.strip()[:200]}")
+            pytest.skip(
+                f"running as root and no 'postgres' user to run PostgreSQL as: useradd said {made.stderr.strip()[:200]}"
+            )
         pw = pwd.getpwnam("postgres")
     return {"user": pw.pw_uid, "group": pw.pw_gid}
 
@@ -113,7 +118,9 @@ def pg_server():
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed: pip install 'psycopg[binary]' (in the test extra: pip install -e '.[test]')")
+        pytest.skip(
+            "psycopg is not installed: pip install 'psycopg[binary]' (in the test extra: pip install -e '.[test]')"
+        )
     bindir = _pg_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
@@ -129,13 +136,28 @@ def pg_server():
     pg_ctl = os.path.join(bindir, "pg_ctl")
     started = False
     try:
-        made = subprocess.run([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
-                               "--encoding=UTF8", "--no-locale", "--no-sync"], **run)
+        made = subprocess.run(
+            [
+                os.path.join(bindir, "initdb"),
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            **run,
+        )
         assert made.returncode == 0, f"initdb failed: {made.stderr[-2000:]}"
-        options = (f"-c listen_addresses='' -c unix_socket_directories={root} -c port={PG_PORT} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        start = subprocess.run([pg_ctl, "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_S), "-o", options,
-                                "start"], **run)
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories={root} -c port={PG_PORT} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        start = subprocess.run(
+            [pg_ctl, "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_S), "-o", options, "start"], **run
+        )
         started = True  # even a failed start may have left a server behind: always stop
         if start.returncode != 0:
             tail = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
@@ -147,8 +169,7 @@ def pg_server():
             admin.dispose()
     finally:
         if started:
-            subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
-                           **{**run, "timeout": 40})
+            subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"], **{**run, "timeout": 40})
         shutil.rmtree(root, ignore_errors=True)
 
 

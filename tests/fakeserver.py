@@ -55,7 +55,9 @@ class Faults:
     fault_models: frozenset | None = None
     seed: int = 0
     # What real servers do (see tests/test_conformance.py):
-    interrupt: float = 0.0  # stream only the role chunk, then [DONE]: llama.cpp's server when a newer request interrupts
+    interrupt: float = (
+        0.0  # stream only the role chunk, then [DONE]: llama.cpp's server when a newer request interrupts
+    )
     stream_usage: bool = True  # False: no usage chunk in streams (llama.cpp's server never sends one)
     plain_500: bool = False  # 500s as text/plain "Internal Server Error" (a gateway's own failure page)
     # 429s without Retry-After (LiteLLM's router: "No deployments available for selected model")
@@ -116,11 +118,17 @@ class ServerState:
 
     def snapshot(self) -> dict:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
-        return {"requests": self.requests, "successes": dict(self.successes), "attempts": dict(self.attempts),
-                "status_counts": dict(self.status_counts), "first_request_at": self.first_request_at,
-                "last_response_at": self.last_response_at,
-                "max_in_flight": self.max_in_flight, "batches_created": self.batch.created,
-                "batch_lines_answered": self.batch.lines_answered}
+        return {
+            "requests": self.requests,
+            "successes": dict(self.successes),
+            "attempts": dict(self.attempts),
+            "status_counts": dict(self.status_counts),
+            "first_request_at": self.first_request_at,
+            "last_response_at": self.last_response_at,
+            "max_in_flight": self.max_in_flight,
+            "batches_created": self.batch.created,
+            "batch_lines_answered": self.batch.lines_answered,
+        }
 
 
 def prompt_key(model: str, messages: list[dict]) -> str:
@@ -169,8 +177,10 @@ class FakeOpenAIServer:
 
     def stop(self) -> None:
         if self._loop and self._server:
+
             async def close():
                 self._server.close()
+
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
@@ -266,8 +276,17 @@ class FakeOpenAIServer:
         if model in f.unauthorized_models:
             self._log(key, "401")
             st.status_counts["401"] += 1
-            self._send(writer, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                               "code": "invalid_api_key"}})
+            self._send(
+                writer,
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
             return True
         roll = self._rng.random() if f.fault_models is None or model in f.fault_models else 1.0
         if f.status is not None:
@@ -279,14 +298,23 @@ class FakeOpenAIServer:
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")
             st.status_counts["429"] += 1
-            self._send(writer, 429, {"error": {"message": "too many concurrent requests", "type": "rate_limit"}},
-                       extra={"Retry-After": f"{f.retry_after_s:g}"})
+            self._send(
+                writer,
+                429,
+                {"error": {"message": "too many concurrent requests", "type": "rate_limit"}},
+                extra={"Retry-After": f"{f.retry_after_s:g}"},
+            )
             return True
         if f.latency_s:
             await asyncio.sleep(f.latency_s)
         # One roll picks at most one fault, so the rates add up as configured.
-        edges = [("500", f.error_500), ("429", f.error_429), ("malformed", f.malformed), ("drop", f.drop),
-                 ("hang", f.hang)]
+        edges = [
+            ("500", f.error_500),
+            ("429", f.error_429),
+            ("malformed", f.malformed),
+            ("drop", f.drop),
+            ("hang", f.hang),
+        ]
         acc = 0.0
         for name, p in edges:
             acc += p
@@ -301,8 +329,12 @@ class FakeOpenAIServer:
                     self._send(writer, 500, {"error": {"message": "injected server error", "type": "server_error"}})
                     return True
                 if name == "429":
-                    self._send(writer, 429, {"error": {"message": "injected rate limit", "type": "rate_limit"}},
-                               extra=None if f.no_retry_after else {"Retry-After": f"{f.retry_after_s:g}"})
+                    self._send(
+                        writer,
+                        429,
+                        {"error": {"message": "injected rate limit", "type": "rate_limit"}},
+                        extra=None if f.no_retry_after else {"Retry-After": f"{f.retry_after_s:g}"},
+                    )
                     return True
                 if name == "malformed":
                     self._send_raw(writer, 200, b'{"id": "x", "choices": [ {"message": ', "application/json")
@@ -321,8 +353,15 @@ class FakeOpenAIServer:
             if interrupted:
                 st.status_counts["interrupted"] += 1
             text = "" if interrupted else answer["choices"][0]["message"]["content"]
-            await self._stream(writer, answer["model"], text, usage["prompt_tokens"], usage["completion_tokens"],
-                               interrupted=bool(interrupted), usage=f.stream_usage)
+            await self._stream(
+                writer,
+                answer["model"],
+                text,
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                interrupted=bool(interrupted),
+                usage=f.stream_usage,
+            )
             return True
         if f.body is not None:
             self._send_raw(writer, 200, f.body(payload), "application/json")
@@ -339,11 +378,16 @@ class FakeOpenAIServer:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         completion_tokens = max(1, len(text.split()))
         return {
-            "id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{st.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": served,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     # -- Files and Batches API ----------------------------------------------------------
@@ -352,7 +396,7 @@ class FakeOpenAIServer:
         route, _, query = path.partition("?")
         parts = [p for p in route.split("/") if p]
         kind = "files" if "files" in parts else "batches"
-        rest = parts[parts.index(kind) + 1:]
+        rest = parts[parts.index(kind) + 1 :]
         b = self.state.batch
         if kind == "files" and method == "POST" and not rest:
             return self._send(writer, *self._upload(headers, body))
@@ -368,12 +412,20 @@ class FakeOpenAIServer:
             ordered = sorted(b.batches.values(), key=lambda x: x["_seq"], reverse=True)
             if params.get("after"):
                 ids = [x["id"] for x in ordered]
-                ordered = ordered[ids.index(params["after"]) + 1:] if params["after"] in ids else []
+                ordered = ordered[ids.index(params["after"]) + 1 :] if params["after"] in ids else []
             limit = int(params.get("limit", 20))
             page = [self._public(x) for x in ordered[:limit]]
-            return self._send(writer, 200, {"object": "list", "data": page, "has_more": len(ordered) > limit,
-                                            "first_id": page[0]["id"] if page else None,
-                                            "last_id": page[-1]["id"] if page else None})
+            return self._send(
+                writer,
+                200,
+                {
+                    "object": "list",
+                    "data": page,
+                    "has_more": len(ordered) > limit,
+                    "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None,
+                },
+            )
         if kind == "batches" and rest and rest[0] in b.batches:
             batch = b.batches[rest[0]]
             if method == "POST" and rest[1:] == ["cancel"]:
@@ -384,14 +436,17 @@ class FakeOpenAIServer:
                 b.retrieves += 1
                 self.tick_batch(batch["id"])
                 return self._send(writer, 200, self._public(batch))
-        self._send(writer, 404, {"error": {"message": f"no such object: {method} {route}", "type": "invalid_request_error"}})
+        self._send(
+            writer, 404, {"error": {"message": f"no such object: {method} {route}", "type": "invalid_request_error"}}
+        )
 
     def _upload(self, headers: dict, body: bytes) -> tuple[int, dict]:
         from email.parser import BytesParser
         from email.policy import HTTP
 
         message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + headers.get("content-type", "").encode("latin-1") + b"\r\n\r\n" + body)
+            b"Content-Type: " + headers.get("content-type", "").encode("latin-1") + b"\r\n\r\n" + body
+        )
         fields, data, filename = {}, None, "upload.jsonl"
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
@@ -405,8 +460,15 @@ class FakeOpenAIServer:
         b = self.state.batch
         b.uploads += 1
         file_id = f"file-{b.uploads:04d}"
-        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": filename, "purpose": "batch", "status": "processed"}
+        meta = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": "batch",
+            "status": "processed",
+        }
         b.files[file_id] = {"meta": meta, "data": data}
         return 200, meta
 
@@ -418,18 +480,35 @@ class FakeOpenAIServer:
             return 400, {"error": {"message": "invalid JSON body"}}
         file_id = payload.get("input_file_id")
         if file_id not in b.files or payload.get("completion_window") != "24h" or not payload.get("endpoint"):
-            return 400, {"error": {"message": "need input_file_id of an uploaded file, endpoint and completion_window 24h",
-                                   "type": "invalid_request_error"}}
+            return 400, {
+                "error": {
+                    "message": "need input_file_id of an uploaded file, endpoint and completion_window 24h",
+                    "type": "invalid_request_error",
+                }
+            }
         b.created += 1
         batch_id = f"batch_{b.created:04d}"
         lines = [line for line in b.files[file_id]["data"].splitlines() if line.strip()]
         now = int(time.time())
         b.batches[batch_id] = {
-            "id": batch_id, "object": "batch", "endpoint": payload["endpoint"], "errors": None,
-            "input_file_id": file_id, "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": now,
-            "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None, "completed_at": None,
-            "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": payload["endpoint"],
+            "errors": None,
+            "input_file_id": file_id,
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + 86400,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": payload.get("metadata") or {},
         }
@@ -457,8 +536,14 @@ class FakeOpenAIServer:
             self._finish_batch(batch, "cancelled", answered_share=0.5)
         elif status == "validating":
             if plan.outcome == "failed":
-                batch.update(status="failed", failed_at=now, errors={"object": "list", "data": [
-                    {"code": "invalid_request", "message": "injected validation failure", "line": 1}]})
+                batch.update(
+                    status="failed",
+                    failed_at=now,
+                    errors={
+                        "object": "list",
+                        "data": [{"code": "invalid_request", "message": "injected validation failure", "line": 1}],
+                    },
+                )
             else:
                 batch.update(status="in_progress", in_progress_at=now)
         elif status == "in_progress":
@@ -484,29 +569,71 @@ class FakeOpenAIServer:
             body = line.get("body") or {}
             roll -= plan.missing if status == "expired" else 0.0
             if status == "expired" and roll < plan.expired_errors:
-                err.append({"id": f"batch_req_{n}", "custom_id": cid, "response": None,
-                            "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
+                err.append(
+                    {
+                        "id": f"batch_req_{n}",
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {
+                            "code": "batch_expired",
+                            "message": "This request could not be executed before the completion window expired.",
+                        },
+                    }
+                )
                 continue
             roll -= plan.expired_errors if status == "expired" else 0.0
             if roll < plan.line_errors + plan.bad_request:
                 code = 500 if roll < plan.line_errors else 400
-                err.append({"id": f"batch_req_{n}", "custom_id": cid, "error": None, "response": {
-                    "status_code": code, "request_id": f"req_{n}",
-                    "body": {"error": {"message": f"injected {code}", "type": "server_error" if code == 500 else "invalid_request_error"}}}})
+                err.append(
+                    {
+                        "id": f"batch_req_{n}",
+                        "custom_id": cid,
+                        "error": None,
+                        "response": {
+                            "status_code": code,
+                            "request_id": f"req_{n}",
+                            "body": {
+                                "error": {
+                                    "message": f"injected {code}",
+                                    "type": "server_error" if code == 500 else "invalid_request_error",
+                                }
+                            },
+                        },
+                    }
+                )
                 continue
             self.state.attempts[prompt_key(body.get("model", ""), body.get("messages", []))] += 1
             b.lines_answered += 1
-            out.append({"id": f"batch_req_{n}", "custom_id": cid, "error": None, "response": {
-                "status_code": 200, "request_id": f"req_{n}", "body": self._answer(body.get("model", ""), body.get("messages", []))}})
+            out.append(
+                {
+                    "id": f"batch_req_{n}",
+                    "custom_id": cid,
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": f"req_{n}",
+                        "body": self._answer(body.get("model", ""), body.get("messages", [])),
+                    },
+                }
+            )
         now = int(time.time())
         for name, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 b.uploads += 1
                 file_id = f"file-{b.uploads:04d}"
                 data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-                b.files[file_id] = {"data": data, "meta": {"id": file_id, "object": "file", "bytes": len(data),
-                                                          "created_at": now, "filename": f"{batch['id']}_{name}.jsonl",
-                                                          "purpose": "batch_output", "status": "processed"}}
+                b.files[file_id] = {
+                    "data": data,
+                    "meta": {
+                        "id": file_id,
+                        "object": "file",
+                        "bytes": len(data),
+                        "created_at": now,
+                        "filename": f"{batch['id']}_{name}.jsonl",
+                        "purpose": "batch_output",
+                        "status": "processed",
+                    },
+                }
                 batch[name] = file_id
         batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
         batch.update(status=status, **{f"{status}_at": now})
@@ -515,10 +642,13 @@ class FakeOpenAIServer:
         if len(self.state.log) < 100_000:
             self.state.log.append((time.monotonic(), key, outcome))
 
-    async def _stream(self, writer, served, text, prompt_tokens, completion_tokens, *,
-                      interrupted: bool = False, usage: bool = True) -> None:
-        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n")
+    async def _stream(
+        self, writer, served, text, prompt_tokens, completion_tokens, *, interrupted: bool = False, usage: bool = True
+    ) -> None:
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        )
         writer.write(head.encode())
 
         def event(obj) -> None:
@@ -540,9 +670,17 @@ class FakeOpenAIServer:
             await writer.drain()
         event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if usage:
-            event({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
-                                                    "completion_tokens": completion_tokens,
-                                                    "total_tokens": prompt_tokens + completion_tokens}})
+            event(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                }
+            )
         event(None)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
@@ -552,8 +690,15 @@ class FakeOpenAIServer:
 
     @staticmethod
     def _send_raw(writer, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                  429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "OK")
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+        }.get(status, "OK")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
         for k, v in (extra or {}).items():
             head += f"{k}: {v}\r\n"
@@ -584,10 +729,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--echo", action="store_true", help="answer with the last line of the last message")
     args = ap.parse_args()
-    state = ServerState(faults=Faults(latency_s=args.latency, error_500=args.error_500, error_429=args.error_429,
-                                      retry_after_s=args.retry_after, malformed=args.malformed, drop=args.drop,
-                                      seed=args.seed),
-                        responder=echo_responder if args.echo else default_responder)
+    state = ServerState(
+        faults=Faults(
+            latency_s=args.latency,
+            error_500=args.error_500,
+            error_429=args.error_429,
+            retry_after_s=args.retry_after,
+            malformed=args.malformed,
+            drop=args.drop,
+            seed=args.seed,
+        ),
+        responder=echo_responder if args.echo else default_responder,
+    )
     server = FakeOpenAIServer(state, port=args.port)
 
     async def serve():

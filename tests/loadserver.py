@@ -74,8 +74,8 @@ class Conn:
                     length = int(value.strip())
             if len(self.buf) < end + 4 + length:
                 return
-            body = bytes(self.buf[end + 4:end + 4 + length])
-            del self.buf[:end + 4 + length]
+            body = bytes(self.buf[end + 4 : end + 4 + length])
+            del self.buf[: end + 4 + length]
             self.server.handle(self, head[0], body, at)
 
     def write(self, data: bytes) -> None:
@@ -119,8 +119,9 @@ class Conn:
 def _json_response(status: int, payload: object, extra: str = "") -> bytes:
     body = json.dumps(payload).encode()
     reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "OK")
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def _chunk(data: bytes) -> bytes:
@@ -188,8 +189,11 @@ class Server:
             conn.write(_json_response(500, {"error": {"message": "boom"}}))
             return
         words = sum(len(str(msg.get("content", "")).split()) for msg in req.get("messages", []))
-        tokens = min(int(req.get("max_tokens") or self.args.tokens), self.args.tokens) \
-            if not req.get("ignore_eos") else int(req.get("max_tokens") or self.args.tokens)
+        tokens = (
+            min(int(req.get("max_tokens") or self.args.tokens), self.args.tokens)
+            if not req.get("ignore_eos")
+            else int(req.get("max_tokens") or self.args.tokens)
+        )
         job = (conn, req, record, max(1, tokens), words)
         if m.active < self.args.capacity:
             self.start(job)
@@ -221,9 +225,14 @@ class Server:
             key = (name, i)
             found = self.events.get(key)
             if found is None:
-                found = self.events[key] = event({
-                    "id": "x", "object": "chat.completion.chunk", "model": name,
-                    "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]})
+                found = self.events[key] = event(
+                    {
+                        "id": "x",
+                        "object": "chat.completion.chunk",
+                        "model": name,
+                        "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}],
+                    }
+                )
             return found
 
         def finish() -> None:
@@ -235,8 +244,17 @@ class Server:
         def burst() -> None:
             # latency 0: all tokens in one write, so the server costs little per request
             data = b"".join(token_event(i) for i in range(tokens))
-            tail = event({"id": "x", "model": name, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
-                          "usage": usage}) + b"data: [DONE]\n\n"
+            tail = (
+                event(
+                    {
+                        "id": "x",
+                        "model": name,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                        "usage": usage,
+                    }
+                )
+                + b"data: [DONE]\n\n"
+            )
             now = time.time()
             record["times"] = [now] * tokens
             conn.write(_chunk(data + tail) + b"0\r\n\r\n")
@@ -257,8 +275,17 @@ class Server:
                 else:
                     send(tokens, when)
                 return
-            tail = event({"id": "x", "model": name, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
-                          "usage": usage}) + b"data: [DONE]\n\n"
+            tail = (
+                event(
+                    {
+                        "id": "x",
+                        "model": name,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                        "usage": usage,
+                    }
+                )
+                + b"data: [DONE]\n\n"
+            )
             record["times_done"] = time.time()
             conn.write(_chunk(tail) + b"0\r\n\r\n")
             finish()
@@ -266,9 +293,20 @@ class Server:
         def whole() -> None:
             text = "".join(f"t{i} " for i in range(tokens))
             record["times"] = [time.time()]
-            conn.write(_json_response(200, {"id": "x", "object": "chat.completion", "model": name, "usage": usage,
-                                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                                         "finish_reason": "length"}]}))
+            conn.write(
+                _json_response(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": name,
+                        "usage": usage,
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                        ],
+                    },
+                )
+            )
             finish()
 
         if not stream:

@@ -10,11 +10,10 @@ import time
 
 import pytest
 import yaml
-
 from fakeserver import BatchPlan
+
 from harness.analysis.summary import summarize_run
-from harness.engine.batch import (GENERIC_LIMITS, custom_id, endpoint_for, limits_for, read_result_lines,
-                                  split_lines)
+from harness.engine.batch import GENERIC_LIMITS, custom_id, endpoint_for, limits_for, read_result_lines, split_lines
 from harness.engine.batch_records import list_batches
 from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
@@ -35,9 +34,20 @@ def write_suite(tmp_path, n=N_ITEMS):
     """A suite of n sums (written here, no dataset), graded by the numeric grader."""
     folder = tmp_path / "sums"
     folder.mkdir(exist_ok=True)
-    (folder / "suite.yaml").write_text(yaml.safe_dump({
-        "name": "sums", "family": "math", "version": 1, "data": "items.jsonl", "reference_field": "answer",
-        "template": "prompt.j2", "grader": {"name": "numeric"}, "generation": {"max_tokens": 16}}))
+    (folder / "suite.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "sums",
+                "family": "math",
+                "version": 1,
+                "data": "items.jsonl",
+                "reference_field": "answer",
+                "template": "prompt.j2",
+                "grader": {"name": "numeric"},
+                "generation": {"max_tokens": 16},
+            }
+        )
+    )
     (folder / "prompt.j2").write_text("What is {{ a }} + {{ b }}?")
     with open(folder / "items.jsonl", "w") as f:
         for i in range(n):
@@ -52,8 +62,15 @@ def sums_responder(model, messages):
 
 
 def write_plan(tmp_path, server, *, batch=True, price=None, name="p", n=N_ITEMS, **model_extra):
-    model = {"provider": "openai", "base_url": server.base_url, "model": "fake-batch", "concurrency": 16,
-             "max_attempts": 3, "price": price or {**PRICE, "batch_discount": 0.5}, **model_extra}
+    model = {
+        "provider": "openai",
+        "base_url": server.base_url,
+        "model": "fake-batch",
+        "concurrency": 16,
+        "max_attempts": 3,
+        "price": price or {**PRICE, "batch_discount": 0.5},
+        **model_extra,
+    }
     if batch is not None:
         model["batch"] = batch
     plan = {"name": name, "models": {"m": model}, "suites": [write_suite(tmp_path, n)]}
@@ -119,8 +136,7 @@ def test_expired_batch_with_missing_lines_is_retried_and_completes(tmp_path, fak
 
 def test_lines_that_keep_failing_become_errors_and_bad_requests_are_not_retried(tmp_path, fake_server, db_url):
     fake_server.state.responder = sums_responder
-    fake_server.state.batch.plans = [BatchPlan(line_errors=0.2, bad_request=0.05)] + \
-        [BatchPlan(line_errors=1.0)] * 5
+    fake_server.state.batch.plans = [BatchPlan(line_errors=0.2, bad_request=0.05)] + [BatchPlan(line_errors=1.0)] * 5
     store = Store(db_url)
     result = execute_plan(load_plan(write_plan(tmp_path, fake_server, batch={"max_rounds": 2})), store)
     assert result.status == "finished"
@@ -184,8 +200,12 @@ def test_max_cost_limits_what_is_submitted(tmp_path, fake_server, db_url):
 
 
 def _harness(args, db_url, cwd, **extra_env):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")])),
-           "HARNESS_BATCH_POLL_S": "0.02", **extra_env}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")])),
+        "HARNESS_BATCH_POLL_S": "0.02",
+        **extra_env,
+    }
     return [sys.executable, "-m", "harness", *args, "--db", db_url, "--no-report"], env
 
 
@@ -217,8 +237,14 @@ def test_kill_during_polling_then_rerun_submits_nothing_twice(tmp_path, fake_ser
     waiting = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert waiting.returncode == 0, waiting.stderr
     assert "in_progress" in waiting.stderr and "rerun" in waiting.stderr
-    shown = subprocess.run(_harness(["runs", "show", run_id], db_url, repo)[0][:-1], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        _harness(["runs", "show", run_id], db_url, repo)[0][:-1],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0 and shown.stdout.count("in_progress") == 2 and "batch_0001" in shown.stdout
 
     b.hold = False
@@ -252,12 +278,25 @@ def test_batch_created_but_its_id_lost_is_found_again(tmp_path, fake_server, db_
 
 
 def test_plan_batch_settings_and_prices():
-    plan = parse_plan({"models": {"q": {"provider": "openai", "base_url": "https://dashscope.aliyuncs.com/compatible-mode/v1",
-                                        "batch": True, "price": {"input": 1, "output": 4, "batch_discount": 0.5}},
-                                  "g": {"provider": "openai", "base_url": "https://open.bigmodel.cn/api/paas/v4",
-                                        "batch": {"max_requests": 10},
-                                        "price": {"input": 1, "output": 4, "batch_input": 0.3, "batch_output": 1}}},
-                       "suites": ["math-word"]})
+    plan = parse_plan(
+        {
+            "models": {
+                "q": {
+                    "provider": "openai",
+                    "base_url": "https://dashscope.aliyuncs.com/compatible-mode/v1",
+                    "batch": True,
+                    "price": {"input": 1, "output": 4, "batch_discount": 0.5},
+                },
+                "g": {
+                    "provider": "openai",
+                    "base_url": "https://open.bigmodel.cn/api/paas/v4",
+                    "batch": {"max_requests": 10},
+                    "price": {"input": 1, "output": 4, "batch_input": 0.3, "batch_output": 1},
+                },
+            },
+            "suites": ["math-word"],
+        }
+    )
     q, g = plan.models
     assert q.price.cost(1_000_000, 1_000_000, batched=True) == pytest.approx(2.5)
     assert g.price.cost(1_000_000, 1_000_000, batched=True) == pytest.approx(1.3)
@@ -265,8 +304,12 @@ def test_plan_batch_settings_and_prices():
     assert limits_for(q).provider == "dashscope" and limits_for(q).max_requests == 50_000
     assert limits_for(g).max_requests == 10 and limits_for(g).max_bytes == 100_000_000
     assert endpoint_for(q) == "/v1/chat/completions" and endpoint_for(g) == "/v4/chat/completions"
-    for bad, why in [({"batch": {"retry": "never"}}, "retry"), ({"batch": {"max_requests": 0}}, "max_requests"),
-                     ({"batch": {"colour": 1}}, "unknown"), ({"price": {"batch_discount": 1.5}}, "batch_discount")]:
+    for bad, why in [
+        ({"batch": {"retry": "never"}}, "retry"),
+        ({"batch": {"max_requests": 0}}, "max_requests"),
+        ({"batch": {"colour": 1}}, "unknown"),
+        ({"price": {"batch_discount": 1.5}}, "batch_discount"),
+    ]:
         with pytest.raises(HarnessError, match=why):
             parse_plan({"models": {"x": {"provider": "openai", "base_url": "http://h/v1", **bad}}, "suites": ["s"]})
     with pytest.raises(HarnessError, match="provider openai"):
@@ -286,9 +329,17 @@ def test_split_lines_by_requests_and_bytes():
 
 
 def test_result_lines_are_read_like_online_answers():
-    ok = {"custom_id": "a", "response": {"status_code": 200, "body": {
-        "model": "m", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1}}}}
+    ok = {
+        "custom_id": "a",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "model": "m",
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            },
+        },
+    }
     empty = {"custom_id": "b", "response": {"status_code": 200, "body": {"choices": []}}}
     limited = {"custom_id": "c", "response": {"status_code": 429, "body": {"error": {"message": "slow down"}}}}
     bad = {"custom_id": "d", "response": {"status_code": 400, "body": {"error": {"message": "too long"}}}}
@@ -323,7 +374,7 @@ def test_dry_run_report_and_export_show_batching(tmp_path, fake_server, db_url):
     assert "samples through the provider's Batch API" in result.output and "saved" in result.output
     run_id = Store(db_url).resolve_run(None)
     page = (out / run_id / "index.html").read_text()
-    assert "<th class=\"num\">Batched</th>" in page and "500" in page
+    assert '<th class="num">Batched</th>' in page and "500" in page
     sample_page = next((out / run_id).rglob("all-1.html")).read_text()
     assert "batched (no latency)" in sample_page
     exported = runner.invoke(cli, ["export", run_id, "--format", "jsonl", "--db", db_url])
@@ -340,13 +391,18 @@ def test_check_alarms_on_a_changed_batch_price_not_on_moving_to_batches(tmp_path
     week2 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20)), store).run_id
     assert [a for a in check_run(store, week2).alarms if a.kind == "price"] == []
     # Week 3: the provider's batch discount went from 50% to 40%; the online price did not move.
-    week3 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20,
-                                              price={**PRICE, "batch_discount": 0.4})), store).run_id
+    week3 = execute_plan(
+        load_plan(write_plan(tmp_path, fake_server, n=20, price={**PRICE, "batch_discount": 0.4})), store
+    ).run_id
     (alarm,) = [a for a in check_run(store, week3).alarms if a.kind == "price"]
-    assert alarm.model == "m" and alarm.detail == "batch price per million tokens in/out changed from $1/$4 to $1.2/$4.8"
+    assert (
+        alarm.model == "m" and alarm.detail == "batch price per million tokens in/out changed from $1/$4 to $1.2/$4.8"
+    )
     # An explicit batch price is what is compared, too.
-    week4 = execute_plan(load_plan(write_plan(tmp_path, fake_server, n=20,
-                                              price={**PRICE, "batch_input": 1.2, "batch_output": 4.8})), store).run_id
+    week4 = execute_plan(
+        load_plan(write_plan(tmp_path, fake_server, n=20, price={**PRICE, "batch_input": 1.2, "batch_output": 4.8})),
+        store,
+    ).run_id
     assert [a for a in check_run(store, week4).alarms if a.kind == "price"] == []
 
 
@@ -365,11 +421,16 @@ LITELLM_VENV = "/root/.cache/harness-tests/litellm-venv/bin/litellm"
 def _litellm() -> str:
     import shutil
 
-    found = os.environ.get("HARNESS_LITELLM") or shutil.which("litellm") or \
-        (LITELLM_VENV if os.path.exists(LITELLM_VENV) else None)
+    found = (
+        os.environ.get("HARNESS_LITELLM")
+        or shutil.which("litellm")
+        or (LITELLM_VENV if os.path.exists(LITELLM_VENV) else None)
+    )
     if not found:
-        pytest.skip("LiteLLM's proxy is not installed (pip install 'litellm[proxy]' in its own venv, "
-                    "or set HARNESS_LITELLM to its litellm executable)")
+        pytest.skip(
+            "LiteLLM's proxy is not installed (pip install 'litellm[proxy]' in its own venv, "
+            "or set HARNESS_LITELLM to its litellm executable)"
+        )
     return found
 
 
@@ -391,15 +452,39 @@ def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypat
     fake_server.state.batch.plans = [BatchPlan(outcome="expired", missing=0.1)]
     port = _free_port()
     key = "sk-" + secrets.token_hex(24)
-    (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "fake-batch", "litellm_params": {
-            "model": "openai/fake-batch", "api_base": fake_server.base_url, "api_key": "upstream"}}],
-        "files_settings": [{"custom_llm_provider": "openai", "api_base": fake_server.base_url, "api_key": "upstream"}]}))
-    env = {**os.environ, "LITELLM_MASTER_KEY": key, "OPENAI_API_BASE": fake_server.base_url,
-           "OPENAI_API_KEY": "upstream", "LITELLM_LOG": "ERROR"}
+    (tmp_path / "litellm.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {
+                        "model_name": "fake-batch",
+                        "litellm_params": {
+                            "model": "openai/fake-batch",
+                            "api_base": fake_server.base_url,
+                            "api_key": "upstream",
+                        },
+                    }
+                ],
+                "files_settings": [
+                    {"custom_llm_provider": "openai", "api_base": fake_server.base_url, "api_key": "upstream"}
+                ],
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": key,
+        "OPENAI_API_BASE": fake_server.base_url,
+        "OPENAI_API_KEY": "upstream",
+        "LITELLM_LOG": "ERROR",
+    }
     log = open(tmp_path / "litellm.log", "wb")
-    proxy = subprocess.Popen([exe, "--config", str(tmp_path / "litellm.yaml"), "--host", "127.0.0.1",
-                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proxy = subprocess.Popen(
+        [exe, "--config", str(tmp_path / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -412,10 +497,25 @@ def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypat
                 time.sleep(0.5)
         monkeypatch.setenv("LITELLM_TEST_KEY", key)
         plan = tmp_path / "via-litellm.yaml"
-        plan.write_text(yaml.safe_dump({"name": "via-litellm", "suites": [write_suite(tmp_path)], "models": {"m": {
-            "provider": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "LITELLM_TEST_KEY",
-            "model": "fake-batch", "max_attempts": 3, "batch": True,
-            "price": {**PRICE, "batch_discount": 0.5}}}}))
+        plan.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "via-litellm",
+                    "suites": [write_suite(tmp_path)],
+                    "models": {
+                        "m": {
+                            "provider": "openai",
+                            "base_url": f"http://127.0.0.1:{port}/v1",
+                            "api_key_env": "LITELLM_TEST_KEY",
+                            "model": "fake-batch",
+                            "max_attempts": 3,
+                            "batch": True,
+                            "price": {**PRICE, "batch_discount": 0.5},
+                        }
+                    },
+                }
+            )
+        )
         store = Store(db_url)
         result = execute_plan(load_plan(plan), store)
     finally:

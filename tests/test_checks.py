@@ -10,15 +10,27 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from scipy.stats import binomtest
-
-from harness.analysis.checks import (Alarm, check_run, find_previous, notify, post_webhook, resolve_webhook,
-                            served_name_matches, to_json, webhook_payload)
-from harness.analysis.compare import compare_runs
-from harness.store import Store
 from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 
-MODELS = {"fast": {"price": {"output": 0.25}}, "strong": {"price": {"output": 3.0}},
-          "tiny": {"price": {"output": 0.01}}}
+from harness.analysis.checks import (
+    Alarm,
+    check_run,
+    find_previous,
+    notify,
+    post_webhook,
+    resolve_webhook,
+    served_name_matches,
+    to_json,
+    webhook_payload,
+)
+from harness.analysis.compare import compare_runs
+from harness.store import Store
+
+MODELS = {
+    "fast": {"price": {"output": 0.25}},
+    "strong": {"price": {"output": 3.0}},
+    "tiny": {"price": {"output": 0.01}},
+}
 
 
 @pytest.fixture
@@ -75,8 +87,9 @@ def test_run_with_check_exits_1_on_a_regression(tmp_path, db_url, fake_server, w
     plan = write_plan(tmp_path / "p.yaml", fake_server, {"m": {}})
     invoke("run", plan, "--db", db_url, "--no-report", "--tag", "scheduled", "--check", "--fail-on-regression")
     weekly.wrong["m"] = set(item_ids(n=30)[:15])
-    result = invoke("run", plan, "--db", db_url, "--no-report", "--tag", "scheduled", "--fail-on-regression",
-                    ok_codes=(1,))
+    result = invoke(
+        "run", plan, "--db", db_url, "--no-report", "--tag", "scheduled", "--fail-on-regression", ok_codes=(1,)
+    )
     assert "REGRESSION m on math-word" in result.output
     # An improvement is not a regression.
     weekly.wrong["m"] = set()
@@ -133,8 +146,11 @@ def test_a_wrong_served_name_alarms_on_the_first_run_too(tmp_path, db_url, fake_
     run = run_plan(plan, db_url)
     result = check_run(Store(db_url), run)
     assert result.previous is None
-    assert result.alarms == [Alarm("served-model", "qwen3-32b", "",
-                                   "asked for 'qwen3-32b', the server reported 'qwen3-8b' on 30 of 30 samples")]
+    assert result.alarms == [
+        Alarm(
+            "served-model", "qwen3-32b", "", "asked for 'qwen3-32b', the server reported 'qwen3-8b' on 30 of 30 samples"
+        )
+    ]
 
 
 def test_price_api_model_and_suite_changes_raise_alarms(tmp_path, db_url, fake_server, weekly):
@@ -145,8 +161,9 @@ def test_price_api_model_and_suite_changes_raise_alarms(tmp_path, db_url, fake_s
     # Week 2: a's price changed, b is a different API model, math-word uses other few-shot examples.
     weekly.wrong = {"a": set(item_ids(n=30)[:12])}
     suites2 = [{SUITE: {"limit": 30, "fewshot": 1}}, {"zh-mcq": {"limit": 20}}]
-    write_plan(tmp_path / "p.yaml", fake_server, {"a": {"price": {"output": 0.30}},
-                                                  "b": {"model": "b-2"}}, suites=suites2)
+    write_plan(
+        tmp_path / "p.yaml", fake_server, {"a": {"price": {"output": 0.30}}, "b": {"model": "b-2"}}, suites=suites2
+    )
     week2 = run_plan(tmp_path / "p.yaml", db_url)
     result = check_run(Store(db_url), week2)
     kinds = [(a.kind, a.model, a.suite) for a in result.alarms]
@@ -158,8 +175,7 @@ def test_price_api_model_and_suite_changes_raise_alarms(tmp_path, db_url, fake_s
 
 
 def test_worse_availability_raises_an_alarm(tmp_path, db_url, fake_server, weekly):
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"m": {"max_attempts": 1}},
-                      suites=[{SUITE: {"limit": 40}}])
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"m": {"max_attempts": 1}}, suites=[{SUITE: {"limit": 40}}])
     run_plan(plan, db_url)
     fake_server.state.faults.error_500 = 0.5
     week2 = run_plan(plan, db_url)
@@ -185,8 +201,9 @@ def test_previous_is_the_last_finished_run_of_the_plan_with_the_same_tag(tmp_pat
     adhoc = run_plan(plan, db_url, tag="")
     stopped = run_plan(plan, db_url, tag="scheduled")
     store.mark_run(stopped, "stopped")
-    other_plan = run_plan(write_plan(tmp_path / "q.yaml", fake_server, {"m": {}}, name="other"), db_url,
-                          tag="scheduled")
+    other_plan = run_plan(
+        write_plan(tmp_path / "q.yaml", fake_server, {"m": {}}, name="other"), db_url, tag="scheduled"
+    )
     scheduled2 = run_plan(plan, db_url, tag="scheduled", new=True)
     assert find_previous(store, scheduled2).id == scheduled1  # not the ad-hoc, stopped or other plan's run
     assert find_previous(store, adhoc).id == scheduled1  # no earlier untagged run: any tag
@@ -287,8 +304,7 @@ def test_a_model_that_never_answered_raises_an_alarm_on_its_first_run(tmp_path, 
     from dataclasses import replace
 
     fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {}, "broken": {}},
-                      suites=[{SUITE: {"limit": 8}}])
+    plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {}, "broken": {}}, suites=[{SUITE: {"limit": 8}}])
     # A revoked key is fatal (issue 13): the model is stopped after a few 401s, the run ends failed.
     result = check_run(Store(db_url), run_plan(plan, db_url, status="failed"))
     assert result.previous is None and not result.ok

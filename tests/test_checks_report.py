@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
 
 from harness.report import write_report
 from harness.report.pages import slug
 from harness.store import Store
-from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
 
 MODELS = {"cheap": {"price": {"output": 0.25}}, "strong": {"price": {"output": 3.0}}}
 
@@ -19,7 +19,7 @@ def _section(html: str, anchor: str) -> str:
     """The HTML from <h2 id=anchor> to the next <h2>."""
     start = html.index(f'<h2 id="{anchor}">')
     nxt = html.find("<h2", start + 4)
-    return html[start:nxt if nxt > 0 else len(html)]
+    return html[start : nxt if nxt > 0 else len(html)]
 
 
 def _text(fragment: str) -> str:

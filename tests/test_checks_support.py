@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
 from conftest import oracle_responder
 
 SUITE = "math-word"
@@ -42,13 +41,19 @@ class WeeklyResponder:
         return ("Let me think about this carefully. " * (words // 6 + 1)).strip() + "\n" + text if words else text
 
 
-def write_plan(path: Path, server, models: dict[str, dict], *, name: str = "weekly-test",
-               suites=None, **extra) -> Path:
+def write_plan(path: Path, server, models: dict[str, dict], *, name: str = "weekly-test", suites=None, **extra) -> Path:
     """A plan of fake-server models: name -> extra model settings (price, model, ...)."""
     spec = {}
     for model, opts in models.items():
-        spec[model] = {"provider": "openai", "base_url": server.base_url, "model": model, "concurrency": 4,
-                       "max_attempts": 2, "timeout_s": 20, **opts}
+        spec[model] = {
+            "provider": "openai",
+            "base_url": server.base_url,
+            "model": model,
+            "concurrency": 4,
+            "max_attempts": 2,
+            "timeout_s": 20,
+            **opts,
+        }
     plan = {"name": name, "models": spec, "suites": suites or [{SUITE: {"limit": 30}}], **extra}
     path.write_text(yaml.safe_dump(plan, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
@@ -58,8 +63,8 @@ def run_plan(plan_path: Path, db_url: str, *, tag: str = "", new: bool = False, 
     """Run (or resume) the plan like `harness run` does; returns the run id.
 
     `status`: how the run must end ("failed" when a model is stopped for fatal errors, e.g. a revoked key)."""
-    from harness.plan import load_plan
     from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
     from harness.store import Store
 
     result = execute_plan(load_plan(plan_path), Store(db_url), tag=tag, new=new)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import oracle_responder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def harness(*args, cwd=None, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def assert_clean_error(proc, *needles):
@@ -47,8 +47,9 @@ def test_bad_yaml(tmp_path):
 
 def test_unknown_suite(tmp_path):
     (tmp_path / "p.yaml").write_text("models: {m: {provider: llamacpp}}\nsuites: [no-such-suite]\n")
-    assert_clean_error(harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path),
-                       "unknown suite 'no-such-suite'")
+    assert_clean_error(
+        harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path), "unknown suite 'no-such-suite'"
+    )
 
 
 def test_unknown_provider(tmp_path):
@@ -59,9 +60,11 @@ def test_unknown_provider(tmp_path):
 def test_missing_api_key_variable(tmp_path):
     (tmp_path / "p.yaml").write_text(
         "models: {m: {provider: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: HARNESS_NO_SUCH_KEY}}\n"
-        "suites: [math-word]\n")
-    assert_clean_error(harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path),
-                       "HARNESS_NO_SUCH_KEY is not set")
+        "suites: [math-word]\n"
+    )
+    assert_clean_error(
+        harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path), "HARNESS_NO_SUCH_KEY is not set"
+    )
 
 
 def test_unknown_run_and_empty_db(tmp_path):
@@ -84,9 +87,11 @@ def test_grade_unknown_suite(tmp_path):
 
 def test_run_then_read_commands(tmp_path, fake_server):
     fake_server.state.responder = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
-    plan = {"name": "cli-test",
-            "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
-            "suites": [{"math-word": {"first": 3}}, {"zh-mcq": {"limit": 2}}]}
+    plan = {
+        "name": "cli-test",
+        "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
+        "suites": [{"math-word": {"first": 3}}, {"zh-mcq": {"limit": 2}}],
+    }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     db = f"sqlite:///{tmp_path}/h.db"
     proc = harness("run", "p.yaml", "--db", db, "--out", str(tmp_path / "reports"), cwd=tmp_path)
@@ -102,11 +107,24 @@ def test_run_then_read_commands(tmp_path, fake_server):
 
     rows = [json.loads(line) for line in harness("export", "--db", db).stdout.splitlines()]
     assert len(rows) == 5 and {r["suite"] for r in rows} == {"math-word", "zh-mcq"}
-    assert {"run", "model", "suite", "item_id", "sample_index", "completion", "score", "prompt_tokens",
-            "completion_tokens", "latency_s", "cost_usd", "error"} <= set(rows[0])
+    assert {
+        "run",
+        "model",
+        "suite",
+        "item_id",
+        "sample_index",
+        "completion",
+        "score",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_s",
+        "cost_usd",
+        "error",
+    } <= set(rows[0])
     csv_text = harness("export", listing[0]["run"][:15], "--format", "csv", "--db", db).stdout
     import csv
     import io
+
     csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
     assert csv_text.startswith("run,model,suite") and len(csv_rows) == 5
     assert {r["completion"] for r in csv_rows} == {r["completion"] for r in rows}
@@ -123,9 +141,12 @@ def test_run_then_read_commands(tmp_path, fake_server):
 
 
 def test_dry_run_sends_nothing(tmp_path, fake_server):
-    plan = {"models": {"m": {"provider": "openai", "base_url": fake_server.base_url,
-                             "price": {"input": 1.0, "output": 2.0}}},
-            "suites": [{"math-word": {"limit": 3}}]}
+    plan = {
+        "models": {
+            "m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"input": 1.0, "output": 2.0}}
+        },
+        "suites": [{"math-word": {"limit": 3}}],
+    }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     proc = harness("run", "p.yaml", "--dry-run", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -146,8 +167,8 @@ def test_suites_list_show_validate():
 
 
 def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
-    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
 
     suite = load_suite("code-functions")
     builder = PromptBuilder(suite)
@@ -155,8 +176,10 @@ def test_grade_samples_file_writes_results_and_pass_at_k(tmp_path):
     rows = []
     for i, item in enumerate(items):
         good = builder.reference_response(item)
-        rows += [{"task_id": item.id, "completion": good, "extra": i},
-                 {"task_id": item.id, "completion": good if i == 0 else "    return None\n", "extra": i}]
+        rows += [
+            {"task_id": item.id, "completion": good, "extra": i},
+            {"task_id": item.id, "completion": good if i == 0 else "    return None\n", "extra": i},
+        ]
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = harness("grade", "code-functions", "--samples", str(path), "--json")
@@ -180,10 +203,17 @@ def test_piped_tables_keep_names_and_numbers_whole(tmp_path):
     builder = PromptBuilder(suite)
     name = "smollm2-135m-instruct-q8_0-replayed-from-last-week"
     path = tmp_path / "s.jsonl"
-    path.write_text("".join(json.dumps({"task_id": i.id, "completion": builder.reference_response(i)}) + "\n"
-                            for i in list(suite.items())[:4]))
-    plan = {"name": "piped", "models": {name: {"provider": "samples", "path": str(path)}},
-            "suites": [{"math-word": {"first": 4}}]}
+    path.write_text(
+        "".join(
+            json.dumps({"task_id": i.id, "completion": builder.reference_response(i)}) + "\n"
+            for i in list(suite.items())[:4]
+        )
+    )
+    plan = {
+        "name": "piped",
+        "models": {name: {"provider": "samples", "path": str(path)}},
+        "suites": [{"math-word": {"first": 4}}],
+    }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     db = f"sqlite:///{tmp_path}/h.db"
     assert harness("run", "p.yaml", "--db", db, "--no-report", cwd=tmp_path).returncode == 0
@@ -201,10 +231,13 @@ def test_markup_in_names_is_printed_literally_by_every_table(tmp_path, fake_serv
     from test_checks_support import invoke
 
     fake_server.state.responder = oracle_responder(["math-word"], wrong={"math-word/1"})
-    models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "price": {"output": 1}}
-              for name in MARKUP_NAMES}
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "[b]plan", "models": models,
-                                                     "suites": [{"math-word": {"limit": 3}}]}))
+    models = {
+        name: {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "price": {"output": 1}}
+        for name in MARKUP_NAMES
+    }
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump({"name": "[b]plan", "models": models, "suites": [{"math-word": {"limit": 3}}]})
+    )
     db = f"sqlite:///{tmp_path}/h.db"
     outputs = [
         invoke("run", tmp_path / "p.yaml", "--db", db, "--out", tmp_path / "reports").output,
@@ -237,8 +270,14 @@ def test_markup_in_names_is_printed_literally_by_the_progress_bars():
 
 
 def test_run_refuses_a_report_folder_holding_other_files_before_any_request(tmp_path, fake_server):
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}},
-                                                     "suites": [{"math-word": {"limit": 2}}]}))
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {"m": {"provider": "openai", "base_url": fake_server.base_url}},
+                "suites": [{"math-word": {"limit": 2}}],
+            }
+        )
+    )
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".bashrc").write_text("# mine\n")
     for command in (["run", "p.yaml"], ["report"]):

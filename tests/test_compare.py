@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
-from harness.cli import cli
 from harness.analysis.compare import compare_models, compare_runs, previous_run, to_json
+from harness.cli import cli
+from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.suite.prompt import PromptBuilder
-from harness.engine.runs import execute_plan
 from harness.store import Store
 from harness.suite import load_suite
+from harness.suite.prompt import PromptBuilder
 
 _ITEMS: dict[str, list] = {}
 
@@ -46,8 +46,18 @@ def items(suite: str) -> list:
     return _ITEMS[suite]
 
 
-def make_run(tmp_path, db_url, models: dict, suite: str = "math-word", *, limit: int | None = None,
-             samples: int = 1, plan_name: str = "cmp", fewshot: int | None = None, tag: str = "") -> str:
+def make_run(
+    tmp_path,
+    db_url,
+    models: dict,
+    suite: str = "math-word",
+    *,
+    limit: int | None = None,
+    samples: int = 1,
+    plan_name: str = "cmp",
+    fewshot: int | None = None,
+    tag: str = "",
+) -> str:
     """Run a plan of `samples` models on one suite; returns the run id.
 
     models: name -> a set of item indexes answered right (every sample), or a function
@@ -61,16 +71,22 @@ def make_run(tmp_path, db_url, models: dict, suite: str = "math-word", *, limit:
         with open(path, "w", encoding="utf-8") as fh:
             for i, (item, good, bad) in enumerate(rows):
                 for k in range(samples):
-                    fh.write(json.dumps({"task_id": item.id, "completion": good if ok(i, k) else bad},
-                                        ensure_ascii=False) + "\n")
+                    fh.write(
+                        json.dumps({"task_id": item.id, "completion": good if ok(i, k) else bad}, ensure_ascii=False)
+                        + "\n"
+                    )
         spec[name] = {"provider": "samples", "path": str(path)}
     suite_ref: dict = {}
     if limit:
         suite_ref["first"] = limit  # the rows above: the head of the file
     if fewshot is not None:
         suite_ref["fewshot"] = fewshot
-    plan = {"name": plan_name, "models": spec, "suites": [{suite: suite_ref} if suite_ref else suite],
-            "samples": samples}
+    plan = {
+        "name": plan_name,
+        "models": spec,
+        "suites": [{suite: suite_ref} if suite_ref else suite],
+        "samples": samples,
+    }
     plan_path = tmp_path / f"{plan_name}.yaml"
     plan_path.write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False))
     result = execute_plan(load_plan(plan_path), Store(db_url), new=True, tag=tag)
@@ -117,6 +133,7 @@ def test_two_models_report_exactly_the_mcnemar_p_value(tmp_path, db_url):
     assert c["a"]["lo"] < c["a"]["mean"] < c["a"]["hi"]
     # MDE with the observed discordance 11/30 (normal approximation to McNemar, 80% power).
     from scipy.stats import norm
+
     assert c["mde"] == pytest.approx((norm.ppf(0.975) + norm.ppf(0.8)) * np.sqrt(11 / 30 / 30), abs=1e-12)
     for key in ("latency_p50", "latency_p99", "error_rate", "cost_usd", "cost_per_correct", "suite_hash"):
         assert key in c["a"] and key in c["b"]
@@ -168,8 +185,9 @@ def test_grouped_suite_permutes_whole_groups_unless_told_not_to(tmp_path, db_url
             sums[item.group] = sums.get(item.group, 0.0) + ((i in b_right) - 1.0)
         values = np.array(list(sums.values()))
         observed = abs(values.sum())
-        hits = sum(abs(np.dot(signs, values)) >= observed - 1e-9
-                   for signs in itertools.product((1, -1), repeat=len(values)))
+        hits = sum(
+            abs(np.dot(signs, values)) >= observed - 1e-9 for signs in itertools.product((1, -1), repeat=len(values))
+        )
         assert c["p_value"] == pytest.approx(hits / 2 ** len(values), abs=1e-12)
     # Treating items as independent: the exact McNemar test again.
     (c2,) = compare_json(db_url, run, "--no-clusters")["comparisons"]
@@ -189,7 +207,7 @@ def test_several_samples_per_item_compare_per_item_means_by_permutation(tmp_path
     assert c["diff"] == pytest.approx(d.mean())
     nz = d[d != 0]
     hits = sum(abs(np.dot(s, nz)) >= abs(nz.sum()) - 1e-9 for s in itertools.product((1, -1), repeat=nz.size))
-    assert c["p_value"] == pytest.approx(hits / 2 ** nz.size, abs=1e-12)
+    assert c["p_value"] == pytest.approx(hits / 2**nz.size, abs=1e-12)
     assert (c["discordant_a"], c["discordant_b"]) == (6, 2)
     assert c["mde"] == pytest.approx((1.959963984540054 + 0.8416212335729143) * d.std(ddof=1) / np.sqrt(12), rel=1e-9)
 
@@ -283,8 +301,12 @@ def test_changed_suite_content_is_refused_unless_allowed(tmp_path, db_url):
     with pytest.raises(HarnessError, match="--allow-hash-mismatch"):
         compare_runs(Store(db_url), old, new)
     # Through the real entry point: one line on stderr, exit status 2.
-    proc = subprocess.run([sys.executable, "-m", "harness", "compare", "--db", db_url, old, new],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "compare", "--db", db_url, old, new],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: suite content differs") and "math-word" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -301,8 +323,13 @@ def test_changed_suite_content_is_refused_unless_allowed(tmp_path, db_url):
 
 def test_usage_errors(tmp_path, db_url):
     run = make_run(tmp_path, db_url, {"a": A_RIGHT, "b": B_RIGHT}, limit=30)
-    for args in (["--fail-on-regression"], [run, run, run], ["--baseline", "a", run, run],
-                 ["--correction", "bonferroni"], ["--alpha", "1.5"]):
+    for args in (
+        ["--fail-on-regression"],
+        [run, run, run],
+        ["--baseline", "a", run, run],
+        ["--correction", "bonferroni"],
+        ["--alpha", "1.5"],
+    ):
         res = CliRunner().invoke(cli, ["compare", "--db", db_url, *args])
         assert res.exit_code == 2, (args, res.output)
     with pytest.raises(HarnessError, match="no suite 'gsm8k'"):
@@ -322,10 +349,32 @@ def test_nan_values_are_json_null(tmp_path, db_url):
 # -- runs list / show / export ------------------------------------------------------------
 
 
-EXPORT_FIELDS = ["run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
-                 "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens",
-                 "reasoning_tokens", "latency_s", "ttft_s", "cost_usd", "served_model", "error", "batched",
-                 "finish_reason", "usage_estimated"]
+EXPORT_FIELDS = [
+    "run",
+    "model",
+    "suite",
+    "suite_hash",
+    "item_id",
+    "sample_index",
+    "prompt",
+    "completion",
+    "extracted",
+    "reference",
+    "score",
+    "passed",
+    "grade_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "latency_s",
+    "ttft_s",
+    "cost_usd",
+    "served_model",
+    "error",
+    "batched",
+    "finish_reason",
+    "usage_estimated",
+]
 
 
 def test_runs_list_show_and_export(tmp_path, db_url):
@@ -334,8 +383,16 @@ def test_runs_list_show_and_export(tmp_path, db_url):
 
     run = make_run(tmp_path, db_url, {"a": {0, 1, 2}, "b": {3}}, limit=5, tag="weekly")
     listed = json.loads(invoke("runs", "list", "--db", db_url, "--json").stdout)
-    assert listed == [{"run": run, "plan": "cmp", "tag": "weekly", "status": "finished",
-                       "started": listed[0]["started"], "samples": 10}]
+    assert listed == [
+        {
+            "run": run,
+            "plan": "cmp",
+            "tag": "weekly",
+            "status": "finished",
+            "started": listed[0]["started"],
+            "samples": 10,
+        }
+    ]
     assert run in invoke("runs", "list", "--db", db_url).stdout
     shown = invoke("runs", "show", run[:-1], "--db", db_url).stdout
     assert run in shown and "model a" in shown and "model b" in shown and "suite math-word" in shown
@@ -345,8 +402,11 @@ def test_runs_list_show_and_export(tmp_path, db_url):
     assert len(rows) == 10 and all(list(r) == EXPORT_FIELDS for r in rows)
     assert {(r["model"], r["item_id"]) for r in rows} == {(m, f"math-word/{i}") for m in "ab" for i in range(5)}
     assert all(r["run"] == run and r["sample_index"] == 0 for r in rows)
-    assert sorted(r["item_id"] for r in rows if r["model"] == "a" and r["score"] == 1.0) == \
-        ["math-word/0", "math-word/1", "math-word/2"]
+    assert sorted(r["item_id"] for r in rows if r["model"] == "a" and r["score"] == 1.0) == [
+        "math-word/0",
+        "math-word/1",
+        "math-word/2",
+    ]
     wrong = next(r for r in rows if r["model"] == "b" and r["item_id"] == "math-word/0")
     assert wrong["completion"] == "-987654321" and wrong["passed"] is False and wrong["error"] == ""
     # Replayed completions were never timed: no latency rather than 0 s.

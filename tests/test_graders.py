@@ -109,12 +109,14 @@ def _fake_entry_points(eps):
 
 
 def test_plugin_from_entry_point_is_loaded_lazily(tmp_path, monkeypatch):
-    (tmp_path / "harness_plugin_shout.py").write_text(textwrap.dedent('''
+    (tmp_path / "harness_plugin_shout.py").write_text(
+        textwrap.dedent("""
         from harness.records import Grade
         LOADED = True
         def shout(response, item, loud=True):
             return Grade.of(response.isupper() == loud, "shout")
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(graders, "_plugins", {})
     ep = EntryPoint(name="shout", value="harness_plugin_shout:shout", group="harness.graders")

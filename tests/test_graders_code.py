@@ -34,14 +34,14 @@ def running_max(values: List[int]) -> List[int]:
     [1, 3, 3, 5]
     """
 '''
-TEST = '''
+TEST = """
 
 def check(candidate):
     assert candidate([]) == []
     assert candidate([1, 3, 2, 5]) == [1, 3, 3, 5]
     assert candidate([-2, -5, -1]) == [-2, -2, -1]
     assert candidate([7]) == [7]
-'''
+"""
 TASK = Item(id="t/running_max", fields={"prompt": PROMPT, "test": TEST, "entry_point": "running_max"})
 
 # A prompt with a helper defined above the entry point, as some HumanEval prompts have.
@@ -57,15 +57,17 @@ def count_vowels(text: str) -> int:
     3
     """
 '''
-HELPER_TEST = '''
+HELPER_TEST = """
 
 def check(candidate):
     assert candidate("Banana") == 3
     assert candidate("") == 0
     assert candidate("xyz") == 0
     assert candidate("AEIOU") == 5
-'''
-HELPER_TASK = Item(id="t/count_vowels", fields={"prompt": HELPER_PROMPT, "test": HELPER_TEST, "entry_point": "count_vowels"})
+"""
+HELPER_TASK = Item(
+    id="t/count_vowels", fields={"prompt": HELPER_PROMPT, "test": HELPER_TEST, "entry_point": "count_vowels"}
+)
 
 FENCE = "```"
 
@@ -248,7 +250,8 @@ def main():
 
 main()
 """,
-    "prompt_echoed_then_body": PROMPT + """    out = []
+    "prompt_echoed_then_body": PROMPT
+    + """    out = []
     for v in values:
         out.append(max(out[-1], v) if out else v)
     return out
@@ -335,7 +338,7 @@ def test_body_variants_are_indented_under_the_prompt():
 
 
 def test_demo_code_is_dropped_but_setup_code_kept():
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import sys
         sys.setrecursionlimit(10000)
         CACHE = {}
@@ -347,7 +350,7 @@ def test_demo_code_is_dropped_but_setup_code_kept():
         x = f(4)
         if __name__ == "__main__":
             f(5)
-    ''')
+    """)
     program = build_program(code, "", "f")
     assert "sys.setrecursionlimit(10000)" in program and "CACHE = {}" in program
     assert "print(" not in program and "x = f(4)" not in program and "__main__" not in program

@@ -147,8 +147,16 @@ def _bbh_tasks() -> list[tuple[str, list[dict]]]:
     return [(p.stem, json.loads(p.read_text())["examples"]) for p in sorted(BBH_DIR.glob("*.json"))]
 
 
-_OPPOSITE = {"True": "False", "False": "True", "Yes": "No", "No": "Yes", "yes": "no", "no": "yes",
-             "valid": "invalid", "invalid": "valid"}
+_OPPOSITE = {
+    "True": "False",
+    "False": "True",
+    "Yes": "No",
+    "No": "Yes",
+    "yes": "no",
+    "no": "yes",
+    "valid": "invalid",
+    "invalid": "valid",
+}
 
 
 def test_bbh_every_target_graded_correct_and_other_options_wrong():

@@ -141,7 +141,11 @@ def test_gsm8k_solution_texts_and_answer_statements():
             f"{worked}\nThe answer is {gold:,.0f}." if gold.is_integer() else f"The answer is {gold}.",
             f"{worked}\n\n**Final Answer:** $\\boxed{{{_fmt(gold)}}}$",
         ]
-        wrong = [f"The answer is {_fmt(gold + 1)}.", f"The answer is {_fmt(gold - 1)}.", f"{worked}#### {_fmt(gold + 1)}"]
+        wrong = [
+            f"The answer is {_fmt(gold + 1)}.",
+            f"The answer is {_fmt(gold - 1)}.",
+            f"{worked}#### {_fmt(gold + 1)}",
+        ]
         failures += [(i, r) for r in right if not numeric(r, it).passed]
         failures += [(i, r) for r in wrong if numeric(r, it).passed]
     assert not failures, failures[:5]

@@ -9,23 +9,29 @@ from harness.graders.judge import JudgeContext, parse_verdict
 from harness.records import Item
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("The answer matches the reference.\nVERDICT: PASS", 1.0),
-    ("Wrong unit.\nverdict: fail", 0.0),
-    ("**VERDICT: PASS**", 1.0),
-    ("<think>VERDICT: FAIL maybe</think>\nVERDICT: PASS", 1.0),  # thinking is never read
-    ("VERDICT: PASS\nOn reflection...\nVERDICT: PASS", 1.0),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("The answer matches the reference.\nVERDICT: PASS", 1.0),
+        ("Wrong unit.\nverdict: fail", 0.0),
+        ("**VERDICT: PASS**", 1.0),
+        ("<think>VERDICT: FAIL maybe</think>\nVERDICT: PASS", 1.0),  # thinking is never read
+        ("VERDICT: PASS\nOn reflection...\nVERDICT: PASS", 1.0),
+    ],
+)
 def test_verdicts_parse(reply, expected):
     assert parse_verdict(reply)[0] == expected
 
 
-@pytest.mark.parametrize("reply", [
-    "Looks right to me.",                      # no verdict line
-    "VERDICT: PASS\nVERDICT: FAIL",            # disagreeing lines
-    "I would say the verdict: pass is fair",   # not on its own line
-    "VERDICT: MOSTLY",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Looks right to me.",  # no verdict line
+        "VERDICT: PASS\nVERDICT: FAIL",  # disagreeing lines
+        "I would say the verdict: pass is fair",  # not on its own line
+        "VERDICT: MOSTLY",
+    ],
+)
 def test_unparseable_verdicts_are_not_guessed(reply):
     assert parse_verdict(reply)[0] is None
 
@@ -39,6 +45,7 @@ def _context(reply, seen):
     def ask(model, messages):
         seen.append((model, messages))
         return reply
+
     return JudgeContext(ask=ask, render=lambda name, fields: f"[{name}] {fields['response']} vs {fields['reference']}")
 
 
@@ -64,20 +71,23 @@ def _judge_suite(tmp_path):
     folder.mkdir(parents=True)
     (folder / "suite.yaml").write_text(
         "name: capitals\nfamily: reasoning\ntemplate: prompt.j2\nreference_field: city\nid_field: id\n"
-        "grader: {name: judge, options: {model: referee, rubric: judge.j2}}\n")
+        "grader: {name: judge, options: {model: referee, rubric: judge.j2}}\n"
+    )
     (folder / "prompt.j2").write_text("What is the capital of {{ country }}?")
     (folder / "judge.j2").write_text(
         "Question: the capital of {{ country }}. Reference: {{ reference }}.\nAnswer: {{ response }}\n"
-        "Does the answer name the reference city? End with VERDICT: PASS or VERDICT: FAIL.")
+        "Does the answer name the reference city? End with VERDICT: PASS or VERDICT: FAIL."
+    )
     rows = [("France", "Paris"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Peru", "Lima")]
-    (folder / "items.jsonl").write_text("".join(
-        f'{{"id": "{c.lower()}", "country": "{c}", "city": "{city}"}}\n' for c, city in rows))
+    (folder / "items.jsonl").write_text(
+        "".join(f'{{"id": "{c.lower()}", "country": "{c}", "city": "{city}"}}\n' for c, city in rows)
+    )
     return folder
 
 
 def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, monkeypatch):
-    from harness.plan import load_plan
     from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
     from harness.store import Store
 
     _judge_suite(tmp_path)
@@ -96,11 +106,21 @@ def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, mo
 
     fake_server.state.responder = respond
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump({
-        "models": {"student": {"provider": "openai", "base_url": fake_server.base_url}},
-        "judges": {"referee": {"provider": "openai", "base_url": fake_server.base_url,
-                               "price": {"input": 1.0, "output": 1.0}}},
-        "suites": ["capitals"]}))
+    plan_path.write_text(
+        yaml.safe_dump(
+            {
+                "models": {"student": {"provider": "openai", "base_url": fake_server.base_url}},
+                "judges": {
+                    "referee": {
+                        "provider": "openai",
+                        "base_url": fake_server.base_url,
+                        "price": {"input": 1.0, "output": 1.0},
+                    }
+                },
+                "suites": ["capitals"],
+            }
+        )
+    )
     store = Store(db_url)
     result = execute_plan(load_plan(plan_path), store)
     by_id = {s.item_id: s for s in store.samples(result.run_id)}
@@ -112,15 +132,18 @@ def test_a_plan_judge_grades_inside_a_real_run(tmp_path, fake_server, db_url, mo
 
 
 def test_a_judge_missing_from_the_plan_is_named_before_any_request(tmp_path, fake_server, db_url, monkeypatch):
-    from harness.plan import load_plan
     from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
     from harness.store import Store
 
     _judge_suite(tmp_path)
     monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump({
-        "models": {"student": {"provider": "openai", "base_url": fake_server.base_url}}, "suites": ["capitals"]}))
+    plan_path.write_text(
+        yaml.safe_dump(
+            {"models": {"student": {"provider": "openai", "base_url": fake_server.base_url}}, "suites": ["capitals"]}
+        )
+    )
     with pytest.raises(HarnessError, match="judge model 'referee' is not in the plan"):
         execute_plan(load_plan(plan_path), Store(db_url))
     assert fake_server.state.requests == 0

@@ -13,23 +13,36 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import insert, select
-
 from fakeserver import echo_responder
+from sqlalchemy import insert, select
+from test_engine_faults import HARNESS, echo_suite
+
 from harness.engine.lease import PlanLease
 from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
 from harness.plan import load_plan
 from harness.store import LeaseRow, Store, _now
-from test_engine_faults import HARNESS, echo_suite
 
 
 def _plan(tmp_path: Path, server, n: int, concurrency: int = 4) -> tuple[Path, dict]:
     suites_dir = echo_suite(tmp_path, n)
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"name": "twice", "models": {"m": {
-        "provider": "openai", "base_url": server.base_url, "model": "fake", "concurrency": concurrency}},
-        "suites": ["echo"]}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "name": "twice",
+                "models": {
+                    "m": {
+                        "provider": "openai",
+                        "base_url": server.base_url,
+                        "model": "fake",
+                        "concurrency": concurrency,
+                    }
+                },
+                "suites": ["echo"],
+            }
+        )
+    )
     env = {**os.environ, "HARNESS_SUITES_PATH": str(suites_dir)}
     env.pop("HARNESS_DB", None)
     return plan, env
@@ -108,8 +121,14 @@ def test_run_that_stops_on_an_error_is_marked_failed_and_latest_skips_empty_runs
     # The plan's items file turns out not to be UTF-8 on its first line: the run stops with nothing stored.
     items = tmp_path / "suites" / "echo" / "items.jsonl"
     items.write_bytes(b'{"id": "q0", "answer": "caf\xe9"}\n' + items.read_bytes())
-    bad = subprocess.run([str(HARNESS), "run", str(plan), "--db", db, "--no-report", "--new"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(HARNESS), "run", str(plan), "--db", db, "--no-report", "--new"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     assert "items.jsonl:1: not valid UTF-8" in bad.stderr
     store = Store(db)
@@ -123,21 +142,33 @@ def test_run_that_stops_on_an_error_is_marked_failed_and_latest_skips_empty_runs
 # -- the lease itself, on the store ------------------------------------------------------------
 
 
-def _foreign(store: Store, fingerprint: str, *, shard: str = "*", age_s: float = 0.0, host: str = "elsewhere",
-             pid: int = 4242) -> None:
+def _foreign(
+    store: Store, fingerprint: str, *, shard: str = "*", age_s: float = 0.0, host: str = "elsewhere", pid: int = 4242
+) -> None:
     """A lease row as another machine's process would have written it."""
     beat = _now() - timedelta(seconds=age_s)
     with store.engine.begin() as conn:
-        conn.execute(insert(LeaseRow.__table__).values(
-            key=f"{fingerprint} {shard}", plan_fingerprint=fingerprint, shard=shard, run_id="r1", owner="other",
-            host=host, pid=pid, since=beat, heartbeat=beat))
+        conn.execute(
+            insert(LeaseRow.__table__).values(
+                key=f"{fingerprint} {shard}",
+                plan_fingerprint=fingerprint,
+                shard=shard,
+                run_id="r1",
+                owner="other",
+                host=host,
+                pid=pid,
+                since=beat,
+                heartbeat=beat,
+            )
+        )
 
 
 def _holders(store: Store, fingerprint: str) -> list[tuple[str, str]]:
     table = LeaseRow.__table__
     with store.engine.connect() as conn:
-        return sorted(conn.execute(select(table.c.shard, table.c.owner)
-                                   .where(table.c.plan_fingerprint == fingerprint)).all())
+        return sorted(
+            conn.execute(select(table.c.shard, table.c.owner).where(table.c.plan_fingerprint == fingerprint)).all()
+        )
 
 
 def test_lease_rules(db_url):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from loadserver import ServerProcess
 
 from harness.errors import HarnessError
 from harness.load.generator import StageDriver
@@ -20,12 +21,27 @@ from harness.load.profile import Stage
 from harness.load.requests import Body
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
-from loadserver import ServerProcess
 
 TESTS = Path(__file__).resolve().parent
-CONTRACT = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurrency", "achieved_rate",
-            "requests_per_s", "output_tokens_per_s", "ttft_p50", "ttft_p90", "ttft_p99", "latency_p50",
-            "latency_p90", "latency_p99", "itl_p50", "itl_p99")
+CONTRACT = (
+    "concurrency",
+    "rate",
+    "requests",
+    "ok",
+    "errors",
+    "achieved_concurrency",
+    "achieved_rate",
+    "requests_per_s",
+    "output_tokens_per_s",
+    "ttft_p50",
+    "ttft_p90",
+    "ttft_p99",
+    "latency_p50",
+    "latency_p90",
+    "latency_p99",
+    "itl_p50",
+    "itl_p99",
+)
 
 
 @pytest.fixture
@@ -44,8 +60,15 @@ def start_server():
 def _drive(url: str, stage: Stage, tokens: int = 8, seed: int = 0):
     async def main():
         endpoint = Endpoint(url + "/chat/completions")
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": tokens,
-                           "stream": True, "stream_options": {"include_usage": True}}).encode()
+        body = json.dumps(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "hi there"}],
+                "max_tokens": tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ).encode()
         try:
             return await StageDriver(endpoint, [Body(body, 2, tokens)], {}, timeout=30, seed=seed).run(stage)
         finally:
@@ -91,8 +114,9 @@ def test_a_stage_split_over_worker_processes_pools_every_request(start_server):
     async def main():
         url = server.url + "/chat/completions"
         endpoint = Endpoint(url)
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-                           "stream": True}).encode()
+        body = json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+        ).encode()
         try:
             driver = StageDriver(endpoint, [Body(body, 1, 4)], {}, timeout=60)
             return await drive(driver, url, Stage(concurrency=6, requests=30, warmup=6), processes=2)
@@ -106,13 +130,30 @@ def test_a_stage_split_over_worker_processes_pools_every_request(start_server):
 
 
 def test_error_classes_match_what_the_server_did(start_server):
-    server = start_server("--ttft", "0.01", "--tokens", "6", "--token-time", "0.005", "--p429", "0.2",
-                          "--p500", "0.1", "--cut", "0.15", "--seed", "5")
+    server = start_server(
+        "--ttft",
+        "0.01",
+        "--tokens",
+        "6",
+        "--token-time",
+        "0.005",
+        "--p429",
+        "0.2",
+        "--p500",
+        "0.1",
+        "--cut",
+        "0.15",
+        "--seed",
+        "5",
+    )
     run = _drive(server.url, Stage(concurrency=4, requests=80, warmup=0), tokens=6)
     truth = server.truth()
     st = stage_stats(run.results, StageTarget(4, None))
-    kinds = {"429": sum(t["status"] == 429 for t in truth), "5xx": sum(t["status"] == 500 for t in truth),
-             "incomplete": sum(t["status"] == "cut" for t in truth)}
+    kinds = {
+        "429": sum(t["status"] == 429 for t in truth),
+        "5xx": sum(t["status"] == 500 for t in truth),
+        "incomplete": sum(t["status"] == "cut" for t in truth),
+    }
     assert all(kinds.values())
     assert st["errors_by_kind"] == kinds
     assert st["ok"] == sum(t["status"] == 200 for t in truth) == 80 - sum(kinds.values())
@@ -140,8 +181,10 @@ def test_open_loop_keeps_to_its_poisson_schedule(start_server):
 
 
 def _plan(tmp_path: Path, *urls: str, name: str = "loadplan", price: float = 1.0) -> Path:
-    models = "\n".join(f"  m{i}: {{provider: openai, base_url: {u}, model: api-m{i}, price: {{input: {price}, "
-                       f"output: {2 * price}}}}}" for i, u in enumerate(urls))
+    models = "\n".join(
+        f"  m{i}: {{provider: openai, base_url: {u}, model: api-m{i}, price: {{input: {price}, output: {2 * price}}}}}"
+        for i, u in enumerate(urls)
+    )
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\nmodels:\n{models}\nsuites:\n  - math-word: {{limit: 6}}\n", encoding="utf-8")
     return path
@@ -160,8 +203,9 @@ def harness(*args):
 
 def harness_process(*args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_json_contract_and_storage(start_server, tmp_path):
@@ -176,7 +220,7 @@ def test_json_contract_and_storage(start_server, tmp_path):
     for m in doc["models"]:
         assert [s["concurrency"] for s in m["stages"]] == [1, 4]
         for s in m["stages"]:
-            assert list(s)[:len(CONTRACT)] == list(CONTRACT)
+            assert list(s)[: len(CONTRACT)] == list(CONTRACT)
             assert s["rate"] is None and s["requests"] == 12 and s["ok"] == 12 and s["errors"] == 0
             assert all(isinstance(s[k], float) for k in CONTRACT if k.endswith(("_p50", "_p90", "_p99")))
     fast_p50 = doc["models"][0]["stages"][0]["ttft_p50"]
@@ -196,17 +240,31 @@ def test_json_contract_and_storage(start_server, tmp_path):
 def test_dry_run_confirmation_and_bad_input(start_server, tmp_path):
     server = start_server()
     plan = _plan(tmp_path, server.url, price=50.0)
-    dry = harness("load", str(plan), "--concurrency", "1,8", "--requests", "10", "--dry-run", "--db",
-                  f"sqlite:///{tmp_path / 'h.db'}")
+    dry = harness(
+        "load",
+        str(plan),
+        "--concurrency",
+        "1,8",
+        "--requests",
+        "10",
+        "--dry-run",
+        "--db",
+        f"sqlite:///{tmp_path / 'h.db'}",
+    )
     assert dry.exit_code == 0, dry.stdout
     assert "c=1" in dry.stdout and "c=8" in dry.stdout and "requests" in dry.stdout and "$" in dry.stdout
     assert server.truth() == []  # nothing was sent
-    pricey = harness_process("load", str(plan), "--requests", "200", "--confirm-above", "0.01", "--db",
-                             f"sqlite:///{tmp_path / 'h.db'}")
+    pricey = harness_process(
+        "load", str(plan), "--requests", "200", "--confirm-above", "0.01", "--db", f"sqlite:///{tmp_path / 'h.db'}"
+    )
     assert pricey.returncode == 2 and "--yes" in pricey.stderr and "Traceback" not in pricey.stderr
     assert len(pricey.stderr.strip().splitlines()) == 1
-    for args, needle in ((["--slo", "ttft_p99 < soon"], "--slo"), (["--rate", "1", "--concurrency", "2"], "not both"),
-                         (["--search"], "--slo"), (["--model", "nope"], "nope")):
+    for args, needle in (
+        (["--slo", "ttft_p99 < soon"], "--slo"),
+        (["--rate", "1", "--concurrency", "2"], "not both"),
+        (["--search"], "--slo"),
+        (["--model", "nope"], "nope"),
+    ):
         proc = harness("load", str(plan), *args, "--db", f"sqlite:///{tmp_path / 'h.db'}")
         assert isinstance(proc.exception, HarnessError) and needle in proc.error_text, proc.error_text
     assert server.truth() == []
@@ -216,9 +274,22 @@ def test_capacity_search_finds_the_servers_capacity(start_server, tmp_path):
     # 6 requests are served at once; beyond that they queue, and latency doubles.
     server = start_server("--ttft", "0.05", "--tokens", "4", "--token-time", "0.05", "--capacity", "6")
     plan = _plan(tmp_path, server.url)
-    proc = harness("load", str(plan), "--db", f"sqlite:///{tmp_path / 'h.db'}", "--concurrency", "2",
-                   "--requests", "24", "--slo", "latency_p99<=0.3s,error_rate<=1%", "--search", "--json",
-                   "--max-concurrency", "32")
+    proc = harness(
+        "load",
+        str(plan),
+        "--db",
+        f"sqlite:///{tmp_path / 'h.db'}",
+        "--concurrency",
+        "2",
+        "--requests",
+        "24",
+        "--slo",
+        "latency_p99<=0.3s,error_rate<=1%",
+        "--search",
+        "--json",
+        "--max-concurrency",
+        "32",
+    )
     assert proc.exit_code == 0, proc.stdout
     model = json.loads(proc.stdout)["models"][0]
     assert model["capacity"]["concurrency"] == 6 and model["capacity"]["first_failure"] == 7

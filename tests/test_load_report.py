@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import random
 
+import test_report_browser
+from test_report_browser import _check_page, _screenshot_dir
+from test_report_data import EVIL_MODEL, make_run
+
 from harness.load import results
 from harness.load.requests import RequestResult
 from harness.load.stats import StageTarget, stage_stats
 from harness.report import write_report
 from harness.store import Store
-import test_report_browser
-from test_report_browser import _check_page, _screenshot_dir
-from test_report_data import EVIL_MODEL, make_run
 
 PLAN = "load-join"
 browser = test_report_browser.browser  # the module's Chromium fixture, shared here
@@ -28,17 +29,26 @@ def _stage(model_speed: float, users: int, rng: random.Random) -> list[RequestRe
         ttft = model_speed * (1 + queue) * rng.uniform(0.8, 1.3)
         latency = ttft + 0.02 * 50 * rng.uniform(0.9, 1.1)
         error = "429" if rng.random() < 0.002 * users / 8 else ""
-        out.append(RequestResult(sent_at=i * latency / users, latency=None if error else latency,
-                                 ttft=None if error else ttft, output_tokens=None if error else 50,
-                                 input_tokens=None if error else 200, itl=[] if error else [0.02] * 49,
-                                 error=error, elapsed=latency))
+        out.append(
+            RequestResult(
+                sent_at=i * latency / users,
+                latency=None if error else latency,
+                ttft=None if error else ttft,
+                output_tokens=None if error else 50,
+                input_tokens=None if error else 200,
+                itl=[] if error else [0.02] * 49,
+                error=error,
+                elapsed=latency,
+            )
+        )
     return out
 
 
 def make_load_run(store: Store) -> str:
     rng = random.Random(4)
-    run_id = results.start_load_run(store, plan_name=PLAN, plan_path="evals/load.yaml", tag="",
-                                    profile={"slo": {"text": "latency_p99<=3s"}})
+    run_id = results.start_load_run(
+        store, plan_name=PLAN, plan_path="evals/load.yaml", tag="", profile={"slo": {"text": "latency_p99<=3s"}}
+    )
     for model, speed in (("fast-model", 0.3), (EVIL_MODEL, 0.8)):
         for index, users in enumerate((1, 8, 32, 128)):
             rs = _stage(speed, users, rng)

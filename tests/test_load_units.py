@@ -14,7 +14,7 @@ from harness.load import capacity
 from harness.load.generator import EarlyStop
 from harness.load.profile import build_stages, parse_slo
 from harness.load.requests import RequestResult, interpret
-from harness.load.stats import p99_change, stage_stats, StageTarget, time_in_flight
+from harness.load.stats import StageTarget, p99_change, stage_stats, time_in_flight
 from harness.load.wire import Response, _Parser
 
 
@@ -23,10 +23,19 @@ def _sse_response(tokens: int, *, crlf: bool = False) -> tuple[bytes, list[int]]
     sep = b"\r\n\r\n" if crlf else b"\n\n"
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     out, ends = bytearray(head), []
-    events = [b"data: " + json.dumps({"choices": [{"delta": {"content": f"w{i} "}, "finish_reason": None}]}).encode()
-              for i in range(tokens)]
-    events.append(b"data: " + json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}],
-                                          "usage": {"prompt_tokens": 7, "completion_tokens": tokens}}).encode())
+    events = [
+        b"data: " + json.dumps({"choices": [{"delta": {"content": f"w{i} "}, "finish_reason": None}]}).encode()
+        for i in range(tokens)
+    ]
+    events.append(
+        b"data: "
+        + json.dumps(
+            {
+                "choices": [{"delta": {}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": tokens},
+            }
+        ).encode()
+    )
     events.append(b"data: [DONE]")
     for e in events:
         data = e + sep
@@ -45,7 +54,7 @@ def test_parser_dates_each_event_by_the_read_that_brought_its_last_byte_whatever
     parser = _Parser(response)
     done = False
     for start in range(0, len(raw), piece):
-        chunk = raw[start:start + piece]
+        chunk = raw[start : start + piece]
         done = parser.feed(chunk, float(start + len(chunk) - 1))  # a read arrives with its last byte
     assert done and response.complete and response.status == 200
     # The read holding byte e ended at offset min(len - 1, e // piece * piece + piece - 1).
@@ -70,15 +79,18 @@ def test_cut_stream_and_error_status_and_empty_stream_are_errors_never_answers()
 
     limited = Response()
     body = b'{"error": "slow down"}'
-    _Parser(limited).feed(b"HTTP/1.1 429 Too Many\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
-                          100.0)
+    _Parser(limited).feed(b"HTTP/1.1 429 Too Many\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), 100.0)
     r = interpret(limited, RequestResult(sent_at=0.0))
     assert r.error == "429" and "slow down" in r.detail and r.ttft is None and r.latency is None
 
     empty = Response()
-    events = b"data: " + json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}).encode() + b"\n\ndata: [DONE]\n\n"
-    _Parser(empty).feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
-                        % (len(events), events), 500.0)
+    events = (
+        b"data: " + json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}).encode() + b"\n\ndata: [DONE]\n\n"
+    )
+    _Parser(empty).feed(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(events), events),
+        500.0,
+    )
     assert interpret(empty, RequestResult(sent_at=0.0)).error == "empty"
 
 
@@ -87,7 +99,10 @@ def test_slo_terms_parse_units_and_reject_nonsense():
     assert [(t.metric, t.limit) for t in slo.terms] == [("ttft_p99", 2.0), ("latency_p99", 5.0), ("error_rate", 0.01)]
     assert slo.failures({"ttft_p99": 1.0, "latency_p99": 5.0, "error_rate": 0.0}) == []
     assert slo.failures({"ttft_p99": None, "latency_p99": 6.0, "error_rate": 0.02}) == [
-        "ttft_p99 — > 2", "latency_p99 6 > 5", "error_rate 0.02 > 0.01"]
+        "ttft_p99 — > 2",
+        "latency_p99 6 > 5",
+        "error_rate 0.02 > 0.01",
+    ]
     for bad in ("ttft_p99 < two", "speed_p99<=1s", "error_rate<=2s", "ttft_p99<=5%", ""):
         with pytest.raises(HarnessError):
             parse_slo(bad)
@@ -96,23 +111,37 @@ def test_slo_terms_parse_units_and_reject_nonsense():
 def test_stages_from_options():
     stages = build_stages(concurrency="1,8", rate=None, requests=10, duration=None, warmup=None)
     assert [(s.concurrency, s.requests, s.warmup) for s in stages] == [(1, 10, 1), (8, 10, 8)]
-    assert build_stages(concurrency="64", rate=None, requests=10, duration=None, warmup=None, ramp_up=0.8)[0].ramp_s == 0.8
+    assert (
+        build_stages(concurrency="64", rate=None, requests=10, duration=None, warmup=None, ramp_up=0.8)[0].ramp_s == 0.8
+    )
     for bad in ({"rate": "2", "ramp_up": 1.0}, {"concurrency": "4", "ramp_up": -1.0}):
         with pytest.raises(HarnessError, match="--ramp-up"):
             build_stages(**{"concurrency": None, "rate": None, "requests": 5, "duration": None, "warmup": None, **bad})
     stages = build_stages(concurrency=None, rate="2.5", requests=None, duration=30, warmup=None)
     assert stages[0].rate == 2.5 and stages[0].duration_s == 30 and stages[0].warmup == 0
-    for kwargs in ({"concurrency": "1", "rate": "2"}, {"concurrency": "0"}, {"concurrency": "a"},
-                   {"concurrency": "1", "requests": 5, "duration": 3}):
+    for kwargs in (
+        {"concurrency": "1", "rate": "2"},
+        {"concurrency": "0"},
+        {"concurrency": "a"},
+        {"concurrency": "1", "requests": 5, "duration": 3},
+    ):
         with pytest.raises(HarnessError):
-            build_stages(**{"concurrency": None, "rate": None, "requests": None, "duration": None, "warmup": None,
-                            **kwargs})
+            build_stages(
+                **{"concurrency": None, "rate": None, "requests": None, "duration": None, "warmup": None, **kwargs}
+            )
 
 
 def _result(sent, latency, ttft=None, error="", tokens=10, measured=True):
-    return RequestResult(sent_at=sent, latency=None if error else latency, ttft=None if error else ttft,
-                         output_tokens=None if error else tokens, error=error, elapsed=latency, measured=measured,
-                         itl=[] if error else [0.01] * (tokens - 1))
+    return RequestResult(
+        sent_at=sent,
+        latency=None if error else latency,
+        ttft=None if error else ttft,
+        output_tokens=None if error else tokens,
+        error=error,
+        elapsed=latency,
+        measured=measured,
+        itl=[] if error else [0.01] * (tokens - 1),
+    )
 
 
 def test_stage_statistics_match_numpy_and_count_errors_apart():
@@ -184,8 +213,9 @@ def test_p99_change_flags_a_slower_tail_and_rarely_flags_noise():
     rng = np.random.default_rng(7)
     false_alarms = 0
     for i in range(60):  # same distribution on both sides: a regression flag is a false alarm
-        false_alarms += p99_change(rng.lognormal(0, 0.3, 300), rng.lognormal(0, 0.3, 300), resamples=500,
-                                   seed=i).significant
+        false_alarms += p99_change(
+            rng.lognormal(0, 0.3, 300), rng.lognormal(0, 0.3, 300), resamples=500, seed=i
+        ).significant
     assert false_alarms <= 6  # one-sided 2.5% expected: 1.5 of 60; 6 or more has probability < 0.5%
     old = rng.lognormal(0, 0.3, 600)
     slower = rng.lognormal(0, 0.3, 600) * np.where(rng.random(600) < 0.05, 2.0, 1.0)
@@ -219,9 +249,28 @@ def test_streams_over_tls_through_memory_bios_and_reuses_the_connection(tmp_path
     if not shutil.which("openssl"):
         pytest.skip("needs the openssl command to make a throwaway certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     raw, _ = _sse_response(3)
     head, body = raw.split(b"\r\n\r\n", 1)
 

@@ -7,9 +7,9 @@ need the network, and a hub id must fail fast with a HarnessError when offline.
 from __future__ import annotations
 
 import csv
-import re
 import gzip
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from harness.suite import loaders  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.suite import loaders  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -177,7 +177,10 @@ def test_ceval_rows_equal_the_csv_files():
         with open(path, newline="", encoding="utf-8") as fh:
             for record in csv.DictReader(fh):
                 expected.append({**record, "id": int(record["id"]), "subject": path.name[: -len("_val.csv")]})
-    got = [{k: v for k, v in r.items() if k not in ("explanation", "subject_zh", "category")} for r in load("ceval", folder).rows]
+    got = [
+        {k: v for k, v in r.items() if k not in ("explanation", "subject_zh", "category")}
+        for r in load("ceval", folder).rows
+    ]
     assert got == expected
 
 
@@ -270,7 +273,12 @@ def test_parse_cot_prompt():
     shots = loaders.parse_cot_prompt(text, "toy", "toy.txt")
     assert shots == [
         {"task": "toy", "input": "2 + 3 =", "rationale": "Two plus three is five.", "target": "5"},
-        {"task": "toy", "input": "Pick one:\nOptions:\n(A) red\n(B) blue", "rationale": "Blue is asked.", "target": "(B)"},
+        {
+            "task": "toy",
+            "input": "Pick one:\nOptions:\n(A) red\n(B) blue",
+            "rationale": "Blue is asked.",
+            "target": "(B)",
+        },
     ]
     with pytest.raises(HarnessError, match="toy.txt"):
         loaders.parse_cot_prompt("-----\nQ: no answer here\n", "toy", "toy.txt")
@@ -341,7 +349,9 @@ def test_missing_path(data):
 
 
 def test_folder_without_the_file(tmp_path):
-    with pytest.raises(HarnessError, match=r"holds no HumanEval file \(looked for HumanEval.jsonl.gz, HumanEval.jsonl\)"):
+    with pytest.raises(
+        HarnessError, match=r"holds no HumanEval file \(looked for HumanEval.jsonl.gz, HumanEval.jsonl\)"
+    ):
         loaders.load("humaneval", str(tmp_path))
     with pytest.raises(HarnessError, match="no C-Eval val files"):
         loaders.load("ceval", str(tmp_path))
@@ -358,7 +368,9 @@ def test_hub_id_offline_fails_clearly():
 
 
 def test_bad_options():
-    with pytest.raises(HarnessError, match=r"unknown option\(s\) spilt for loader gsm8k \(known: config, fewshot_pool, split\)"):
+    with pytest.raises(
+        HarnessError, match=r"unknown option\(s\) spilt for loader gsm8k \(known: config, fewshot_pool, split\)"
+    ):
         loaders.load("gsm8k", "x", {"spilt": "test"})
     with pytest.raises(HarnessError, match=r"option split='dev' is not one of test, validation, train, prompt, all"):
         loaders.load("mbpp", "x", {"split": "dev"})
@@ -409,7 +421,11 @@ def test_malformed_ceval_rows(tmp_path):
 
 
 def test_ceval_keeps_na_like_cells_as_text(tmp_path):
-    _write(tmp_path / "val" / "logic_val.csv", 'id,question,A,B,C,D,answer\n7,"two\nlines",NA,None,0.50,,B\n', newline="\r\n")
+    _write(
+        tmp_path / "val" / "logic_val.csv",
+        'id,question,A,B,C,D,answer\n7,"two\nlines",NA,None,0.50,,B\n',
+        newline="\r\n",
+    )
     (row,) = list(loaders.load("ceval", str(tmp_path)).rows)
     assert row["id"] == 7 and row["question"] == "two\r\nlines"
     assert [row[c] for c in "ABCD"] == ["NA", "None", "0.50", ""]
@@ -425,15 +441,31 @@ def test_malformed_bbh_example(tmp_path):
 
 
 # Bytes that are not UTF-8 (a Latin-1 export, a truncated multi-byte character) on line 2 of each kind of file.
-@pytest.mark.parametrize("loader, name, good, bad", [
-    ("gsm8k", "test.jsonl", b'{"question": "q1", "answer": "#### 1"}\n', b'{"question": "caf\xe9", "answer": "#### 2"}\n'),
-    ("gsm8k", "test.jsonl", b'{"question": "q1", "answer": "#### 1"}\n', b'{"question": "\xe4\xb8", "answer": "#### 2"}\n'),
-    ("humaneval", "he.jsonl",
-     b'{"task_id": "t/0", "prompt": "p", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n',
-     b'{"task_id": "t/1", "prompt": "\xff", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n'),
-    ("ceval", "val/logic_val.csv", b"id,question,A,B,C,D,answer\n", b"0,caf\xe9,1,2,3,4,A\n"),
-    ("bbh", "toy.json", b'{"examples": [\n', b'{"input": "caf\xe9", "target": "y"}]}\n'),
-])
+@pytest.mark.parametrize(
+    "loader, name, good, bad",
+    [
+        (
+            "gsm8k",
+            "test.jsonl",
+            b'{"question": "q1", "answer": "#### 1"}\n',
+            b'{"question": "caf\xe9", "answer": "#### 2"}\n',
+        ),
+        (
+            "gsm8k",
+            "test.jsonl",
+            b'{"question": "q1", "answer": "#### 1"}\n',
+            b'{"question": "\xe4\xb8", "answer": "#### 2"}\n',
+        ),
+        (
+            "humaneval",
+            "he.jsonl",
+            b'{"task_id": "t/0", "prompt": "p", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n',
+            b'{"task_id": "t/1", "prompt": "\xff", "canonical_solution": "s", "test": "t", "entry_point": "f"}\n',
+        ),
+        ("ceval", "val/logic_val.csv", b"id,question,A,B,C,D,answer\n", b"0,caf\xe9,1,2,3,4,A\n"),
+        ("bbh", "toy.json", b'{"examples": [\n', b'{"input": "caf\xe9", "target": "y"}]}\n'),
+    ],
+)
 def test_file_that_is_not_utf8_names_file_and_line(tmp_path, loader, name, good, bad):
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,20 @@ def test_embedded_model_file_is_found_without_network():
 
 def test_default_run_grades_every_sample_and_writes_a_report(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--limit", "2"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--limit", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
     con = sqlite3.connect(tmp_path / "harness.db")
-    rows = con.execute("SELECT suite, completion, score, passed, error, completion_tokens, served_model "
-                       "FROM samples").fetchall()
+    rows = con.execute(
+        "SELECT suite, completion, score, passed, error, completion_tokens, served_model FROM samples"
+    ).fetchall()
     assert len(rows) == 5 * 2  # five bundled suites, two items each
     assert {r[0] for r in rows} == {"code-functions", "code-tasks", "math-word", "zh-mcq", "en-reasoning"}
     assert all(r[4] == "" for r in rows), [r[4] for r in rows]  # no request failed

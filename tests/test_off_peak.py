@@ -22,8 +22,16 @@ DEEPSEEK = {"input": 0.28, "output": 0.42, "off_peak": {"hours": "16:30-00:30", 
 
 
 def price_of(price: dict):
-    return parse_plan({"models": {"ds": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": price}},
-                       "suites": ["math-word"]}).models[0].price
+    return (
+        parse_plan(
+            {
+                "models": {"ds": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": price}},
+                "suites": ["math-word"],
+            }
+        )
+        .models[0]
+        .price
+    )
 
 
 def utc(hour: int, minute: int) -> datetime:
@@ -42,18 +50,28 @@ def test_the_window_may_pass_midnight_and_prices_only_online_requests():
     assert price.off_peak.covers(datetime(2026, 12, 2, 1, 0, tzinfo=timezone(timedelta(hours=8))))
     batched = price_of({**DEEPSEEK, "batch_discount": 0.5})
     assert batched.cost(1_000_000, 0, batched=True, at=utc(17, 0)) == pytest.approx(0.14)  # no double discount
-    assert "off_peak" not in plan_to_dict(parse_plan({"models": {"x": {"provider": "openai", "base_url": "http://h/v1"}},
-                                                      "suites": ["s"]}))["models"][0]["price"]
+    assert (
+        "off_peak"
+        not in plan_to_dict(
+            parse_plan({"models": {"x": {"provider": "openai", "base_url": "http://h/v1"}}, "suites": ["s"]})
+        )["models"][0]["price"]
+    )
 
 
-@pytest.mark.parametrize("off_peak, needle", [
-    ({"hours": "25:00-01:00", "discount": 0.5}, "price.off_peak: hours '25:00-01:00': write the UTC window as HH:MM-HH:MM"),
-    ({"hours": "16:30", "discount": 0.5}, "hours '16:30'"),
-    ({"hours": "10:00-10:00", "discount": 0.5}, "the window is empty"),
-    ({"hours": "16:30-00:30", "discount": 1.0}, "price.off_peak.discount: must be less than 1"),
-    ({"hours": "16:30-00:30"}, "price.off_peak.discount: is required"),
-    ({"hours": "16:30-00:30", "discount": 0.5, "tz": "UTC"}, "unknown key(s) tz"),
-])
+@pytest.mark.parametrize(
+    "off_peak, needle",
+    [
+        (
+            {"hours": "25:00-01:00", "discount": 0.5},
+            "price.off_peak: hours '25:00-01:00': write the UTC window as HH:MM-HH:MM",
+        ),
+        ({"hours": "16:30", "discount": 0.5}, "hours '16:30'"),
+        ({"hours": "10:00-10:00", "discount": 0.5}, "the window is empty"),
+        ({"hours": "16:30-00:30", "discount": 1.0}, "price.off_peak.discount: must be less than 1"),
+        ({"hours": "16:30-00:30"}, "price.off_peak.discount: is required"),
+        ({"hours": "16:30-00:30", "discount": 0.5, "tz": "UTC"}, "unknown key(s) tz"),
+    ],
+)
 def test_a_bad_window_is_one_line_naming_the_field(off_peak, needle):
     with pytest.raises(HarnessError) as caught:
         price_of({"input": 1.0, "off_peak": off_peak})
@@ -63,8 +81,17 @@ def test_a_bad_window_is_one_line_naming_the_field(off_peak, needle):
 
 def write_plan(tmp_path, server, name: str, price: dict):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "suites": [{"math-word": {"limit": 6}}], "models": {
-        "ds": {"provider": "openai", "base_url": server.base_url, "model": "deepseek-chat", "price": price}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "suites": [{"math-word": {"limit": 6}}],
+                "models": {
+                    "ds": {"provider": "openai", "base_url": server.base_url, "model": "deepseek-chat", "price": price}
+                },
+            }
+        )
+    )
     return path
 
 
@@ -78,9 +105,11 @@ def test_samples_answered_in_the_window_cost_less(tmp_path, fake_server, db_url)
     store = Store(db_url)
     now = datetime.now(timezone.utc)
     costs = {}
-    for name, price in (("list", {"input": 1.0, "output": 2.0}),
-                        ("inside", {"input": 1.0, "output": 2.0, "off_peak": {"hours": window_around(now, 0), "discount": 0.75}}),
-                        ("outside", {"input": 1.0, "output": 2.0, "off_peak": {"hours": window_around(now, 6), "discount": 0.75}})):
+    for name, price in (
+        ("list", {"input": 1.0, "output": 2.0}),
+        ("inside", {"input": 1.0, "output": 2.0, "off_peak": {"hours": window_around(now, 0), "discount": 0.75}}),
+        ("outside", {"input": 1.0, "output": 2.0, "off_peak": {"hours": window_around(now, 6), "discount": 0.75}}),
+    ):
         result = execute_plan(load_plan(write_plan(tmp_path, fake_server, name, price)), store)
         samples = list(store.samples(result.run_id))
         assert len(samples) == 6 and all(s.cost_usd > 0 for s in samples)
@@ -120,10 +149,19 @@ def test_schedule_suggests_a_start_inside_the_window(tmp_path, fake_server, beij
     assert "model 'ds' is 50% cheaper 16:30-00:30 UTC" in note and "09:00 local time (01:00 UTC)" in note
     assert note.endswith("--at 00:30 starts in the window")
     # 03:00 in Beijing is 19:00 UTC: inside, nothing to say; nor for a cron with several starts a day.
-    assert sch.off_peak_notes(sch.build_schedule(str(plan), every="daily", at="03:00", db_url="sqlite:///h.db",
-                                                 workdir=str(tmp_path))) == []
-    assert sch.off_peak_notes(sch.build_schedule(str(plan), every="0 */6 * * *", db_url="sqlite:///h.db",
-                                                 workdir=str(tmp_path))) == []
-    out = CliRunner().invoke(cli, ["schedule", str(plan), "--every", "weekly", "--at", "09:00", "--print",
-                                   "--db", "sqlite:///h.db"])
+    assert (
+        sch.off_peak_notes(
+            sch.build_schedule(str(plan), every="daily", at="03:00", db_url="sqlite:///h.db", workdir=str(tmp_path))
+        )
+        == []
+    )
+    assert (
+        sch.off_peak_notes(
+            sch.build_schedule(str(plan), every="0 */6 * * *", db_url="sqlite:///h.db", workdir=str(tmp_path))
+        )
+        == []
+    )
+    out = CliRunner().invoke(
+        cli, ["schedule", str(plan), "--every", "weekly", "--at", "09:00", "--print", "--db", "sqlite:///h.db"]
+    )
     assert out.exit_code == 0 and "note: model 'ds' is 50% cheaper" in out.output

@@ -33,8 +33,19 @@ def _pairs(n11, n10, n01, n00):
 # --------------------------------------------------------------------------- exact McNemar
 
 
-TABLES = [(10, 5, 1, 4), (40, 12, 3, 45), (30, 8, 8, 20), (5, 0, 6, 2), (0, 1, 0, 0), (3, 13, 0, 1),
-          (0, 0, 3, 0), (0, 9, 0, 0), (1, 0, 0, 0), (100, 25, 40, 35), (0, 2, 0, 1)]
+TABLES = [
+    (10, 5, 1, 4),
+    (40, 12, 3, 45),
+    (30, 8, 8, 20),
+    (5, 0, 6, 2),
+    (0, 1, 0, 0),
+    (3, 13, 0, 1),
+    (0, 0, 3, 0),
+    (0, 9, 0, 0),
+    (1, 0, 0, 0),
+    (100, 25, 40, 35),
+    (0, 2, 0, 1),
+]
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -88,8 +99,11 @@ def test_small_all_or_nothing_difference_stays_within_the_possible_range():
 
 
 def _scipy_permutation_p(d: np.ndarray) -> float:
-    return float(st.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
-                                     alternative="two-sided").pvalue)
+    return float(
+        st.permutation_test(
+            (d,), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+        ).pvalue
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -178,7 +192,7 @@ def test_one_group_or_a_few_fall_back_to_items_and_say_so():
     assert (one.diff, one.lo, one.hi, one.p_value) == (plain.diff, plain.lo, plain.hi, plain.p_value)
     assert math.isfinite(one.lo) and _agrees(one, 0.95)
     few = paired_compare(a * 3, b * 3, clusters=[i // 2 for i in range(18)])
-    assert few.method == "mcnemar-exact" and f"9 groups are too few" in few.note
+    assert few.method == "mcnemar-exact" and "9 groups are too few" in few.note
     enough = paired_compare(a * 4, b * 4, clusters=[i // 2 for i in range(24)])
     assert enough.method == "cluster-permutation" and enough.note == ""
 

@@ -25,13 +25,14 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 
 from conftest import oracle_responder  # noqa: E402
 from fakeserver import echo_responder  # noqa: E402
+from test_checks_support import invoke  # noqa: E402
+from test_cli import assert_clean_error, harness  # noqa: E402
+from test_engine_faults import echo_suite  # noqa: E402
+
 from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402
-from test_checks_support import invoke  # noqa: E402
-from test_cli import assert_clean_error, harness  # noqa: E402
-from test_engine_faults import echo_suite  # noqa: E402
 
 WORKERS = 4
 ITEM = re.compile(r"Item (q\d+)\.")
@@ -65,8 +66,15 @@ def echo_plan(tmp_path, fake_server, monkeypatch, ray_local):
 
     def make_plan(n: int, **model):
         echo_suite(tmp_path, n)
-        spec = {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 16,
-                "max_attempts": 8, "price": {"input": 1.0, "output": 2.0}, **model}
+        spec = {
+            "provider": "openai",
+            "base_url": fake_server.base_url,
+            "model": "fake",
+            "concurrency": 16,
+            "max_attempts": 8,
+            "price": {"input": 1.0, "output": 2.0},
+            **model,
+        }
         path = tmp_path / "plan.yaml"
         path.write_text(yaml.safe_dump({"name": "ray", "models": {"m": spec}, "suites": ["echo"]}))
         return load_plan(path)
@@ -204,8 +212,17 @@ def _wait_for(check, timeout: float = 20.0):
 def test_code_is_graded_in_the_sandbox_on_the_workers(tmp_path, fake_server, pg_url, ray_local):
     fake_server.state.responder = oracle_responder(["code-functions"], wrong={"code-functions/0"})
     path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump({"name": "ray-code", "suites": ["code-functions"], "models": {
-        "m": {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 8}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ray-code",
+                "suites": ["code-functions"],
+                "models": {
+                    "m": {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 8}
+                },
+            }
+        )
+    )
     store = Store(pg_url)
     result = execute_plan(load_plan(path), store, ray=RayOptions(workers=2))
     samples = list(store.samples(result.run_id))
@@ -224,8 +241,9 @@ def sandbox_inside_a_worker(secret: str, hunt: str, port: int) -> dict:
     with Sandbox(workers=1) as box:
         return {
             "hunt": box.run(hunt, "pass").output,
-            "pids": box.run("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
-                            "pass").output.strip(),
+            "pids": box.run(
+                "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))", "pass"
+            ).output.strip(),
             "network": box.run(connect, "pass").output,
             "write": box.run("open('/etc/harness-was-here', 'w')", "pass").passed,
             "good": box.run("def add(a, b):\n    return a + b", "assert add(2, 3) == 5").passed,
@@ -239,8 +257,10 @@ def test_the_sandbox_keeps_its_isolation_inside_a_ray_worker(ray_local):
     secret = "sk-" + secrets.token_hex(16)
     listener = socket.create_server(("127.0.0.1", 0))
     try:
-        checks = ray.get(ray.remote(sandbox_inside_a_worker).remote(
-            secret, secret_hunt(secret), listener.getsockname()[1]), timeout=120)
+        checks = ray.get(
+            ray.remote(sandbox_inside_a_worker).remote(secret, secret_hunt(secret), listener.getsockname()[1]),
+            timeout=120,
+        )
     finally:
         listener.close()
     if checks["pids"] != "[1]":
@@ -272,14 +292,27 @@ def test_cli_runs_on_ray_with_one_progress_and_the_local_summary(echo_plan, tmp_
 
 def test_cli_refuses_what_a_cluster_cannot_do_in_one_line(tmp_path):
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"name": "p", "suites": ["math-word"], "models": {
-        "m": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "fake"}}}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "name": "p",
+                "suites": ["math-word"],
+                "models": {"m": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "fake"}},
+            }
+        )
+    )
     db = tmp_path / "h.db"
     # Refused before Ray is contacted: a Ray client's driver is not on the cluster, nor is its file.
-    assert_clean_error(harness("run", plan, "--executor", "ray", "--address", "ray://127.0.0.1:1",
-                               "--db", f"sqlite:///{db}", "--no-report"), "SQLite serves only a Ray instance")
-    assert_clean_error(harness("run", plan, "--executor", "ray", "--shard", "0/2", "--db", f"sqlite:///{db}"),
-                       "--shard and --executor ray exclude each other")
+    assert_clean_error(
+        harness(
+            "run", plan, "--executor", "ray", "--address", "ray://127.0.0.1:1", "--db", f"sqlite:///{db}", "--no-report"
+        ),
+        "SQLite serves only a Ray instance",
+    )
+    assert_clean_error(
+        harness("run", plan, "--executor", "ray", "--shard", "0/2", "--db", f"sqlite:///{db}"),
+        "--shard and --executor ray exclude each other",
+    )
     assert_clean_error(harness("run", plan, "--workers", "2", "--db", f"sqlite:///{db}"), "--executor ray")
     # Ray records the driver's command line in its job table: a password belongs in $HARNESS_DB.
     with_password = "postgresql+psycopg://u:hunter2-secret@127.0.0.1:9/h"

@@ -4,23 +4,24 @@ best, with the margin from the plan, measured cost rather than list price, and p
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 from scipy.stats import beta
-
-from harness.cli import cli
-from harness.errors import HarnessError
-from harness.analysis.recommend import recommend
-from harness.store import Store
 from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
 
+from harness.analysis.recommend import recommend
+from harness.cli import cli
+from harness.errors import HarnessError
+from harness.store import Store
+
 # 'strong' answers all 40 items, 'fast' misses one, 'tiny' misses 12: by price tiny < fast < strong.
-MODELS = {"strong": {"price": {"output": 3.0}}, "fast": {"price": {"output": 0.25}},
-          "tiny": {"price": {"output": 0.01}}}
+MODELS = {
+    "strong": {"price": {"output": 3.0}},
+    "fast": {"price": {"output": 0.25}},
+    "tiny": {"price": {"output": 0.01}},
+}
 SUITES = [{SUITE: {"limit": 40}}]
 
 
@@ -60,7 +61,10 @@ def test_picks_the_cheaper_model_that_is_not_significantly_worse(tmp_path, db_ur
     # 10 points cannot be proven with one miss in 40 (it could be 13 points worse), nor 2: the best wins.
     for margin in (0.10, 0.02):
         rec2 = recommend(Store(db_url), run, margin=margin)
-        assert rec2.routes == {SUITE: "strong"} and f"may be more than {100 * margin:g} points worse" in rec2.suites[0].reason
+        assert (
+            rec2.routes == {SUITE: "strong"}
+            and f"may be more than {100 * margin:g} points worse" in rec2.suites[0].reason
+        )
 
 
 def test_default_margin_is_two_points(tmp_path, db_url, fake_server, weekly):
@@ -77,8 +81,12 @@ def test_measured_cost_beats_list_price(tmp_path, db_url, fake_server, weekly):
     # 'wordy' has half the list price of 'terse' but writes ~20x more tokens for the same answers.
     weekly.wrong = {}
     weekly.filler = {"wordy": 400}
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"wordy": {"price": {"output": 0.5}},
-                                                         "terse": {"price": {"output": 1.0}}}, suites=SUITES)
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        {"wordy": {"price": {"output": 0.5}}, "terse": {"price": {"output": 1.0}}},
+        suites=SUITES,
+    )
     rec = recommend(Store(db_url), run_plan(plan, db_url))
     (s,) = rec.suites
     assert s.cost_basis == "measured" and s.model == "terse"
@@ -88,8 +96,8 @@ def test_measured_cost_beats_list_price(tmp_path, db_url, fake_server, weekly):
 
 def test_list_price_decides_when_nothing_was_measured(tmp_path, db_url):
     # Completions read from files carry no token counts: cost 0 everywhere, so the plan price decides.
-    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
 
     suite = load_suite(SUITE)
     builder = PromptBuilder(suite)
@@ -100,8 +108,10 @@ def test_list_price_decides_when_nothing_was_measured(tmp_path, db_url):
         with open(path, "w", encoding="utf-8") as fh:
             for i, item in enumerate(rows):
                 good = name != "free-but-bad" or i % 2
-                fh.write(json.dumps({"task_id": item.id,
-                                     "completion": builder.reference_response(item) if good else "-1"}) + "\n")
+                fh.write(
+                    json.dumps({"task_id": item.id, "completion": builder.reference_response(item) if good else "-1"})
+                    + "\n"
+                )
         spec[name] = {"provider": "samples", "path": str(path), "price": {"output": price}}
     plan = tmp_path / "p.yaml"
     plan.write_text(yaml.safe_dump({"name": "files", "models": spec, "suites": [{SUITE: {"first": 20}}]}))
@@ -116,8 +126,13 @@ def test_cli_prints_suite_to_model_and_json(tmp_path, db_url, fake_server, weekl
     ids = item_ids("zh-mcq", n=20)
     weekly.wrong["fast"] = weekly.wrong["fast"] | set(ids[:8])  # fast and tiny are weak in Chinese
     weekly.wrong["tiny"] = weekly.wrong["tiny"] | set(ids[:10])
-    plan = write_plan(tmp_path / "p.yaml", fake_server, MODELS, noninferiority_margin=0.15,
-                      suites=[{SUITE: {"limit": 40}}, {"zh-mcq": {"limit": 20}}])
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        MODELS,
+        noninferiority_margin=0.15,
+        suites=[{SUITE: {"limit": 40}}, {"zh-mcq": {"limit": 20}}],
+    )
     run = run_plan(plan, db_url)
     out = invoke("recommend", "--db", db_url).output
     assert f"{SUITE} → fast" in out and "zh-mcq → strong" in out and "p99 s" in out
@@ -130,8 +145,21 @@ def test_cli_prints_suite_to_model_and_json(tmp_path, db_url, fake_server, weekl
     assert first["suite"] == SUITE and first["cost_basis"] == "measured" and first["best"] == "strong"
     chosen = [c for c in first["candidates"] if c["recommended"]]
     assert [c["model"] for c in chosen] == ["fast"] and chosen[0]["latency_p99"] > 0
-    assert set(chosen[0]) >= {"mean", "lo", "hi", "diff", "lower", "p_value", "noninferior", "cost_per_sample",
-                              "price", "latency_p50", "latency_p99", "error_rate", "served_models"}
+    assert set(chosen[0]) >= {
+        "mean",
+        "lo",
+        "hi",
+        "diff",
+        "lower",
+        "p_value",
+        "noninferior",
+        "cost_per_sample",
+        "price",
+        "latency_p50",
+        "latency_p99",
+        "error_rate",
+        "served_models",
+    }
     # --margin overrides the plan; 0 keeps only models at least as good as the best.
     tight = json.loads(invoke("recommend", "--db", db_url, "--json", "--margin", "0").stdout)
     assert tight["routes"] == {SUITE: "strong", "zh-mcq": "strong"}
@@ -153,9 +181,12 @@ def test_a_model_whose_every_request_fails_is_never_routed(tmp_path, db_url, fak
     from dataclasses import replace
 
     fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"healthy": {"price": {"output": 1.0}},
-                                                         "broken": {"price": {"output": 0.1}}},
-                      suites=[{SUITE: {"limit": 20}}])
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        {"healthy": {"price": {"output": 1.0}}, "broken": {"price": {"output": 0.1}}},
+        suites=[{SUITE: {"limit": 20}}],
+    )
     # A revoked key is fatal (issue 13): 'broken' is stopped after a few 401s and the run ends failed.
     run = run_plan(plan, db_url, status="failed")
     assert fake_server.state.status_counts["401"] >= 1
@@ -182,11 +213,16 @@ def test_latency_and_error_limits_from_the_plan_and_the_command_line(tmp_path, d
     weekly.wrong = {}
     # Only 'flaky' fails (one attempt per sample): which of its requests fail does not depend on how its
     # requests interleave with steady's, so the run is the same every time.
-    fake_server.state.faults = replace(fake_server.state.faults, error_500=0.2, seed=3,
-                                       fault_models=frozenset({"flaky"}))
-    plan = write_plan(tmp_path / "p.yaml", fake_server, {"flaky": {"price": {"output": 0.1}, "max_attempts": 1},
-                                                         "steady": {"price": {"output": 1.0}}},
-                      suites=[{SUITE: {"limit": 30}}], routing={"max_error_rate": 0.5})
+    fake_server.state.faults = replace(
+        fake_server.state.faults, error_500=0.2, seed=3, fault_models=frozenset({"flaky"})
+    )
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        {"flaky": {"price": {"output": 0.1}, "max_attempts": 1}, "steady": {"price": {"output": 1.0}}},
+        suites=[{SUITE: {"limit": 30}}],
+        routing={"max_error_rate": 0.5},
+    )
     fake_server.reseed(3)
     run = run_plan(plan, db_url)
     rec = recommend(Store(db_url), run)
@@ -201,8 +237,20 @@ def test_latency_and_error_limits_from_the_plan_and_the_command_line(tmp_path, d
     none = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-p99", "0").stdout)
     assert none["routes"] == {SUITE: None}
     assert all(c["rejected"].startswith(("too slow", "unavailable")) for c in none["suites"][0]["candidates"])
-    relaxed = json.loads(invoke("recommend", "--db", db_url, "--json", "--max-p99", "0",
-                                "--max-p99", f"{SUITE}=60", "--max-error-rate", "0.001").stdout)
+    relaxed = json.loads(
+        invoke(
+            "recommend",
+            "--db",
+            db_url,
+            "--json",
+            "--max-p99",
+            "0",
+            "--max-p99",
+            f"{SUITE}=60",
+            "--max-error-rate",
+            "0.001",
+        ).stdout
+    )
     assert relaxed["routes"] == {SUITE: "steady"}
     bad = CliRunner().invoke(cli, ["recommend", "--db", db_url, "--max-p99", "fast"])
     assert bad.exit_code == 2 and "--max-p99" in bad.output

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import markupsafe
 import pytest
+from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 from harness.analysis import paired, stats
-from harness.report import write_report
-from harness.report import analysis, pages, site
-from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 from harness.analysis.summary import summarize_run
-from test_report_data import (EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run)
+from harness.report import analysis, pages, site, write_report
+from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,8 +40,15 @@ def evil_site(tmp_path_factory):
     """A run whose model, suite, plan, completions, reasons and served names all carry markup."""
     tmp = tmp_path_factory.mktemp("evil")
     store = Store(f"sqlite:///{tmp / 'h.db'}")
-    run_id = make_run(store, plan_name=EVIL_PLAN, models=EVIL_MODELS, suites=("math-word", EVIL_SUITE),
-                      n_items=40, payload=True, tag="<i>tag</i>")
+    run_id = make_run(
+        store,
+        plan_name=EVIL_PLAN,
+        models=EVIL_MODELS,
+        suites=("math-word", EVIL_SUITE),
+        n_items=40,
+        payload=True,
+        tag="<i>tag</i>",
+    )
     index = write_report(store, [run_id], tmp / "site")
     yield store, run_id, index, tmp / "site"
     store.close()
@@ -137,10 +143,37 @@ def _cells_run(store, scores: dict[str, list[int]], suite="s1", groups=None) -> 
     n = len(next(iter(scores.values())))
     store.record_suite(run_id, RunSuiteInfo(suite, "h-" + suite, "mcq", "exact", n))
     store.record_prompts("h-" + suite, [(f"i{i}", json.dumps([["user", f"q{i}"]]), "A") for i in range(n)])
-    store.save_samples([
-        SampleRecord(run_id, m, suite, "h-" + suite, f"i{i}", groups[i] if groups else "", 0, "A" if s else "B",
-                     "", "stop", 10, 5, 0, 0.5, 0.1, m, "", 1, 0.001, float(s), bool(s), "ok" if s else "no", "A")
-        for m, ss in scores.items() for i, s in enumerate(ss)])
+    store.save_samples(
+        [
+            SampleRecord(
+                run_id,
+                m,
+                suite,
+                "h-" + suite,
+                f"i{i}",
+                groups[i] if groups else "",
+                0,
+                "A" if s else "B",
+                "",
+                "stop",
+                10,
+                5,
+                0,
+                0.5,
+                0.1,
+                m,
+                "",
+                1,
+                0.001,
+                float(s),
+                bool(s),
+                "ok" if s else "no",
+                "A",
+            )
+            for m, ss in scores.items()
+            for i, s in enumerate(ss)
+        ]
+    )
     store.mark_run(run_id, "finished")
     return run_id
 
@@ -160,10 +193,10 @@ def test_leaderboard_marks_models_worse_than_the_best_with_holm(store, tmp_path)
     assert [rows["close"].p_adj, rows["weak"].p_adj] == pytest.approx(stats.adjust_pvalues(raw, "holm"))
     assert rows["weak"].diff == pytest.approx(-0.4)
     page = write_report(store, [run_id], tmp_path / "site").read_text("utf-8")
-    board = page[page.index('<table class="leaderboard"'):]
-    board = board[:board.index("</table>")]
+    board = page[page.index('<table class="leaderboard"') :]
+    board = board[: board.index("</table>")]
     assert board.index(">best<") < board.index(">close<") < board.index(">weak<")
-    weak_row = board[board.rindex("<tr", 0, board.index(">weak<")):]
+    weak_row = board[board.rindex("<tr", 0, board.index(">weak<")) :]
     assert weak_row.startswith('<tr class="worse">') and "Holm-adjusted p" in weak_row
     assert '<tr class="tie">' in board
 
@@ -172,7 +205,7 @@ def test_comparisons_align_items_by_id_and_use_groups(store):
     groups = [f"g{i % 10}" for i in range(40)]
     run_id = _cells_run(store, {"a": [1] * 40, "b": [i % 2 for i in range(40)]}, groups=groups)
     summary = summarize_run(store, run_id)
-    (a, b, per_suite), = analysis.pairs(summary)
+    ((a, b, per_suite),) = analysis.pairs(summary)
     ps = per_suite[0]
     assert ps.comparison.method == "cluster-permutation" and len(ps.disagree) == 20
     assert ps.a_better == 20 and ps.b_better == 0
@@ -188,8 +221,9 @@ def test_pareto_front():
 
 def test_samples_are_paginated_filtered_and_linked(store, tmp_path, monkeypatch):
     monkeypatch.setattr(pages, "PAGE_SIZE", 25)
-    run_id = make_run(store, n_items=60, samples_per_item=1, seed=3, models={
-        "a": (0.7, 1, 1, 1), "b": (0.4, 1, 1, 1)}, suites=("s",))
+    run_id = make_run(
+        store, n_items=60, samples_per_item=1, seed=3, models={"a": (0.7, 1, 1, 1), "b": (0.4, 1, 1, 1)}, suites=("s",)
+    )
     out = tmp_path / "site"
     write_report(store, [run_id], out)
     cell = out / run_id / pages.cell_folder("a", "s")
@@ -218,7 +252,9 @@ def test_long_texts_are_cut_on_the_page(store, tmp_path, monkeypatch):
     monkeypatch.setattr(pages, "TEXT_CAP", 100)
     run_id = _cells_run(store, {"m": [1, 0]})
     from sqlalchemy import update
+
     from harness.store import SampleRow
+
     with store.engine.begin() as conn:
         conn.execute(update(SampleRow).values(completion="x" * 1000))
     write_report(store, [run_id], tmp_path / "site")
@@ -262,8 +298,17 @@ def test_run_without_samples(store, tmp_path):
 
 def test_trend_page_follows_the_plan_across_runs(store, tmp_path):
     start = datetime(2025, 1, 6)
-    ids = [make_run(store, plan_name="weekly", n_items=20, seed=w, started_at=start + timedelta(weeks=w),
-                    suite_hash_salt="" if w < 2 else "-v2") for w in range(4)]
+    ids = [
+        make_run(
+            store,
+            plan_name="weekly",
+            n_items=20,
+            seed=w,
+            started_at=start + timedelta(weeks=w),
+            suite_hash_salt="" if w < 2 else "-v2",
+        )
+        for w in range(4)
+    ]
     other = make_run(store, plan_name="other", n_items=5, seed=9)
     out = tmp_path / "site"
     write_report(store, [ids[-1]], out)
@@ -286,8 +331,10 @@ def test_trend_page_follows_the_plan_across_runs(store, tmp_path):
 
 
 def test_importing_the_report_package_loads_no_heavy_modules():
-    code = ("import sys, harness.report, harness.report.charts; "
-            "print(sorted(m for m in ('matplotlib', 'jinja2', 'scipy') if m in sys.modules))")
+    code = (
+        "import sys, harness.report, harness.report.charts; "
+        "print(sorted(m for m in ('matplotlib', 'jinja2', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

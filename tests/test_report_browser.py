@@ -14,15 +14,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 from harness.report import pages, write_report
 from harness.store import Store
-from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-    "--disable-extensions", "--hide-scrollbars", "--window-size=1280,1600",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--window-size=1280,1600",
 ]
 
 
@@ -42,8 +51,9 @@ class WebDriver:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([chromedriver, f"--port={self.port}", "--allowed-ips=127.0.0.1"],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [chromedriver, f"--port={self.port}", "--allowed-ips=127.0.0.1"], stdout=self._log, stderr=subprocess.STDOUT
+        )
         self.base = f"http://127.0.0.1:{self.port}"
         self.session = None
         deadline = time.monotonic() + 30
@@ -57,9 +67,11 @@ class WebDriver:
                 self.close()
                 raise RuntimeError(f"chromedriver did not start (see {log_path})")
             time.sleep(0.1)
-        caps = {"browserName": "chrome",
-                "goog:chromeOptions": {"binary": chromium, "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]},
-                "goog:loggingPrefs": {"browser": "ALL"}}
+        caps = {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }
         try:
             self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
         except Exception:
@@ -68,8 +80,9 @@ class WebDriver:
 
     def _call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return json.loads(resp.read() or b"{}").get("value")
@@ -133,8 +146,9 @@ def browser(tmp_path_factory):
 def evil_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser-site")
     store = Store(f"sqlite:///{tmp / 'h.db'}")
-    run_id = make_run(store, plan_name=EVIL_PLAN, models=EVIL_MODELS, suites=("math-word", EVIL_SUITE),
-                      n_items=40, payload=True)
+    run_id = make_run(
+        store, plan_name=EVIL_PLAN, models=EVIL_MODELS, suites=("math-word", EVIL_SUITE), n_items=40, payload=True
+    )
     index = write_report(store, [run_id], tmp / "site")
     store.close()
     return run_id, index, tmp / "site"
@@ -189,8 +203,12 @@ def test_report_renders_in_chromium_and_injected_scripts_do_not_run(browser, evi
     assert browser.title() != "PWNED"
     browser.screenshot(shots / "report-samples.png", full_height=False)
 
-    for page in (next((out / run_id / "compare").glob("*-1.html")), cell / "wrong-1.html", out / "index.html",
-                 out / "trends" / f"{pages.slug(EVIL_PLAN)}.html"):
+    for page in (
+        next((out / run_id / "compare").glob("*-1.html")),
+        cell / "wrong-1.html",
+        out / "index.html",
+        out / "trends" / f"{pages.slug(EVIL_PLAN)}.html",
+    ):
         state = _check_page(browser, page)
         assert EVIL_MODEL in state["text"] or EVIL_PLAN in state["text"] or "evil-model" in state["text"]
     browser.screenshot(shots / "report-trend.png")
@@ -202,8 +220,9 @@ def test_csp_blocks_a_script_that_slipped_into_a_page(browser, evil_report, tmp_
     """Defence in depth: even raw <script> markup in a report page (say, a template bug) is not run."""
     run_id, index, _ = evil_report
     page = tmp_path / "tampered.html"
-    page.write_text(index.read_text("utf-8").replace("</body>", "<script>document.title='PWNED'</script></body>"),
-                    encoding="utf-8")
+    page.write_text(
+        index.read_text("utf-8").replace("</body>", "<script>document.title='PWNED'</script></body>"), encoding="utf-8"
+    )
     browser.get(page.as_uri())
     assert browser.title() != "PWNED"
     messages = " ".join(e.get("message", "") for e in browser.browser_log())
@@ -227,6 +246,7 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
     """The pages of the issue's cases: one model, nothing spent, one run, code and worked-solution
     references; and a model whose every request failed (HTTP 401) beside a healthy one."""
     from conftest import oracle_responder
+
     from harness.suite import load_suite
     from harness.suite.prompt import PromptBuilder
 
@@ -236,11 +256,17 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
     for suite_name in ("code-functions", "math-word"):
         suite = load_suite(suite_name)
         builder = PromptBuilder(suite)
-        lines += [json.dumps({"task_id": i.id, "completion": builder.reference_response(i)})
-                  for i in list(suite.items())[:3]]
+        lines += [
+            json.dumps({"task_id": i.id, "completion": builder.reference_response(i)}) for i in list(suite.items())[:3]
+        ]
     (tmp_path / "replayed.jsonl").write_text("\n".join(lines) + "\n")
-    solo = _run_plan(tmp_path, "solo", {"replayed": {"provider": "samples", "path": str(tmp_path / "replayed.jsonl")}},
-                     [{"code-functions": {"first": 3}}, {"math-word": {"first": 3}}], db)
+    solo = _run_plan(
+        tmp_path,
+        "solo",
+        {"replayed": {"provider": "samples", "path": str(tmp_path / "replayed.jsonl")}},
+        [{"code-functions": {"first": 3}}, {"math-word": {"first": 3}}],
+        db,
+    )
     index = write_report(Store(db), [solo], tmp_path / "site")
     state = _check_page(browser, index)
     text = state["text"]
@@ -271,9 +297,19 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
 
     fake_server.state.responder = oracle_responder(["math-word"])
     fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"broken"}))
-    spec = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "max_attempts": 1,
-                   "price": {"output": price}} for name, price in (("healthy", 1.0), ("broken", 0.1))}
-    duel = _run_plan(tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db, status="failed")  # a revoked key is fatal
+    spec = {
+        name: {
+            "provider": "openai",
+            "base_url": fake_server.base_url,
+            "model": name,
+            "max_attempts": 1,
+            "price": {"output": price},
+        }
+        for name, price in (("healthy", 1.0), ("broken", 0.1))
+    }
+    duel = _run_plan(
+        tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db, status="failed"
+    )  # a revoked key is fatal
     index = write_report(Store(db), [duel], tmp_path / "site2")
     state = _check_page(browser, index)
     best = browser.js("""return Array.from(document.querySelectorAll('table.leaderboard tr.best td.name'))

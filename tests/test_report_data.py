@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from harness.store import RunModelInfo, RunRow, RunSuiteInfo, SampleRecord, Store
 
-XSS_COMPLETION = ("<script>document.title='PWNED'</script>"
-                  "<img src=x onerror=\"document.title='PWNED'\"> The answer is 42.")
+XSS_COMPLETION = (
+    "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\"> The answer is 42."
+)
 
 # model name -> (accuracy, price in, price out, latency scale s)
 DEFAULT_MODELS = {
@@ -31,26 +32,45 @@ EVIL_MODELS = {
 }
 
 
-def make_run(store: Store, *, plan_name: str = "nightly", models: dict | None = None,
-             suites=DEFAULT_SUITES, n_items: int = 30, samples_per_item: int = 1, seed: int = 0,
-             suite_hash_salt: str = "", started_at: datetime | None = None, payload: bool = False,
-             groups: int = 0, long_prompt: int = 0, batch: int = 5000, status: str = "finished",
-             tag: str = "") -> str:
+def make_run(
+    store: Store,
+    *,
+    plan_name: str = "nightly",
+    models: dict | None = None,
+    suites=DEFAULT_SUITES,
+    n_items: int = 30,
+    samples_per_item: int = 1,
+    seed: int = 0,
+    suite_hash_salt: str = "",
+    started_at: datetime | None = None,
+    payload: bool = False,
+    groups: int = 0,
+    long_prompt: int = 0,
+    batch: int = 5000,
+    status: str = "finished",
+    tag: str = "",
+) -> str:
     """One run of `plan_name` with every model on every suite; returns the run id."""
     rng = random.Random(seed)
     models = models or DEFAULT_MODELS
-    run_id = store.start_run(plan_name=plan_name, plan_path=f"evals/{plan_name}.yaml",
-                             plan_fingerprint=f"fp-{plan_name}", plan={"name": plan_name}, tag=tag)
-    store.record_models(run_id, [RunModelInfo(m, "openai", m, "", pi, po)
-                                 for m, (_, pi, po, _) in models.items()])
+    run_id = store.start_run(
+        plan_name=plan_name,
+        plan_path=f"evals/{plan_name}.yaml",
+        plan_fingerprint=f"fp-{plan_name}",
+        plan={"name": plan_name},
+        tag=tag,
+    )
+    store.record_models(run_id, [RunModelInfo(m, "openai", m, "", pi, po) for m, (_, pi, po, _) in models.items()])
     pad = " Consider every step carefully." * (long_prompt // 30 + 1) if long_prompt else ""
     for suite in suites:
         suite_hash = f"h-{suite}{suite_hash_salt}"
         store.record_suite(run_id, RunSuiteInfo(suite, suite_hash, "math", "numeric", n_items))
         prompts = []
         for i in range(n_items):
-            msgs = [["system", "Answer with one number."],
-                    ["user", f"Question {i} of {suite}: what is {i} + {i}?{pad[:long_prompt]}"]]
+            msgs = [
+                ["system", "Answer with one number."],
+                ["user", f"Question {i} of {suite}: what is {i} + {i}?{pad[:long_prompt]}"],
+            ]
             prompts.append((f"{suite}/{i}", json.dumps(msgs), str(2 * i)))
         store.record_prompts(suite_hash, prompts)
         pending: list[SampleRecord] = []
@@ -63,19 +83,35 @@ def make_run(store: Store, *, plan_name: str = "nightly", models: dict | None = 
                     if payload and i == 0:
                         completion = XSS_COMPLETION
                     pt, ct = 40 + rng.randrange(40), 20 + rng.randrange(200)
-                    pending.append(SampleRecord(
-                        run_id=run_id, model=model, suite=suite, suite_hash=suite_hash, item_id=f"{suite}/{i}",
-                        item_group=f"g{i % groups}" if groups else "", sample_index=k,
-                        completion="" if err else completion,
-                        reasoning="" if err else f"<b>thinking</b> about {i}+{i} step by step",
-                        finish_reason="" if err else "stop", prompt_tokens=pt, completion_tokens=0 if err else ct,
-                        reasoning_tokens=0, latency_s=lat * (0.5 + rng.lognormvariate(0, 0.5)),
-                        ttft_s=None if err else lat * 0.2 * (0.5 + rng.random()),
-                        served_model=f"{model}-2025-01" if not payload else "<b>served</b>", error=err,
-                        attempts=1 if not err else 3, cost_usd=0.0 if err else (pt * pi + ct * po) / 1e6,
-                        score=1.0 if ok and not err else 0.0, passed=bool(ok and not err),
-                        grade_reason=("exact match" if ok else "expected <2i>, got other") if not err else "request failed",
-                        extracted="" if err else str(2 * i if ok else 2 * i + 1)))
+                    pending.append(
+                        SampleRecord(
+                            run_id=run_id,
+                            model=model,
+                            suite=suite,
+                            suite_hash=suite_hash,
+                            item_id=f"{suite}/{i}",
+                            item_group=f"g{i % groups}" if groups else "",
+                            sample_index=k,
+                            completion="" if err else completion,
+                            reasoning="" if err else f"<b>thinking</b> about {i}+{i} step by step",
+                            finish_reason="" if err else "stop",
+                            prompt_tokens=pt,
+                            completion_tokens=0 if err else ct,
+                            reasoning_tokens=0,
+                            latency_s=lat * (0.5 + rng.lognormvariate(0, 0.5)),
+                            ttft_s=None if err else lat * 0.2 * (0.5 + rng.random()),
+                            served_model=f"{model}-2025-01" if not payload else "<b>served</b>",
+                            error=err,
+                            attempts=1 if not err else 3,
+                            cost_usd=0.0 if err else (pt * pi + ct * po) / 1e6,
+                            score=1.0 if ok and not err else 0.0,
+                            passed=bool(ok and not err),
+                            grade_reason=("exact match" if ok else "expected <2i>, got other")
+                            if not err
+                            else "request failed",
+                            extracted="" if err else str(2 * i if ok else 2 * i + 1),
+                        )
+                    )
                     if len(pending) >= batch:
                         store.save_samples(pending)
                         pending = []

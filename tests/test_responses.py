@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fakeserver import echo_responder
+from test_engine_faults import echo_suite
+
 from harness.engine.runs import execute_plan
 from harness.errors import redact, register_secret
 from harness.plan import load_plan
@@ -23,7 +24,6 @@ from harness.providers.base import ProviderError
 from harness.providers.openai_body import StreamReader, completion_from_json, content_text
 from harness.providers.tokens import token_count
 from harness.store import Store
-from test_engine_faults import echo_suite
 
 KEY = "sk-test-redaction-0123456789abcdef"
 HEADER_SECRET = "gw-secret-value-98765"
@@ -38,8 +38,15 @@ def echo(tmp_path, fake_server, monkeypatch):
 
     def make_plan(n: int = 6, models: dict | None = None, **model):
         echo_suite(tmp_path, n)
-        spec = {"provider": "openai", "base_url": fake_server.base_url, "model": "fake", "concurrency": 4,
-                "max_attempts": 4, "price": {"input": 1.0, "output": 2.0}, **model}
+        spec = {
+            "provider": "openai",
+            "base_url": fake_server.base_url,
+            "model": "fake",
+            "concurrency": 4,
+            "max_attempts": 4,
+            "price": {"input": 1.0, "output": 2.0},
+            **model,
+        }
         path = tmp_path / "plan.yaml"
         path.write_text(yaml.safe_dump({"name": "responses", "models": models or {"m": spec}, "suites": ["echo"]}))
         return path
@@ -67,18 +74,39 @@ def test_interrupted_streams_without_usage_are_retried_and_their_tokens_estimate
 
 
 def _choice(content) -> bytes:
-    return json.dumps({"model": "fake", "choices": [{"message": {"content": content}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 5, "completion_tokens": 3}}).encode()
+    return json.dumps(
+        {
+            "model": "fake",
+            "choices": [{"message": {"content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+        }
+    ).encode()
 
 
 ODD_BODIES = {
     # name: (body from the request payload, the sample ends as an answer (True) or as an error (False))
-    "prompt_tokens as text": (lambda p: json.dumps({"choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}],
-                                                    "usage": {"prompt_tokens": "abc", "completion_tokens": 2}}).encode(), True),
-    "prompt_tokens 10**30": (lambda p: json.dumps({"choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}],
-                                                   "usage": {"prompt_tokens": 10**30, "completion_tokens": 2}}).encode(), True),
-    "content as list of parts": (lambda p: _choice([{"type": "text", "text": _last(p)[:3]},
-                                                    {"type": "text", "text": _last(p)[3:]}]), True),
+    "prompt_tokens as text": (
+        lambda p: json.dumps(
+            {
+                "choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": "abc", "completion_tokens": 2},
+            }
+        ).encode(),
+        True,
+    ),
+    "prompt_tokens 10**30": (
+        lambda p: json.dumps(
+            {
+                "choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10**30, "completion_tokens": 2},
+            }
+        ).encode(),
+        True,
+    ),
+    "content as list of parts": (
+        lambda p: _choice([{"type": "text", "text": _last(p)[:3]}, {"type": "text", "text": _last(p)[3:]}]),
+        True,
+    ),
     "content as an int": (lambda p: _choice(42), False),
     "content as a dict": (lambda p: _choice({"text": "x"}), False),
     "no choices": (lambda p: b'{"model": "fake", "choices": []}', False),
@@ -89,9 +117,16 @@ ODD_BODIES = {
     "a JSON list": (lambda p: b"[1, 2]", False),
     "deeply nested": (lambda p: b"[" * 100_000 + b"]" * 100_000, False),
     "error object in a 200": (lambda p: b'{"error": {"message": "upstream overloaded"}}', False),
-    "usage not an object": (lambda p: json.dumps({"choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}],
-                                                  "usage": [1, 2]}).encode(), True),
-    "finish_reason a number": (lambda p: json.dumps({"choices": [{"message": {"content": _last(p)}, "finish_reason": 7}]}).encode(), True),
+    "usage not an object": (
+        lambda p: json.dumps(
+            {"choices": [{"message": {"content": _last(p)}, "finish_reason": "stop"}], "usage": [1, 2]}
+        ).encode(),
+        True,
+    ),
+    "finish_reason a number": (
+        lambda p: json.dumps({"choices": [{"message": {"content": _last(p)}, "finish_reason": 7}]}).encode(),
+        True,
+    ),
 }
 
 
@@ -116,22 +151,39 @@ def test_odd_bodies_are_answers_or_counted_errors_never_a_crash(echo, db_url, na
 
 def test_a_stream_is_read_event_by_event_and_refused_without_finish_reason():
     reader = StreamReader(["hi"])
-    for line in [": keep-alive", "event: message", 'data: {"choices": [{"delta": {"role": "assistant"}}]}', "",
-                 'data: {"choices": [{"delta": {"content": [{"type": "text", "text": "ab"}]}}]}', "",
-                 "data: [DONE]", ""]:
+    for line in [
+        ": keep-alive",
+        "event: message",
+        'data: {"choices": [{"delta": {"role": "assistant"}}]}',
+        "",
+        'data: {"choices": [{"delta": {"content": [{"type": "text", "text": "ab"}]}}]}',
+        "",
+        "data: [DONE]",
+        "",
+    ]:
         reader.feed_line(line)
     with pytest.raises(ProviderError) as info:
         reader.completion(1.0, None)
     assert info.value.retryable and info.value.congested and "no finish_reason" in str(info.value)
-    for bad in ("data: not json", "data: [1]", 'data: {"choices": [{"delta": {"content": 5}}]}',
-                'data: {"choices": 3}', "garbage line", 'data: {"error": {"message": "boom"}}'):
+    for bad in (
+        "data: not json",
+        "data: [1]",
+        'data: {"choices": [{"delta": {"content": 5}}]}',
+        'data: {"choices": 3}',
+        "garbage line",
+        'data: {"error": {"message": "boom"}}',
+    ):
         reader = StreamReader([])
         with pytest.raises(ProviderError):
             reader.feed_line(bad)
             reader.feed_line("")
     reader = StreamReader(["hello there"])
-    for line in ['data: {"model": "m", "choices": [{"delta": {"content": "x"}}]}', "",
-                 'data: {"choices": [{"delta": {}, "finish_reason": "length"}]}', ""]:
+    for line in [
+        'data: {"model": "m", "choices": [{"delta": {"content": "x"}}]}',
+        "",
+        'data: {"choices": [{"delta": {}, "finish_reason": "length"}]}',
+        "",
+    ]:
         reader.feed_line(line)
     c = reader.completion(1.0, 0.5)  # no [DONE], no usage: complete (it said why it ended), tokens estimated
     assert (c.text, c.finish_reason, c.served_model, c.usage_estimated) == ("x", "length", "m", True)
@@ -139,8 +191,19 @@ def test_a_stream_is_read_event_by_event_and_refused_without_finish_reason():
 
 
 def test_token_counts_and_content_are_read_defensively():
-    assert [token_count(v) for v in (3, 3.0, "3", True, -1, 10**30, None, 2.5)] == [3, 3, None, None, None, None, None, None]
-    assert content_text(None) == "" and content_text(["a", {"type": "text", "text": "b"}, {"type": "image_url"}]) == "ab"
+    assert [token_count(v) for v in (3, 3.0, "3", True, -1, 10**30, None, 2.5)] == [
+        3,
+        3,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert (
+        content_text(None) == "" and content_text(["a", {"type": "text", "text": "b"}, {"type": "image_url"}]) == "ab"
+    )
     c = completion_from_json(_choice(""), 0.1, ["q"])  # an empty answer that says it stopped: a real (wrong) answer
     assert c.text == "" and c.finish_reason == "stop" and not c.usage_estimated
 
@@ -169,13 +232,30 @@ def test_a_rate_limit_that_never_lifts_fails_the_sample_after_its_wait_budget(ec
 def harness_run(plan: Path, tmp_path: Path, env: dict | None = None):
     import os
 
-    return subprocess.run([sys.executable, "-m", "harness", "run", str(plan), "--db", f"sqlite:///{tmp_path / 'h.db'}",
-                           "--out", str(tmp_path / "reports")], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(plan),
+            "--db",
+            f"sqlite:///{tmp_path / 'h.db'}",
+            "--out",
+            str(tmp_path / "reports"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def everything_written(tmp_path: Path) -> bytes:
-    blobs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".db", ".html", ".wal", ".jsonl")]
+    blobs = [
+        p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".db", ".html", ".wal", ".jsonl")
+    ]
     return b"".join(blobs)
 
 
@@ -192,8 +272,10 @@ def test_a_401_only_endpoint_stops_the_model_exits_2_and_never_stores_the_echoed
     assert KEY not in proc.stdout + proc.stderr and KEY.encode() not in everything_written(tmp_path)
 
 
-@pytest.mark.parametrize("status, message", [(400, "No connected db."), (400, "Invalid API key provided"),
-                                             (400, "Invalid model name passed in model=ghost")])
+@pytest.mark.parametrize(
+    "status, message",
+    [(400, "No connected db."), (400, "Invalid API key provided"), (400, "Invalid model name passed in model=ghost")],
+)
 def test_a_400_that_refuses_the_key_or_the_model_is_fatal_too(echo, tmp_path, status, message):
     # LiteLLM's proxy answers a wrong key with 400 "No connected db." (tests/test_conformance.py meets it):
     # every request would fail the same way, so the model stops instead of storing 20 errors.
@@ -216,9 +298,21 @@ def test_a_400_about_the_request_is_no_configuration_fault(echo, db_url):
 
 def test_a_closed_port_exits_2_naming_the_model(tmp_path):
     plan = tmp_path / "p.yaml"
-    plan.write_text(yaml.safe_dump({"models": {"nowhere": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                                           "max_attempts": 2, "concurrency": 1}},
-                                    "suites": [{"math-word": {"limit": 10}}]}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "nowhere": {
+                        "provider": "openai",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "max_attempts": 2,
+                        "concurrency": 1,
+                    }
+                },
+                "suites": [{"math-word": {"limit": 10}}],
+            }
+        )
+    )
     proc = harness_run(plan, tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("model 'nowhere' failed")]
@@ -243,9 +337,13 @@ def test_echoed_keys_and_header_values_are_redacted_from_errors_reports_and_expo
     make_plan, server = echo
     f = server.state.faults
     f.error_500, f.plain_500, f.echo_auth = 1.0, True, True
-    plan = make_plan(3, api_key_env="HARNESS_TEST_KEY", max_attempts=1,
-                     extra_headers={"X-Gateway-Key": "$HARNESS_HEADER_SECRET", "X-Team": "evals"},
-                     extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    plan = make_plan(
+        3,
+        api_key_env="HARNESS_TEST_KEY",
+        max_attempts=1,
+        extra_headers={"X-Gateway-Key": "$HARNESS_HEADER_SECRET", "X-Team": "evals"},
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
     env = {"HARNESS_TEST_KEY": KEY, "HARNESS_HEADER_SECRET": HEADER_SECRET}
     proc = harness_run(plan, tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -253,8 +351,13 @@ def test_echoed_keys_and_header_values_are_redacted_from_errors_reports_and_expo
     run_id = store.resolve_run(None)
     samples = list(store.samples(run_id))
     assert len(samples) == 3 and all("HTTP 500" in s.error and "[REDACTED]" in s.error for s in samples)
-    export = subprocess.run([sys.executable, "-m", "harness", "export", "--db", f"sqlite:///{tmp_path / 'h.db'}",
-                             "--format", "jsonl"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    export = subprocess.run(
+        [sys.executable, "-m", "harness", "export", "--db", f"sqlite:///{tmp_path / 'h.db'}", "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     written = everything_written(tmp_path) + export.stdout.encode() + proc.stdout.encode() + proc.stderr.encode()
     assert KEY.encode() not in written and HEADER_SECRET.encode() not in written
     # The server got the knobs: the header's value from the environment, the body's extra keys as given.
@@ -280,8 +383,9 @@ def test_extra_headers_values_are_never_stored_with_the_plan(echo, tmp_path, mon
     assert "$HARNESS_HEADER_SECRET" in stored and HEADER_SECRET not in stored and "literal-token-xyz" not in stored
 
 
-@pytest.mark.parametrize("bad", [{"extra_body": "x"}, {"extra_headers": {"X": 3}}, {"extra_headers": ["a"]},
-                                 {"rate_limit_wait_s": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"extra_body": "x"}, {"extra_headers": {"X": 3}}, {"extra_headers": ["a"]}, {"rate_limit_wait_s": -1}]
+)
 def test_bad_server_knobs_are_plan_errors(tmp_path, bad):
     from harness.errors import HarnessError
     from harness.plan import parse_plan

@@ -296,8 +296,9 @@ JUMP_OVER_ASSERTS = textwrap.dedent(
     sys.settrace(tracer)
     """
 )
-DISARM_THE_AUDIT_HOOK = textwrap.dedent(
-    """
+DISARM_THE_AUDIT_HOOK = (
+    textwrap.dedent(
+        """
     import gc, sys
     frame = sys._getframe()
     while frame is not None:
@@ -309,7 +310,9 @@ DISARM_THE_AUDIT_HOOK = textwrap.dedent(
                     print("disarming refused:", type(exc).__name__)
         frame = frame.f_back
     """
-) + NONCE_HUNT
+    )
+    + NONCE_HUNT
+)
 SELF_PASS = {
     "disarm the audit hook, then hunt": DISARM_THE_AUDIT_HOOK,
     "replace builtins.exec": "import builtins\nbuiltins.exec = lambda *args, **kwargs: None",
@@ -561,7 +564,7 @@ def test_memory_bomb_spread_over_processes_is_refused(sandbox, strong):
         """
     )
     outcome = sandbox.run(bomb, "assert codes == [0] * 6", Limits(memory_bytes=256 << 20))
-    assert outcome.status == "failed"                  # ...but not all of them together
+    assert outcome.status == "failed"  # ...but not all of them together
     assert outcome.reason.startswith("memory limit")
 
 
@@ -633,10 +636,10 @@ def test_cannot_write_or_delete_outside_its_directory(sandbox, strong, victims):
         import os, shutil
         attempts = [
             lambda: shutil.rmtree({str(visible_dir)!r}),
-            lambda: os.remove({str(visible_dir / 'keep.txt')!r}),
-            lambda: open({str(visible_dir / 'keep.txt')!r}, "w").write("owned"),
-            lambda: os.rename({str(visible_dir / 'keep.txt')!r}, "/etc/harness-sandbox-evil"),
-            lambda: os.chmod({str(visible_dir / 'keep.txt')!r}, 0o777),
+            lambda: os.remove({str(visible_dir / "keep.txt")!r}),
+            lambda: open({str(visible_dir / "keep.txt")!r}, "w").write("owned"),
+            lambda: os.rename({str(visible_dir / "keep.txt")!r}, "/etc/harness-sandbox-evil"),
+            lambda: os.chmod({str(visible_dir / "keep.txt")!r}, 0o777),
             lambda: open("/etc/harness-sandbox-evil", "w").write("owned"),
             lambda: open("/usr/lib/harness-sandbox-evil", "w").write("owned"),
             lambda: os.remove({str(hidden)!r}),
@@ -774,8 +777,12 @@ def test_the_secret_hunt_finds_a_key_where_there_is_one(tmp_path):
     # Control for the test above: the same hunt, run unsandboxed with the key in its environment.
     script = tmp_path / "hunt.py"
     script.write_text(secret_hunt(SECRET))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            env={"OPENAI_API_KEY": SECRET, "PATH": os.environ.get("PATH", "")})
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={"OPENAI_API_KEY": SECRET, "PATH": os.environ.get("PATH", "")},
+    )
     found = [line for line in result.stdout.splitlines() if line.startswith("found=")][0]
     assert "os.environ" in found and "/proc/self/environ" in found and "memory" in found
 
@@ -917,7 +924,13 @@ WEAK_SCRIPT = textwrap.dedent(
 )
 # Root without the capabilities of every route to strong isolation: CAP_SYS_ADMIN (route 1) and
 # CAP_SETUID/CAP_SETGID (route 2, mapping a user namespace's uids).
-WITHOUT_ANY_ROUTE = ["setpriv", "--bounding-set", "-sys_admin,-setuid,-setgid", "--inh-caps", "-sys_admin,-setuid,-setgid"]
+WITHOUT_ANY_ROUTE = [
+    "setpriv",
+    "--bounding-set",
+    "-sys_admin,-setuid,-setgid",
+    "--inh-caps",
+    "-sys_admin,-setuid,-setgid",
+]
 
 
 def run_without_isolation(tmp_path: Path, unsafe: str | None) -> tuple[subprocess.CompletedProcess, Path]:
@@ -988,10 +1001,18 @@ def test_root_without_cap_sys_admin_still_gets_strong_isolation():
         pytest.skip("needs root and capsh (Debian: libcap2-bin) to drop CAP_SYS_ADMIN")
     env = dict(os.environ, HARNESS_TEST_WITHOUT_SYS_ADMIN="1", PYTHONPATH=str(REPO))
     env.pop("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", None)
-    inner = (f"{sys.executable} -m pytest -q -p no:cacheprovider -rs {Path(__file__).resolve()} "
-             f"-k '{CONTAINER_ATTACKS}' -o addopts=''")
-    result = subprocess.run(["capsh", "--drop=cap_sys_admin", "--", "-c", inner], capture_output=True, text=True,
-                            env=env, cwd=REPO, timeout=600)
+    inner = (
+        f"{sys.executable} -m pytest -q -p no:cacheprovider -rs {Path(__file__).resolve()} "
+        f"-k '{CONTAINER_ATTACKS}' -o addopts=''"
+    )
+    result = subprocess.run(
+        ["capsh", "--drop=cap_sys_admin", "--", "-c", inner],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "skipped" not in summary and "passed" in summary, result.stdout[-3000:]
@@ -1003,7 +1024,16 @@ def test_a_code_suite_is_refused_before_any_request_without_strong_isolation(tmp
         pytest.skip("needs root and setpriv to take capabilities away from a child process")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("HARNESS_SANDBOX_UNSAFE_WEAK_ISOLATION", None)
-    command = WITHOUT_ANY_ROUTE + [sys.executable, "-m", "harness", "suites", "validate", "code-functions", "--limit", "2"]
+    command = WITHOUT_ANY_ROUTE + [
+        sys.executable,
+        "-m",
+        "harness",
+        "suites",
+        "validate",
+        "code-functions",
+        "--limit",
+        "2",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -1047,9 +1077,17 @@ def unprivileged_python() -> str:
         pytest.skip("needs root and setpriv to run a child as an unprivileged user")
     for python in (sys.executable, "/usr/bin/python3"):
         probe = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
-             "import subprocess, sys; sys.path.insert(0, sys.argv[1]); import harness.graders.sandbox; "
-             "subprocess.run([sys.executable, '-c', 'pass'], check=True)", str(REPO)],
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                python,
+                "-c",
+                "import subprocess, sys; sys.path.insert(0, sys.argv[1]); import harness.graders.sandbox; "
+                "subprocess.run([sys.executable, '-c', 'pass'], check=True)",
+                str(REPO),
+            ],
             capture_output=True,
         )
         if probe.returncode == 0:
@@ -1062,7 +1100,10 @@ def test_unprivileged_user_still_gets_namespaces():
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPENAI_API_KEY": SECRET, "HOME": "/"}
     result = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", USERNS_SCRIPT, str(REPO)],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     if "user namespace" in result.stderr and "WEAK" in result.stderr:
         pytest.skip("user namespaces are disabled on this machine")

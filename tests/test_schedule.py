@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_checks_support import WeeklyResponder, item_ids, write_plan
 
 from harness import schedule as sch
 from harness.cli import cli, main
 from harness.errors import HarnessError
-from test_checks_support import WeeklyResponder, item_ids, write_plan
 
 FAKE_CRONTAB = """#!/bin/sh
 # A stand-in for crontab(1): the table lives in $HOME/crontab.txt.
@@ -55,8 +55,10 @@ def plan(tmp_path):
     plans = tmp_path / "plans"
     plans.mkdir()
     path = plans / "nightly.yaml"
-    path.write_text("name: nightly\nmodels:\n  m: {provider: openai, base_url: 'http://127.0.0.1:9/v1', "
-                    "api_key_env: NIGHTLY_KEY}\nsuites: [math-word]\n")
+    path.write_text(
+        "name: nightly\nmodels:\n  m: {provider: openai, base_url: 'http://127.0.0.1:9/v1', "
+        "api_key_env: NIGHTLY_KEY}\nsuites: [math-word]\n"
+    )
     return path
 
 
@@ -102,9 +104,21 @@ def test_print_shows_an_absolute_line_with_a_marker(home, plan, capsys):
     if run[0] == "flock":  # overlapping runs are skipped where util-linux's flock exists
         assert run[1:3] == ["-n", "-E"] and run[4] == f"{work / 'reports' / 'schedule-nightly.log'}.lock"
         run = run[5:]
-    assert run == [sys.executable, "-m", "harness", "run", str(plan), "--tag", "scheduled",
-                   "--db", f"sqlite:///{work / 'harness.db'}", "--out", str(work / "reports"),
-                   "--check", "--fail-on-regression"]
+    assert run == [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(plan),
+        "--tag",
+        "scheduled",
+        "--db",
+        f"sqlite:///{work / 'harness.db'}",
+        "--out",
+        str(work / "reports"),
+        "--check",
+        "--fail-on-regression",
+    ]
     assert Path(sys.executable).is_absolute()
     assert not (home / "crontab.txt").exists()  # --print installs nothing
 
@@ -141,12 +155,14 @@ def test_install_list_and_remove_with_a_fake_crontab(home, plan, tmp_path):
     assert [line.split()[:2] for line in listed] == [["nightly", "cron"], ["early", "cron"]]
     assert str(plan) in listed[0]
     import json
+
     doc = json.loads(invoke("schedule", "list", "--json").stdout)
-    assert [(e["name"], e["when"], e["plan"]) for e in doc] == [("nightly", "0 3 * * 1", str(plan)),
-                                                                 ("early", "0 6 * * *", str(plan))]
+    assert [(e["name"], e["when"], e["plan"]) for e in doc] == [
+        ("nightly", "0 3 * * 1", str(plan)),
+        ("early", "0 6 * * *", str(plan)),
+    ]
     assert "removed crontab entry 'nightly'" in invoke("schedule", "remove", "nightly").output
-    assert table.read_text().splitlines() == ["MAILTO=me@example.com", "15 1 * * * /usr/bin/backup # mine",
-                                              lines[3]]
+    assert table.read_text().splitlines() == ["MAILTO=me@example.com", "15 1 * * * /usr/bin/backup # mine", lines[3]]
     invoke("schedule", "remove", "early")
     assert table.read_text().splitlines() == ["MAILTO=me@example.com", "15 1 * * * /usr/bin/backup # mine"]
     assert "no harness schedules" in invoke("schedule", "list").output
@@ -164,8 +180,13 @@ def test_warns_when_the_scheduled_run_would_miss_its_api_key(home, plan, tmp_pat
 
 def test_a_database_password_never_goes_into_the_schedule(home, plan, tmp_path, monkeypatch, capsys):
     url = "postgresql+psycopg://evals:s3cret-pw@db.internal/evals"
-    assert_user_error(monkeypatch, capsys, ["schedule", plan, "--every", "daily", "--print", "--db", url],
-                      "holds a password", "HARNESS_DB")
+    assert_user_error(
+        monkeypatch,
+        capsys,
+        ["schedule", plan, "--every", "daily", "--print", "--db", url],
+        "holds a password",
+        "HARNESS_DB",
+    )
     env = tmp_path / "harness.env"
     env.write_text(f"NIGHTLY_KEY=k\nHARNESS_DB={url}\n")
     env.chmod(0o600)
@@ -199,8 +220,9 @@ def test_without_a_crontab_command_it_says_what_to_do(home, plan, monkeypatch, c
     empty = home / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    assert_user_error(monkeypatch, capsys, ["schedule", plan, "--every", "daily"], "no `crontab` command",
-                      "--systemd", "--print")
+    assert_user_error(
+        monkeypatch, capsys, ["schedule", plan, "--every", "daily"], "no `crontab` command", "--systemd", "--print"
+    )
     code, out, _ = harness_main(monkeypatch, capsys, "schedule", plan, "--every", "daily", "--print")
     assert code == 0 and out.startswith("0 3 * * * ")
 
@@ -212,7 +234,7 @@ def _systemd_unquote(arg: str) -> str:
     assert arg[0] == arg[-1] == '"'
     out, i, body = [], 0, arg[1:-1]
     while i < len(body):
-        two = body[i:i + 2]
+        two = body[i : i + 2]
         if two in ('\\"', "\\\\", "$$", "%%"):
             out.append(two[1])
             i += 2
@@ -237,7 +259,7 @@ def test_systemd_user_timer_written_listed_and_removed(home, plan):
     exec_start = next(line for line in service_text.splitlines() if line.startswith("ExecStart="))
     assert exec_start.startswith("ExecStart=/bin/sh -c ")
     s = sch.build_schedule(str(plan), every="weekly", at="06:15")
-    assert _systemd_unquote(exec_start[len("ExecStart=/bin/sh -c "):]) == s.command()
+    assert _systemd_unquote(exec_start[len("ExecStart=/bin/sh -c ") :]) == s.command()
     assert not (home / "crontab.txt").exists()
     listed = invoke("schedule", "list").output
     assert "nightly" in listed and "systemd" in listed and "15 6 * * 1" in listed
@@ -256,15 +278,18 @@ def test_print_systemd_writes_nothing(home, plan):
     assert not (home / ".config").exists()
 
 
-@pytest.mark.parametrize("cron, calendar", [
-    ("0 3 * * 1", "Mon *-*-* 03:00:00"),
-    ("0 3 * * *", "*-*-* 03:00:00"),
-    ("30 6 * * 1-5", "Mon,Tue,Wed,Thu,Fri *-*-* 06:30:00"),
-    ("0 0 1 * *", "*-*-01 00:00:00"),
-    ("*/20 8-9 * jan,jul 0", "Sun *-01,07-* 08,09:00,20,40:00"),
-    ("0 12 * * 7", "Sun *-*-* 12:00:00"),
-    ("0 1 * * 5-7", "Sun,Fri,Sat *-*-* 01:00:00"),
-])
+@pytest.mark.parametrize(
+    "cron, calendar",
+    [
+        ("0 3 * * 1", "Mon *-*-* 03:00:00"),
+        ("0 3 * * *", "*-*-* 03:00:00"),
+        ("30 6 * * 1-5", "Mon,Tue,Wed,Thu,Fri *-*-* 06:30:00"),
+        ("0 0 1 * *", "*-*-01 00:00:00"),
+        ("*/20 8-9 * jan,jul 0", "Sun *-01,07-* 08,09:00,20,40:00"),
+        ("0 12 * * 7", "Sun *-*-* 12:00:00"),
+        ("0 1 * * 5-7", "Sun,Fri,Sat *-*-* 01:00:00"),
+    ],
+)
 def test_cron_to_oncalendar(cron, calendar):
     assert sch.cron_to_oncalendar(cron) == calendar
     analyze = shutil.which("systemd-analyze")
@@ -291,16 +316,16 @@ def _run_like_cron(line: str, home: Path) -> subprocess.CompletedProcess:
     """Run a crontab line's command as cron does: /bin/sh -c, a minimal environment, % unescaped."""
     command = line.split(None, 5)[5].replace("\\%", "%")
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SHELL": "/bin/sh"}
-    return subprocess.run(["/bin/sh", "-c", command], cwd="/", env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(["/bin/sh", "-c", command], cwd="/", env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_the_scheduled_command_runs_reports_checks_and_resumes(home, tmp_path, fake_server):
     fake_server.state.responder = WeeklyResponder()
     (tmp_path / "plans").mkdir()
     models = {"a": {"price": {"output": 0.25}}, "b": {"price": {"output": 1.0}}}
-    plan = write_plan(tmp_path / "plans" / "wk.yaml", fake_server, models, name="wk",
-                      suites=[{"math-word": {"limit": 12}}])
+    plan = write_plan(
+        tmp_path / "plans" / "wk.yaml", fake_server, models, name="wk", suites=[{"math-word": {"limit": 12}}]
+    )
     line = invoke("schedule", plan, "--every", "weekly", "--print").stdout.strip()
     work = home / "work"
     proc = _run_like_cron(line, home)
@@ -318,8 +343,10 @@ def test_the_scheduled_command_runs_reports_checks_and_resumes(home, tmp_path, f
     # The machine went down midway through the next run: it is 'running' with 5 samples missing.
     with sqlite3.connect(db) as con:
         con.execute("update runs set status = 'running', finished_at = null where id = ?", (run_id,))
-        con.execute("delete from samples where id in (select id from samples where run_id = ? "
-                    "order by id desc limit 5)", (run_id,))
+        con.execute(
+            "delete from samples where id in (select id from samples where run_id = ? order by id desc limit 5)",
+            (run_id,),
+        )
     proc = _run_like_cron(line, home)
     assert proc.returncode == 0
     with sqlite3.connect(db) as con:
@@ -339,12 +366,14 @@ def test_the_scheduled_command_runs_reports_checks_and_resumes(home, tmp_path, f
     assert f"(against {run_id}): 1 regression" in log and "REGRESSION b on math-word" in log
 
 
-def test_a_database_named_in_the_env_file_is_the_one_the_scheduled_run_writes(home, tmp_path, fake_server,
-                                                                                 monkeypatch, capsys):
+def test_a_database_named_in_the_env_file_is_the_one_the_scheduled_run_writes(
+    home, tmp_path, fake_server, monkeypatch, capsys
+):
     fake_server.state.responder = WeeklyResponder()
     (tmp_path / "plans").mkdir()
-    plan = write_plan(tmp_path / "plans" / "envdb.yaml", fake_server, {"a": {}}, name="envdb",
-                      suites=[{"math-word": {"limit": 2}}])
+    plan = write_plan(
+        tmp_path / "plans" / "envdb.yaml", fake_server, {"a": {}}, name="envdb", suites=[{"math-word": {"limit": 2}}]
+    )
     wanted = tmp_path / "from-env-file.db"
     env = tmp_path / "harness.env"
     env.write_text(f"export HARNESS_DB='sqlite:///{wanted}'  # the team's database\n")
@@ -352,9 +381,23 @@ def test_a_database_named_in_the_env_file_is_the_one_the_scheduled_run_writes(ho
     line = invoke("schedule", plan, "--every", "daily", "--print", "--env-file", env).stdout.strip()
     assert "--db" not in line and str(env) in line
     # A --db naming another database than the file's is a contradiction, not a silent override.
-    assert_user_error(monkeypatch, capsys, ["schedule", plan, "--every", "daily", "--print", "--env-file", env,
-                                            "--db", f"sqlite:///{tmp_path / 'other.db'}"],
-                      "name different databases", "HARNESS_DB")
+    assert_user_error(
+        monkeypatch,
+        capsys,
+        [
+            "schedule",
+            plan,
+            "--every",
+            "daily",
+            "--print",
+            "--env-file",
+            env,
+            "--db",
+            f"sqlite:///{tmp_path / 'other.db'}",
+        ],
+        "name different databases",
+        "HARNESS_DB",
+    )
     same = invoke("schedule", plan, "--every", "daily", "--print", "--env-file", env, "--db", f"sqlite:///{wanted}")
     assert "--db" not in same.stdout
     proc = _run_like_cron(line, home)

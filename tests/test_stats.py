@@ -60,8 +60,7 @@ def _cluster_ols(y, groups):
 
 @pytest.mark.parametrize(
     "k,n",
-    [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (1, 7), (50, 100), (87, 120), (999, 1000),
-     (1, 5000)],
+    [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (1, 7), (50, 100), (87, 120), (999, 1000), (1, 5000)],
 )
 @pytest.mark.parametrize("confidence", [0.95, 0.90, 0.99])
 def test_wilson_matches_statsmodels(k, n, confidence):
@@ -147,7 +146,11 @@ def test_bootstrap_matches_scipy_within_monte_carlo_error():
     assert est.mean == pytest.approx(float(x.mean()), abs=TOL)
 
     ref = st.bootstrap(
-        (x,), np.mean, confidence_level=0.95, n_resamples=10_000, method="percentile",
+        (x,),
+        np.mean,
+        confidence_level=0.95,
+        n_resamples=10_000,
+        method="percentile",
         random_state=np.random.default_rng(7),
     )
     # Monte-Carlo sd of a 2.5% quantile of 10k resamples is ~0.03 SE; allow 0.15 SE.
@@ -309,8 +312,16 @@ def _pairs_from_table(n11, n10, n01, n00):
 
 @pytest.mark.parametrize(
     "table",
-    [(10, 5, 1, 4), (40, 12, 3, 45), (30, 8, 8, 20), (5, 0, 6, 2), (100, 25, 40, 35),
-     (0, 1, 0, 0), (50, 200, 170, 80), (3, 13, 0, 1)],
+    [
+        (10, 5, 1, 4),
+        (40, 12, 3, 45),
+        (30, 8, 8, 20),
+        (5, 0, 6, 2),
+        (100, 25, 40, 35),
+        (0, 1, 0, 0),
+        (50, 200, 170, 80),
+        (3, 13, 0, 1),
+    ],
 )
 def test_mcnemar_matches_binomtest_and_statsmodels(table):
     n11, n10, n01, n00 = table
@@ -400,8 +411,11 @@ def test_permutation_exact_matches_scipy(seed):
     res = paired_compare(a, b)
     assert res.method == "permutation"
     ref = st.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples",
-        n_resamples=np.inf, alternative="two-sided",
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        alternative="two-sided",
     ).pvalue
     assert res.p_value == pytest.approx(ref, abs=TOL)
     assert res.p_value == pytest.approx(_brute_force_sign_flip_p(a - b), abs=TOL)
@@ -550,13 +564,17 @@ def test_noninferiority_binary_matches_clopper_pearson(margin):
     res = noninferiority(a, best, margin=margin, alpha=0.05)
     assert isinstance(res, NonInferiority) and res.method == "exact-binomial"
     b, c = int(((a == 1) & (best == 0)).sum()), int(((a == 0) & (best == 1)).sum())
-    ref = (proportion_confint(b, 500, alpha=0.05, method="beta")[0]
-           - proportion_confint(c, 500, alpha=0.05, method="beta")[1])
+    ref = (
+        proportion_confint(b, 500, alpha=0.05, method="beta")[0]
+        - proportion_confint(c, 500, alpha=0.05, method="beta")[1]
+    )
     assert res.diff == pytest.approx((b - c) / 500, abs=TOL)
     assert res.lower_bound == pytest.approx(ref, abs=TOL)
     # p is the level at which the bound reaches -margin.
-    at_p = (proportion_confint(b, 500, alpha=res.p_value, method="beta")[0]
-            - proportion_confint(c, 500, alpha=res.p_value, method="beta")[1])
+    at_p = (
+        proportion_confint(b, 500, alpha=res.p_value, method="beta")[0]
+        - proportion_confint(c, 500, alpha=res.p_value, method="beta")[1]
+    )
     assert res.p_value == 1.0 or at_p == pytest.approx(-margin, abs=1e-6)
     assert res.noninferior == (res.p_value < 0.05) == (res.lower_bound > -margin)
     assert res.margin == margin
@@ -613,8 +631,16 @@ def test_module_imports_only_numpy_and_scipy(module):
             roots |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             roots.add(node.module if node.module.startswith("harness") else node.module.split(".")[0])
-    assert roots <= {"numpy", "scipy", "math", "statistics", "dataclasses", "typing", "__future__",
-                     "harness.analysis.stats"}
+    assert roots <= {
+        "numpy",
+        "scipy",
+        "math",
+        "statistics",
+        "dataclasses",
+        "typing",
+        "__future__",
+        "harness.analysis.stats",
+    }
 
 
 def test_means_and_intervals_do_not_load_scipy():
@@ -622,8 +648,10 @@ def test_means_and_intervals_do_not_load_scipy():
     import subprocess
     import sys
 
-    code = ("import sys, harness.analysis.stats as s; s.mean_ci([1, 0, 1, 1], clusters=['a', 'a', 'b', 'c']); "
-            "s.wilson_interval(3, 4); s.percentiles([0.1, 0.2]); s.minimum_detectable_effect(100, 0.2); "
-            "print('scipy' in sys.modules)")
+    code = (
+        "import sys, harness.analysis.stats as s; s.mean_ci([1, 0, 1, 1], clusters=['a', 'a', 'b', 'c']); "
+        "s.wilson_interval(3, 4); s.percentiles([0.1, 0.2]); s.minimum_detectable_effect(100, 0.2); "
+        "print('scipy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -13,9 +13,11 @@ def test_a_column_added_later_is_added_to_an_old_database(tmp_path):
     db = tmp_path / "old.db"
     Store(f"sqlite:///{db}").close()
     con = sqlite3.connect(db)
-    con.execute("INSERT INTO runs (id, plan_name, plan_path, plan_fingerprint, plan_json, status, tag, "
-                "harness_version, started_at) VALUES ('r1', 'p', 'p.yaml', 'f', '{}', 'finished', '', '0', "
-                "'2026-01-01 00:00:00')")
+    con.execute(
+        "INSERT INTO runs (id, plan_name, plan_path, plan_fingerprint, plan_json, status, tag, "
+        "harness_version, started_at) VALUES ('r1', 'p', 'p.yaml', 'f', '{}', 'finished', '', '0', "
+        "'2026-01-01 00:00:00')"
+    )
     con.commit()
     con.execute("ALTER TABLE samples DROP COLUMN extracted")  # as a database from before that column
     con.commit()

@@ -16,41 +16,58 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import oracle_responder
-from harness.errors import HarnessError
-from harness.plan import load_plan
-from harness.engine.runs import execute_plan
-from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
-from harness.analysis.summary import summarize_run
+
+# Provider batches: retries after an expired batch, and a batch whose id a crash lost.
+from test_batch import (
+    fast_polls,  # noqa: F401  (fixture)
+    test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
+)
 from test_checks_support import invoke
 from test_cli import harness
+from test_compare import (
+    test_regression_across_runs_is_detected_and_fails_the_check,  # noqa: F401
+)
 
 # The SQLite tests that run again here, against PostgreSQL (through `db_url` / `store` below):
 # a graded run and its summary; shards; the response cache; a batch meeting rows another writer
 # stored; `harness compare` within and across runs; report pages, pagination and trends; the run lease.
 from test_engine import test_every_sample_graded_and_stored  # noqa: F401
-from test_engine_faults import echo  # noqa: F401  (fixture)
-from test_engine_faults import (test_response_cache_reuses_identical_requests_across_runs,  # noqa: F401
-                                test_shards_split_a_run_and_the_last_one_finishes_it,
-                                test_store_batch_skips_rows_stored_by_another_writer)
-from test_compare import (test_regression_across_runs_is_detected_and_fails_the_check,  # noqa: F401
-                          test_two_models_report_exactly_the_mcnemar_p_value)
-from test_report import (test_samples_are_paginated_filtered_and_linked,  # noqa: F401
-                         test_trend_page_follows_the_plan_across_runs)
-from test_lease import (test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder,  # noqa: F401
-                        test_lease_rules)
-# Provider batches: retries after an expired batch, and a batch whose id a crash lost.
-from test_batch import fast_polls  # noqa: F401  (fixture)
-from test_batch import (test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
-                        test_expired_batch_with_missing_lines_is_retried_and_completes)
+from test_engine_faults import (
+    echo,  # noqa: F401  (fixture)
+    test_response_cache_reuses_identical_requests_across_runs,  # noqa: F401
+)
+from test_lease import (
+    test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder,  # noqa: F401
+)
+from test_report import (
+    test_samples_are_paginated_filtered_and_linked,  # noqa: F401
+)
 
-TABLES = {"runs", "run_models", "run_suites", "prompts", "samples", "response_cache", "batches", "batch_requests",
-          "leases", "load_runs", "load_models", "load_stages", "load_requests"}
+from harness.analysis.summary import summarize_run
+from harness.engine.runs import execute_plan
+from harness.errors import HarnessError
+from harness.plan import load_plan
+from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
+
+TABLES = {
+    "runs",
+    "run_models",
+    "run_suites",
+    "prompts",
+    "samples",
+    "response_cache",
+    "batches",
+    "batch_requests",
+    "leases",
+    "load_runs",
+    "load_models",
+    "load_stages",
+    "load_requests",
+}
 
 
 # The throwaway server (`pg_server`, `pg_url`) is conftest's: the Ray executor's tests share it.
@@ -71,10 +88,31 @@ def store(pg_url):
 
 
 def record(run_id: str, item: str, **fields) -> SampleRecord:
-    values = dict(run_id=run_id, model="m", suite="s", suite_hash="h", item_id=item, item_group="", sample_index=0,
-                  completion="x", reasoning="", finish_reason="stop", prompt_tokens=1, completion_tokens=1,
-                  reasoning_tokens=0, latency_s=0.1, ttft_s=None, served_model="m", error="", attempts=1,
-                  cost_usd=0.0, score=1.0, passed=True, grade_reason="", extracted="x")
+    values = dict(
+        run_id=run_id,
+        model="m",
+        suite="s",
+        suite_hash="h",
+        item_id=item,
+        item_group="",
+        sample_index=0,
+        completion="x",
+        reasoning="",
+        finish_reason="stop",
+        prompt_tokens=1,
+        completion_tokens=1,
+        reasoning_tokens=0,
+        latency_s=0.1,
+        ttft_s=None,
+        served_model="m",
+        error="",
+        attempts=1,
+        cost_usd=0.0,
+        score=1.0,
+        passed=True,
+        grade_reason="",
+        extracted="x",
+    )
     return SampleRecord(**{**values, **fields})
 
 
@@ -130,8 +168,10 @@ def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_u
     good = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0"})
     poor = oracle_responder(["math-word", "zh-mcq"], wrong={"math-word/0", "math-word/1", "math-word/2"})
     fake_server.state.responder = lambda model, msgs: (good if model == "good" else poor)(model, msgs)
-    models = {name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
-              for name in ("good", "poor")}
+    models = {
+        name: {"provider": "openai", "base_url": fake_server.base_url, "model": name, "concurrency": 4}
+        for name in ("good", "poor")
+    }
     plan = {"name": "pg-cli", "models": models, "suites": [{"math-word": {"first": 4}}, {"zh-mcq": {"limit": 2}}]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
     total = 2 * (4 + 2)
@@ -148,6 +188,7 @@ def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_u
     from sqlalchemy import delete, update
 
     from harness.store import RunRow, SampleRow
+
     with store.engine.begin() as conn:
         lost = conn.execute(delete(SampleRow).where(SampleRow.suite == "zh-mcq")).rowcount
         conn.execute(update(RunRow).values(status="running", finished_at=None))
@@ -169,10 +210,15 @@ def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_u
     summary = summarize_run(Store(pg_url), run_id)
     assert summary.cell("good", "math-word").mean == 0.75 and summary.cell("poor", "zh-mcq").mean == 1.0
     (math,) = [c for c in json.loads(invoke("compare", "--json", "--suite", "math-word").output)["comparisons"]]
-    assert (math["a"]["model"], math["b"]["model"], math["discordant_a"], math["discordant_b"]) == ("good", "poor", 2, 0)
+    assert (math["a"]["model"], math["b"]["model"], math["discordant_a"], math["discordant_b"]) == (
+        "good",
+        "poor",
+        2,
+        0,
+    )
     assert json.loads(invoke("check", "--json").output)["run"]["run"] == run_id
     report = invoke("report", run_id, "--out", tmp_path / "site").output
-    page = (tmp_path / "site" / run_id / "index.html")
+    page = tmp_path / "site" / run_id / "index.html"
     assert str(page) in report
     html = page.read_text("utf-8")
     assert "leaderboard" in html and "good" in html and "poor" in html and "zh-mcq" in html
@@ -222,8 +268,14 @@ def test_nul_characters_and_overlong_names_from_a_provider_are_stored(tmp_path, 
     answers = oracle_responder(["math-word"])
     fake_server.state.responder = lambda model, msgs: answers(model, msgs) + "\x00"
     fake_server.state.served_model = lambda model: "provider/" + "x" * 300
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {"m": {
-        "provider": "openai", "base_url": fake_server.base_url, "model": "m"}}, "suites": [{"math-word": {"limit": 3}}]}))
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "model": "m"}},
+                "suites": [{"math-word": {"limit": 3}}],
+            }
+        )
+    )
     store = Store(pg_url)
     result = execute_plan(load_plan(tmp_path / "p.yaml"), store)
     assert result.status == "finished"
@@ -239,8 +291,13 @@ def test_group_labels_too_long_for_their_column_stay_distinct(pg_url):
     store = Store(pg_url)
     run_id = store.start_run(plan_name="p" * 300, plan_path="", plan_fingerprint="f", plan={}, tag="t" * 250)
     passage = "A long shared passage. " * 20
-    store.save_samples([record(run_id, "a", item_group=passage + "one"), record(run_id, "b", item_group=passage + "two"),
-                        record(run_id, "c", item_group=passage + "one")])
+    store.save_samples(
+        [
+            record(run_id, "a", item_group=passage + "one"),
+            record(run_id, "b", item_group=passage + "two"),
+            record(run_id, "c", item_group=passage + "one"),
+        ]
+    )
     groups = [s.item_group for s in store.samples(run_id)]
     assert all(len(g) == 200 for g in groups) and groups[0] == groups[2] != groups[1]
     info = store.run(run_id)
@@ -250,10 +307,18 @@ def test_group_labels_too_long_for_their_column_stay_distinct(pg_url):
 
 def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_path, fake_server, pg_url):
     long_name = "m" * 201  # model names are keys of every sample: shortening one would merge two models
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"models": {long_name: {
-        "provider": "openai", "base_url": fake_server.base_url}}, "suites": [{"math-word": {"limit": 2}}]}))
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {long_name: {"provider": "openai", "base_url": fake_server.base_url}},
+                "suites": [{"math-word": {"limit": 2}}],
+            }
+        )
+    )
     store = Store(pg_url)
-    with pytest.raises(HarnessError, match=r"model name 'm+\.\.\.' is 201 characters long; postgresql stores at most 200"):
+    with pytest.raises(
+        HarnessError, match=r"model name 'm+\.\.\.' is 201 characters long; postgresql stores at most 200"
+    ):
         execute_plan(load_plan(tmp_path / "p.yaml"), store)
     assert store.runs() == [] and fake_server.state.requests == 0
     run_id = store.start_run(plan_name="p", plan_path="", plan_fingerprint="f", plan={})
@@ -267,8 +332,9 @@ def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_pa
 
 def test_load_runs_are_stored_read_back_and_checked(pg_url):
     """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
-    from harness.load import check, results
     from test_load_report import make_load_run
+
+    from harness.load import check, results
 
     store = Store(pg_url)
     try:

@@ -5,8 +5,8 @@ import pytest
 from harness.errors import HarnessError
 from harness.graders.grading import validate_suite
 from harness.plan import SuiteRef
-from harness.suite.prompt import PromptBuilder
 from harness.suite import list_suites, load_suite
+from harness.suite.prompt import PromptBuilder
 
 BUNDLED = ["code-functions", "code-tasks", "math-word", "zh-mcq", "en-reasoning"]
 
@@ -126,7 +126,8 @@ def _make_suite(tmp_path, template: str, items: str = '{"q": "hi", "a": "1"}\n')
     folder = tmp_path / "suites" / "tiny"
     folder.mkdir(parents=True)
     (folder / "suite.yaml").write_text(
-        "name: tiny\nfamily: reasoning\ntemplate: prompt.j2\nreference_field: a\ngrader: {name: exact}\n")
+        "name: tiny\nfamily: reasoning\ntemplate: prompt.j2\nreference_field: a\ngrader: {name: exact}\n"
+    )
     (folder / "prompt.j2").write_text(template)
     (folder / "items.jsonl").write_text(items)
     return folder
@@ -161,12 +162,15 @@ def test_items_file_that_is_not_utf8_names_the_line(tmp_path):
         list(suite.items())
 
 
-@pytest.mark.parametrize("generation, needle", [
-    ("{temperature: hot}", "generation.temperature: must be a valid number, got 'hot'"),
-    ("{max_tokens: -1}", "generation.max_tokens: must be greater than or equal to 1"),
-    ("{stop: 3}", "generation.stop: must be a string or a list of strings"),
-    ("{tempreature: 0}", "generation: unknown key(s) tempreature"),
-])
+@pytest.mark.parametrize(
+    "generation, needle",
+    [
+        ("{temperature: hot}", "generation.temperature: must be a valid number, got 'hot'"),
+        ("{max_tokens: -1}", "generation.max_tokens: must be greater than or equal to 1"),
+        ("{stop: 3}", "generation.stop: must be a string or a list of strings"),
+        ("{tempreature: 0}", "generation: unknown key(s) tempreature"),
+    ],
+)
 def test_suite_generation_is_checked_like_a_plans(tmp_path, generation, needle):
     folder = _make_suite(tmp_path, "{{ q }}")
     config = folder / "suite.yaml"

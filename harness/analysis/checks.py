@@ -39,11 +39,19 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from harness.analysis.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
+from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
-from harness.analysis.summary import RunSummary, summarize_run
 
-ALARM_KINDS = ("served-model", "served-model-changed", "api-model", "price", "suite-hash", "availability", "unavailable")
+ALARM_KINDS = (
+    "served-model",
+    "served-model-changed",
+    "api-model",
+    "price",
+    "suite-hash",
+    "availability",
+    "unavailable",
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ def served_name_matches(asked: str, served: str) -> bool:
         return True
     if not s.startswith(a) or s[len(a)] not in "-_:@.":
         return False
-    parts = [p for p in re.split(r"[-_:@.]", s[len(a) + 1:]) if p]
+    parts = [p for p in re.split(r"[-_:@.]", s[len(a) + 1 :]) if p]
     return bool(parts) and all(_VERSION_PART.match(p) for p in parts)
 
 
@@ -119,10 +127,17 @@ def _count_rows(store: Store, run_id: str) -> list[tuple[str, str, str, int, int
 
     from harness.store import SampleRow
 
-    q = (select(SampleRow.model, SampleRow.suite, SampleRow.served_model, func.count(),
-                func.sum(case((SampleRow.error != "", 1), else_=0)))
-         .where(SampleRow.run_id == run_id)
-         .group_by(SampleRow.model, SampleRow.suite, SampleRow.served_model))
+    q = (
+        select(
+            SampleRow.model,
+            SampleRow.suite,
+            SampleRow.served_model,
+            func.count(),
+            func.sum(case((SampleRow.error != "", 1), else_=0)),
+        )
+        .where(SampleRow.run_id == run_id)
+        .group_by(SampleRow.model, SampleRow.suite, SampleRow.served_model)
+    )
     with Session(store.engine) as s:
         return [(m, su, sv or "", int(n or 0), int(e or 0)) for m, su, sv, n, e in s.execute(q)]
 
@@ -148,9 +163,11 @@ def _names(names) -> str:
 def find_previous(store: Store, run_id: str) -> RunInfo | None:
     """The latest finished run of the same plan that started before RUN, preferring RUN's tag."""
     current = store.run(run_id)
-    earlier = [r for r in store.runs(current.plan_name)
-               if r.id != current.id and r.status == "finished"
-               and (r.started_at, r.id) < (current.started_at, current.id)]
+    earlier = [
+        r
+        for r in store.runs(current.plan_name)
+        if r.id != current.id and r.status == "finished" and (r.started_at, r.id) < (current.started_at, current.id)
+    ]
     same_tag = [r for r in earlier if r.tag == current.tag]
     pool = same_tag or earlier
     return pool[-1] if pool else None
@@ -170,8 +187,16 @@ def _pct(x: float) -> str:
     return "—" if x is None or x != x else f"{100 * x:.1f}%"
 
 
-def _compare(old: RunSummary, new: RunSummary, models: list[str], suites: list[str], *, correction: str,
-             alpha: float, clusters: bool) -> RunsComparison | None:
+def _compare(
+    old: RunSummary,
+    new: RunSummary,
+    models: list[str],
+    suites: list[str],
+    *,
+    correction: str,
+    alpha: float,
+    clusters: bool,
+) -> RunsComparison | None:
     """`compare.compare_runs` on summaries already at hand: the same pairing and correction, no re-reading."""
     comparisons = []
     for suite in suites:
@@ -181,13 +206,22 @@ def _compare(old: RunSummary, new: RunSummary, models: list[str], suites: list[s
                 comparisons.append(pair_cells(a, old.run.id, b, new.run.id, alpha=alpha, clusters=clusters))
     if not comparisons:
         return None
-    return RunsComparison(runs=[old.run, new.run], correction=correction, alpha=alpha,
-                          comparisons=correct(comparisons, correction, alpha))
+    return RunsComparison(
+        runs=[old.run, new.run], correction=correction, alpha=alpha, comparisons=correct(comparisons, correction, alpha)
+    )
 
 
-def check_run(store: Store, run_id: str | None = None, *, previous: str | None = None, correction: str = "holm",
-              alpha: float = 0.05, clusters: bool = True, availability_min_increase: float = 0.01,
-              summaries: dict[str, RunSummary] | None = None) -> CheckResult:
+def check_run(
+    store: Store,
+    run_id: str | None = None,
+    *,
+    previous: str | None = None,
+    correction: str = "holm",
+    alpha: float = 0.05,
+    clusters: bool = True,
+    availability_min_increase: float = 0.01,
+    summaries: dict[str, RunSummary] | None = None,
+) -> CheckResult:
     """Check RUN (default: the latest) against `previous` (default: the previous finished run of its plan).
 
     `summaries` (run id -> `summarize_run` result) is a cache: runs in it are not read again, and the
@@ -222,24 +256,35 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
             continue
         for served, n in sorted(c.served.items()):
             if not served_name_matches(m.api_model, served):
-                alarms.append(Alarm("served-model", m.model, "",
-                                    f"asked for '{m.api_model}', the server reported '{served}' "
-                                    f"on {n} of {c.samples} samples"))
+                alarms.append(
+                    Alarm(
+                        "served-model",
+                        m.model,
+                        "",
+                        f"asked for '{m.api_model}', the server reported '{served}' on {n} of {c.samples} samples",
+                    )
+                )
 
-    unavailable = [Alarm("unavailable", m.model, "", f"all {c.samples} requests failed: no answer was measured")
-                   for m in models if (c := counts.get(m.model)) is not None and c.samples and c.errors >= c.samples]
+    unavailable = [
+        Alarm("unavailable", m.model, "", f"all {c.samples} requests failed: no answer was measured")
+        for m in models
+        if (c := counts.get(m.model)) is not None and c.samples and c.errors >= c.samples
+    ]
     # A model stopped for fatal errors (bad key, unknown model, unreachable) stored no samples to count.
-    unavailable += [Alarm("unavailable", model, "", f"stopped after fatal errors: {reason}")
-                    for model, reason in sorted(store.model_failures(rid).items())
-                    if not any(a.model == model for a in unavailable)]
+    unavailable += [
+        Alarm("unavailable", model, "", f"stopped after fatal errors: {reason}")
+        for model, reason in sorted(store.model_failures(rid).items())
+        if not any(a.model == model for a in unavailable)
+    ]
     if prev is None:
         notes.append(f"first run of plan '{run.plan_name}': no previous run to compare with")
         return CheckResult(run, None, [], alarms + unavailable, None, notes, correction, alpha)
 
     prev_models = {m.model: m for m in store.run_models(prev.id)}
     prev_suites = {s.suite: s for s in store.run_suites(prev.id)}
-    same_suites = [s.suite for s in suites if s.suite in prev_suites
-                   and prev_suites[s.suite].suite_hash == s.suite_hash]
+    same_suites = [
+        s.suite for s in suites if s.suite in prev_suites and prev_suites[s.suite].suite_hash == s.suite_hash
+    ]
     shared_suite_names = {s.suite for s in suites if s.suite in prev_suites}
     prev_rows = _count_rows(store, prev.id)
     prev_all = _counts(prev_rows)
@@ -253,29 +298,52 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
             notes.append(f"model {m.model} is new in this run: nothing to compare it with")
             continue
         if (before.provider, before.api_model) != (m.provider, m.api_model):
-            api_alarms.append(Alarm("api-model", m.model, "",
-                                      f"{before.provider}/{before.api_model} in {prev.id}, {m.provider}/{m.api_model} "
-                                      f"now: a different model, left out of the regression check"))
+            api_alarms.append(
+                Alarm(
+                    "api-model",
+                    m.model,
+                    "",
+                    f"{before.provider}/{before.api_model} in {prev.id}, {m.provider}/{m.api_model} "
+                    f"now: a different model, left out of the regression check",
+                )
+            )
         else:
             same_models.append(m.model)
         old_served = set(prev_all.get(m.model, _ModelCounts()).served)
         new_served = set(counts.get(m.model, _ModelCounts()).served)
         # Asking for another model (the api-model alarm) is expected to change the served name.
         if m.model in same_models and old_served and new_served and old_served != new_served:
-            served_alarms.append(Alarm("served-model-changed", m.model, "",
-                                       f"the server reported {_names(old_served)} in {prev.id}, "
-                                       f"{_names(new_served)} now"))
+            served_alarms.append(
+                Alarm(
+                    "served-model-changed",
+                    m.model,
+                    "",
+                    f"the server reported {_names(old_served)} in {prev.id}, {_names(new_served)} now",
+                )
+            )
         if (before.price_input, before.price_output) != (m.price_input, m.price_output):
-            price_alarms.append(Alarm("price", m.model, "",
-                                      f"price per million tokens in/out changed from ${before.price_input:g}/"
-                                      f"${before.price_output:g} to ${m.price_input:g}/${m.price_output:g}"))
+            price_alarms.append(
+                Alarm(
+                    "price",
+                    m.model,
+                    "",
+                    f"price per million tokens in/out changed from ${before.price_input:g}/"
+                    f"${before.price_output:g} to ${m.price_input:g}/${m.price_output:g}",
+                )
+            )
         old_batch = (before.batch_price_input, before.batch_price_output)
         new_batch = (m.batch_price_input, m.batch_price_output)
         # Only when both runs were batched: moving a model to or from a Batch API is no price change.
         if None not in old_batch + new_batch and old_batch != new_batch:
-            price_alarms.append(Alarm("price", m.model, "",
-                                      f"batch price per million tokens in/out changed from ${old_batch[0]:g}/"
-                                      f"${old_batch[1]:g} to ${new_batch[0]:g}/${new_batch[1]:g}"))
+            price_alarms.append(
+                Alarm(
+                    "price",
+                    m.model,
+                    "",
+                    f"batch price per million tokens in/out changed from ${old_batch[0]:g}/"
+                    f"${old_batch[1]:g} to ${new_batch[0]:g}/${new_batch[1]:g}",
+                )
+            )
     for name in prev_models:
         if name not in {m.model for m in models}:
             notes.append(f"model {name} was in {prev.id} but not in this run")
@@ -285,9 +353,15 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
         if before is None:
             notes.append(f"suite {s.suite} is new in this run: nothing to compare it with")
         elif before.suite_hash != s.suite_hash:
-            suite_alarms.append(Alarm("suite-hash", "", s.suite,
-                                      f"content hash {before.suite_hash} in {prev.id}, {s.suite_hash} now (items, "
-                                      f"templates or grader settings changed): left out of the regression check"))
+            suite_alarms.append(
+                Alarm(
+                    "suite-hash",
+                    "",
+                    s.suite,
+                    f"content hash {before.suite_hash} in {prev.id}, {s.suite_hash} now (items, "
+                    f"templates or grader settings changed): left out of the regression check",
+                )
+            )
     availability = []
     for m in models:
         old, new = prev_counts.get(m.model), new_counts.get(m.model)
@@ -297,10 +371,16 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
         if r_new - r_old >= availability_min_increase:
             p = _fisher_greater(new.errors, new.samples, old.errors, old.samples)
             if p < alpha:
-                availability.append(Alarm("availability", m.model, "",
-                                          f"error rate {_pct(r_old)} ({old.errors}/{old.samples}) in {prev.id}, "
-                                          f"{_pct(r_new)} ({new.errors}/{new.samples}) now "
-                                          f"(one-sided Fisher exact p = {p:.2g})"))
+                availability.append(
+                    Alarm(
+                        "availability",
+                        m.model,
+                        "",
+                        f"error rate {_pct(r_old)} ({old.errors}/{old.samples}) in {prev.id}, "
+                        f"{_pct(r_new)} ({new.errors}/{new.samples}) now "
+                        f"(one-sided Fisher exact p = {p:.2g})",
+                    )
+                )
     alarms = alarms + served_alarms + api_alarms + price_alarms + suite_alarms + availability + unavailable
 
     comparison = None
@@ -310,8 +390,7 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
             if run_key not in cache:
                 cache[run_key] = summarize_run(store, run_key)
         old, new = cache[prev.id], cache[rid]
-        comparison = _compare(old, new, same_models, same_suites, correction=correction, alpha=alpha,
-                              clusters=clusters)
+        comparison = _compare(old, new, same_models, same_suites, correction=correction, alpha=alpha, clusters=clusters)
     if comparison is None:
         notes.append("no model and suite with results in both runs unchanged: no regression check")
     regressions = comparison.regressions if comparison else []
@@ -321,29 +400,34 @@ def check_run(store: Store, run_id: str | None = None, *, previous: str | None =
 # --------------------------------------------------------------------------- output
 
 
-
-
 def _run_dict(r: RunInfo | None) -> dict | None:
     if r is None:
         return None
-    return {"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
-            "started": r.started_at.isoformat(timespec="seconds")}
+    return {
+        "run": r.id,
+        "plan": r.plan_name,
+        "tag": r.tag,
+        "status": r.status,
+        "started": r.started_at.isoformat(timespec="seconds"),
+    }
 
 
 def to_json(result: CheckResult) -> dict:
     """The `harness check --json` document (and the webhook's body); NaN/inf become null."""
-    return json_safe({
-        "run": _run_dict(result.run),
-        "previous": _run_dict(result.previous),
-        "ok": result.ok,
-        "correction": result.correction,
-        "alpha": result.alpha,
-        "regressions": [comparison_dict(c) for c in result.regressions],
-        "alarms": [{"kind": a.kind, "model": a.model, "suite": a.suite, "detail": a.detail} for a in result.alarms],
-        "comparisons": [comparison_dict(c) for c in result.comparison.comparisons] if result.comparison else [],
-        "notes": list(result.notes),
-        "summary": headline(result),
-    })
+    return json_safe(
+        {
+            "run": _run_dict(result.run),
+            "previous": _run_dict(result.previous),
+            "ok": result.ok,
+            "correction": result.correction,
+            "alpha": result.alpha,
+            "regressions": [comparison_dict(c) for c in result.regressions],
+            "alarms": [{"kind": a.kind, "model": a.model, "suite": a.suite, "detail": a.detail} for a in result.alarms],
+            "comparisons": [comparison_dict(c) for c in result.comparison.comparisons] if result.comparison else [],
+            "notes": list(result.notes),
+            "summary": headline(result),
+        }
+    )
 
 
 def _points(x: float) -> str:
@@ -355,8 +439,10 @@ def _p(p: float) -> str:
 
 
 def describe_regression(c) -> str:
-    return (f"{c.a.model} on {c.suite}: {100 * c.a.mean:.1f}% -> {100 * c.b.mean:.1f}% "
-            f"({_points(c.diff)} points, corrected p {_p(c.p_adjusted)}, n={c.n_paired})")
+    return (
+        f"{c.a.model} on {c.suite}: {100 * c.a.mean:.1f}% -> {100 * c.b.mean:.1f}% "
+        f"({_points(c.diff)} points, corrected p {_p(c.p_adjusted)}, n={c.n_paired})"
+    )
 
 
 def headline(result: CheckResult) -> str:
@@ -433,8 +519,12 @@ def post_webhook(url: str, payload: dict, timeout: float = 10) -> WebhookResult:
     if urlsplit(url).scheme not in ("http", "https"):
         return WebhookResult(False, None, "only http:// and https:// URLs are posted to", target)
     body = json.dumps(payload, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json; charset=utf-8", "User-Agent": f"harness/{__version__}"})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": f"harness/{__version__}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from harness.analysis import paired, stats
+from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.store import RunInfo, Store
-from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 
 CORRECTIONS = ("holm", "bh")
 NAN = float("nan")
@@ -135,13 +135,33 @@ def _side(cell: CellSummary, run_id: str, keep: list[int], clusters: bool) -> Si
         groups = [cell.groups[i] for i in keep]
         est = stats.mean_ci(scores, clusters=groups if clusters and any(groups) else None)
         mean, lo, hi = est.mean, est.lo, est.hi
-    return Side(model=cell.model, run=run_id, suite_hash=cell.suite_hash, mean=mean, lo=lo, hi=hi, n=n,
-                n_items=cell.n_items, latency_p50=cell.latency_p50, latency_p99=cell.latency_p99,
-                error_rate=cell.error_rate, cost_usd=cell.cost_usd, cost_per_correct=cell.cost_per_correct)
+    return Side(
+        model=cell.model,
+        run=run_id,
+        suite_hash=cell.suite_hash,
+        mean=mean,
+        lo=lo,
+        hi=hi,
+        n=n,
+        n_items=cell.n_items,
+        latency_p50=cell.latency_p50,
+        latency_p99=cell.latency_p99,
+        error_rate=cell.error_rate,
+        cost_usd=cell.cost_usd,
+        cost_per_correct=cell.cost_per_correct,
+    )
 
 
-def pair_cells(a: CellSummary, a_run: str, b: CellSummary, b_run: str, *, alpha: float = 0.05,
-               clusters: bool = True, note: str = "") -> PairComparison:
+def pair_cells(
+    a: CellSummary,
+    a_run: str,
+    b: CellSummary,
+    b_run: str,
+    *,
+    alpha: float = 0.05,
+    clusters: bool = True,
+    note: str = "",
+) -> PairComparison:
     """Compare two cells of one suite on the items they share (p_adjusted is filled in later)."""
     b_index = {item: i for i, item in enumerate(b.item_ids)}
     a_keep = [i for i, item in enumerate(a.item_ids) if item in b_index]
@@ -167,17 +187,28 @@ def pair_cells(a: CellSummary, a_run: str, b: CellSummary, b_run: str, *, alpha:
         extra = "no items in common: nothing to compare"
         note = f"{note}; {extra}" if note else extra
     return PairComparison(
-        suite=b.suite, suite_hash=b.suite_hash, a=_side(a, a_run, a_keep, clusters),
-        b=_side(b, b_run, b_keep, clusters), n_paired=n, diff=cmp.diff, diff_lo=cmp.lo, diff_hi=cmp.hi,
-        p_value=cmp.p_value, p_adjusted=NAN, significant=False, method=cmp.method,
+        suite=b.suite,
+        suite_hash=b.suite_hash,
+        a=_side(a, a_run, a_keep, clusters),
+        b=_side(b, b_run, b_keep, clusters),
+        n_paired=n,
+        diff=cmp.diff,
+        diff_lo=cmp.lo,
+        diff_hi=cmp.hi,
+        p_value=cmp.p_value,
+        p_adjusted=NAN,
+        significant=False,
+        method=cmp.method,
         # stats compares (first - second) = (b - a): its discordant_a counts items where b is higher.
-        discordant_a=cmp.discordant_b, discordant_b=cmp.discordant_a, mde=mde,
-        hash_mismatch=a.suite_hash != b.suite_hash, note=note,
+        discordant_a=cmp.discordant_b,
+        discordant_b=cmp.discordant_a,
+        mde=mde,
+        hash_mismatch=a.suite_hash != b.suite_hash,
+        note=note,
     )
 
 
-def correct(comparisons: list[PairComparison], correction: str = "holm",
-            alpha: float = 0.05) -> list[PairComparison]:
+def correct(comparisons: list[PairComparison], correction: str = "holm", alpha: float = 0.05) -> list[PairComparison]:
     """Adjust all p-values together and set `significant` (corrected p < alpha)."""
     _check_settings(correction, alpha)
     adjusted = stats.adjust_pvalues([c.p_value for c in comparisons], correction)
@@ -187,8 +218,10 @@ def correct(comparisons: list[PairComparison], correction: str = "holm",
         note = c.note
         if not significant and (c.diff_lo > 0 or c.diff_hi < 0):
             # The interval agrees with the raw p-value; only the correction for many comparisons differs.
-            extra = (f"the 95% interval excludes 0 (raw p {c.p_value:.2g}) but is not corrected for the "
-                     f"{len(comparisons)} comparisons: corrected p {p:.2g}")
+            extra = (
+                f"the 95% interval excludes 0 (raw p {c.p_value:.2g}) but is not corrected for the "
+                f"{len(comparisons)} comparisons: corrected p {p:.2g}"
+            )
             note = f"{note}; {extra}" if note else extra
         out.append(replace(c, p_adjusted=p, significant=significant, note=note))
     return out
@@ -208,15 +241,25 @@ def _pick(names: Iterable[str] | None, available: list[str], what: str, where: s
         return list(available)
     unknown = [n for n in wanted if n not in available]
     if unknown:
-        raise HarnessError(f"{where} has no {what} {', '.join(repr(u) for u in unknown)} "
-                           f"(its {what}s: {', '.join(available) or 'none'})")
+        raise HarnessError(
+            f"{where} has no {what} {', '.join(repr(u) for u in unknown)} "
+            f"(its {what}s: {', '.join(available) or 'none'})"
+        )
     return [n for n in available if n in wanted]
 
 
-def compare_models(store: Store, run_id: str | None = None, *, baseline: str | None = None,
-                   models: Iterable[str] | None = None, suites: Iterable[str] | None = None,
-                   correction: str = "holm", alpha: float = 0.05, clusters: bool = True,
-                   summary: RunSummary | None = None) -> ModelsComparison:
+def compare_models(
+    store: Store,
+    run_id: str | None = None,
+    *,
+    baseline: str | None = None,
+    models: Iterable[str] | None = None,
+    suites: Iterable[str] | None = None,
+    correction: str = "holm",
+    alpha: float = 0.05,
+    clusters: bool = True,
+    summary: RunSummary | None = None,
+) -> ModelsComparison:
     """Compare the models of one run (default: the latest): every pair, or each against `baseline`."""
     _check_settings(correction, alpha)
     summary = summary or summarize_run(store, store.resolve_run(run_id))
@@ -229,12 +272,13 @@ def compare_models(store: Store, run_id: str | None = None, *, baseline: str | N
             _pick([baseline], [m.model for m in summary.models], "model", where)
         pairs = [(baseline, m) for m in model_names if m != baseline]
     else:
-        pairs = [(x, y) for i, x in enumerate(model_names) for y in model_names[i + 1:]]
+        pairs = [(x, y) for i, x in enumerate(model_names) for y in model_names[i + 1 :]]
     if not pairs:
         raise HarnessError(
             f"{where} has {'only one model' if len(model_names) < 2 else 'no pair of models'} to compare "
             f"({', '.join(model_names)}); compare two runs instead: `harness compare OLD_RUN NEW_RUN` "
-            f"or `harness compare --against-previous`")
+            f"or `harness compare --against-previous`"
+        )
     comparisons, notes = [], []
     for suite in suite_names:
         for a_name, b_name in pairs:
@@ -246,13 +290,28 @@ def compare_models(store: Store, run_id: str | None = None, *, baseline: str | N
             comparisons.append(pair_cells(a, run.id, b, run.id, alpha=alpha, clusters=clusters))
     if not comparisons:
         raise HarnessError(f"{where}: nothing to compare ({'; '.join(notes) or 'no results'})")
-    return ModelsComparison(runs=[run], correction=correction, alpha=alpha,
-                            comparisons=correct(comparisons, correction, alpha), notes=notes, baseline=baseline)
+    return ModelsComparison(
+        runs=[run],
+        correction=correction,
+        alpha=alpha,
+        comparisons=correct(comparisons, correction, alpha),
+        notes=notes,
+        baseline=baseline,
+    )
 
 
-def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: str = "holm",
-                 alpha: float = 0.05, allow_hash_mismatch: bool = False, models: Iterable[str] | None = None,
-                 suites: Iterable[str] | None = None, clusters: bool = True) -> RunsComparison:
+def compare_runs(
+    store: Store,
+    old_run_id: str,
+    new_run_id: str,
+    *,
+    correction: str = "holm",
+    alpha: float = 0.05,
+    allow_hash_mismatch: bool = False,
+    models: Iterable[str] | None = None,
+    suites: Iterable[str] | None = None,
+    clusters: bool = True,
+) -> RunsComparison:
     """Compare each model shared by two runs with itself, suite by suite (diff = new - old).
 
     A suite whose content hash differs between the runs (items, templates or grader settings
@@ -270,8 +329,10 @@ def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: 
     new_models = [m.model for m in new.models]
     shared_models = [m.model for m in old.models if m.model in new_models]
     if not shared_models:
-        raise HarnessError(f"runs {old_id} and {new_id} have no model in common "
-                           f"({', '.join(m.model for m in old.models)} vs {', '.join(new_models)})")
+        raise HarnessError(
+            f"runs {old_id} and {new_id} have no model in common "
+            f"({', '.join(m.model for m in old.models)} vs {', '.join(new_models)})"
+        )
     model_names = _pick(models, shared_models, "model", f"runs {old_id} and {new_id} (in common)")
     new_suites = [s.suite for s in new.suites]
     shared_suites = [s.suite for s in old.suites if s.suite in new_suites]
@@ -282,8 +343,10 @@ def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: 
     for m in new.models:
         before = old_info.get(m.model)
         if m.model in model_names and before and (before.provider, before.api_model) != (m.provider, m.api_model):
-            notes.append(f"model {m.model}: {before.provider}/{before.api_model} in {old_id}, "
-                         f"{m.provider}/{m.api_model} in {new_id}")
+            notes.append(
+                f"model {m.model}: {before.provider}/{before.api_model} in {old_id}, "
+                f"{m.provider}/{m.api_model} in {new_id}"
+            )
 
     cells = []
     mismatched: dict[str, tuple[str, str]] = {}
@@ -291,8 +354,10 @@ def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: 
         for model in model_names:
             a, b = old.cell(model, suite), new.cell(model, suite)
             if a is None or b is None:
-                notes.append(f"{suite}: skipped {model}: no results in "
-                             f"{' and '.join(r for r, c in ((old_id, a), (new_id, b)) if c is None)}")
+                notes.append(
+                    f"{suite}: skipped {model}: no results in "
+                    f"{' and '.join(r for r, c in ((old_id, a), (new_id, b)) if c is None)}"
+                )
                 continue
             if a.suite_hash != b.suite_hash:
                 mismatched[suite] = (a.suite_hash, b.suite_hash)
@@ -302,7 +367,8 @@ def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: 
         raise HarnessError(
             f"suite content differs between the runs ({detail}): its items, templates or grader settings "
             f"changed, so scores are not comparable. Pass --allow-hash-mismatch to compare anyway on the "
-            f"items both runs have, or --suite to leave those suites out")
+            f"items both runs have, or --suite to leave those suites out"
+        )
     comparisons = []
     for suite, a, b in cells:
         note = ""
@@ -311,19 +377,26 @@ def compare_runs(store: Store, old_run_id: str, new_run_id: str, *, correction: 
         comparisons.append(pair_cells(a, old_id, b, new_id, alpha=alpha, clusters=clusters, note=note))
     if not comparisons:
         raise HarnessError(f"runs {old_id} and {new_id}: nothing to compare ({'; '.join(notes)})")
-    return RunsComparison(runs=[old.run, new.run], correction=correction, alpha=alpha,
-                          comparisons=correct(comparisons, correction, alpha), notes=notes)
+    return RunsComparison(
+        runs=[old.run, new.run],
+        correction=correction,
+        alpha=alpha,
+        comparisons=correct(comparisons, correction, alpha),
+        notes=notes,
+    )
 
 
 def previous_run(store: Store, run_id: str | None = None) -> str:
     """The run of the same plan (by name) that started just before RUN (default: the latest run)."""
     rid = store.resolve_run(run_id)
     current = store.run(rid)
-    earlier = [r for r in store.runs(current.plan_name)
-               if r.id != rid and (r.started_at, r.id) < (current.started_at, current.id)]
+    earlier = [
+        r
+        for r in store.runs(current.plan_name)
+        if r.id != rid and (r.started_at, r.id) < (current.started_at, current.id)
+    ]
     if not earlier:
-        raise HarnessError(f"run {rid} is the first run of plan '{current.plan_name}': "
-                           f"no previous run to compare with")
+        raise HarnessError(f"run {rid} is the first run of plan '{current.plan_name}': no previous run to compare with")
     return earlier[-1].id
 
 
@@ -342,25 +415,60 @@ def json_safe(x):
 
 
 def _side_dict(s: Side) -> dict:
-    return {"model": s.model, "run": s.run, "suite_hash": s.suite_hash, "mean": s.mean, "lo": s.lo, "hi": s.hi,
-            "n": s.n, "n_items": s.n_items, "latency_p50": s.latency_p50, "latency_p99": s.latency_p99,
-            "error_rate": s.error_rate, "cost_usd": s.cost_usd, "cost_per_correct": s.cost_per_correct}
+    return {
+        "model": s.model,
+        "run": s.run,
+        "suite_hash": s.suite_hash,
+        "mean": s.mean,
+        "lo": s.lo,
+        "hi": s.hi,
+        "n": s.n,
+        "n_items": s.n_items,
+        "latency_p50": s.latency_p50,
+        "latency_p99": s.latency_p99,
+        "error_rate": s.error_rate,
+        "cost_usd": s.cost_usd,
+        "cost_per_correct": s.cost_per_correct,
+    }
 
 
 def comparison_dict(c: PairComparison) -> dict:
-    return {"suite": c.suite, "suite_hash": c.suite_hash, "a": _side_dict(c.a), "b": _side_dict(c.b),
-            "n_paired": c.n_paired, "diff": c.diff, "diff_lo": c.diff_lo, "diff_hi": c.diff_hi,
-            "p_value": c.p_value, "p_adjusted": c.p_adjusted, "significant": c.significant,
-            "marker": c.marker, "method": c.method, "discordant_a": c.discordant_a,
-            "discordant_b": c.discordant_b, "mde": c.mde, "hash_mismatch": c.hash_mismatch, "note": c.note}
+    return {
+        "suite": c.suite,
+        "suite_hash": c.suite_hash,
+        "a": _side_dict(c.a),
+        "b": _side_dict(c.b),
+        "n_paired": c.n_paired,
+        "diff": c.diff,
+        "diff_lo": c.diff_lo,
+        "diff_hi": c.diff_hi,
+        "p_value": c.p_value,
+        "p_adjusted": c.p_adjusted,
+        "significant": c.significant,
+        "marker": c.marker,
+        "method": c.method,
+        "discordant_a": c.discordant_a,
+        "discordant_b": c.discordant_b,
+        "mde": c.mde,
+        "hash_mismatch": c.hash_mismatch,
+        "note": c.note,
+    }
 
 
 def to_json(result: ModelsComparison | RunsComparison) -> dict:
     """The `harness compare --json` document (fields documented in README.md)."""
     doc = {
         "kind": result.kind,
-        "runs": [{"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
-                  "started": r.started_at.isoformat(timespec="seconds")} for r in result.runs],
+        "runs": [
+            {
+                "run": r.id,
+                "plan": r.plan_name,
+                "tag": r.tag,
+                "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds"),
+            }
+            for r in result.runs
+        ],
         "correction": result.correction,
         "alpha": result.alpha,
         "baseline": getattr(result, "baseline", None),

@@ -30,8 +30,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analysis.stats import (DEFAULT_RESAMPLES, MIN_CLUSTERS, NAN, _as_scores, _cluster_codes, _is_binary,
-                                    _paired_se, _z)
+from harness.analysis.stats import (
+    DEFAULT_RESAMPLES,
+    MIN_CLUSTERS,
+    NAN,
+    _as_scores,
+    _cluster_codes,
+    _is_binary,
+    _paired_se,
+    _z,
+)
 
 __all__ = ["Comparison", "NonInferiority", "MIN_CLUSTERS", "paired_compare", "noninferiority"]
 
@@ -232,8 +240,10 @@ def _grouping(clusters, n: int) -> tuple[np.ndarray | None, str]:
         return None, ""
     g = int(codes.max()) + 1
     if g < MIN_CLUSTERS:
-        return None, (f"{g} group{'s' if g != 1 else ''} are too few for a test across groups (needs "
-                      f"{MIN_CLUSTERS}): items treated as independent")
+        return None, (
+            f"{g} group{'s' if g != 1 else ''} are too few for a test across groups (needs "
+            f"{MIN_CLUSTERS}): items treated as independent"
+        )
     return codes, ""
 
 
@@ -264,8 +274,7 @@ def paired_compare(
     se = _paired_se(d, codes)
     if codes is None and _is_binary(a) and _is_binary(b):
         lo, hi = _mcnemar_interval(disc_a, disc_b, n, confidence)
-        return Comparison(diff, lo, hi, _mcnemar_p(disc_a, disc_b), "mcnemar-exact", n, disc_a, disc_b, float(se),
-                          note)
+        return Comparison(diff, lo, hi, _mcnemar_p(disc_a, disc_b), "mcnemar-exact", n, disc_a, disc_b, float(se), note)
     if n == 1:
         return Comparison(diff, NAN, NAN, 1.0, "permutation", 1, disc_a, disc_b, NAN, note)
     flips = _SignFlips(*_units(d, codes), n_resamples, seed)

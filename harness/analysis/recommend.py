@@ -24,13 +24,14 @@ counts) the plan's list price decides instead (output price, then input price pe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace as _replace
+from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 
 from harness.analysis import paired
 from harness.analysis.compare import json_safe
+from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
-from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 
 DEFAULT_MARGIN = 0.02
 DEFAULT_MAX_ERROR_RATE = 0.001  # the default tier: 99.9% of requests answered
@@ -61,8 +62,13 @@ class RoutingLimits:
         return self.routes.get(suite, self.default)
 
 
-def routing_limits(plan_routing: dict | None, *, max_error_rate: dict | None = None,
-                   max_p99_s: dict | None = None, max_ttft_s: dict | None = None) -> RoutingLimits:
+def routing_limits(
+    plan_routing: dict | None,
+    *,
+    max_error_rate: dict | None = None,
+    max_p99_s: dict | None = None,
+    max_ttft_s: dict | None = None,
+) -> RoutingLimits:
     """Limits from the plan's `routing:` section, then the command line's, which win.
 
     Each command-line mapping is {suite or "": value}; "" is every suite.
@@ -178,11 +184,14 @@ def ineligibility(c: CellSummary, limits: Limits) -> str:
     if c.n_samples and c.errors >= c.n_samples:
         return f"unavailable: all {c.n_samples} requests failed"
     if limits.max_error_rate is not None and c.error_rate > limits.max_error_rate:
-        return (f"unavailable: error rate {_pct(c.error_rate)} ({c.errors}/{c.n_samples}) above the limit "
-                f"{_pct(limits.max_error_rate)}")
-    for limit, value, what in ((limits.max_p99_s, c.latency_p99, "p99 latency"),
-                               (limits.max_ttft_s, c.ttft_p99 if c.ttft_p99 == c.ttft_p99 else c.latency_p99,
-                                "p99 time to first token")):
+        return (
+            f"unavailable: error rate {_pct(c.error_rate)} ({c.errors}/{c.n_samples}) above the limit "
+            f"{_pct(limits.max_error_rate)}"
+        )
+    for limit, value, what in (
+        (limits.max_p99_s, c.latency_p99, "p99 latency"),
+        (limits.max_ttft_s, c.ttft_p99 if c.ttft_p99 == c.ttft_p99 else c.latency_p99, "p99 time to first token"),
+    ):
         if limit is None:
             continue
         if value != value:
@@ -192,54 +201,120 @@ def ineligibility(c: CellSummary, limits: Limits) -> str:
     return ""
 
 
-def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *, margin: float = DEFAULT_MARGIN,
-                    alpha: float = 0.05, clusters: bool = True, limits: Limits = Limits()) -> SuiteRecommendation:
+def recommend_suite(
+    cells: list[CellSummary],
+    prices: dict[str, RunModelInfo],
+    *,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = 0.05,
+    clusters: bool = True,
+    limits: Limits = Limits(),
+) -> SuiteRecommendation:
     """The recommendation for one suite from its cells (one per model, at least one)."""
     if not cells:
         raise ValueError("no results to recommend from")
     suite = cells[0].suite
-    basis = "measured" if any(c.cost_usd > 0 for c in cells) else (
-        "list price" if any(prices[c.model].price_output or prices[c.model].price_input for c in cells) else "none")
+    basis = (
+        "measured"
+        if any(c.cost_usd > 0 for c in cells)
+        else (
+            "list price" if any(prices[c.model].price_output or prices[c.model].price_input for c in cells) else "none"
+        )
+    )
 
     def base(c: CellSummary) -> dict:
         info = prices[c.model]
-        return dict(model=c.model, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items,
-                    cost_per_sample=c.cost_usd / c.n_samples if c.n_samples else NAN, cost_usd=c.cost_usd,
-                    price_input=info.price_input, price_output=info.price_output, latency_p50=c.latency_p50,
-                    latency_p99=c.latency_p99, error_rate=c.error_rate, served_models=c.served_models,
-                    ttft_p99=c.ttft_p99, n_samples=c.n_samples, errors=c.errors)
+        return dict(
+            model=c.model,
+            mean=c.mean,
+            lo=c.lo,
+            hi=c.hi,
+            n_items=c.n_items,
+            cost_per_sample=c.cost_usd / c.n_samples if c.n_samples else NAN,
+            cost_usd=c.cost_usd,
+            price_input=info.price_input,
+            price_output=info.price_output,
+            latency_p50=c.latency_p50,
+            latency_p99=c.latency_p99,
+            error_rate=c.error_rate,
+            served_models=c.served_models,
+            ttft_p99=c.ttft_p99,
+            n_samples=c.n_samples,
+            errors=c.errors,
+        )
 
     fields = {c.model: base(c) for c in cells}
     why_not = {c.model: ineligibility(c, limits) for c in cells}
     eligible = [c for c in cells if not why_not[c.model]]
     # The best: the highest-scoring eligible model, then the cheapest, then the fastest.
-    best = min(eligible, key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis),
-                                        _nan_last(c.latency_p99), c.model), default=None)
+    best = min(
+        eligible,
+        key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis), _nan_last(c.latency_p99), c.model),
+        default=None,
+    )
     best_index = {item: i for i, item in enumerate(best.item_ids)} if best else {}
     candidates = []
     for c in cells:
         if c is best:
-            candidates.append(Candidate(**fields[c.model], n_paired=c.n_items, diff=0.0, lower=0.0, p_value=0.0,
-                                        noninferior=True, is_best=True))
+            candidates.append(
+                Candidate(
+                    **fields[c.model],
+                    n_paired=c.n_items,
+                    diff=0.0,
+                    lower=0.0,
+                    p_value=0.0,
+                    noninferior=True,
+                    is_best=True,
+                )
+            )
             continue
         if best is None:
-            candidates.append(Candidate(**fields[c.model], n_paired=0, diff=NAN, lower=NAN, p_value=NAN,
-                                        noninferior=False, is_best=False, eligible=False, rejected=why_not[c.model]))
+            candidates.append(
+                Candidate(
+                    **fields[c.model],
+                    n_paired=0,
+                    diff=NAN,
+                    lower=NAN,
+                    p_value=NAN,
+                    noninferior=False,
+                    is_best=False,
+                    eligible=False,
+                    rejected=why_not[c.model],
+                )
+            )
             continue
         keep = [i for i, item in enumerate(c.item_ids) if item in best_index]
         mine = [c.scores[i] for i in keep]
         theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
         groups = [c.groups[i] for i in keep]
-        ni = paired.noninferiority(mine, theirs, margin=margin, alpha=alpha,
-                                  clusters=groups if clusters and any(groups) else None)
-        candidates.append(Candidate(**fields[c.model], n_paired=len(keep), diff=ni.diff, lower=ni.lower_bound,
-                                    p_value=ni.p_value, noninferior=bool(ni.noninferior), is_best=False,
-                                    eligible=not why_not[c.model], rejected=why_not[c.model]))
+        ni = paired.noninferiority(
+            mine, theirs, margin=margin, alpha=alpha, clusters=groups if clusters and any(groups) else None
+        )
+        candidates.append(
+            Candidate(
+                **fields[c.model],
+                n_paired=len(keep),
+                diff=ni.diff,
+                lower=ni.lower_bound,
+                p_value=ni.p_value,
+                noninferior=bool(ni.noninferior),
+                is_best=False,
+                eligible=not why_not[c.model],
+                rejected=why_not[c.model],
+            )
+        )
     candidates.sort(key=lambda x: (_cost_key(x, basis), _score_key(x.mean), _nan_last(x.latency_p99), x.model))
     chosen = next((x for x in candidates if x.eligible and x.noninferior), None)
     if chosen is None:
-        return SuiteRecommendation(suite=suite, model=None, best=None, cost_basis=basis, candidates=candidates,
-                                   reason="no model meets the route's limits", limits=limits)
+        return SuiteRecommendation(
+            suite=suite,
+            model=None,
+            best=None,
+            cost_basis=basis,
+            candidates=candidates,
+            reason="no model meets the route's limits",
+            limits=limits,
+        )
     out = []
     for x in candidates:
         if x is chosen:
@@ -247,30 +322,49 @@ def recommend_suite(cells: list[CellSummary], prices: dict[str, RunModelInfo], *
         elif not x.eligible:
             why = x.rejected
         elif not x.noninferior:
-            why = (f"worse than {best.model} by more than {100 * margin:g} points"
-                   if x.lower == x.lower else f"not comparable with {best.model}: too few shared items")
+            why = (
+                f"worse than {best.model} by more than {100 * margin:g} points"
+                if x.lower == x.lower
+                else f"not comparable with {best.model}: too few shared items"
+            )
         else:
-            why = f"dearer than {chosen.model}" if _cost_key(x, basis) > _cost_key(chosen, basis) else \
-                f"as cheap as {chosen.model}, but lower in score or slower"
+            why = (
+                f"dearer than {chosen.model}"
+                if _cost_key(x, basis) > _cost_key(chosen, basis)
+                else f"as cheap as {chosen.model}, but lower in score or slower"
+            )
         out.append(x if x.rejected == why else _replace(x, rejected=why))
     if chosen.is_best:
         cheaper = [x for x in out if _cost_key(x, basis) < _cost_key(chosen, basis)]
-        reason = (f"{chosen.model} scores highest and is the cheapest" if not cheaper or basis == "none" else
-                  f"{chosen.model} scores highest; every cheaper model is ineligible or may be more than "
-                  f"{100 * margin:g} points worse")
+        reason = (
+            f"{chosen.model} scores highest and is the cheapest"
+            if not cheaper or basis == "none"
+            else f"{chosen.model} scores highest; every cheaper model is ineligible or may be more than "
+            f"{100 * margin:g} points worse"
+        )
     else:
-        reason = (f"{chosen.model} is the cheapest model not significantly worse than {best.model} "
-                  f"by more than {100 * margin:g} points")
+        reason = (
+            f"{chosen.model} is the cheapest model not significantly worse than {best.model} "
+            f"by more than {100 * margin:g} points"
+        )
     rejected = [x for x in out if not x.eligible]
     if rejected:
         reason += "; not eligible: " + ", ".join(f"{x.model} ({x.rejected})" for x in rejected)
-    return SuiteRecommendation(suite=suite, model=chosen.model, best=best.model, cost_basis=basis,
-                               candidates=out, reason=reason, limits=limits)
+    return SuiteRecommendation(
+        suite=suite, model=chosen.model, best=best.model, cost_basis=basis, candidates=out, reason=reason, limits=limits
+    )
 
 
-def recommend(store: Store, run_id: str | None = None, *, margin: float | None = None, alpha: float = 0.05,
-              clusters: bool = True, summary: RunSummary | None = None,
-              limits: RoutingLimits | None = None) -> Recommendation:
+def recommend(
+    store: Store,
+    run_id: str | None = None,
+    *,
+    margin: float | None = None,
+    alpha: float = 0.05,
+    clusters: bool = True,
+    summary: RunSummary | None = None,
+    limits: RoutingLimits | None = None,
+) -> Recommendation:
     """Per suite of RUN (default: the latest), the cheapest eligible model not significantly worse than the best.
 
     `margin` defaults to the plan's `noninferiority_margin` (0.02 = 2 points when the plan has none);
@@ -280,8 +374,9 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
     run = summary.run
     margin = plan_margin(run) if margin is None else float(margin)
     if not 0.0 <= margin < 1.0:
-        raise HarnessError(f"non-inferiority margin {margin:g}: give a fraction of a point scale, "
-                           f"0 <= margin < 1 (0.02 = 2 points)")
+        raise HarnessError(
+            f"non-inferiority margin {margin:g}: give a fraction of a point scale, 0 <= margin < 1 (0.02 = 2 points)"
+        )
     if not 0.0 < alpha < 0.5:
         raise HarnessError(f"--alpha {alpha}: a one-sided level must be between 0 and 0.5 (0.05 usual)")
     limits = limits or routing_limits((run.plan or {}).get("routing"))
@@ -293,58 +388,111 @@ def recommend(store: Store, run_id: str | None = None, *, margin: float | None =
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
-            rec = recommend_suite(cells, prices, margin=margin, alpha=alpha, clusters=clusters,
-                                  limits=limits.for_suite(s.suite))
+            rec = recommend_suite(
+                cells, prices, margin=margin, alpha=alpha, clusters=clusters, limits=limits.for_suite(s.suite)
+            )
             out.append(_with_stopped_models(rec, stopped, prices))
     return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)
 
 
-def _with_stopped_models(rec: SuiteRecommendation, stopped: dict[str, str],
-                         prices: dict[str, RunModelInfo]) -> SuiteRecommendation:
+def _with_stopped_models(
+    rec: SuiteRecommendation, stopped: dict[str, str], prices: dict[str, RunModelInfo]
+) -> SuiteRecommendation:
     present = {c.model for c in rec.candidates}
     extra = []
     for model, reason in sorted(stopped.items()):
         if model in present or model not in prices:
             continue
         info = prices[model]
-        extra.append(Candidate(model=model, mean=NAN, lo=NAN, hi=NAN, n_items=0, n_paired=0, diff=NAN, lower=NAN,
-                               p_value=NAN, noninferior=False, is_best=False, cost_per_sample=NAN, cost_usd=0.0,
-                               price_input=info.price_input, price_output=info.price_output, latency_p50=NAN,
-                               latency_p99=NAN, error_rate=1.0, eligible=False,
-                               rejected=f"unavailable: stopped after fatal errors ({reason})"))
+        extra.append(
+            Candidate(
+                model=model,
+                mean=NAN,
+                lo=NAN,
+                hi=NAN,
+                n_items=0,
+                n_paired=0,
+                diff=NAN,
+                lower=NAN,
+                p_value=NAN,
+                noninferior=False,
+                is_best=False,
+                cost_per_sample=NAN,
+                cost_usd=0.0,
+                price_input=info.price_input,
+                price_output=info.price_output,
+                latency_p50=NAN,
+                latency_p99=NAN,
+                error_rate=1.0,
+                eligible=False,
+                rejected=f"unavailable: stopped after fatal errors ({reason})",
+            )
+        )
     if not extra:
         return rec
-    reason = rec.reason + ("; not eligible: " if "not eligible:" not in rec.reason else ", ") + \
-        ", ".join(f"{x.model} ({x.rejected})" for x in extra)
+    reason = (
+        rec.reason
+        + ("; not eligible: " if "not eligible:" not in rec.reason else ", ")
+        + ", ".join(f"{x.model} ({x.rejected})" for x in extra)
+    )
     return _replace(rec, candidates=[*rec.candidates, *extra], reason=reason)
 
 
 # --------------------------------------------------------------------------- JSON
 
 
-
-
 def to_json(rec: Recommendation) -> dict:
     """The `harness recommend --json` document (fields in README.md)."""
     r = rec.run
-    return json_safe({
-        "run": {"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
-                "started": r.started_at.isoformat(timespec="seconds")},
-        "margin": rec.margin,
-        "alpha": rec.alpha,
-        "routes": rec.routes,
-        "suites": [{
-            "suite": s.suite, "model": s.model, "best": s.best, "cost_basis": s.cost_basis, "reason": s.reason,
-            "limits": dict(s.limits.__dict__),
-            "candidates": [{
-                "model": c.model, "mean": c.mean, "lo": c.lo, "hi": c.hi, "n_items": c.n_items,
-                "n_paired": c.n_paired, "diff": c.diff, "lower": c.lower, "p_value": c.p_value,
-                "noninferior": c.noninferior, "best": c.is_best, "recommended": c.model == s.model,
-                "cost_per_sample": c.cost_per_sample, "cost_usd": c.cost_usd,
-                "price": {"input": c.price_input, "output": c.price_output},
-                "latency_p50": c.latency_p50, "latency_p99": c.latency_p99, "error_rate": c.error_rate,
-                "served_models": list(c.served_models), "ttft_p99": c.ttft_p99, "eligible": c.eligible,
-                "rejected": c.rejected,
-            } for c in s.candidates],
-        } for s in rec.suites],
-    })
+    return json_safe(
+        {
+            "run": {
+                "run": r.id,
+                "plan": r.plan_name,
+                "tag": r.tag,
+                "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds"),
+            },
+            "margin": rec.margin,
+            "alpha": rec.alpha,
+            "routes": rec.routes,
+            "suites": [
+                {
+                    "suite": s.suite,
+                    "model": s.model,
+                    "best": s.best,
+                    "cost_basis": s.cost_basis,
+                    "reason": s.reason,
+                    "limits": dict(s.limits.__dict__),
+                    "candidates": [
+                        {
+                            "model": c.model,
+                            "mean": c.mean,
+                            "lo": c.lo,
+                            "hi": c.hi,
+                            "n_items": c.n_items,
+                            "n_paired": c.n_paired,
+                            "diff": c.diff,
+                            "lower": c.lower,
+                            "p_value": c.p_value,
+                            "noninferior": c.noninferior,
+                            "best": c.is_best,
+                            "recommended": c.model == s.model,
+                            "cost_per_sample": c.cost_per_sample,
+                            "cost_usd": c.cost_usd,
+                            "price": {"input": c.price_input, "output": c.price_output},
+                            "latency_p50": c.latency_p50,
+                            "latency_p99": c.latency_p99,
+                            "error_rate": c.error_rate,
+                            "served_models": list(c.served_models),
+                            "ttft_p99": c.ttft_p99,
+                            "eligible": c.eligible,
+                            "rejected": c.rejected,
+                        }
+                        for c in s.candidates
+                    ],
+                }
+                for s in rec.suites
+            ],
+        }
+    )

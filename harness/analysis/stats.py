@@ -238,8 +238,10 @@ def mean_ci(
         # A handful of groups (one, on a small smoke run) cannot estimate the spread between groups:
         # fall back to independent items rather than show no interval, or a wildly unstable one.
         g = int(codes.max()) + 1
-        note = (f"{g} group{'s' if g != 1 else ''} are too few for a clustered interval (needs {MIN_CLUSTERS}): "
-                f"items treated as independent")
+        note = (
+            f"{g} group{'s' if g != 1 else ''} are too few for a clustered interval (needs {MIN_CLUSTERS}): "
+            f"items treated as independent"
+        )
         codes = None
     if codes is not None:
         se = _clustered_se_codes(arr, codes)
@@ -344,9 +346,7 @@ def adjust_pvalues(pvalues: Iterable[float], method: str = "holm") -> list[float
 # --------------------------------------------------------------------------- power
 
 
-def minimum_detectable_effect(
-    n: int, discordance_rate: float, alpha: float = 0.05, power: float = 0.8
-) -> float:
+def minimum_detectable_effect(n: int, discordance_rate: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest accuracy difference a paired binary comparison detects with the given power.
 
     Normal approximation to the two-sided McNemar test: with discordance rate psi (share of items
@@ -363,9 +363,7 @@ def minimum_detectable_effect(
     return _power_multiplier(alpha, power) * math.sqrt(discordance_rate / n)
 
 
-def minimum_detectable_effect_sd(
-    n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8
-) -> float:
+def minimum_detectable_effect_sd(n: int, sd_diff: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """MDE for a paired comparison of non-binary scores: (z_{1-alpha/2} + z_{power}) * sd / sqrt(n).
 
     `sd_diff` is the sd of the per-item differences a - b. For clustered items pass the design-

@@ -183,20 +183,38 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
             per_item = tuple(sum(v) / len(v) for v in (acc.scores_by_item[i] for i in item_ids))
             lat = stats.percentiles(acc.latency, (50, 90, 99))
             ttft = stats.percentiles(acc.ttft, (50, 99))
-            cells.append(CellSummary(
-                model=m.model, suite=s.suite, suite_hash=acc.suite_hash, n_samples=acc.n,
-                n_items=len(item_ids), mean=est.mean, lo=est.lo, hi=est.hi, ci_method=est.method,
-                errors=acc.errors, error_rate=acc.errors / acc.n if acc.n else float("nan"),
-                latency_p50=lat[50], latency_p90=lat[90], latency_p99=lat[99],
-                ttft_p50=ttft[50], ttft_p99=ttft[99],
-                tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
-                prompt_tokens=acc.prompt_tokens, completion_tokens=acc.completion_tokens,
-                reasoning_tokens=acc.reasoning_tokens, cost_usd=acc.cost,
-                cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
-                served_models=tuple(sorted(acc.served)), estimated_samples=acc.estimated,
-                length_rate=acc.length_rate, scores=per_item, item_ids=item_ids,
-                groups=tuple(acc.group_by_item[i] for i in item_ids),
-            ))
+            cells.append(
+                CellSummary(
+                    model=m.model,
+                    suite=s.suite,
+                    suite_hash=acc.suite_hash,
+                    n_samples=acc.n,
+                    n_items=len(item_ids),
+                    mean=est.mean,
+                    lo=est.lo,
+                    hi=est.hi,
+                    ci_method=est.method,
+                    errors=acc.errors,
+                    error_rate=acc.errors / acc.n if acc.n else float("nan"),
+                    latency_p50=lat[50],
+                    latency_p90=lat[90],
+                    latency_p99=lat[99],
+                    ttft_p50=ttft[50],
+                    ttft_p99=ttft[99],
+                    tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
+                    prompt_tokens=acc.prompt_tokens,
+                    completion_tokens=acc.completion_tokens,
+                    reasoning_tokens=acc.reasoning_tokens,
+                    cost_usd=acc.cost,
+                    cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+                    served_models=tuple(sorted(acc.served)),
+                    estimated_samples=acc.estimated,
+                    length_rate=acc.length_rate,
+                    scores=per_item,
+                    item_ids=item_ids,
+                    groups=tuple(acc.group_by_item[i] for i in item_ids),
+                )
+            )
     ops = []
     failures = store.model_failures(run.id)
     for m in models:
@@ -208,16 +226,32 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                 continue
         lat = stats.percentiles(acc.latency, (50, 90, 99))
         ttft = stats.percentiles(acc.ttft, (50, 90, 99))
-        ops.append(ModelOps(
-            model=m.model, n_samples=acc.n, error_rate=acc.errors / acc.n if acc.n else float("nan"),
-            latency_p50=lat[50], latency_p99=lat[99], ttft_p50=ttft[50],
-            tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
-            cost_usd=acc.cost, cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
-            accuracy=acc.correct / acc.n if acc.n else float("nan"), served_models=tuple(sorted(acc.served)),
-            latency_p90=lat[90], ttft_p90=ttft[90], ttft_p99=ttft[99], errors=acc.errors,
-            estimated_samples=acc.estimated, length_rate=acc.length_rate, failure=failures.get(m.model, ""),
-            batched=acc.batched, batch_saved_usd=max(0.0, (acc.batched_tokens[0] * m.price_input
-                                                           + acc.batched_tokens[1] * m.price_output) / 1e6
-                                                     - acc.batched_cost),
-        ))
+        ops.append(
+            ModelOps(
+                model=m.model,
+                n_samples=acc.n,
+                error_rate=acc.errors / acc.n if acc.n else float("nan"),
+                latency_p50=lat[50],
+                latency_p99=lat[99],
+                ttft_p50=ttft[50],
+                tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
+                cost_usd=acc.cost,
+                cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+                accuracy=acc.correct / acc.n if acc.n else float("nan"),
+                served_models=tuple(sorted(acc.served)),
+                latency_p90=lat[90],
+                ttft_p90=ttft[90],
+                ttft_p99=ttft[99],
+                errors=acc.errors,
+                estimated_samples=acc.estimated,
+                length_rate=acc.length_rate,
+                failure=failures.get(m.model, ""),
+                batched=acc.batched,
+                batch_saved_usd=max(
+                    0.0,
+                    (acc.batched_tokens[0] * m.price_input + acc.batched_tokens[1] * m.price_output) / 1e6
+                    - acc.batched_cost,
+                ),
+            )
+        )
     return RunSummary(run, models, suites, cells, ops)

@@ -13,22 +13,52 @@ from harness.cli.common import db_option
 @click.command()
 @click.argument("run_id", required=False, metavar="[RUN]")
 @db_option
-@click.option("--against", "against", metavar="RUN",
-              help="Compare with this run instead of the previous finished run of the same plan.")
+@click.option(
+    "--against",
+    "against",
+    metavar="RUN",
+    help="Compare with this run instead of the previous finished run of the same plan.",
+)
 @click.option("--plan", "plan_name", metavar="NAME", help="Check the latest run of this plan (instead of RUN).")
-@click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
-              help="Multiple-comparison correction over every model x suite comparison.")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
-              show_default=True, help="Significance level (corrected p-values; availability test).")
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bh"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-comparison correction over every model x suite comparison.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level (corrected p-values; availability test).",
+)
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a model got significantly worse on a suite.")
 @click.option("--fail-on-alarm", is_flag=True, help="Exit 1 when there is a drift alarm.")
 @click.option("--notify", is_flag=True, help="Also POST the result to the webhook named in the run's plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
-@click.option("--load", "load", is_flag=True, help="Check a load run (`harness load`) instead: per model and "
-              "stage, is p99 latency or TTFT significantly worse than in the previous load run of the plan? "
-              "(bootstrap interval of the difference of p99s; RUN and --against name load runs)")
-def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regression, fail_on_alarm, notify,
-          as_json, load=False):
+@click.option(
+    "--load",
+    "load",
+    is_flag=True,
+    help="Check a load run (`harness load`) instead: per model and "
+    "stage, is p99 latency or TTFT significantly worse than in the previous load run of the plan? "
+    "(bootstrap interval of the difference of p99s; RUN and --against name load runs)",
+)
+def check(
+    run_id,
+    db_url,
+    against,
+    plan_name,
+    correction,
+    alpha,
+    fail_on_regression,
+    fail_on_alarm,
+    notify,
+    as_json,
+    load=False,
+):
     """Check RUN (default: the latest) against the previous finished run of its plan.
 
     \b
@@ -51,14 +81,33 @@ def check(run_id, db_url, against, plan_name, correction, alpha, fail_on_regress
         if not runs:
             raise HarnessError(f"no runs of plan '{plan_name}' in {store.shown_url} (see `harness runs list`)")
         run_id = runs[-1].id
-    code = run_check(store, run_id, against=against, correction=correction, alpha=alpha, as_json=as_json,
-                     notify=notify, fail_on_regression=fail_on_regression, fail_on_alarm=fail_on_alarm)
+    code = run_check(
+        store,
+        run_id,
+        against=against,
+        correction=correction,
+        alpha=alpha,
+        as_json=as_json,
+        notify=notify,
+        fail_on_regression=fail_on_regression,
+        fail_on_alarm=fail_on_alarm,
+    )
     if code:
         sys.exit(code)
 
 
-def run_check(store, run_id, *, against=None, correction="holm", alpha=0.05, as_json=False, notify=False,
-              fail_on_regression=False, fail_on_alarm=False) -> int:
+def run_check(
+    store,
+    run_id,
+    *,
+    against=None,
+    correction="holm",
+    alpha=0.05,
+    as_json=False,
+    notify=False,
+    fail_on_regression=False,
+    fail_on_alarm=False,
+) -> int:
     """Check a run, print the result, post it to the plan's webhook if asked; returns the exit status.
 
     `harness check` and `harness run --check` both print through here.

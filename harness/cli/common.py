@@ -56,29 +56,64 @@ def print_summary(summary) -> None:
     for col in ("model", "suite", "n", "score %", "95% CI", "errors", "p50 s", "p99 s", "tok/s", "cost"):
         table.add_column(col, justify="left" if col in ("model", "suite") else "right")
     for c in summary.cells:
-        table.add_row(c.model, c.suite, str(c.n_samples), fmt_pct(c.mean),
-                      f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}", str(c.errors), fmt_s(c.latency_p50),
-                      fmt_s(c.latency_p99), "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
-                      f"{estimate_mark(c.estimated_samples)}{money(c.cost_usd)}")
+        table.add_row(
+            c.model,
+            c.suite,
+            str(c.n_samples),
+            fmt_pct(c.mean),
+            f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}",
+            str(c.errors),
+            fmt_s(c.latency_p50),
+            fmt_s(c.latency_p99),
+            "—" if c.tokens_per_s != c.tokens_per_s else f"{c.tokens_per_s:.1f}",
+            f"{estimate_mark(c.estimated_samples)}{money(c.cost_usd)}",
+        )
     console = data_console(100)
     console.print(table)
     ops = Table(title="per model: latency and time to first token (s), errors, cost")
-    for col in ("model", "n", "error %", "length %", "p50", "p90", "p99", "TTFT p50", "TTFT p90", "TTFT p99",
-                "cost", "per correct"):
+    for col in (
+        "model",
+        "n",
+        "error %",
+        "length %",
+        "p50",
+        "p90",
+        "p99",
+        "TTFT p50",
+        "TTFT p90",
+        "TTFT p99",
+        "cost",
+        "per correct",
+    ):
         ops.add_column(col, justify="left" if col == "model" else "right")
     for o in summary.ops:
         mark = estimate_mark(o.estimated_samples)
         per_correct = money(o.cost_per_correct)
-        ops.add_row(o.model, str(o.n_samples), fmt_pct(o.error_rate), fmt_pct(o.length_rate), fmt_s(o.latency_p50),
-                    fmt_s(o.latency_p90), fmt_s(o.latency_p99), fmt_s(o.ttft_p50), fmt_s(o.ttft_p90),
-                    fmt_s(o.ttft_p99), f"{mark}{money(o.cost_usd)}",
-                    per_correct if per_correct == "—" else f"{mark}{per_correct}")
+        ops.add_row(
+            o.model,
+            str(o.n_samples),
+            fmt_pct(o.error_rate),
+            fmt_pct(o.length_rate),
+            fmt_s(o.latency_p50),
+            fmt_s(o.latency_p90),
+            fmt_s(o.latency_p99),
+            fmt_s(o.ttft_p50),
+            fmt_s(o.ttft_p90),
+            fmt_s(o.ttft_p99),
+            f"{mark}{money(o.cost_usd)}",
+            per_correct if per_correct == "—" else f"{mark}{per_correct}",
+        )
     console.print(ops)
     if any(o.estimated_samples for o in summary.ops):
-        console.print(f"{ESTIMATE_MARK} the server reported no token usage for some samples: their tokens and "
-                      f"cost are estimated from the text (about 4 characters a token; one per Chinese character)",
-                      markup=False, highlight=False)
+        console.print(
+            f"{ESTIMATE_MARK} the server reported no token usage for some samples: their tokens and "
+            f"cost are estimated from the text (about 4 characters a token; one per Chinese character)",
+            markup=False,
+            highlight=False,
+        )
     for o in summary.ops:
         if o.batched:
-            console.print(f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "
-                          f"{money(o.batch_saved_usd)} saved against the online price")
+            console.print(
+                f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "
+                f"{money(o.batch_saved_usd)} saved against the online price"
+            )

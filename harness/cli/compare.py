@@ -20,24 +20,58 @@ def _split(values) -> list[str]:
 @click.argument("runs", nargs=-1, metavar="[RUN | RUN_OLD RUN_NEW]")
 @db_option
 @click.option("--baseline", metavar="MODEL", help="Compare each model against this one (models in one run).")
-@click.option("--models", "--model", "models", multiple=True, metavar="A,B",
-              help="Only these models (comma-separated or repeated).")
+@click.option(
+    "--models",
+    "--model",
+    "models",
+    multiple=True,
+    metavar="A,B",
+    help="Only these models (comma-separated or repeated).",
+)
 @click.option("--suite", "suites", multiple=True, metavar="SUITE", help="Only this suite (repeatable).")
-@click.option("--against-previous", is_flag=True,
-              help="Compare RUN (default: the latest) with the previous run of the same plan.")
-@click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
-              help="Multiple-comparison correction over every comparison shown: Holm (FWER) or Benjamini-Hochberg (FDR).")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
-              show_default=True, help="Significance level for the corrected p-values.")
-@click.option("--allow-hash-mismatch", is_flag=True,
-              help="Across runs: compare a suite whose content changed, on the items both runs have.")
-@click.option("--no-clusters", is_flag=True,
-              help="Treat items as independent even when the suite groups them (subject, task).")
-@click.option("--fail-on-regression", is_flag=True,
-              help="Across runs: exit 1 when a model got significantly worse on a suite.")
+@click.option(
+    "--against-previous", is_flag=True, help="Compare RUN (default: the latest) with the previous run of the same plan."
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bh"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-comparison correction over every comparison shown: Holm (FWER) or Benjamini-Hochberg (FDR).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level for the corrected p-values.",
+)
+@click.option(
+    "--allow-hash-mismatch",
+    is_flag=True,
+    help="Across runs: compare a suite whose content changed, on the items both runs have.",
+)
+@click.option(
+    "--no-clusters", is_flag=True, help="Treat items as independent even when the suite groups them (subject, task)."
+)
+@click.option(
+    "--fail-on-regression", is_flag=True, help="Across runs: exit 1 when a model got significantly worse on a suite."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
-def compare(runs, db_url, baseline, models, suites, against_previous, correction, alpha, allow_hash_mismatch,
-            no_clusters, fail_on_regression, as_json):
+def compare(
+    runs,
+    db_url,
+    baseline,
+    models,
+    suites,
+    against_previous,
+    correction,
+    alpha,
+    allow_hash_mismatch,
+    no_clusters,
+    fail_on_regression,
+    as_json,
+):
     """Paired comparisons with corrected p-values: models within a run, or one run against another.
 
     \b
@@ -59,8 +93,9 @@ def compare(runs, db_url, baseline, models, suites, against_previous, correction
         raise click.UsageError("--against-previous takes at most one RUN")
     across = len(runs) == 2 or against_previous
     if across and baseline:
-        raise click.UsageError("--baseline compares models within one run; across runs each model is paired "
-                               "with itself")
+        raise click.UsageError(
+            "--baseline compares models within one run; across runs each model is paired with itself"
+        )
     if not across and fail_on_regression:
         raise click.UsageError("--fail-on-regression needs two runs: RUN_OLD RUN_NEW, or --against-previous")
     store = Store(db_url, must_exist=True)
@@ -71,13 +106,28 @@ def compare(runs, db_url, baseline, models, suites, against_previous, correction
             old_id = previous_run(store, new_id)
         else:
             old_id, new_id = runs
-        result = compare_runs(store, old_id, new_id, correction=correction, alpha=alpha,
-                              allow_hash_mismatch=allow_hash_mismatch, models=model_names or None,
-                              suites=suite_names or None, clusters=not no_clusters)
+        result = compare_runs(
+            store,
+            old_id,
+            new_id,
+            correction=correction,
+            alpha=alpha,
+            allow_hash_mismatch=allow_hash_mismatch,
+            models=model_names or None,
+            suites=suite_names or None,
+            clusters=not no_clusters,
+        )
     else:
-        result = compare_models(store, runs[0] if runs else None, baseline=baseline, models=model_names or None,
-                                suites=suite_names or None, correction=correction, alpha=alpha,
-                                clusters=not no_clusters)
+        result = compare_models(
+            store,
+            runs[0] if runs else None,
+            baseline=baseline,
+            models=model_names or None,
+            suites=suite_names or None,
+            correction=correction,
+            alpha=alpha,
+            clusters=not no_clusters,
+        )
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False, allow_nan=False))
     else:
@@ -132,25 +182,53 @@ def _print(result) -> None:
         run = result.runs[0]
         pairing = f"each model - {result.baseline}" if result.baseline else "b - a for every pair of models"
         console.print(f"models in run {run.id} (plan {run.plan_name}): diff = {pairing}")
-    console.print(f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; "
-                  f"▲/▼ = corrected p < {result.alpha:g}. Scores and differences in percent (points), 95% CI.")
+    console.print(
+        f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; "
+        f"▲/▼ = corrected p < {result.alpha:g}. Scores and differences in percent (points), 95% CI."
+    )
     for suite in result.suites():
         rows = [c for c in result.comparisons if c.suite == suite]
         table = Table(title=f"{suite}  (hash {rows[0].suite_hash})", title_justify="left")
         widest = min(24, max(len(s.model) for c in rows for s in (c.a, c.b)))
         for col in (("model",) if across else ("a", "b")) + (
-                "old %" if across else "a %", "new %" if across else "b %", "diff (95% CI)", "p", "p adj", "",
-                "MDE", "n", "lost/won" if across else "a>b/b>a", "test"):
+            "old %" if across else "a %",
+            "new %" if across else "b %",
+            "diff (95% CI)",
+            "p",
+            "p adj",
+            "",
+            "MDE",
+            "n",
+            "lost/won" if across else "a>b/b>a",
+            "test",
+        ):
             names = col in ("model", "a", "b")
-            table.add_column(col, justify="left" if names or col == "test" else "right", no_wrap=not names,
-                             min_width=widest if names else None)
+            table.add_column(
+                col,
+                justify="left" if names or col == "test" else "right",
+                no_wrap=not names,
+                min_width=widest if names else None,
+            )
         for c in rows:
             names = (c.a.model,) if across else (c.a.model, c.b.model)
-            diff = _diff(c.diff) if c.diff_lo != c.diff_lo else \
-                f"{_diff(c.diff)} ({_diff(c.diff_lo)} to {_diff(c.diff_hi)})"
-            table.add_row(*names, _est(c.a.mean, c.a.lo, c.a.hi), _est(c.b.mean, c.b.lo, c.b.hi), diff,
-                          _p(c.p_value), _p(c.p_adjusted), c.marker, _pct(c.mde), str(c.n_paired),
-                          f"{c.discordant_a}/{c.discordant_b}", c.method)
+            diff = (
+                _diff(c.diff)
+                if c.diff_lo != c.diff_lo
+                else f"{_diff(c.diff)} ({_diff(c.diff_lo)} to {_diff(c.diff_hi)})"
+            )
+            table.add_row(
+                *names,
+                _est(c.a.mean, c.a.lo, c.a.hi),
+                _est(c.b.mean, c.b.lo, c.b.hi),
+                diff,
+                _p(c.p_value),
+                _p(c.p_adjusted),
+                c.marker,
+                _pct(c.mde),
+                str(c.n_paired),
+                f"{c.discordant_a}/{c.discordant_b}",
+                c.method,
+            )
         console.print(table)
         ops = Table(title=f"{suite}: operations", title_justify="left")
         for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost", "per correct"):
@@ -161,8 +239,15 @@ def _print(result) -> None:
                 if (s.model, s.run) in seen:
                     continue
                 seen.add((s.model, s.run))
-                ops.add_row(s.model, s.run, _num(s.latency_p50, ".2f"), _num(s.latency_p99, ".2f"),
-                            _pct(s.error_rate), money(s.cost_usd), money(s.cost_per_correct))
+                ops.add_row(
+                    s.model,
+                    s.run,
+                    _num(s.latency_p50, ".2f"),
+                    _num(s.latency_p99, ".2f"),
+                    _pct(s.error_rate),
+                    money(s.cost_usd),
+                    money(s.cost_per_correct),
+                )
         console.print(ops)
         for c in rows:
             if c.note:
@@ -172,8 +257,13 @@ def _print(result) -> None:
     if across:
         if result.regressions:
             for c in result.regressions:
-                console.print(Text.assemble(("REGRESSION", "bold red"), f": {c.a.model} on {c.suite}: "
-                                            f"{_pct(c.a.mean)}% -> {_pct(c.b.mean)}% ({_diff(c.diff)} points, "
-                                            f"corrected p {_p(c.p_adjusted)})"))
+                console.print(
+                    Text.assemble(
+                        ("REGRESSION", "bold red"),
+                        f": {c.a.model} on {c.suite}: "
+                        f"{_pct(c.a.mean)}% -> {_pct(c.b.mean)}% ({_diff(c.diff)} points, "
+                        f"corrected p {_p(c.p_adjusted)})",
+                    )
+                )
         else:
             console.print("no significant regression")

@@ -11,50 +11,134 @@ from harness.cli.common import db_option, echo_err, open_store
 from harness.errors import HarnessError
 from harness.records import money
 
-CONTRACT_FIELDS = ("concurrency", "rate", "requests", "ok", "errors", "achieved_concurrency", "achieved_rate",
-                   "requests_per_s", "output_tokens_per_s", "ttft_p50", "ttft_p90", "ttft_p99", "latency_p50",
-                   "latency_p90", "latency_p99", "itl_p50", "itl_p99")
+CONTRACT_FIELDS = (
+    "concurrency",
+    "rate",
+    "requests",
+    "ok",
+    "errors",
+    "achieved_concurrency",
+    "achieved_rate",
+    "requests_per_s",
+    "output_tokens_per_s",
+    "ttft_p50",
+    "ttft_p90",
+    "ttft_p99",
+    "latency_p50",
+    "latency_p90",
+    "latency_p99",
+    "itl_p50",
+    "itl_p99",
+)
 
 
 @click.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
 @db_option
-@click.option("--concurrency", metavar="LIST", help="Closed loop: concurrent users per stage, e.g. 1,8,32,128,500 "
-              "(default 1,8,32). Each user sends its next request when its last one ends.")
-@click.option("--rate", metavar="LIST", help="Open loop: Poisson arrivals per second per stage, e.g. 2,5,10. "
-              "Requests are sent on schedule whatever the server does; a generator that falls behind says so.")
+@click.option(
+    "--concurrency",
+    metavar="LIST",
+    help="Closed loop: concurrent users per stage, e.g. 1,8,32,128,500 "
+    "(default 1,8,32). Each user sends its next request when its last one ends.",
+)
+@click.option(
+    "--rate",
+    metavar="LIST",
+    help="Open loop: Poisson arrivals per second per stage, e.g. 2,5,10. "
+    "Requests are sent on schedule whatever the server does; a generator that falls behind says so.",
+)
 @click.option("--requests", type=int, help="Measured requests per stage (default 50).")
 @click.option("--duration", type=float, metavar="S", help="Or: measured seconds per stage.")
-@click.option("--warmup", type=click.IntRange(min=0), help="Unmeasured requests first in each stage "
-              "(default: one per user in closed loop, none in open loop).")
-@click.option("--ramp-up", type=float, metavar="S", help="Closed loop: start the users evenly over S seconds "
-              "instead of all at once; about one request's latency keeps them out of step (default 0).")
-@click.option("--input-tokens", type=click.IntRange(min=1), help="Synthetic prompts of about N tokens instead of "
-              "the plan's suites.")
-@click.option("--output-tokens", type=click.IntRange(min=1), help="max_tokens per request (default: each suite's; "
-              "256 with --input-tokens).")
-@click.option("--ignore-eos", is_flag=True, help="Ask the server not to stop before max_tokens (ignore_eos and "
-              "min_tokens: vLLM, llama.cpp, SGLang). Hosted APIs may refuse it.")
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    help="Unmeasured requests first in each stage (default: one per user in closed loop, none in open loop).",
+)
+@click.option(
+    "--ramp-up",
+    type=float,
+    metavar="S",
+    help="Closed loop: start the users evenly over S seconds "
+    "instead of all at once; about one request's latency keeps them out of step (default 0).",
+)
+@click.option(
+    "--input-tokens",
+    type=click.IntRange(min=1),
+    help="Synthetic prompts of about N tokens instead of the plan's suites.",
+)
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(min=1),
+    help="max_tokens per request (default: each suite's; 256 with --input-tokens).",
+)
+@click.option(
+    "--ignore-eos",
+    is_flag=True,
+    help="Ask the server not to stop before max_tokens (ignore_eos and "
+    "min_tokens: vLLM, llama.cpp, SGLang). Hosted APIs may refuse it.",
+)
 @click.option("--suite", "suites", multiple=True, help="Use only these plan suites' prompts. Repeatable.")
-@click.option("--slo", metavar="TERMS", help="Judge each stage, e.g. 'ttft_p99<=2s,latency_p99<=5s,error_rate<=1%%'; "
-              "a stage stops early once it cannot meet it.")
-@click.option("--search", is_flag=True, help="With --slo: find each model's highest concurrency (or rate) that "
-              "meets the SLO: the listed levels, then doubling and bisection.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Ceiling of the capacity search.")
+@click.option(
+    "--slo",
+    metavar="TERMS",
+    help="Judge each stage, e.g. 'ttft_p99<=2s,latency_p99<=5s,error_rate<=1%%'; "
+    "a stage stops early once it cannot meet it.",
+)
+@click.option(
+    "--search",
+    is_flag=True,
+    help="With --slo: find each model's highest concurrency (or rate) that "
+    "meets the SLO: the listed levels, then doubling and bisection.",
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Ceiling of the capacity search.",
+)
 @click.option("--timeout", type=float, help="Per-request timeout in seconds (default: the model's timeout_s).")
 @click.option("--model", "only_models", multiple=True, help="Load only these plan models. Repeatable.")
 @click.option("--tag", default="", help="Label stored with the load run.")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Stop once this much is spent.")
-@click.option("--confirm-above", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="USD",
-              help="Ask before starting when the estimated cost exceeds this.")
+@click.option(
+    "--confirm-above",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="USD",
+    help="Ask before starting when the estimated cost exceeds this.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Print the stages, request counts and estimated cost; send nothing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson schedule.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: {models: [{model, stages}]}.")
-def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, input_tokens, output_tokens, ignore_eos,
-         suites, slo, search, max_concurrency, timeout, only_models, tag, max_cost, confirm_above, yes, dry_run,
-         seed, as_json):
+def load(
+    plan,
+    db_url,
+    concurrency,
+    rate,
+    requests,
+    duration,
+    warmup,
+    ramp_up,
+    input_tokens,
+    output_tokens,
+    ignore_eos,
+    suites,
+    slo,
+    search,
+    max_concurrency,
+    timeout,
+    only_models,
+    tag,
+    max_cost,
+    confirm_above,
+    yes,
+    dry_run,
+    seed,
+    as_json,
+):
     """Load-test each OpenAI-compatible model of PLAN: a profile of stages of rising load.
 
     Per request (streamed): time to first token, inter-token latency, time per output token,
@@ -80,8 +164,9 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, i
     if only_models:
         unknown = sorted(set(only_models) - {m.name for m in p.models})
         if unknown:
-            raise HarnessError(f"--model {', '.join(unknown)}: not in plan {plan} "
-                               f"(its models: {', '.join(m.name for m in p.models)})")
+            raise HarnessError(
+                f"--model {', '.join(unknown)}: not in plan {plan} (its models: {', '.join(m.name for m in p.models)})"
+            )
         p = dataclasses.replace(p, models=tuple(m for m in p.models if m.name in only_models))
     if suites:
         unknown = sorted(set(suites) - {s.name for s in p.suites})
@@ -93,11 +178,17 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, i
         if timeout <= 0:
             raise HarnessError("--timeout must be positive")
         p = dataclasses.replace(p, models=tuple(dataclasses.replace(m, timeout_s=timeout) for m in p.models))
-    stages = build_stages(concurrency=concurrency, rate=rate, requests=requests, duration=duration, warmup=warmup,
-                          ramp_up=ramp_up)
-    profile = LoadProfile(stages=stages, workload=Workload(input_tokens, output_tokens, ignore_eos, tuple(suites)),
-                          slo=parse_slo(slo) if slo else None, search=search, max_concurrency=max_concurrency,
-                          seed=seed)
+    stages = build_stages(
+        concurrency=concurrency, rate=rate, requests=requests, duration=duration, warmup=warmup, ramp_up=ramp_up
+    )
+    profile = LoadProfile(
+        stages=stages,
+        workload=Workload(input_tokens, output_tokens, ignore_eos, tuple(suites)),
+        slo=parse_slo(slo) if slo else None,
+        search=search,
+        max_concurrency=max_concurrency,
+        seed=seed,
+    )
     models, _notes = loadable(p)
     figures = estimate(p, profile, models)
     total = sum(f["estimated_cost_usd"] for f in figures.values())
@@ -106,8 +197,10 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, i
         return
     if total > confirm_above and not yes:
         if not sys.stdin.isatty():
-            raise HarnessError(f"estimated cost ${total:.2f} exceeds --confirm-above ${confirm_above:g}; "
-                               f"pass --yes to run without asking (or --max-cost USD to cap it)")
+            raise HarnessError(
+                f"estimated cost ${total:.2f} exceeds --confirm-above ${confirm_above:g}; "
+                f"pass --yes to run without asking (or --max-cost USD to cap it)"
+            )
         click.confirm(f"The profile may cost up to ${total:.2f}. Run it?", abort=True, err=True)
     store = open_store(db_url)
     say = echo_err if as_json else click.echo
@@ -120,8 +213,11 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, i
     for o in outcomes:
         entry = {"model": o.model, "stages": [_stage_doc(st) for st in o.stages]}
         if o.capacity is not None:
-            entry["capacity"] = {"concurrency" if profile.stages[0].concurrency is not None else "rate": o.capacity.best,
-                                 "first_failure": o.capacity.first_failure, "note": o.capacity.note}
+            entry["capacity"] = {
+                "concurrency" if profile.stages[0].concurrency is not None else "rate": o.capacity.best,
+                "first_failure": o.capacity.first_failure,
+                "note": o.capacity.note,
+            }
         if o.notes:
             entry["notes"] = o.notes
         doc["models"].append(entry)
@@ -132,8 +228,10 @@ def load(plan, db_url, concurrency, rate, requests, duration, warmup, ramp_up, i
         if "capacity" in entry:
             cap = entry["capacity"]
             level = next(iter(cap.values()))
-            click.echo(f"{entry['model']}: capacity under the SLO: {'none' if level is None else f'{level:g}'}"
-                       f"{' (' + cap['note'] + ')' if cap['note'] else ''}")
+            click.echo(
+                f"{entry['model']}: capacity under the SLO: {'none' if level is None else f'{level:g}'}"
+                f"{' (' + cap['note'] + ')' if cap['note'] else ''}"
+            )
     click.echo(f"load run {run_id}; stored in {store.shown_url}")
 
 
@@ -148,8 +246,12 @@ def _print_dry_run(stages, figures: dict, total: float, as_json: bool) -> None:
     from harness.load.runner import requests_in_stage
 
     if as_json:
-        click.echo(json.dumps({"stages": [dataclasses_dict(s) for s in stages], "models": figures,
-                               "estimated_cost_usd": total}, indent=2))
+        click.echo(
+            json.dumps(
+                {"stages": [dataclasses_dict(s) for s in stages], "models": figures, "estimated_cost_usd": total},
+                indent=2,
+            )
+        )
         return
     click.echo("stages (per model):")
     for s in stages:
@@ -157,10 +259,14 @@ def _print_dry_run(stages, figures: dict, total: float, as_json: bool) -> None:
         click.echo(f"  {s.label:<12} {held} after {s.warmup} warm-up  (~{requests_in_stage(s)} requests)")
     click.echo("requests and estimated cost (completions at max_tokens: an upper bound)")
     for name, f in figures.items():
-        search = f" + up to {f['search_requests_at_most']} in the capacity search" if f["search_requests_at_most"] else ""
+        search = (
+            f" + up to {f['search_requests_at_most']} in the capacity search" if f["search_requests_at_most"] else ""
+        )
         price = "" if f["priced"] else " (no price in the plan)"
-        click.echo(f"  {name:<24} {f['requests']:>7} requests{search}, ~{f['input_tokens_per_request']:.0f} input "
-                   f"and <= {f['max_tokens']:.0f} output tokens each   ~{money(f['estimated_cost_usd'])}{price}")
+        click.echo(
+            f"  {name:<24} {f['requests']:>7} requests{search}, ~{f['input_tokens_per_request']:.0f} input "
+            f"and <= {f['max_tokens']:.0f} output tokens each   ~{money(f['estimated_cost_usd'])}{price}"
+        )
     click.echo(f"total ~{money(total)}")
 
 

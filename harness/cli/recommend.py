@@ -33,9 +33,12 @@ def cost_text(c, basis: str) -> str:
 
 
 def _limit_option(name: str, what: str):
-    return click.option(name, multiple=True, metavar="[SUITE=]VALUE",
-                        help=f"{what}; SUITE=VALUE sets it for one route only (repeatable) [default: the plan's "
-                             f"routing: section].")
+    return click.option(
+        name,
+        multiple=True,
+        metavar="[SUITE=]VALUE",
+        help=f"{what}; SUITE=VALUE sets it for one route only (repeatable) [default: the plan's routing: section].",
+    )
 
 
 def parse_limits(values: tuple[str, ...], option: str, *, fraction: bool = False) -> dict[str, float | None]:
@@ -60,24 +63,56 @@ def parse_limits(values: tuple[str, ...], option: str, *, fraction: bool = False
 @click.command()
 @click.argument("run_id", required=False, metavar="[RUN]")
 @db_option
-@click.option("--margin", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="FRACTION",
-              help="Non-inferiority margin as a fraction (0.02 = 2 points) [default: the plan's "
-                   "noninferiority_margin, else 0.02].")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
-              show_default=True, help="One-sided significance level of the non-inferiority test.")
-@_limit_option("--max-error-rate", "Most failed requests a routed model may have, a fraction (default 0.001: 99.9% "
-                                    "available; none = no limit)")
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    metavar="FRACTION",
+    help="Non-inferiority margin as a fraction (0.02 = 2 points) [default: the plan's "
+    "noninferiority_margin, else 0.02].",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="One-sided significance level of the non-inferiority test.",
+)
+@_limit_option(
+    "--max-error-rate",
+    "Most failed requests a routed model may have, a fraction (default 0.001: 99.9% available; none = no limit)",
+)
 @_limit_option("--max-p99", "Slowest p99 latency in seconds a routed model may have (none = no limit)")
 @_limit_option("--max-ttft", "Slowest p99 time to first token in seconds (a model that did not stream: its latency)")
 @click.option("--all", "show_all", is_flag=True, help="Also list every model considered for each suite.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
-@click.option("--at", "at_level", metavar="LEVEL", help="Join the plan's load run (`harness load`): each model's "
-              "p99 latency and error rate at LEVEL concurrent users (e.g. 128) or requests/s (e.g. 5/s).")
+@click.option(
+    "--at",
+    "at_level",
+    metavar="LEVEL",
+    help="Join the plan's load run (`harness load`): each model's "
+    "p99 latency and error rate at LEVEL concurrent users (e.g. 128) or requests/s (e.g. 5/s).",
+)
 @click.option("--load-run", metavar="RUN", help="With --at: this load run [default: the plan's latest finished].")
-@click.option("--slo", metavar="TERMS", help="With --at: recommend only models meeting this SLO at that level, "
-              "e.g. 'latency_p99<=5s,error_rate<=1%%'.")
-def recommend(run_id, db_url, margin, alpha, max_error_rate, max_p99, max_ttft, show_all, as_json, at_level=None,
-              load_run=None, slo=None):
+@click.option(
+    "--slo",
+    metavar="TERMS",
+    help="With --at: recommend only models meeting this SLO at that level, e.g. 'latency_p99<=5s,error_rate<=1%%'.",
+)
+def recommend(
+    run_id,
+    db_url,
+    margin,
+    alpha,
+    max_error_rate,
+    max_p99,
+    max_ttft,
+    show_all,
+    as_json,
+    at_level=None,
+    load_run=None,
+    slo=None,
+):
     """Per suite of RUN (default: the latest): the cheapest eligible model not significantly worse than the best.
 
     \b
@@ -87,14 +122,18 @@ def recommend(run_id, db_url, margin, alpha, max_error_rate, max_p99, max_ttft, 
     plan's list price when nothing was measured, e.g. local models). Every model not chosen is
     listed with the reason: worse by more than the margin, unavailable, too slow, not measured.
     """
-    from harness.analysis.recommend import recommend as do_recommend, routing_limits, to_json
+    from harness.analysis.recommend import recommend as do_recommend
+    from harness.analysis.recommend import routing_limits, to_json
     from harness.cli.common import open_store
 
     store = open_store(db_url, read_only=True)
     run = store.resolve_run(run_id)
-    limits = routing_limits((store.run(run).plan or {}).get("routing"),
-                            max_error_rate=parse_limits(max_error_rate, "--max-error-rate", fraction=True),
-                            max_p99_s=parse_limits(max_p99, "--max-p99"), max_ttft_s=parse_limits(max_ttft, "--max-ttft"))
+    limits = routing_limits(
+        (store.run(run).plan or {}).get("routing"),
+        max_error_rate=parse_limits(max_error_rate, "--max-error-rate", fraction=True),
+        max_p99_s=parse_limits(max_p99, "--max-p99"),
+        max_ttft_s=parse_limits(max_ttft, "--max-ttft"),
+    )
     rec = do_recommend(store, run, margin=margin, alpha=alpha, limits=limits)
     load = None
     if at_level or load_run or slo:
@@ -122,8 +161,10 @@ def _join_load(store, rec, at_level, load_run, slo):
         raise HarnessError("--load-run and --slo need --at LEVEL (e.g. --at 128 or --at 5/s)")
     view = load_view(store, rec.run.plan_name, load_run)
     if view is None:
-        raise HarnessError(f"plan {rec.run.plan_name!r} has no finished load run in {store.shown_url} "
-                           f"(run `harness load PLAN` first, or name one with --load-run)")
+        raise HarnessError(
+            f"plan {rec.run.plan_name!r} has no finished load run in {store.shown_url} "
+            f"(run `harness load PLAN` first, or name one with --load-run)"
+        )
     return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None)
 
 
@@ -131,12 +172,17 @@ def _print_load(rec, load) -> None:
     from harness.load.join import level_text, sentence
 
     level = (load["level"]["concurrency"], load["level"]["rate"])
-    click.echo(f"\nunder load (load run {load['load_run']}, {level_text(level)}"
-               f"{', SLO ' + load['slo'] if load['slo'] else ''}):")
+    click.echo(
+        f"\nunder load (load run {load['load_run']}, {level_text(level)}"
+        f"{', SLO ' + load['slo'] if load['slo'] else ''}):"
+    )
     for model, st in sorted(load["models"].items()):
         scores = {s.suite: s.candidate(model).mean for s in rec.suites if any(c.model == model for c in s.candidates)}
-        verdict = "" if not st or "meets_slo" not in st else ("  meets the SLO" if st["meets_slo"] else
-                                                             "  misses the SLO: " + "; ".join(st["slo_failures"]))
+        verdict = (
+            ""
+            if not st or "meets_slo" not in st
+            else ("  meets the SLO" if st["meets_slo"] else "  misses the SLO: " + "; ".join(st["slo_failures"]))
+        )
         click.echo(f"  {model}: {sentence(st, level, scores)}{verdict}")
 
 
@@ -144,8 +190,10 @@ def _print(rec, show_all: bool) -> None:
     from rich.table import Table
 
     console = data_console(140)
-    console.print(f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
-                  f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})")
+    console.print(
+        f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
+        f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})"
+    )
     table = Table(title="routing", title_justify="left")
     for col in ("suite", "→ model", "score %", "vs best", "cost", "p99 s", "best", "best %", "best cost"):
         table.add_column(col, justify="left" if col in ("suite", "→ model", "best") else "right")
@@ -155,9 +203,17 @@ def _print(rec, show_all: bool) -> None:
             table.add_row(s.suite, "— (none eligible)", *[""] * 7)
             continue
         b = s.candidate(s.best)
-        table.add_row(s.suite, c.model, _pct(c.mean), "" if c.is_best else _points(c.diff),
-                      cost_text(c, s.cost_basis), _s(c.latency_p99), b.model, _pct(b.mean),
-                      cost_text(b, s.cost_basis))
+        table.add_row(
+            s.suite,
+            c.model,
+            _pct(c.mean),
+            "" if c.is_best else _points(c.diff),
+            cost_text(c, s.cost_basis),
+            _s(c.latency_p99),
+            b.model,
+            _pct(b.mean),
+            cost_text(b, s.cost_basis),
+        )
     console.print(table)
     for s in rec.suites:
         click.echo(f"{s.suite} → {s.model or '— (no model meets the limits)'}   ({s.reason})")
@@ -168,14 +224,31 @@ def _print(rec, show_all: bool) -> None:
         return
     for s in rec.suites:
         t = Table(title=f"{s.suite}: every model, cheapest first ({s.cost_basis})", title_justify="left")
-        for col in ("model", "score % (95% CI)", "vs best", "lower bound", "p", "non-inferior", "cost", "p99 s",
-                    "errors %"):
+        for col in (
+            "model",
+            "score % (95% CI)",
+            "vs best",
+            "lower bound",
+            "p",
+            "non-inferior",
+            "cost",
+            "p99 s",
+            "errors %",
+        ):
             t.add_column(col, justify="left" if col == "model" else "right")
         for c in s.candidates:
             ci = _pct(c.mean) if c.lo != c.lo else f"{_pct(c.mean)} ({_pct(c.lo)}–{_pct(c.hi)})"
             mark = "best" if c.is_best else ("yes" if c.noninferior else ("no" if c.eligible else "—"))
             name = f"→ {c.model}" if c.model == s.model else c.model
-            t.add_row(name, ci, "" if c.is_best else _points(c.diff), "" if c.is_best else _points(c.lower),
-                      "" if c.is_best or c.p_value != c.p_value else f"{c.p_value:.3g}", mark,
-                      cost_text(c, s.cost_basis), _s(c.latency_p99), _pct(c.error_rate))
+            t.add_row(
+                name,
+                ci,
+                "" if c.is_best else _points(c.diff),
+                "" if c.is_best else _points(c.lower),
+                "" if c.is_best or c.p_value != c.p_value else f"{c.p_value:.3g}",
+                mark,
+                cost_text(c, s.cost_basis),
+                _s(c.latency_p99),
+                _pct(c.error_rate),
+            )
         console.print(t)

@@ -12,11 +12,24 @@ from harness.cli.common import db_option, echo_err, open_store
 @click.command()
 @click.argument("runs", nargs=-1)
 @db_option
-@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
-              help="Folder of the site: new, empty, or an earlier report's.")
-@click.option("--load", "load_run", is_flag=False, flag_value="latest", default=None, metavar="[LOAD_RUN]",
-              help="Write only the load page of this load run (`harness load`; default: the latest) and print its "
-                   "path. Run pages always link the plan's latest load run.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder of the site: new, empty, or an earlier report's.",
+)
+@click.option(
+    "--load",
+    "load_run",
+    is_flag=False,
+    flag_value="latest",
+    default=None,
+    metavar="[LOAD_RUN]",
+    help="Write only the load page of this load run (`harness load`; default: the latest) and print its "
+    "path. Run pages always link the plan's latest load run.",
+)
 def report(runs, db_url, out_dir, load_run=None):
     """Write the HTML report of RUNS (default: the latest run) and print its path.
 

@@ -17,50 +17,117 @@ from harness.errors import HarnessError
 @click.argument("plan", required=False, type=click.Path(dir_okay=False))
 @db_option
 @click.option("--limit", type=click.IntRange(min=1), help="At most N items per suite.")
-@click.option("--data", "data", multiple=True, metavar="SUITE=PATH",
-              help="Benchmark files (or hub id) for a suite, e.g. --data humaneval=HumanEval.jsonl.gz. Repeatable.")
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    metavar="SUITE=PATH",
+    help="Benchmark files (or hub id) for a suite, e.g. --data humaneval=HumanEval.jsonl.gz. Repeatable.",
+)
 @click.option("--resume", metavar="RUN_ID", help="Resume this run (default: resume the plan's unfinished run).")
 @click.option("--new", is_flag=True, help="Start a new run even if the plan has an unfinished one.")
 @click.option("--tag", default="", help="Label stored with the run (e.g. 'weekly').")
-@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
-              help="Stop cleanly once the run has spent this much.")
+@click.option(
+    "--max-cost", type=click.FloatRange(min=0), metavar="USD", help="Stop cleanly once the run has spent this much."
+)
 @click.option("--cache", is_flag=True, help="Reuse stored completions of identical requests from earlier runs.")
 @click.option("--dry-run", is_flag=True, help="Show prompts, request counts and estimated cost; send nothing.")
-@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
-              help="Where the HTML report goes.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the HTML report goes.",
+)
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report.")
-@click.option("--shard", metavar="I/N", help="Run only shard I of N of the items (0-based), e.g. to split "
-              "a run over machines sharing one --db: start it once, then --resume RUN_ID --shard I/N on each.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: every request from this process. ray: the remaining work split into shards on a Ray "
-              "cluster (pip install 'harness[ray]'), each model's concurrency/rpm/tpm shared by all of them.")
-@click.option("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
-              help="With --executor ray: the cluster to join (auto: the one this machine belongs to). Default: "
-              "start a local Ray instance. A cluster needs a PostgreSQL --db every node reaches.")
-@click.option("--workers", type=click.IntRange(min=1), metavar="N",
-              help="With --executor ray: shards, one worker each [default: the cluster's CPUs].")
-@click.option("--runtime-env", "runtime_env", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
-              help="With --executor ray: a JSON or YAML file with Ray's runtime_env for the workers (e.g. "
-              "working_dir, pip). Ray records it in its job table: never put keys or passwords in it.")
-@click.option("--check", "check", is_flag=True, help="Then check the run against the previous run of the plan "
-              "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Run only shard I of N of the items (0-based), e.g. to split "
+    "a run over machines sharing one --db: start it once, then --resume RUN_ID --shard I/N on each.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: every request from this process. ray: the remaining work split into shards on a Ray "
+    "cluster (pip install 'harness[ray]'), each model's concurrency/rpm/tpm shared by all of them.",
+)
+@click.option(
+    "--address",
+    metavar="auto|HOST:PORT|ray://HOST:PORT",
+    help="With --executor ray: the cluster to join (auto: the one this machine belongs to). Default: "
+    "start a local Ray instance. A cluster needs a PostgreSQL --db every node reaches.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --executor ray: shards, one worker each [default: the cluster's CPUs].",
+)
+@click.option(
+    "--runtime-env",
+    "runtime_env",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="With --executor ray: a JSON or YAML file with Ray's runtime_env for the workers (e.g. "
+    "working_dir, pip). Ray records it in its job table: never put keys or passwords in it.",
+)
+@click.option(
+    "--check",
+    "check",
+    is_flag=True,
+    help="Then check the run against the previous run of the plan "
+    "(regressions, drift alarms; as `harness check`) and post it to the plan's webhook.",
+)
 @click.option("--fail-on-regression", is_flag=True, help="With --check (implied): exit 1 on a significant drop.")
-@click.option("--batch", "batch", is_flag=True, help="Send every openai model's requests through the provider's "
-              "Batch API (as `batch: true` on each model): cheaper, answered within 24 h, no latency measured.")
-@click.option("--batch-wait", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="How long to keep polling provider batches before exiting with the run 'waiting' (a rerun "
-              "collects them). Default: until they end; with --resume: one poll.")
-def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, out_dir, no_report, shard,
-        check=False, fail_on_regression=False, batch=False, batch_wait=None, executor="local", address=None,
-        workers=None, runtime_env=None):
+@click.option(
+    "--batch",
+    "batch",
+    is_flag=True,
+    help="Send every openai model's requests through the provider's "
+    "Batch API (as `batch: true` on each model): cheaper, answered within 24 h, no latency measured.",
+)
+@click.option(
+    "--batch-wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long to keep polling provider batches before exiting with the run 'waiting' (a rerun "
+    "collects them). Default: until they end; with --resume: one poll.",
+)
+def run(
+    plan,
+    db_url,
+    limit,
+    data,
+    resume,
+    new,
+    tag,
+    max_cost,
+    cache,
+    dry_run,
+    out_dir,
+    no_report,
+    shard,
+    check=False,
+    fail_on_regression=False,
+    batch=False,
+    batch_wait=None,
+    executor="local",
+    address=None,
+    workers=None,
+    runtime_env=None,
+):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
     Each finished sample is committed at once; rerunning the same plan on the same database
     resumes an unfinished run without repeating any stored request. With --executor ray the
     run is split over a Ray cluster's workers; a worker that dies has its shard started again.
     """
-    from harness.plan import load_plan, with_batch
     from harness.engine.runs import default_plan_path
+    from harness.plan import load_plan, with_batch
 
     plan_path = Path(plan) if plan else default_plan_path()
     p = load_plan(plan_path, limit=limit)
@@ -96,10 +163,22 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
-        result = execute_plan(p, store, resume=resume, new=new, tag=tag, max_cost=max_cost, use_cache=cache,
-                              progress=RunProgress(), data_override=overrides, shard=shard_spec, ray=ray_options,
-                              warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"), own_process=True,
-                              batch_wait=batch_wait if batch_wait is not None or not resume else 0.0)
+        result = execute_plan(
+            p,
+            store,
+            resume=resume,
+            new=new,
+            tag=tag,
+            max_cost=max_cost,
+            use_cache=cache,
+            progress=RunProgress(),
+            data_override=overrides,
+            shard=shard_spec,
+            ray=ray_options,
+            warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"),
+            own_process=True,
+            batch_wait=batch_wait if batch_wait is not None or not resume else 0.0,
+        )
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
         sys.exit(130)
@@ -115,8 +194,10 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     if result.status == "stopped":
         echo_err(f"stopped: spend reached --max-cost {max_cost}; rerun to continue")
     elif result.status == "interrupted":
-        echo_err("interrupted: this process lost the run's lease (it was silent too long) and stopped; "
-                 "finished samples are stored")
+        echo_err(
+            "interrupted: this process lost the run's lease (it was silent too long) and stopped; "
+            "finished samples are stored"
+        )
     elif result.status == "running" and ray_options is not None:
         echo_err(f"run {result.run_id} is missing samples after every shard ended; run again to resume it")
     elif result.status == "running":
@@ -124,8 +205,10 @@ def run(plan, db_url, limit, data, resume, new, tag, max_cost, cache, dry_run, o
     elif result.status == "waiting":
         for line in result.outcome.waiting:
             echo_err(line)
-        echo_err(f"run {result.run_id} is waiting for provider batches: rerun the same command later "
-                 f"(add --resume {result.run_id} for one poll) to collect them")
+        echo_err(
+            f"run {result.run_id} is waiting for provider batches: rerun the same command later "
+            f"(add --resume {result.run_id} for one poll) to collect them"
+        )
     from harness.analysis.summary import summarize_run
 
     summary = summarize_run(store, result.run_id)
@@ -168,8 +251,11 @@ def _parse_shard(value):
 
 
 def _ray_options(executor, address, workers, runtime_env, shard):
-    given = [name for name, value in (("--address", address), ("--workers", workers),
-                                      ("--runtime-env", runtime_env)) if value]
+    given = [
+        name
+        for name, value in (("--address", address), ("--workers", workers), ("--runtime-env", runtime_env))
+        if value
+    ]
     if executor != "ray":
         if given:
             raise HarnessError(f"{given[0]} goes with --executor ray")
@@ -187,7 +273,7 @@ def _ray_options(executor, address, workers, runtime_env, shard):
         except yaml.YAMLError as exc:
             raise HarnessError(f"--runtime-env {runtime_env}: invalid JSON/YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(env, dict):
-            raise HarnessError(f"--runtime-env {runtime_env}: give a mapping, e.g. {{\"working_dir\": \".\"}}")
+            raise HarnessError(f'--runtime-env {runtime_env}: give a mapping, e.g. {{"working_dir": "."}}')
     return RayOptions(address=address, workers=workers, runtime_env=env)
 
 
@@ -205,8 +291,10 @@ def _refuse_password_in_command_line(db_url) -> None:
     except ArgumentError:
         return  # opening the store says what is wrong with it
     if url.password:
-        raise HarnessError(f"--db {url.render_as_string(hide_password=True)}: with --executor ray a password on the "
-                           f"command line ends up in Ray's job table; export HARNESS_DB=URL instead of --db")
+        raise HarnessError(
+            f"--db {url.render_as_string(hide_password=True)}: with --executor ray a password on the "
+            f"command line ends up in Ray's job table; export HARNESS_DB=URL instead of --db"
+        )
 
 
 def _parse_data_overrides(values, plan) -> dict[str, str]:

@@ -22,17 +22,26 @@ def runs_list(db_url, as_json):
     store = open_store(db_url, read_only=True)
     rows = []
     for r in store.runs():
-        rows.append({"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
-                     "started": r.started_at.isoformat(timespec="seconds"),
-                     "samples": store.count_samples(r.id)})
+        rows.append(
+            {
+                "run": r.id,
+                "plan": r.plan_name,
+                "tag": r.tag,
+                "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds"),
+                "samples": store.count_samples(r.id),
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo(f"no runs in {store.shown_url}")
     for row in rows:
-        click.echo(f"{row['run']}  {row['started']}  {row['status']:<11}  {row['samples']:>6} samples  "
-                   f"{row['plan']}{'  [' + row['tag'] + ']' if row['tag'] else ''}")
+        click.echo(
+            f"{row['run']}  {row['started']}  {row['status']:<11}  {row['samples']:>6} samples  "
+            f"{row['plan']}{'  [' + row['tag'] + ']' if row['tag'] else ''}"
+        )
 
 
 @runs.command("show")
@@ -45,16 +54,22 @@ def runs_show(run_id, db_url):
     store = open_store(db_url, read_only=True)
     summary = summarize_run(store, store.resolve_run(run_id))
     r = summary.run
-    click.echo(f"run {r.id}  plan {r.plan_name} ({r.plan_path})  status {r.status}  started {r.started_at:%Y-%m-%d %H:%M}")
+    click.echo(
+        f"run {r.id}  plan {r.plan_name} ({r.plan_path})  status {r.status}  started {r.started_at:%Y-%m-%d %H:%M}"
+    )
     for m in summary.models:
-        click.echo(f"  model {m.model}: {m.provider} {m.api_model} {m.base_url}  "
-                   f"${m.price_input:g}/${m.price_output:g} per M tokens in/out")
+        click.echo(
+            f"  model {m.model}: {m.provider} {m.api_model} {m.base_url}  "
+            f"${m.price_input:g}/${m.price_output:g} per M tokens in/out"
+        )
     for s in summary.suites:
         click.echo(f"  suite {s.suite}: {s.items} items, hash {s.suite_hash}, grader {s.grader}")
     from harness.engine.batch_records import list_batches
 
     for b in list_batches(store, r.id):
-        click.echo(f"  batch {b.label}  model {b.model}  round {b.round}  {b.state}"
-                   f"{' (collected)' if b.collected else ''}  {b.n_completed} done, {b.n_failed} failed "
-                   f"of {b.n_requests}  input {b.input_file_id or '—'}{'  ' + b.error if b.error else ''}")
+        click.echo(
+            f"  batch {b.label}  model {b.model}  round {b.round}  {b.state}"
+            f"{' (collected)' if b.collected else ''}  {b.n_completed} done, {b.n_failed} failed "
+            f"of {b.n_requests}  input {b.input_file_id or '—'}{'  ' + b.error if b.error else ''}"
+        )
     print_summary(summary)

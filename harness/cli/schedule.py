@@ -32,26 +32,54 @@ def schedule():
 
 @schedule.command("add")
 @click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--every", required=True, metavar="weekly|daily|CRON",
-              help="'weekly' (Mondays, see --day), 'daily', or a 5-field cron expression in quotes, e.g. '30 6 * * 1-5'.")
-@click.option("--at", "at", metavar="HH:MM", help="Time of day for daily/weekly (24-hour, local time) [default: 03:00].")
+@click.option(
+    "--every",
+    required=True,
+    metavar="weekly|daily|CRON",
+    help="'weekly' (Mondays, see --day), 'daily', or a 5-field cron expression in quotes, e.g. '30 6 * * 1-5'.",
+)
+@click.option(
+    "--at", "at", metavar="HH:MM", help="Time of day for daily/weekly (24-hour, local time) [default: 03:00]."
+)
 @click.option("--day", metavar="DAY", help="Day of the week for weekly: mon..sun [default: mon].")
 @click.option("--name", metavar="NAME", help="Name of the schedule [default: the plan's name].")
 @click.option("--tag", default="scheduled", show_default=True, help="Tag stored with each scheduled run.")
-@click.option("--db", "db_url", default=None, metavar="URL",
-              help="Database of the runs (a relative SQLite path is made absolute) [default: HARNESS_DB from "
-                   "--env-file, read at each run; else $HARNESS_DB or sqlite:///harness.db].")
-@click.option("--out", "out_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
-              help="Where the reports go (made absolute).")
-@click.option("--log", "log_path", type=click.Path(dir_okay=False),
-              help="Log of the scheduled runs [default: OUT/schedule-NAME.log].")
-@click.option("--env-file", type=click.Path(dir_okay=False),
-              help="File of VAR=value lines (API keys) sourced before each run: cron and systemd do not see "
-                   "your shell's environment.")
-@click.option("--workdir", type=click.Path(file_okay=False),
-              help="Directory the run starts in [default: the current one], where relative paths resolve.")
-@click.option("--print", "print_only", is_flag=True, help="Print the crontab line (or unit files) instead of "
-              "installing.")
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="Database of the runs (a relative SQLite path is made absolute) [default: HARNESS_DB from "
+    "--env-file, read at each run; else $HARNESS_DB or sqlite:///harness.db].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the reports go (made absolute).",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False),
+    help="Log of the scheduled runs [default: OUT/schedule-NAME.log].",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    help="File of VAR=value lines (API keys) sourced before each run: cron and systemd do not see "
+    "your shell's environment.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Directory the run starts in [default: the current one], where relative paths resolve.",
+)
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the crontab line (or unit files) instead of installing."
+)
 @click.option("--systemd", is_flag=True, help="Write a systemd user timer instead of a crontab entry.")
 def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, workdir, print_only, systemd):
     """Schedule PLAN: install a crontab entry (or systemd user timer) that runs it, reports and checks it.
@@ -64,8 +92,19 @@ def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, wo
     """
     from harness import schedule as sch
 
-    s = sch.build_schedule(plan, every=every, at=at, day=day, name=name, db_url=db_url, tag=tag, out_dir=out_dir,
-                           log_path=log_path, env_file=env_file, workdir=workdir)
+    s = sch.build_schedule(
+        plan,
+        every=every,
+        at=at,
+        day=day,
+        name=name,
+        db_url=db_url,
+        tag=tag,
+        out_dir=out_dir,
+        log_path=log_path,
+        env_file=env_file,
+        workdir=workdir,
+    )
     warnings = sch.env_file_warnings(s)
     notes = sch.off_peak_notes(s)
     if print_only:
@@ -80,8 +119,9 @@ def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, wo
         service, timer = sch.install_systemd(s)
         click.echo(f"wrote {service}\nwrote {timer}")
         click.echo(f"schedule '{s.name}': {s.cron} ({sch.cron_to_oncalendar(s.cron)}); log: {s.log_path}")
-        click.echo(f"enable it with:\n  systemctl --user daemon-reload && systemctl --user enable --now "
-                   f"{s.unit_name()}.timer")
+        click.echo(
+            f"enable it with:\n  systemctl --user daemon-reload && systemctl --user enable --now {s.unit_name()}.timer"
+        )
         click.echo("  (and `loginctl enable-linger $USER` to run it while you are logged out)")
     else:
         replaced = sch.install_cron(s)

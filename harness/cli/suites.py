@@ -22,7 +22,9 @@ def suites_list():
     for name in list_suites():
         s = load_suite(name)
         kind = f"benchmark ({s.loader}; needs data)" if s.loader else "bundled"
-        click.echo(f"{name:<16} {s.family:<10} {s.grader.name:<8} {kind:<28} {s.description.splitlines()[0] if s.description else ''}")
+        click.echo(
+            f"{name:<16} {s.family:<10} {s.grader.name:<8} {kind:<28} {s.description.splitlines()[0] if s.description else ''}"
+        )
 
 
 @suites.command("show")
@@ -32,8 +34,8 @@ def suites_list():
 def suites_show(name, data, fewshot):
     """Show a suite: item count, content hash and its first rendered prompt."""
     from harness.plan import SuiteRef
-    from harness.suite.prompt import PromptBuilder
     from harness.suite import load_suite
+    from harness.suite.prompt import PromptBuilder
 
     s = load_suite(SuiteRef(name=name, fewshot=fewshot), data=data)
     builder = PromptBuilder(s)
@@ -63,8 +65,10 @@ def suites_validate(name, data, limit):
     started = time.perf_counter()
     result = validate_suite(s)
     elapsed = time.perf_counter() - started
-    click.echo(f"{s.name}: {result.passed}/{result.total} reference answers graded correct "
-               f"({100 * result.passed / max(1, result.total):.1f}%) in {elapsed:.1f} s")
+    click.echo(
+        f"{s.name}: {result.passed}/{result.total} reference answers graded correct "
+        f"({100 * result.passed / max(1, result.total):.1f}%) in {elapsed:.1f} s"
+    )
     for item_id, reason in result.failures[:20]:
         click.echo(f"  FAIL {item_id}: {reason}")
     if result.passed != result.total or result.total == 0:
@@ -73,8 +77,13 @@ def suites_validate(name, data, limit):
 
 @click.command()
 @click.argument("suite")
-@click.option("--samples", "samples_path", required=True, type=click.Path(dir_okay=False),
-              help="JSONL with task_id and completion per row (human-eval's samples format).")
+@click.option(
+    "--samples",
+    "samples_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="JSONL with task_id and completion per row (human-eval's samples format).",
+)
 @click.option("--data", metavar="PATH", help="Benchmark files or hub id (benchmark suites).")
 @click.option("--json", "as_json", is_flag=True, help="Print pass@k as one JSON object.")
 def grade(suite, samples_path, data, as_json):
@@ -89,5 +98,7 @@ def grade(suite, samples_path, data, as_json):
     else:
         for k, v in result.summary["pass_at_k"].items():
             click.echo(f"pass@{k}: {v:.4f}")
-        click.echo(f"{result.summary['samples']} samples over {result.summary['tasks']} tasks; "
-                   f"results in {result.results_path}")
+        click.echo(
+            f"{result.summary['samples']} samples over {result.summary['tasks']} tasks; "
+            f"results in {result.results_path}"
+        )

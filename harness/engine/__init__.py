@@ -34,4 +34,3 @@ sandbox, plugins) runs on a thread pool. Finished samples go to `StoreWriter`, a
 commits whatever is ready in one transaction each time, so a sample is durable milliseconds
 after it is graded and a kill -9 loses only what was in flight.
 """
-

@@ -33,14 +33,21 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
-from harness.engine.batch_records import (BatchInfo, SampleKey, add_batch, batch_keys, batch_rounds, list_batches,
-                                          update_batch)
+from harness.engine.batch_records import (
+    BatchInfo,
+    SampleKey,
+    add_batch,
+    batch_keys,
+    batch_rounds,
+    list_batches,
+    update_batch,
+)
 from harness.engine.pacing import backoff_delay
-from harness.providers.tokens import estimate_tokens
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, WorkUnit, plan_units
 from harness.plan import BatchSettings, ModelSpec, Plan
 from harness.providers import ProviderError, Request
+from harness.providers.tokens import estimate_tokens
 from harness.records import Completion
 
 log = logging.getLogger(__name__)
@@ -66,16 +73,20 @@ MB = 1_000_000  # the providers say "MB"; the decimal megabyte is the smaller re
 # other OpenAI-compatible server.
 PROVIDER_LIMITS = {
     "api.openai.com": ProviderLimits("openai", 50_000, 200 * MB, "OpenAI API reference, Create batch"),
-    "dashscope.aliyuncs.com": ProviderLimits("dashscope", 50_000, 100 * MB,
-                                             "Alibaba Cloud Model Studio, OpenAI-compatible Batch"),
-    "dashscope-intl.aliyuncs.com": ProviderLimits("dashscope", 50_000, 100 * MB,
-                                                  "Alibaba Cloud Model Studio, OpenAI-compatible Batch"),
+    "dashscope.aliyuncs.com": ProviderLimits(
+        "dashscope", 50_000, 100 * MB, "Alibaba Cloud Model Studio, OpenAI-compatible Batch"
+    ),
+    "dashscope-intl.aliyuncs.com": ProviderLimits(
+        "dashscope", 50_000, 100 * MB, "Alibaba Cloud Model Studio, OpenAI-compatible Batch"
+    ),
     "open.bigmodel.cn": ProviderLimits("zhipu", 50_000, 100 * MB, "docs.bigmodel.cn, Batch API FAQ"),
     "api.z.ai": ProviderLimits("zhipu", 50_000, 100 * MB, "assumed equal to open.bigmodel.cn"),
-    "api.moonshot.cn": ProviderLimits("moonshot", 50_000, 100 * MB,
-                                      "platform.kimi.ai, Create Batch (100 MB); request count assumed"),
-    "api.moonshot.ai": ProviderLimits("moonshot", 50_000, 100 * MB,
-                                      "platform.kimi.ai, Create Batch (100 MB); request count assumed"),
+    "api.moonshot.cn": ProviderLimits(
+        "moonshot", 50_000, 100 * MB, "platform.kimi.ai, Create Batch (100 MB); request count assumed"
+    ),
+    "api.moonshot.ai": ProviderLimits(
+        "moonshot", 50_000, 100 * MB, "platform.kimi.ai, Create Batch (100 MB); request count assumed"
+    ),
 }
 GENERIC_LIMITS = ProviderLimits("openai-compatible", 50_000, 100 * MB, "assumed: the smallest documented file size")
 
@@ -85,8 +96,9 @@ def limits_for(spec: ModelSpec) -> ProviderLimits:
     host = (urlparse(spec.base_url or "").hostname or "").lower()
     base = PROVIDER_LIMITS.get(host, GENERIC_LIMITS)
     settings = spec.batch or BatchSettings()
-    return ProviderLimits(base.provider, settings.max_requests or base.max_requests,
-                          settings.max_bytes or base.max_bytes, base.source)
+    return ProviderLimits(
+        base.provider, settings.max_requests or base.max_requests, settings.max_bytes or base.max_bytes, base.source
+    )
 
 
 def endpoint_for(spec: ModelSpec) -> str:
@@ -150,8 +162,9 @@ def read_result_lines(data: bytes) -> dict[str, LineResult]:
             body = response.get("body") if isinstance(response.get("body"), dict) else {}
             detail = body.get("error") if isinstance(body.get("error"), dict) else {}
             message = str(detail.get("message") or body)[:200]
-            results[line["custom_id"]] = LineResult(None, f"HTTP {status}: {message}",
-                                                    status in (408, 409, 429) or status >= 500)
+            results[line["custom_id"]] = LineResult(
+                None, f"HTTP {status}: {message}", status in (408, 409, 429) or status >= 500
+            )
         elif error is not None:
             code = str(error.get("code") or "error")
             results[line["custom_id"]] = LineResult(None, f"batch {code}: {str(error.get('message') or '')[:200]}")
@@ -191,9 +204,19 @@ class BatchUnavailable(Exception):
 class BatchDriver:
     """Runs one model's units through the provider's Batch API, resuming whatever the store records."""
 
-    def __init__(self, plan: Plan, suites: list[PreparedSuite], runner: UnitRunner, state: ModelState,
-                 outcome: Any, flush, *, shard: tuple[int, int] | None = None, max_cost: float | None = None,
-                 wait_s: float | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        suites: list[PreparedSuite],
+        runner: UnitRunner,
+        state: ModelState,
+        outcome: Any,
+        flush,
+        *,
+        shard: tuple[int, int] | None = None,
+        max_cost: float | None = None,
+        wait_s: float | None = None,
+    ):
         """`outcome`: the executor's RunOutcome (its per-model spend, `waiting` and cost stop);
         `flush`: blocks until the store writer has committed what it was handed."""
         self.plan, self.suites, self.shard, self.max_cost = plan, suites, shard, max_cost
@@ -238,8 +261,10 @@ class BatchDriver:
             aborted = stop.is_set() and not self.outcome.stopped_for_cost
             if aborted or (deadline is not None and time.monotonic() >= deadline):
                 for row in open_rows:
-                    self._waiting(f"batch {row.label} is {row.state} "
-                                  f"({row.n_completed + row.n_failed}/{row.n_requests} lines done)")
+                    self._waiting(
+                        f"batch {row.label} is {row.state} "
+                        f"({row.n_completed + row.n_failed}/{row.n_requests} lines done)"
+                    )
                 if failed_polls and not open_rows:
                     self._waiting(f"requests not submitted yet ({last_failure})")
                 return
@@ -294,8 +319,14 @@ class BatchDriver:
             if not group:
                 break
             keys = [u.key[1:] for u, _ in group]
-            row = add_batch(self.store, self.run_id, name, keys, estimated_cost_usd=sum(costs),
-                            round=1 + max(rounds.get(k, 0) for k in keys))
+            row = add_batch(
+                self.store,
+                self.run_id,
+                name,
+                keys,
+                estimated_cost_usd=sum(costs),
+                round=1 + max(rounds.get(k, 0) for k in keys),
+            )
             self.state.requests += len(group)
             self.outcome.requested += len(group)
             await self._upload_and_create(row, b"".join(line for _, line in group))
@@ -312,14 +343,20 @@ class BatchDriver:
 
     def _line(self, unit: WorkUnit) -> bytes:
         request = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
-        line = {"custom_id": custom_id(unit.suite, unit.item.id, unit.sample_index), "method": "POST",
-                "url": self.endpoint, "body": self.state.provider.request_body(request)}
+        line = {
+            "custom_id": custom_id(unit.suite, unit.item.id, unit.sample_index),
+            "method": "POST",
+            "url": self.endpoint,
+            "body": self.state.provider.request_body(request),
+        }
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
     async def _upload_and_create(self, row: int, data: bytes) -> None:
         try:
-            upload = await self._call("upload the batch file", lambda: self.client.files.create(
-                file=(f"harness-{self.run_id}-{row}.jsonl", data), purpose="batch"))
+            upload = await self._call(
+                "upload the batch file",
+                lambda: self.client.files.create(file=(f"harness-{self.run_id}-{row}.jsonl", data), purpose="batch"),
+            )
         except ProviderError as exc:
             await self._refused(row, exc)
             return
@@ -328,9 +365,15 @@ class BatchDriver:
 
     async def _create(self, row: int, input_file_id: str) -> None:
         try:
-            batch = await self._call("create the batch", lambda: self.client.batches.create(
-                input_file_id=input_file_id, endpoint=self.endpoint, completion_window=self.settings.window,
-                metadata={"harness_run": self.run_id, "harness_batch": str(row)}))
+            batch = await self._call(
+                "create the batch",
+                lambda: self.client.batches.create(
+                    input_file_id=input_file_id,
+                    endpoint=self.endpoint,
+                    completion_window=self.settings.window,
+                    metadata={"harness_run": self.run_id, "harness_batch": str(row)},
+                ),
+            )
         except ProviderError as exc:
             await self._refused(row, exc)
             return
@@ -375,12 +418,14 @@ class BatchDriver:
 
     async def _find_created(self, row: BatchInfo):
         """A batch created for this row before a crash lost its id: by metadata or by input file."""
+
         async def scan():
             seen = 0
             async for batch in self.client.batches.list(limit=100):
                 meta = batch.metadata or {}
-                if (meta.get("harness_run") == self.run_id and meta.get("harness_batch") == str(row.id)) \
-                        or batch.input_file_id == row.input_file_id:
+                if (
+                    meta.get("harness_run") == self.run_id and meta.get("harness_batch") == str(row.id)
+                ) or batch.input_file_id == row.input_file_id:
                     return batch
                 seen += 1
                 if seen >= 1000:
@@ -393,10 +438,17 @@ class BatchDriver:
         counts = batch.request_counts
         errors = getattr(batch, "errors", None)
         messages = [e.message for e in (getattr(errors, "data", None) or []) if getattr(e, "message", None)]
-        update_batch(self.store, row, batch_id=batch.id, state=str(batch.status),
-                     output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
-                     n_completed=int(getattr(counts, "completed", 0) or 0), n_failed=int(getattr(counts, "failed", 0) or 0),
-                     **({"error": "; ".join(messages)} if messages else {}))
+        update_batch(
+            self.store,
+            row,
+            batch_id=batch.id,
+            state=str(batch.status),
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+            n_completed=int(getattr(counts, "completed", 0) or 0),
+            n_failed=int(getattr(counts, "failed", 0) or 0),
+            **({"error": "; ".join(messages)} if messages else {}),
+        )
 
     async def _collect(self, row: BatchInfo, batch: Any) -> None:
         """Store the answers of a finished batch; leave retryable failures for a new batch, or store them
@@ -415,10 +467,11 @@ class BatchDriver:
                 results.update(read_result_lines(content.content))
         rounds = batch_rounds(self.store, self.run_id, name, collected=True)
         cancelled = row.state == "cancelled"
-        missing = {"cancelled": "not answered before the batch was cancelled",
-                   "expired": "missing from the expired batch",
-                   "failed": f"the batch failed: {row.error or 'no reason given'}"}.get(
-            row.state, "missing from the batch's output")
+        missing = {
+            "cancelled": "not answered before the batch was cancelled",
+            "expired": "missing from the expired batch",
+            "failed": f"the batch failed: {row.error or 'no reason given'}",
+        }.get(row.state, "missing from the batch's output")
         retried = 0
         for unit in self._units(keys):
             result = results.get(custom_id(unit.suite, unit.item.id, unit.sample_index))
@@ -434,8 +487,10 @@ class BatchDriver:
         update_batch(self.store, row.id, collected=True)
         self._plan_again = True
         if cancelled:
-            self.outcome.notes.append(f"model '{name}': batch {row.label} was cancelled at the provider; "
-                                      f"its unanswered lines are stored as errors")
+            self.outcome.notes.append(
+                f"model '{name}': batch {row.label} was cancelled at the provider; "
+                f"its unanswered lines are stored as errors"
+            )
         if retried:
             log.info("%s: batch %s ended %s; %d lines go into a new batch", name, row.label, row.state, retried)
 
@@ -455,8 +510,12 @@ class BatchDriver:
                 if not error.retryable:
                     raise ProviderError(f"{what}: {error}", retryable=False, status=error.status) from None
                 last, retry_after = error, error.retry_after
-            except (openai.APIConnectionError, openai.APITimeoutError, openai.APIResponseValidationError,
-                    OSError) as exc:  # unreachable, or a body the client could not read: try again
+            except (
+                openai.APIConnectionError,
+                openai.APITimeoutError,
+                openai.APIResponseValidationError,
+                OSError,
+            ) as exc:  # unreachable, or a body the client could not read: try again
                 last, retry_after = exc, None
             if attempt < self.spec.max_attempts:
                 await asyncio.sleep(min(backoff_delay(attempt, retry_after), 30.0))

@@ -50,17 +50,32 @@ _FIELDS = tuple(BatchInfo.__dataclass_fields__)
 _TABLE = BatchRow.__table__
 
 
-def add_batch(store: Store, run_id: str, model: str, keys: list[SampleKey], *, round: int = 1,
-              estimated_cost_usd: float = 0.0) -> int:
+def add_batch(
+    store: Store, run_id: str, model: str, keys: list[SampleKey], *, round: int = 1, estimated_cost_usd: float = 0.0
+) -> int:
     """Record a batch about to be uploaded, with its samples, in one transaction; returns its local id."""
     now = _now()
     with store.engine.begin() as conn:
-        batch = conn.execute(insert(_TABLE).values(
-            run_id=run_id, model=model, round=round, state="preparing", collected=False, n_requests=len(keys),
-            n_completed=0, n_failed=0, estimated_cost_usd=estimated_cost_usd, error="", created_at=now,
-            updated_at=now)).inserted_primary_key[0]
-        conn.execute(insert(BatchRequestRow.__table__),
-                     [{"batch": batch, "suite": s, "item_id": i, "sample_index": k} for s, i, k in keys])
+        batch = conn.execute(
+            insert(_TABLE).values(
+                run_id=run_id,
+                model=model,
+                round=round,
+                state="preparing",
+                collected=False,
+                n_requests=len(keys),
+                n_completed=0,
+                n_failed=0,
+                estimated_cost_usd=estimated_cost_usd,
+                error="",
+                created_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(BatchRequestRow.__table__),
+            [{"batch": batch, "suite": s, "item_id": i, "sample_index": k} for s, i, k in keys],
+        )
     return int(batch)
 
 
@@ -90,9 +105,11 @@ def batch_keys(store: Store, batch: int) -> list[SampleKey]:
 def batch_rounds(store: Store, run_id: str, model: str, *, collected: bool) -> dict[SampleKey, int]:
     """(suite, item, sample) -> how many of the model's collected (or uncollected) batches carried it."""
     t = BatchRequestRow.__table__
-    q = (select(t.c.suite, t.c.item_id, t.c.sample_index, func.count())
-         .join(_TABLE, _TABLE.c.id == t.c.batch)
-         .where(_TABLE.c.run_id == run_id, _TABLE.c.model == model, _TABLE.c.collected == collected)
-         .group_by(t.c.suite, t.c.item_id, t.c.sample_index))
+    q = (
+        select(t.c.suite, t.c.item_id, t.c.sample_index, func.count())
+        .join(_TABLE, _TABLE.c.id == t.c.batch)
+        .where(_TABLE.c.run_id == run_id, _TABLE.c.model == model, _TABLE.c.collected == collected)
+        .group_by(t.c.suite, t.c.item_id, t.c.sample_index)
+    )
     with store.engine.connect() as conn:
         return {(r[0], r[1], r[2]): r[3] for r in conn.execute(q)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from harness.engine.units import generation_for, prepare_suites
-from harness.providers.tokens import estimate_tokens
 from harness.plan import Plan
+from harness.providers.tokens import estimate_tokens
 from harness.records import money
 
 
@@ -52,8 +52,10 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             limits = limits_for(model)
             # Batches by request count only: the byte limit (100-200 MB) rarely binds for prompts.
             figures[model.name]["batches"] = -(-requests // limits.max_requests)
-            how = (f"   batched: at least {figures[model.name]['batches']} batch(es) of <= {limits.max_requests:,} "
-                   f"requests ({limits.provider} limits), at the batch price")
+            how = (
+                f"   batched: at least {figures[model.name]['batches']} batch(es) of <= {limits.max_requests:,} "
+                f"requests ({limits.provider} limits), at the batch price"
+            )
         elif model.price.off_peak is not None:
             off = model.price.off_peak
             off_cost = cost * (1 - off.discount)

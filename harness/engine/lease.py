@@ -60,9 +60,17 @@ def _pid_gone(pid: int) -> bool:
 class PlanLease:
     """Hold the lease on (plan, shard) for the life of a `with` block, with a heartbeat thread."""
 
-    def __init__(self, store: Store, fingerprint: str, plan_name: str, shard: tuple[int, int] | None = None, *,
-                 ttl_s: float | None = None, heartbeat_s: float | None = None,
-                 on_lost: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        fingerprint: str,
+        plan_name: str,
+        shard: tuple[int, int] | None = None,
+        *,
+        ttl_s: float | None = None,
+        heartbeat_s: float | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ):
         self.store, self.fingerprint, self.plan_name = store, fingerprint, plan_name
         self.shard = shard_label(shard)
         self.key = f"{fingerprint} {self.shard}"
@@ -96,9 +104,19 @@ class PlanLease:
             now = _now()
             try:
                 with self.store.engine.begin() as conn:
-                    conn.execute(insert(table).values(
-                        key=self.key, plan_fingerprint=self.fingerprint, shard=self.shard, run_id="",
-                        owner=self.owner, host=self.host[:200], pid=self.pid, since=now, heartbeat=now))
+                    conn.execute(
+                        insert(table).values(
+                            key=self.key,
+                            plan_fingerprint=self.fingerprint,
+                            shard=self.shard,
+                            run_id="",
+                            owner=self.owner,
+                            host=self.host[:200],
+                            pid=self.pid,
+                            since=now,
+                            heartbeat=now,
+                        )
+                    )
             except IntegrityError:
                 continue  # taken between our look and our insert: look again, and name who has it
             # Two overlapping shards (say * and 0/2) may insert at the same moment under different
@@ -114,8 +132,9 @@ class PlanLease:
         """Record which run the holder is executing (shown to a process that is refused)."""
         table = LeaseRow.__table__
         with self.store.engine.begin() as conn:
-            conn.execute(update(table).where(table.c.key == self.key, table.c.owner == self.owner)
-                         .values(run_id=run_id))
+            conn.execute(
+                update(table).where(table.c.key == self.key, table.c.owner == self.owner).values(run_id=run_id)
+            )
 
     def release(self) -> None:
         self._stop.set()
@@ -137,16 +156,24 @@ class PlanLease:
         """The first live lease on this plan that overlaps ours (not ours); expired ones are removed."""
         table = LeaseRow.__table__
         with self.store.engine.begin() as conn:
-            rows = conn.execute(select(table).where(table.c.plan_fingerprint == self.fingerprint)
-                                .order_by(table.c.since)).mappings().all()
+            rows = (
+                conn.execute(select(table).where(table.c.plan_fingerprint == self.fingerprint).order_by(table.c.since))
+                .mappings()
+                .all()
+            )
             live = []
             for row in rows:
                 if row["owner"] == self.owner:
                     continue
                 if self._expired(row):
                     # Only if it is still the row we judged: a holder that just beat keeps its lease.
-                    conn.execute(delete(table).where(table.c.key == row["key"], table.c.owner == row["owner"],
-                                                     table.c.heartbeat == row["heartbeat"]))
+                    conn.execute(
+                        delete(table).where(
+                            table.c.key == row["key"],
+                            table.c.owner == row["owner"],
+                            table.c.heartbeat == row["heartbeat"],
+                        )
+                    )
                     log.info("took over the expired lease of %s pid %s", row["host"], row["pid"])
                 elif _overlaps(row["shard"], self.shard):
                     live.append(row)
@@ -160,9 +187,11 @@ class PlanLease:
     def _busy(self, holder: Mapping[str, Any]) -> str:
         part = "" if holder["shard"] == "*" else f" (shard {holder['shard']})"
         run = f", run {holder['run_id']}" if holder["run_id"] else ""
-        return (f"plan {self.plan_name}{part} is already being run on {self.store.shown_url} by {holder['host']} "
-                f"pid {holder['pid']} since {holder['since']:%Y-%m-%d %H:%M:%S} UTC{run}; wait for it to end "
-                f"(its lease expires {self.ttl_s:g} s after its last heartbeat if it died)")
+        return (
+            f"plan {self.plan_name}{part} is already being run on {self.store.shown_url} by {holder['host']} "
+            f"pid {holder['pid']} since {holder['since']:%Y-%m-%d %H:%M:%S} UTC{run}; wait for it to end "
+            f"(its lease expires {self.ttl_s:g} s after its last heartbeat if it died)"
+        )
 
     # -- heartbeat ------------------------------------------------------------------------
 
@@ -171,8 +200,11 @@ class PlanLease:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 with self.store.engine.begin() as conn:
-                    kept = conn.execute(update(table).where(table.c.key == self.key, table.c.owner == self.owner)
-                                        .values(heartbeat=_now())).rowcount
+                    kept = conn.execute(
+                        update(table)
+                        .where(table.c.key == self.key, table.c.owner == self.owner)
+                        .values(heartbeat=_now())
+                    ).rowcount
             except Exception:  # a database hiccup: beat again next time; the TTL is several beats long
                 log.warning("run lease heartbeat failed", exc_info=True)
                 continue

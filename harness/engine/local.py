@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter
-from harness.providers.tokens import estimate_tokens
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, plan_units, remaining_samples
 from harness.engine.writer import StoreWriter
 from harness.plan import ModelSpec, Plan
 from harness.providers import make_provider
+from harness.providers.tokens import estimate_tokens
 from harness.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,22 @@ def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
 class LocalExecutor:
     """Runs every model's units concurrently in this process, each model within its own limits."""
 
-    def __init__(self, plan: Plan, suites: list[PreparedSuite], store: Store, run_id: str, *,
-                 max_cost: float | None = None, use_cache: bool = False, progress=None,
-                 shard: tuple[int, int] | None = None, warm: Iterable[str] = (), own_process: bool = False,
-                 batch_wait: float | None = None,
-                 limits: Callable[[ModelSpec], tuple[AdaptiveLimiter, RateLimiter]] | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        suites: list[PreparedSuite],
+        store: Store,
+        run_id: str,
+        *,
+        max_cost: float | None = None,
+        use_cache: bool = False,
+        progress=None,
+        shard: tuple[int, int] | None = None,
+        warm: Iterable[str] = (),
+        own_process: bool = False,
+        batch_wait: float | None = None,
+        limits: Callable[[ModelSpec], tuple[AdaptiveLimiter, RateLimiter]] | None = None,
+    ):
         """`own_process`: this process exists for the run (the CLI), so the engine may tune it
         process-wide: after the providers' imports it moves every object alive into the garbage
         collector's permanent generation (and enables the collector, which the CLI disables while
@@ -140,23 +151,36 @@ class LocalExecutor:
             outcome.stopped_for_cost = True
             self._stop.set()
         writer = self._writer = StoreWriter(self.store, [p.hash for p in self.suites])
-        grade_pool = ThreadPoolExecutor(max_workers=max(2, min(32, sum(s.spec.concurrency for s in states.values()))),
-                                        thread_name_prefix="harness-grade")
+        grade_pool = ThreadPoolExecutor(
+            max_workers=max(2, min(32, sum(s.spec.concurrency for s in states.values()))),
+            thread_name_prefix="harness-grade",
+        )
+
         def sink_with_progress(record, unit, _put=writer.put, _advance=self.progress and self.progress.advance):
             _put(record, unit)
             _advance(record)
 
         sink = writer.put if self.progress is None else sink_with_progress
         try:
-            runner = UnitRunner(self.plan, {p.suite.name: p for p in self.suites}, states, self.run_id,
-                                self.store, sink, grade_pool, self.use_cache, cache_sink=writer.put_cache)
+            runner = UnitRunner(
+                self.plan,
+                {p.suite.name: p for p in self.suites},
+                states,
+                self.run_id,
+                self.store,
+                sink,
+                grade_pool,
+                self.use_cache,
+                cache_sink=writer.put_cache,
+            )
             if self.progress is not None:
                 for st in answering.values():
                     st.total = self._remaining(done, st.spec.name)
                 self.progress.start(answering)
             # Every model's in-flight requests finish before a failure in one of them propagates.
-            results = await asyncio.gather(*(self._run_model(runner, st, done, outcome) for st in answering.values()),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._run_model(runner, st, done, outcome) for st in answering.values()), return_exceptions=True
+            )
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
@@ -208,8 +232,17 @@ class LocalExecutor:
         if state.spec.batch is not None:
             from harness.engine.batch import BatchDriver
 
-            driver = BatchDriver(self.plan, self.suites, runner, state, outcome, self._writer.flush,
-                                 shard=self.shard, max_cost=self.max_cost, wait_s=self.batch_wait)
+            driver = BatchDriver(
+                self.plan,
+                self.suites,
+                runner,
+                state,
+                outcome,
+                self._writer.flush,
+                shard=self.shard,
+                max_cost=self.max_cost,
+                wait_s=self.batch_wait,
+            )
             try:
                 await driver.run(self._stop)
             finally:
@@ -280,7 +313,6 @@ class LocalExecutor:
     @staticmethod
     def _spent(outcome: RunOutcome) -> float:
         return sum(s.cost for s in outcome.per_model.values())
-
 
 
 def _own_limits(spec: ModelSpec) -> tuple[AdaptiveLimiter, RateLimiter]:

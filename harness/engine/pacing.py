@@ -48,8 +48,11 @@ class AdaptiveLimiter:
 
     async def acquire(self, *, priority: bool = False) -> int:
         """Wait for a slot; returns a ticket to hand back to `release`."""
-        if (self.in_flight < self.limit and not self._waiters
-                and (not self._paused_until or time.monotonic() >= self._paused_until)):
+        if (
+            self.in_flight < self.limit
+            and not self._waiters
+            and (not self._paused_until or time.monotonic() >= self._paused_until)
+        ):
             self.in_flight += 1
         else:
             fut = asyncio.get_running_loop().create_future()
@@ -68,8 +71,9 @@ class AdaptiveLimiter:
         self._started += 1
         return self._started
 
-    def release(self, ticket: int, *, rate_limited: bool = False, success: bool = True,
-                retry_after: float | None = None) -> None:
+    def release(
+        self, ticket: int, *, rate_limited: bool = False, success: bool = True, retry_after: float | None = None
+    ) -> None:
         self.in_flight -= 1
         if success or rate_limited:
             if len(self._recent) == self._recent.maxlen and self._recent[0]:

@@ -42,9 +42,14 @@ class RunProgress:
 
         self._progress = Progress(
             # Model names are data: shown as written, never parsed as rich markup.
-            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}", markup=False), TimeElapsedColumn(),
-            console=self.console or Console(file=self.stream), transient=False, auto_refresh=True,
+            TextColumn("{task.description}", style="bold", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}", markup=False),
+            TimeElapsedColumn(),
+            console=self.console or Console(file=self.stream),
+            transient=False,
+            auto_refresh=True,
             refresh_per_second=4,
         )
         self._progress.start()
@@ -81,8 +86,9 @@ class RunProgress:
             self._update_bars()
             return
         now = time.monotonic()
-        finished = {name for name, s in self._states.items()
-                    if s.total is not None and s.done >= s.total} - self._finished
+        finished = {
+            name for name, s in self._states.items() if s.total is not None and s.done >= s.total
+        } - self._finished
         self._finished |= finished
         if finished or now - self._last_line >= self.interval_s:
             self._print_lines(now)

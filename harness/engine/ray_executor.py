@@ -139,7 +139,8 @@ def connect(address: str | None, workers: int | None, db_url: str, runtime_env: 
     sqlite = make_url(db_url).get_backend_name() == "sqlite"
     refusal = HarnessError(
         f"--db {db_url}: SQLite serves only a Ray instance on this machine; give a cluster a "
-        f"PostgreSQL database every node can reach, e.g. --db postgresql+psycopg://user@dbhost/harness")
+        f"PostgreSQL database every node can reach, e.g. --db postgresql+psycopg://user@dbhost/harness"
+    )
     if sqlite and address and address.startswith("ray://"):
         raise refusal  # a Ray client's driver is not on the cluster: no node could open the file
     started = False
@@ -148,13 +149,20 @@ def connect(address: str | None, workers: int | None, db_url: str, runtime_env: 
             if address:
                 ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=max(os.cpu_count() or 1, workers or 0), include_dashboard=False,
-                         object_store_memory=128 << 20, runtime_env=runtime_env, logging_level=logging.WARNING)
+                ray.init(
+                    num_cpus=max(os.cpu_count() or 1, workers or 0),
+                    include_dashboard=False,
+                    object_store_memory=128 << 20,
+                    runtime_env=runtime_env,
+                    logging_level=logging.WARNING,
+                )
                 started = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise HarnessError(f"--address: cannot connect to {where} ({_first_line(exc)}); "
-                               f"start one with `ray start --head` or check the address") from None
+            raise HarnessError(
+                f"--address: cannot connect to {where} ({_first_line(exc)}); "
+                f"start one with `ray start --head` or check the address"
+            ) from None
     cluster = RayCluster(workers or max(1, int(ray.cluster_resources().get("CPU", 1))), started)
     if sqlite and not _one_machine():
         cluster.close()
@@ -170,8 +178,11 @@ def _one_machine() -> bool:
 def gather_secrets(plan: Plan, db_url: str) -> Secrets:
     """The database URL (a SQLite path made absolute), the plan's API keys and `$VAR` header values, HARNESS_* settings."""
     url = make_url(db_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not os.path.isabs(url.database):
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not os.path.isabs(url.database)
+    ):
         url = url.set(database=os.path.abspath(url.database))
     models = (*plan.models, *plan.judges)
     names = {m.api_key_env for m in models if m.api_key_env}
@@ -227,8 +238,13 @@ class ModelGate:
         return len(held)
 
     async def stats(self) -> dict:
-        return {"granted": self.granted, "peak_in_flight": self.peak, "in_flight": self.limiter.in_flight,
-                "window": self.limiter.limit, "cuts": self.limiter.cuts}
+        return {
+            "granted": self.granted,
+            "peak_in_flight": self.peak,
+            "in_flight": self.limiter.in_flight,
+            "window": self.limiter.limit,
+            "cuts": self.limiter.cuts,
+        }
 
 
 class GateRate:
@@ -256,8 +272,9 @@ class GateSlots:
         tokens, self.rate.pending = self.rate.pending, None
         return await self.gate.acquire.remote(self.holder, tokens, priority)
 
-    def release(self, ticket: int, *, rate_limited: bool = False, success: bool = True,
-                retry_after: float | None = None) -> None:
+    def release(
+        self, ticket: int, *, rate_limited: bool = False, success: bool = True, retry_after: float | None = None
+    ) -> None:
         """Hand the slot back, together with every other slot freed in this turn of the loop (one call,
         sent when the turn ends): answers arriving together cost the gate one call, not one each."""
         if ticket < 0:
@@ -300,9 +317,21 @@ class ShardProgress:
         pass
 
     def counts(self) -> dict[str, ModelCounts]:
-        return {name: ModelCounts(st.done, st.errors, st.correct, st.cost, st.retries, st.requests, st.answered,
-                                  st.unstored, st.failed, st.last_fatal)
-                for name, st in self.states.items()}
+        return {
+            name: ModelCounts(
+                st.done,
+                st.errors,
+                st.correct,
+                st.cost,
+                st.retries,
+                st.requests,
+                st.answered,
+                st.unstored,
+                st.failed,
+                st.last_fatal,
+            )
+            for name, st in self.states.items()
+        }
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
@@ -319,14 +348,23 @@ class ShardWorker:
         try:
             suites = prepare_suites(job.plan, data_override=job.data_override)
             _check_same_suites(suites, job.suite_hashes)
-            self.executor = LocalExecutor(job.plan, suites, store, job.run_id, max_cost=job.max_cost,
-                                          use_cache=job.use_cache, progress=self.progress, shard=job.shard,
-                                          limits=gate_limits(job.gates, job.holder))
+            self.executor = LocalExecutor(
+                job.plan,
+                suites,
+                store,
+                job.run_id,
+                max_cost=job.max_cost,
+                use_cache=job.use_cache,
+                progress=self.progress,
+                shard=job.shard,
+                limits=gate_limits(job.gates, job.holder),
+            )
             outcome = await self.executor.run()
         finally:
             store.close()
-        return ShardReport(job.shard, outcome.requested, self.progress.counts(), outcome.stopped_for_cost,
-                           outcome.interrupted)
+        return ShardReport(
+            job.shard, outcome.requested, self.progress.counts(), outcome.stopped_for_cost, outcome.interrupted
+        )
 
     async def counts(self) -> dict[str, ModelCounts]:
         return self.progress.counts()
@@ -342,7 +380,8 @@ def _check_same_suites(suites: list[PreparedSuite], expected: dict[str, str]) ->
             raise HarnessError(
                 f"suite '{p.suite.name}' on Ray node {ray.util.get_node_ip_address()} has content hash {p.hash}, "
                 f"the driver's has {expected.get(p.suite.name)}: install the same harness, suites and data "
-                f"files on every node (e.g. one image, or a runtime_env with the project)")
+                f"files on every node (e.g. one image, or a runtime_env with the project)"
+            )
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -351,9 +390,20 @@ def _check_same_suites(suites: list[PreparedSuite], expected: dict[str, str]) ->
 class RayExecutor:
     """Drives a run's shards on Ray: starts a worker per shard, restarts the lost, adds up their counts."""
 
-    def __init__(self, cluster: RayCluster, plan: Plan, suites: list[PreparedSuite], store: Store, run_id: str, *,
-                 secrets: Secrets, max_cost: float | None = None, use_cache: bool = False, progress=None,
-                 data_override: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cluster: RayCluster,
+        plan: Plan,
+        suites: list[PreparedSuite],
+        store: Store,
+        run_id: str,
+        *,
+        secrets: Secrets,
+        max_cost: float | None = None,
+        use_cache: bool = False,
+        progress=None,
+        data_override: dict[str, str] | None = None,
+    ):
         self.cluster, self.plan, self.suites, self.store, self.run_id = cluster, plan, suites, store, run_id
         self.secrets, self.max_cost, self.use_cache = secrets, max_cost, use_cache or plan.cache
         self.progress, self.data_override = progress, data_override
@@ -367,14 +417,18 @@ class RayExecutor:
     def run(self) -> RayOutcome:
         outcome = RayOutcome(self.run_id, shards=self.shards)
         done = self.store.done_keys(self.run_id)
-        totals = {m.name: ModelTotals(spec=m, total=remaining_samples(self.plan, self.suites, done, m.name))
-                  for m in self.plan.models}
+        totals = {
+            m.name: ModelTotals(spec=m, total=remaining_samples(self.plan, self.suites, done, m.name))
+            for m in self.plan.models
+        }
         outcome.per_model = totals
         if self.max_cost is not None and self.max_cost <= 0:
             outcome.stopped_for_cost = True
             return outcome
-        self.gates = {spec.name: ModelGate.remote(spec.concurrency, spec.rpm, spec.tpm)
-                      for spec in (*self.plan.models, *self.plan.judges)}
+        self.gates = {
+            spec.name: ModelGate.remote(spec.concurrency, spec.rpm, spec.tpm)
+            for spec in (*self.plan.models, *self.plan.judges)
+        }
         if self.progress is not None:
             self.progress.start(totals)
         try:
@@ -406,8 +460,17 @@ class RayExecutor:
     def _start(self, index: int) -> None:
         holder = self._name(index)
         actor = ShardWorker.options(name=holder, namespace=NAMESPACE).remote()
-        job = ShardJob(self.plan, self.run_id, (index, self.shards), holder, self.gates,
-                       {p.suite.name: p.hash for p in self.suites}, self.data_override, self.max_cost, self.use_cache)
+        job = ShardJob(
+            self.plan,
+            self.run_id,
+            (index, self.shards),
+            holder,
+            self.gates,
+            {p.suite.name: p.hash for p in self.suites},
+            self.data_override,
+            self.max_cost,
+            self.use_cache,
+        )
         self.workers[index] = (actor, actor.run_shard.remote(job, self.secrets), holder)
         self.seen[index] = {}
 
@@ -432,9 +495,15 @@ class RayExecutor:
                 self._stop_all()
                 raise HarnessError(
                     f"shard {index + 1}/{self.shards}: its Ray worker died {self.attempts[index]} times "
-                    f"(last: {_first_line(exc)}); finished samples are stored: run again to resume") from None
-            log.warning("shard %d/%d: worker lost (%s); %d slots handed back; starting it again",
-                        index + 1, self.shards, _first_line(exc), released)
+                    f"(last: {_first_line(exc)}); finished samples are stored: run again to resume"
+                ) from None
+            log.warning(
+                "shard %d/%d: worker lost (%s); %d slots handed back; starting it again",
+                index + 1,
+                self.shards,
+                _first_line(exc),
+                released,
+            )
             outcome.restarts += 1
             self._start(index)
             return
@@ -460,9 +529,18 @@ class RayExecutor:
                 if model in counts:
                     fresh.add(counts[model])
             t.done, t.errors, t.correct, t.cost, t.retries, t.requests = (
-                fresh.done, fresh.errors, fresh.correct, fresh.cost, fresh.retries, fresh.requests)
-        if self.max_cost is not None and not outcome.stopped_for_cost \
-                and sum(t.cost for t in totals.values()) >= self.max_cost:
+                fresh.done,
+                fresh.errors,
+                fresh.correct,
+                fresh.cost,
+                fresh.retries,
+                fresh.requests,
+            )
+        if (
+            self.max_cost is not None
+            and not outcome.stopped_for_cost
+            and sum(t.cost for t in totals.values()) >= self.max_cost
+        ):
             outcome.stopped_for_cost = True
             self._stop_all()
         if self.progress is not None:

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, rate_limit_delay
-from harness.providers.tokens import estimate_tokens
 from harness.engine.units import PreparedSuite, WorkUnit, cache_key
 from harness.errors import HarnessError
 from harness.graders.grading import SuiteGrader
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
+from harness.providers.tokens import estimate_tokens
 from harness.records import Completion, Generation, Grade, Item, Prompt
 from harness.store import SampleRecord, Store
 from harness.suite import Suite
@@ -57,8 +57,9 @@ class ModelState:
         self.last_fatal = completion.error
         if self.fatal_streak >= FATAL_STREAK and not self.failed:
             self.failed = completion.error
-            log.warning("%s: stopped after %d fatal errors in a row: %s", self.spec.name, self.fatal_streak,
-                        completion.error)
+            log.warning(
+                "%s: stopped after %d fatal errors in a row: %s", self.spec.name, self.fatal_streak, completion.error
+            )
 
 
 # Identical fatal endings (bad key, unknown model, nothing listening) in a row that stop a model.
@@ -72,10 +73,18 @@ class UnitRunner:
     unit, the model's `ModelState` and a sink, never the rest of the plan.
     """
 
-    def __init__(self, plan: Plan, suites: dict[str, PreparedSuite], models: dict[str, ModelState],
-                 run_id: str, store: Store, sink: Callable[[SampleRecord, WorkUnit], None],
-                 grade_pool: ThreadPoolExecutor, use_cache: bool = False,
-                 cache_sink: Callable[[str, Completion], None] | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        suites: dict[str, PreparedSuite],
+        models: dict[str, ModelState],
+        run_id: str,
+        store: Store,
+        sink: Callable[[SampleRecord, WorkUnit], None],
+        grade_pool: ThreadPoolExecutor,
+        use_cache: bool = False,
+        cache_sink: Callable[[str, Completion], None] | None = None,
+    ):
         self.plan, self.suites, self.models = plan, suites, models
         self.run_id, self.store, self.sink = run_id, store, sink
         self.grade_pool = grade_pool
@@ -108,13 +117,21 @@ class UnitRunner:
 
         def ask(model: str, messages) -> str:
             state = self.models[model]
-            unit = WorkUnit(model, suite.name, "", Item(id=f"judge:{suite.name}", fields={}), 0,
-                            Prompt(tuple(messages)), Generation(max_tokens=1024, temperature=0.0))
+            unit = WorkUnit(
+                model,
+                suite.name,
+                "",
+                Item(id=f"judge:{suite.name}", fields={}),
+                0,
+                Prompt(tuple(messages)),
+                Generation(max_tokens=1024, temperature=0.0),
+            )
             completion, _ = asyncio.run_coroutine_threadsafe(self.request(state, unit), self._loop).result()
             if completion.error:
                 raise RuntimeError(f"judge request failed: {completion.error}")
-            state.cost += state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens,
-                                                at=datetime.now(timezone.utc))
+            state.cost += state.spec.price.cost(
+                completion.prompt_tokens, completion.completion_tokens, at=datetime.now(timezone.utc)
+            )
             return completion.text
 
         return JudgeContext(ask=ask, render=render)
@@ -175,8 +192,7 @@ class UnitRunner:
                 if key is not None and self.cache_sink is not None:
                     self.cache_sink(key, completion)
                 return completion, sent, False
-            state.limiter.release(ticket, rate_limited=error.rate_limited, success=False,
-                                  retry_after=error.retry_after)
+            state.limiter.release(ticket, rate_limited=error.rate_limited, success=False, retry_after=error.retry_after)
             ticket = None
             if error.congested:
                 state.limiter.lower_cap()
@@ -187,8 +203,14 @@ class UnitRunner:
                 rate_limited_since = now if rate_limited_since is None else rate_limited_since
                 waited = now - rate_limited_since
                 if waited >= spec.rate_limit_wait_s:
-                    return Completion(error=f"{message} (still rate limited after waiting {waited:.0f} s; "
-                                            f"rate_limit_wait_s is {spec.rate_limit_wait_s:g})"), sent, False
+                    return (
+                        Completion(
+                            error=f"{message} (still rate limited after waiting {waited:.0f} s; "
+                            f"rate_limit_wait_s is {spec.rate_limit_wait_s:g})"
+                        ),
+                        sent,
+                        False,
+                    )
                 delay = min(rate_limit_delay(error.retry_after, limited), spec.rate_limit_wait_s - waited + 0.1)
             else:
                 attempt += 1
@@ -214,13 +236,16 @@ class UnitRunner:
             return None
         return await self.finish(unit, completion, attempts)
 
-    async def finish(self, unit: WorkUnit, completion: Completion, attempts: int,
-                     batched: bool = False) -> SampleRecord:
+    async def finish(
+        self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False
+    ) -> SampleRecord:
         """Grade a unit's completion (however it was obtained), record it and hand it to the sink."""
         self._loop = self._loop or asyncio.get_running_loop()
         state = self.models[unit.model]
         answer, think = split_reasoning(completion.text)
-        reasoning = f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
+        reasoning = (
+            f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
+        )
         if completion.error:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
@@ -229,17 +254,34 @@ class UnitRunner:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
-        cost = state.spec.price.cost(completion.prompt_tokens, completion.completion_tokens, batched=batched,
-                                     at=datetime.now(timezone.utc))
+        cost = state.spec.price.cost(
+            completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
+        )
         record = SampleRecord(
-            run_id=self.run_id, model=unit.model, suite=unit.suite, suite_hash=unit.suite_hash,
-            item_id=unit.item.id, item_group=unit.item.group, sample_index=unit.sample_index,
-            completion=answer, reasoning=reasoning, finish_reason=completion.finish_reason,
-            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-            reasoning_tokens=completion.reasoning_tokens, latency_s=completion.latency_s,
-            ttft_s=completion.ttft_s, served_model=completion.served_model, error=completion.error,
-            attempts=attempts, cost_usd=cost, score=grade.score, passed=grade.passed,
-            grade_reason=grade.reason, extracted=grade.extracted, batched=batched,
+            run_id=self.run_id,
+            model=unit.model,
+            suite=unit.suite,
+            suite_hash=unit.suite_hash,
+            item_id=unit.item.id,
+            item_group=unit.item.group,
+            sample_index=unit.sample_index,
+            completion=answer,
+            reasoning=reasoning,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
+            latency_s=completion.latency_s,
+            ttft_s=completion.ttft_s,
+            served_model=completion.served_model,
+            error=completion.error,
+            attempts=attempts,
+            cost_usd=cost,
+            score=grade.score,
+            passed=grade.passed,
+            grade_reason=grade.reason,
+            extracted=grade.extracted,
+            batched=batched,
             usage_estimated=completion.usage_estimated,
         )
         state.done += 1
@@ -251,4 +293,3 @@ class UnitRunner:
         state.cost += cost
         self.sink(record, unit)
         return record
-

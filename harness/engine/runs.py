@@ -63,8 +63,14 @@ def choose_run(store: Store, plan: Plan, *, resume: str | None, new: bool, tag: 
         unfinished = store.unfinished_run(plan.fingerprint())
         if unfinished:
             return unfinished, True
-    run_id = store.start_run(plan_name=plan.name, plan_path=plan.path, plan_fingerprint=plan.fingerprint(),
-                             plan=plan_to_dict(plan), tag=tag, version=__version__)
+    run_id = store.start_run(
+        plan_name=plan.name,
+        plan_path=plan.path,
+        plan_fingerprint=plan.fingerprint(),
+        plan=plan_to_dict(plan),
+        tag=tag,
+        version=__version__,
+    )
     return run_id, False
 
 
@@ -74,8 +80,9 @@ def expected_samples(plan: Plan, suites) -> int | None:
     return None if per_model is None else per_model * len(plan.models)
 
 
-def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome,
-                  shard: tuple[int, int] | None) -> str:
+def finish_status(
+    store: Store, run_id: str, plan: Plan, suites, outcome: RunOutcome, shard: tuple[int, int] | None
+) -> str:
     """'stopped' at --max-cost, 'interrupted' when told to stop, 'waiting' while provider batches
     are still running, 'failed' when a model was stopped on fatal errors (or left samples unstored),
     else 'finished' once every expected sample is stored (a run that raises is marked 'failed' by
@@ -100,11 +107,23 @@ def finish_status(store: Store, run_id: str, plan: Plan, suites, outcome: RunOut
     return "running"
 
 
-def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bool = False, tag: str = "",
-                 max_cost: float | None = None, use_cache: bool = False, progress=None,
-                 data_override: dict[str, str] | None = None, shard: tuple[int, int] | None = None,
-                 warm: tuple[str, ...] = (), own_process: bool = False,
-                 batch_wait: float | None = None, ray: RayOptions | None = None) -> RunResult:
+def execute_plan(
+    plan: Plan,
+    store: Store,
+    *,
+    resume: str | None = None,
+    new: bool = False,
+    tag: str = "",
+    max_cost: float | None = None,
+    use_cache: bool = False,
+    progress=None,
+    data_override: dict[str, str] | None = None,
+    shard: tuple[int, int] | None = None,
+    warm: tuple[str, ...] = (),
+    own_process: bool = False,
+    batch_wait: float | None = None,
+    ray: RayOptions | None = None,
+) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
     `warm`: modules to import on a background thread while requests are in flight, so that
@@ -126,11 +145,27 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
             resolve_api_key(m)
             resolve_extra_headers(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
-    cluster = _join_ray(ray, plan, store) if ray is not None else None  # refuses an unsuitable store before a run is recorded
+    cluster = (
+        _join_ray(ray, plan, store) if ray is not None else None
+    )  # refuses an unsuitable store before a run is recorded
     try:
-        return _execute(plan, store, suites, cluster, resume=resume, new=new, tag=tag, max_cost=max_cost,
-                        use_cache=use_cache, progress=progress, data_override=data_override, shard=shard, warm=warm,
-                        own_process=own_process, batch_wait=batch_wait)
+        return _execute(
+            plan,
+            store,
+            suites,
+            cluster,
+            resume=resume,
+            new=new,
+            tag=tag,
+            max_cost=max_cost,
+            use_cache=use_cache,
+            progress=progress,
+            data_override=data_override,
+            shard=shard,
+            warm=warm,
+            own_process=own_process,
+            batch_wait=batch_wait,
+        )
     finally:
         if cluster is not None:
             cluster.close()
@@ -139,8 +174,10 @@ def execute_plan(plan: Plan, store: Store, *, resume: str | None = None, new: bo
 def _join_ray(options: RayOptions, plan: Plan, store: Store):
     batched = [m.name for m in (*plan.models, *plan.judges) if m.batch is not None]
     if batched:  # the provider runs a batch for the whole model: nothing there to shard
-        raise HarnessError(f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
-                           f"without --executor ray (or without --batch / batch:)")
+        raise HarnessError(
+            f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
+            f"without --executor ray (or without --batch / batch:)"
+        )
     try:
         from harness.engine import ray_executor
     except ImportError as exc:
@@ -148,35 +185,81 @@ def _join_ray(options: RayOptions, plan: Plan, store: Store):
     return ray_executor.connect(options.address, options.workers, store.url, options.runtime_env)
 
 
-def _execute(plan: Plan, store: Store, suites, cluster, *, resume, new, tag, max_cost, use_cache, progress,
-             data_override, shard, warm, own_process, batch_wait) -> RunResult:
+def _execute(
+    plan: Plan,
+    store: Store,
+    suites,
+    cluster,
+    *,
+    resume,
+    new,
+    tag,
+    max_cost,
+    use_cache,
+    progress,
+    data_override,
+    shard,
+    warm,
+    own_process,
+    batch_wait,
+) -> RunResult:
     # Held from choosing the run to marking how it ended: a second process on the same plan and
     # database is refused before it picks (or starts) a run, so no sample is requested twice.
     with PlanLease(store, plan.fingerprint(), plan.name, shard) as lease:
         run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
         lease.attach(run_id)
         try:
-            store.record_models(run_id, [
-                RunModelInfo(m.name, m.provider, m.api_model, m.base_url or (m.path or ""), m.price.input,
-                             m.price.output, *(m.price.batch_rates() if m.batch else (None, None)))
-                for m in plan.models
-            ])
+            store.record_models(
+                run_id,
+                [
+                    RunModelInfo(
+                        m.name,
+                        m.provider,
+                        m.api_model,
+                        m.base_url or (m.path or ""),
+                        m.price.input,
+                        m.price.output,
+                        *(m.price.batch_rates() if m.batch else (None, None)),
+                    )
+                    for m in plan.models
+                ],
+            )
             for p in suites:
-                store.record_suite(run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name,
-                                                        p.suite.count()))
+                store.record_suite(
+                    run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name, p.suite.count())
+                )
             store.mark_run(run_id, "running")
             if cluster is not None:
                 from harness.engine.ray_executor import RayExecutor, gather_secrets
 
-                executor = RayExecutor(cluster, plan, suites, store, run_id, secrets=gather_secrets(plan, store.url),
-                                       max_cost=max_cost, use_cache=use_cache, progress=progress,
-                                       data_override=data_override)
+                executor = RayExecutor(
+                    cluster,
+                    plan,
+                    suites,
+                    store,
+                    run_id,
+                    secrets=gather_secrets(plan, store.url),
+                    max_cost=max_cost,
+                    use_cache=use_cache,
+                    progress=progress,
+                    data_override=data_override,
+                )
                 outcome = executor.run()
                 shard = (0, executor.shards)  # finished only once the store holds every expected sample
             else:
-                executor = LocalExecutor(plan, suites, store, run_id, max_cost=max_cost, use_cache=use_cache,
-                                         progress=progress, shard=shard, warm=warm, own_process=own_process,
-                                         batch_wait=batch_wait)
+                executor = LocalExecutor(
+                    plan,
+                    suites,
+                    store,
+                    run_id,
+                    max_cost=max_cost,
+                    use_cache=use_cache,
+                    progress=progress,
+                    shard=shard,
+                    warm=warm,
+                    own_process=own_process,
+                    batch_wait=batch_wait,
+                )
                 lease.on_lost = executor.stop_soon
                 outcome = asyncio.run(executor.run())
         except BaseException as exc:

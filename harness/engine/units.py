@@ -60,8 +60,13 @@ def in_shard(suite: str, item_id: str, shard: tuple[int, int] | None) -> bool:
     return zlib.crc32(f"{suite}\0{item_id}".encode()) % count == index
 
 
-def plan_units(plan: Plan, model: ModelSpec, suites: list[PreparedSuite], done: set[Key] | frozenset,
-               shard: tuple[int, int] | None = None) -> Iterator[WorkUnit]:
+def plan_units(
+    plan: Plan,
+    model: ModelSpec,
+    suites: list[PreparedSuite],
+    done: set[Key] | frozenset,
+    shard: tuple[int, int] | None = None,
+) -> Iterator[WorkUnit]:
     """Lazily enumerate a model's remaining work: items stream, prompts are built one by one."""
     for prepared in suites:
         gen = generation_for(plan, model, prepared.suite)
@@ -96,11 +101,20 @@ def remaining_samples(plan: Plan, suites: list[PreparedSuite], done: set[Key] | 
 
 def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
     """Identical request = same model endpoint, parameters, messages and sample index."""
-    blob = json.dumps([spec.provider, spec.base_url, spec.api_model, spec.path, asdict(unit.generation),
-                       [[m.role, m.content] for m in unit.prompt.messages], unit.sample_index],
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        [
+            spec.provider,
+            spec.base_url,
+            spec.api_model,
+            spec.path,
+            asdict(unit.generation),
+            [[m.role, m.content] for m in unit.prompt.messages],
+            unit.sample_index,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
-
 
 
 def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -> list[PreparedSuite]:
@@ -115,4 +129,3 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
             require_sandbox(suite.name)
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
-

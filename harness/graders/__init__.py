@@ -112,8 +112,7 @@ def get_grader(name: str) -> Grader:
         ) from exc
     if not callable(loaded):
         raise HarnessError(
-            f"grader '{name}': plugin entry point '{ep.value}' is not a function "
-            "(response, item, **options) -> Grade"
+            f"grader '{name}': plugin entry point '{ep.value}' is not a function (response, item, **options) -> Grade"
         )
     _plugins[name] = loaded
     return loaded
@@ -129,8 +128,11 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     try:
         sig.bind("", Item(id="", fields={}), **dict(options))
     except TypeError:
-        params = [p for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY
-                  or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("response", "item"))]
+        params = [
+            p
+            for p in sig.parameters.values()
+            if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("response", "item"))
+        ]
         accepted = ", ".join(p.name for p in params) or "none"
         unknown = ", ".join(sorted(set(options) - {p.name for p in params})) or "?"
         raise HarnessError(
@@ -166,4 +168,13 @@ def call_grader(name: str, fn: Grader, response: str, item: Item, options: Mappi
     return result
 
 
-__all__ = ["Grader", "register", "get_grader", "grade", "call_grader", "check_options", "available_graders", "ENTRY_POINT_GROUP"]
+__all__ = [
+    "Grader",
+    "register",
+    "get_grader",
+    "grade",
+    "call_grader",
+    "check_options",
+    "available_graders",
+    "ENTRY_POINT_GROUP",
+]

@@ -19,8 +19,18 @@ def answer_text(response: str) -> str:
     return answer
 
 
-_WRAPPERS = (("**", "**"), ("__", "__"), ("*", "*"), ("`", "`"), ('"', '"'), ("'", "'"),
-             ("“", "”"), ("‘", "’"), ("「", "」"), ("$", "$"))
+_WRAPPERS = (
+    ("**", "**"),
+    ("__", "__"),
+    ("*", "*"),
+    ("`", "`"),
+    ('"', '"'),
+    ("'", "'"),
+    ("“", "”"),
+    ("‘", "’"),
+    ("「", "」"),
+    ("$", "$"),
+)
 
 
 def clean_answer(text: str) -> str:
@@ -37,7 +47,7 @@ def clean_answer(text: str) -> str:
             period_stripped = True
         for left, right in _WRAPPERS:
             if len(s) >= len(left) + len(right) + 1 and s.startswith(left) and s.endswith(right):
-                s = s[len(left): len(s) - len(right)]
+                s = s[len(left) : len(s) - len(right)]
                 break
     return s
 

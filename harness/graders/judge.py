@@ -48,8 +48,17 @@ def parse_verdict(reply: str, scale: int | None = None) -> tuple[float | None, s
 
 
 @register("judge")
-def judge(response: str, item: Item, *, model: str = "", rubric: str = "judge.j2", system: str | None = None,
-          scale: int | None = None, pass_threshold: float = 1.0, context: JudgeContext | None = None) -> Grade:
+def judge(
+    response: str,
+    item: Item,
+    *,
+    model: str = "",
+    rubric: str = "judge.j2",
+    system: str | None = None,
+    scale: int | None = None,
+    pass_threshold: float = 1.0,
+    context: JudgeContext | None = None,
+) -> Grade:
     if not model:
         raise HarnessError("grader 'judge' needs options.model: the name of a model in the plan to act as judge")
     if context is None:

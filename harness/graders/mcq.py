@@ -62,7 +62,9 @@ def _patterns(letters: str) -> _Patterns:
     return _Patterns(
         label_only=re.compile(rf"^{open_}?\s*(?P<L1>{anycase})\s*{close}?\s*[.．。、:：]?$"),
         explicit=(
-            re.compile(rf"(?:正确|最终|最佳)?答案\s*(?:应该是|应该选|应当是|应是|应为|应选|选择|是|为|选)?\s*[:：]?{zh_stated}"),
+            re.compile(
+                rf"(?:正确|最终|最佳)?答案\s*(?:应该是|应该选|应当是|应是|应为|应选|选择|是|为|选)?\s*[:：]?{zh_stated}"
+            ),
             re.compile(rf"正确(?:的)?(?:选项|答案|选择|的是|项)\s*(?:是|为|[:：])?{zh_stated}"),
             re.compile(
                 rf"(?i:answer)[*_]*\s*(?:(?i:is|would\s+be|should\s+be|will\s+be)\b|[:：])\s*[:：]?"
@@ -76,7 +78,9 @@ def _patterns(letters: str) -> _Patterns:
         ),
         choice=(
             re.compile(rf"选(?:择)?(?!项)\s*[:：]?{zh_stated}"),
-            re.compile(rf"(?<![A-Za-z0-9_]){open_}?(?P<L1>{up}){close}?\s*[.．、:：]?\s*(?:项|选项)?\s*(?:正确|是正确的|符合题意|当选)"),
+            re.compile(
+                rf"(?<![A-Za-z0-9_]){open_}?(?P<L1>{up}){close}?\s*[.．、:：]?\s*(?:项|选项)?\s*(?:正确|是正确的|符合题意|当选)"
+            ),
             re.compile(rf"(?<![A-Za-z0-9_]){open_}?(?P<L1>{up}){close}?\s+is\s+(?:the\s+)?(?:correct|right)\b"),
             re.compile(
                 rf"(?i:\bI(?:'d|\s+would|\s+will)?\s+(?:choose|pick|select|go\s+with))\s+(?:(?i:option|choice)\s+)?"
@@ -137,7 +141,13 @@ def _by_option_text(text: str, options: dict[str, str], whole: bool) -> str | No
     if whole:
         # As written first ("λD/d" vs "λd/D", "cd ." vs "cd"), then looser: the reply without its
         # trailing period or markdown, then the options too, then in any case.
-        levels = ((False, False, False), (True, False, False), (True, True, False), (True, False, True), (True, True, True))
+        levels = (
+            (False, False, False),
+            (True, False, False),
+            (True, True, False),
+            (True, False, True),
+            (True, True, True),
+        )
         for clean_reply, clean_option, fold in levels:
             reply = _norm_option(text, clean_reply, fold)
             hits = [letter for letter, t in options.items() if _norm_option(t, clean_option, fold) == reply]

@@ -98,7 +98,7 @@ def _boxed_contents(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append(text[m.end(): i - 1])
+            out.append(text[m.end() : i - 1])
     return out
 
 
@@ -119,7 +119,7 @@ def _after_marker(text: str) -> tuple[tuple[float, str], str] | None:
                 last = m
     if last is None:
         return None
-    lines = [line for line in text[last.end():].split("\n")]
+    lines = [line for line in text[last.end() :].split("\n")]
     candidates = [lines[0]] + [next((line for line in lines[1:] if line.strip()), "")]
     for line in candidates:
         line = _untex(line)
@@ -167,7 +167,9 @@ def reference_number(item: Item) -> float:
     else:
         found = _last(text)
     if found is None:
-        raise HarnessError(f"item '{item.id}': reference {short(text)!r} holds no number; check reference_field in suite.yaml")
+        raise HarnessError(
+            f"item '{item.id}': reference {short(text)!r} holds no number; check reference_field in suite.yaml"
+        )
     return found[0]
 
 

@@ -23,8 +23,15 @@ class Capacity:
     note: str = ""
 
 
-async def search(probe: Probe, levels: tuple[float, ...], *, integer: bool, ceiling: float,
-                 resolution: float = 0.1, max_probes: int = 12) -> Capacity:
+async def search(
+    probe: Probe,
+    levels: tuple[float, ...],
+    *,
+    integer: bool,
+    ceiling: float,
+    resolution: float = 0.1,
+    max_probes: int = 12,
+) -> Capacity:
     tried: dict[float, bool] = {}
 
     async def run(level: float) -> bool:

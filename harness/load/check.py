@@ -53,14 +53,24 @@ def _level(stats: dict) -> tuple:
     return (stats.get("concurrency"), stats.get("rate"))
 
 
-def check_load(store: Store, run_id: str | None, *, against: str | None = None, alpha: float = 0.05,
-               plan_name: str | None = None, margin: float = 0.05) -> LoadCheck:
+def check_load(
+    store: Store,
+    run_id: str | None,
+    *,
+    against: str | None = None,
+    alpha: float = 0.05,
+    plan_name: str | None = None,
+    margin: float = 0.05,
+) -> LoadCheck:
     run = results.resolve_load_run(store, run_id, plan_name)
     if against:
         previous = results.resolve_load_run(store, against)
     else:
-        earlier = [r for r in results.load_runs(store, run.plan_name)
-                   if r.status == "finished" and (r.started_at, r.id) < (run.started_at, run.id)]
+        earlier = [
+            r
+            for r in results.load_runs(store, run.plan_name)
+            if r.status == "finished" and (r.started_at, r.id) < (run.started_at, run.id)
+        ]
         previous = earlier[-1] if earlier else None
     check = LoadCheck(run, previous, alpha)
     if previous is None:
@@ -85,13 +95,27 @@ def check_load(store: Store, run_id: str | None, *, against: str | None = None, 
             b = [r[metric] for r in new_rows if not r["error"] and r[metric] is not None]
             change = p99_change(a, b, confidence=confidence)
             if change is None:
-                check.notes.append(f"{new.model} {_label(new.stats)}: too few requests for a {metric} p99 test "
-                                   f"({len(a)} and {len(b)}; 20 each needed)")
+                check.notes.append(
+                    f"{new.model} {_label(new.stats)}: too few requests for a {metric} p99 test "
+                    f"({len(a)} and {len(b)}; 20 each needed)"
+                )
                 continue
-            check.comparisons.append(StageComparison(new.model, new.stats.get("concurrency"), new.stats.get("rate"),
-                                                     metric, change.old, change.new, change.diff, change.lo,
-                                                     change.hi, len(a), len(b),
-                                                     change.significant and change.lo > margin * change.old))
+            check.comparisons.append(
+                StageComparison(
+                    new.model,
+                    new.stats.get("concurrency"),
+                    new.stats.get("rate"),
+                    metric,
+                    change.old,
+                    change.new,
+                    change.diff,
+                    change.lo,
+                    change.hi,
+                    len(a),
+                    len(b),
+                    change.significant and change.lo > margin * change.old,
+                )
+            )
     return check
 
 
@@ -101,27 +125,45 @@ def _label(stats: dict) -> str:
 
 def to_json(check: LoadCheck) -> dict:
     def info(r):
-        return None if r is None else {"run": r.id, "plan": r.plan_name, "tag": r.tag, "status": r.status,
-                                       "started": r.started_at.isoformat()}
+        return (
+            None
+            if r is None
+            else {
+                "run": r.id,
+                "plan": r.plan_name,
+                "tag": r.tag,
+                "status": r.status,
+                "started": r.started_at.isoformat(),
+            }
+        )
 
     rows = [c.__dict__ | {"metric": f"{c.metric}_p99"} for c in check.comparisons]
-    return {"run": info(check.run), "previous": info(check.previous), "alpha": check.alpha,
-            "method": "bootstrap percentile interval of p99(new) - p99(old), Bonferroni over comparisons; "
-                      "a regression when its lower end exceeds 5% of the old p99",
-            "ok": not check.regressions, "comparisons": rows, "regressions": [r for r in rows if r["regression"]],
-            "notes": check.notes}
+    return {
+        "run": info(check.run),
+        "previous": info(check.previous),
+        "alpha": check.alpha,
+        "method": "bootstrap percentile interval of p99(new) - p99(old), Bonferroni over comparisons; "
+        "a regression when its lower end exceeds 5% of the old p99",
+        "ok": not check.regressions,
+        "comparisons": rows,
+        "regressions": [r for r in rows if r["regression"]],
+        "notes": check.notes,
+    }
 
 
 def format_text(check: LoadCheck) -> str:
     if check.previous is None:
         return "\n".join(check.notes)
-    lines = [f"load run {check.run.id} against {check.previous.id} (plan {check.run.plan_name}): "
-             f"{len(check.regressions)} p99 regression(s) in {len(check.comparisons)} comparisons"]
+    lines = [
+        f"load run {check.run.id} against {check.previous.id} (plan {check.run.plan_name}): "
+        f"{len(check.regressions)} p99 regression(s) in {len(check.comparisons)} comparisons"
+    ]
     for c in check.comparisons:
         level = f"c={c.concurrency}" if c.concurrency is not None else f"rate={c.rate:g}/s"
         mark = "▼ slower" if c.regression else ""
-        lines.append(f"  {c.model:<20} {level:<12} {c.metric + '_p99':<12} {c.old:.3f}s -> {c.new:.3f}s  "
-                     f"diff {c.diff:+.3f}s [{c.lo:+.3f}, {c.hi:+.3f}]  {mark}")
+        lines.append(
+            f"  {c.model:<20} {level:<12} {c.metric + '_p99':<12} {c.old:.3f}s -> {c.new:.3f}s  "
+            f"diff {c.diff:+.3f}s [{c.lo:+.3f}, {c.hi:+.3f}]  {mark}"
+        )
     lines += [f"note: {n}" for n in check.notes]
     return "\n".join(lines)
-

@@ -59,7 +59,7 @@ class EarlyStop:
         self.planned = planned
         self.counters: list[tuple[str, float, float, int]] = []  # (metric, limit, allowed share, exceeded)
         self.error_limit: float | None = None
-        for term in (slo.terms if slo else ()):
+        for term in slo.terms if slo else ():
             base, _, pct = term.metric.rpartition("_p")
             if term.metric == "error_rate":
                 self.error_limit = term.limit
@@ -95,8 +95,18 @@ class EarlyStop:
 class StageDriver:
     """Sends a stage's requests to one endpoint, cycling through the request bodies."""
 
-    def __init__(self, endpoint: Endpoint, bodies: list[Body], headers: dict[str, str], *, timeout: float,
-                 slo: Slo | None = None, budget: Budget | None = None, seed: int = 0, max_in_flight: int = 20000):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        bodies: list[Body],
+        headers: dict[str, str],
+        *,
+        timeout: float,
+        slo: Slo | None = None,
+        budget: Budget | None = None,
+        seed: int = 0,
+        max_in_flight: int = 20000,
+    ):
         self.endpoint, self.headers, self.timeout = endpoint, headers, timeout
         self.body_list = bodies
         self.bodies = itertools.cycle(bodies)

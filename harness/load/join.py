@@ -25,8 +25,9 @@ class LoadView:
 def load_view(store: Store, plan_name: str, load_run: str | None = None) -> LoadView | None:
     """The named load run, or the plan's latest finished one; None when the plan has none."""
     if load_run is not None:
-        run = results.resolve_load_run(store, None if load_run == "latest" else load_run,
-                                       plan_name if load_run == "latest" else None)
+        run = results.resolve_load_run(
+            store, None if load_run == "latest" else load_run, plan_name if load_run == "latest" else None
+        )
     else:
         runs = [r for r in results.load_runs(store, plan_name) if r.status == "finished"]
         if not runs:
@@ -85,13 +86,31 @@ def parse_level(text: str) -> tuple:
 def recommend_under_load(rec, view: LoadView, level: tuple, slo: Slo | None) -> tuple[object, dict]:
     """The recommendation with each candidate's figures at `level`; with an SLO, a model that misses
     it there (or was not measured there) is not recommended. Returns (new recommendation, details)."""
-    details: dict = {"load_run": view.run.id, "level": {"concurrency": level[0], "rate": level[1]},
-                     "slo": slo.text if slo else None, "models": {}}
+    details: dict = {
+        "load_run": view.run.id,
+        "level": {"concurrency": level[0], "rate": level[1]},
+        "slo": slo.text if slo else None,
+        "models": {},
+    }
     for model in {c.model for s in rec.suites for c in s.candidates}:
         st = stage_at(view, model, level)
-        entry = None if st is None else {k: st.get(k) for k in ("requests", "ttft_p50", "ttft_p99", "latency_p50",
-                                                                   "latency_p99", "error_rate", "requests_per_s",
-                                                                   "output_tokens_per_s")}
+        entry = (
+            None
+            if st is None
+            else {
+                k: st.get(k)
+                for k in (
+                    "requests",
+                    "ttft_p50",
+                    "ttft_p99",
+                    "latency_p50",
+                    "latency_p99",
+                    "error_rate",
+                    "requests_per_s",
+                    "output_tokens_per_s",
+                )
+            }
+        )
         if entry is not None and slo is not None:
             entry["slo_failures"] = slo.failures(st)
             entry["meets_slo"] = not entry["slo_failures"] and not st.get("stopped_early")
@@ -105,8 +124,13 @@ def recommend_under_load(rec, view: LoadView, level: tuple, slo: Slo | None) -> 
             suites.append(replace(s, reason=s.reason + f"; no model that good meets the SLO at {level_text(level)}"))
             continue
         chosen = fit[0]  # candidates are cheapest first
-        reason = s.reason if chosen.model == s.model else (
-            f"{chosen.model} is the cheapest model not significantly worse than {s.best} that meets the SLO "
-            f"at {level_text(level)}")
+        reason = (
+            s.reason
+            if chosen.model == s.model
+            else (
+                f"{chosen.model} is the cheapest model not significantly worse than {s.best} that meets the SLO "
+                f"at {level_text(level)}"
+            )
+        )
         suites.append(replace(s, model=chosen.model, reason=reason))
     return replace(rec, suites=suites), details

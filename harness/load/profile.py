@@ -72,9 +72,24 @@ class LoadProfile:
     seed: int = 0
 
 
-_SLO_METRICS = {"ttft_p50", "ttft_p90", "ttft_p95", "ttft_p99", "latency_p50", "latency_p90", "latency_p95",
-                "latency_p99", "itl_p50", "itl_p90", "itl_p95", "itl_p99", "tpot_p50", "tpot_p99",
-                "error_rate", "rate_limited_rate"}
+_SLO_METRICS = {
+    "ttft_p50",
+    "ttft_p90",
+    "ttft_p95",
+    "ttft_p99",
+    "latency_p50",
+    "latency_p90",
+    "latency_p95",
+    "latency_p99",
+    "itl_p50",
+    "itl_p90",
+    "itl_p95",
+    "itl_p99",
+    "tpot_p50",
+    "tpot_p99",
+    "error_rate",
+    "rate_limited_rate",
+}
 _TERM = re.compile(r"^\s*([a-z0-9_]+)\s*<=?\s*([0-9.]+)\s*(ms|s|%)?\s*$")
 
 
@@ -86,8 +101,10 @@ def parse_slo(text: str) -> Slo:
             continue
         match = _TERM.match(raw)
         if not match:
-            raise HarnessError(f"--slo: cannot read {raw.strip()!r}; write terms like ttft_p99<=2s, "
-                               f"latency_p99<=5000ms, error_rate<=1%")
+            raise HarnessError(
+                f"--slo: cannot read {raw.strip()!r}; write terms like ttft_p99<=2s, "
+                f"latency_p99<=5000ms, error_rate<=1%"
+            )
         metric, number, unit = match.groups()
         if metric not in _SLO_METRICS:
             raise HarnessError(f"--slo: unknown metric {metric!r} (known: {', '.join(sorted(_SLO_METRICS))})")
@@ -115,8 +132,9 @@ def parse_levels(text: str, *, what: str, integer: bool) -> tuple[float, ...]:
         try:
             value = int(part) if integer else float(part)
         except ValueError:
-            raise HarnessError(f"--{what}: {part!r} is not a {'whole ' if integer else ''}number "
-                               f"(give a list like 1,8,32)") from None
+            raise HarnessError(
+                f"--{what}: {part!r} is not a {'whole ' if integer else ''}number (give a list like 1,8,32)"
+            ) from None
         if value <= 0:
             raise HarnessError(f"--{what}: levels must be positive, got {part}")
         levels.append(value)
@@ -125,14 +143,23 @@ def parse_levels(text: str, *, what: str, integer: bool) -> tuple[float, ...]:
     return tuple(levels)
 
 
-def build_stages(*, concurrency: str | None, rate: str | None, requests: int | None, duration: float | None,
-                 warmup: int | None, ramp_up: float | None = None) -> tuple[Stage, ...]:
+def build_stages(
+    *,
+    concurrency: str | None,
+    rate: str | None,
+    requests: int | None,
+    duration: float | None,
+    warmup: int | None,
+    ramp_up: float | None = None,
+) -> tuple[Stage, ...]:
     """The CLI's stage options -> stages. Default: concurrency 1,8,32 with 50 requests each."""
     if concurrency and rate:
         raise HarnessError("give --concurrency (closed loop) or --rate (open loop), not both")
     if ramp_up is not None and (rate or ramp_up < 0):
-        raise HarnessError("--ramp-up: seconds >= 0 over which closed-loop (--concurrency) users start; "
-                           "an open loop (--rate) has no users to start")
+        raise HarnessError(
+            "--ramp-up: seconds >= 0 over which closed-loop (--concurrency) users start; "
+            "an open loop (--rate) has no users to start"
+        )
     if requests is not None and duration is not None:
         raise HarnessError("give --requests N or --duration S per stage, not both")
     if requests is not None and requests < 1 or duration is not None and duration <= 0:
@@ -140,8 +167,18 @@ def build_stages(*, concurrency: str | None, rate: str | None, requests: int | N
     if requests is None and duration is None:
         requests = 50
     if rate:
-        return tuple(Stage(rate=r, requests=requests, duration_s=duration, warmup=warmup or 0)
-                     for r in parse_levels(rate, what="rate", integer=False))
+        return tuple(
+            Stage(rate=r, requests=requests, duration_s=duration, warmup=warmup or 0)
+            for r in parse_levels(rate, what="rate", integer=False)
+        )
     levels = parse_levels(concurrency or "1,8,32", what="concurrency", integer=True)
-    return tuple(Stage(concurrency=int(c), requests=requests, duration_s=duration,
-                       warmup=int(c) if warmup is None else warmup, ramp_s=ramp_up or 0.0) for c in levels)
+    return tuple(
+        Stage(
+            concurrency=int(c),
+            requests=requests,
+            duration_s=duration,
+            warmup=int(c) if warmup is None else warmup,
+            ramp_s=ramp_up or 0.0,
+        )
+        for c in levels
+    )

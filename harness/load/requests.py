@@ -11,11 +11,11 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from harness.providers.tokens import estimate_tokens
 from harness.engine.units import generation_for, prepare_suites
 from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
+from harness.providers.tokens import estimate_tokens
 
 ERROR_KINDS = ("429", "5xx", "4xx", "timeout", "connection", "incomplete", "empty")
 
@@ -55,8 +55,10 @@ class RequestResult:
         return (self.latency - self.ttft) / (self.output_tokens - 1)
 
 
-_FILLER = ("time river stone light paper green window music table garden cloud bridge summer number "
-           "yellow market silver forest letter orange").split()
+_FILLER = (
+    "time river stone light paper green window music table garden cloud bridge summer number "
+    "yellow market silver forest letter orange"
+).split()
 
 
 def synthetic_prompt(tokens: int, seed: int) -> str:
@@ -73,8 +75,9 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         max_tokens = workload.output_tokens or 256
         for i in range(count):
             text = synthetic_prompt(workload.synthetic_input_tokens, i)
-            bodies.append(_body(model, [{"role": "user", "content": text}], max_tokens, workload,
-                                workload.synthetic_input_tokens))
+            bodies.append(
+                _body(model, [{"role": "user", "content": text}], max_tokens, workload, workload.synthetic_input_tokens)
+            )
         return bodies
     plan_suites = prepare_suites(plan)
     wanted = set(workload.suites)
@@ -86,15 +89,31 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
             messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            bodies.append(_body(model, messages, max_tokens, workload, estimate_tokens(prompt.text),
-                                gen.temperature, list(gen.stop)))
+            bodies.append(
+                _body(
+                    model, messages, max_tokens, workload, estimate_tokens(prompt.text), gen.temperature, list(gen.stop)
+                )
+            )
     return bodies
 
 
-def _body(model: ModelSpec, messages: list[dict], max_tokens: int, workload: Workload, tokens_est: int,
-          temperature: float = 0.0, stop: list[str] | None = None) -> Body:
-    payload = {"model": model.api_model, "messages": messages, "max_tokens": max_tokens,
-               "temperature": temperature, "stream": True, "stream_options": {"include_usage": True}}
+def _body(
+    model: ModelSpec,
+    messages: list[dict],
+    max_tokens: int,
+    workload: Workload,
+    tokens_est: int,
+    temperature: float = 0.0,
+    stop: list[str] | None = None,
+) -> Body:
+    payload = {
+        "model": model.api_model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if stop:
         payload["stop"] = stop
     if workload.ignore_eos:

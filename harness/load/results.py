@@ -45,33 +45,85 @@ class StoredModel:
 def start_load_run(store: Store, *, plan_name: str, plan_path: str, tag: str, profile: dict) -> str:
     run_id = new_run_id()
     with Session(store.engine) as s, s.begin():
-        s.add(LoadRunRow(id=run_id, plan_name=plan_name, plan_path=plan_path, tag=tag,
-                         profile_json=json.dumps(profile, default=str)))
+        s.add(
+            LoadRunRow(
+                id=run_id,
+                plan_name=plan_name,
+                plan_path=plan_path,
+                tag=tag,
+                profile_json=json.dumps(profile, default=str),
+            )
+        )
     return run_id
 
 
-def save_stage(store: Store, run_id: str, model: str, index: int, stats: dict, results: list[RequestResult], *,
-               meets_slo: bool | None, probe: bool) -> int:
+def save_stage(
+    store: Store,
+    run_id: str,
+    model: str,
+    index: int,
+    stats: dict,
+    results: list[RequestResult],
+    *,
+    meets_slo: bool | None,
+    probe: bool,
+) -> int:
     """One stage and its measured requests, in one transaction."""
-    row = {"load_run_id": run_id, "model": model, "stage_index": index, "concurrency": stats.get("concurrency"),
-           "rate": stats.get("rate"), "requests": stats.get("requests") or 0, "error_rate": stats.get("error_rate"),
-           "ttft_p99": stats.get("ttft_p99"), "latency_p99": stats.get("latency_p99"), "meets_slo": meets_slo,
-           "probe": probe, "stats_json": json.dumps(stats)}
+    row = {
+        "load_run_id": run_id,
+        "model": model,
+        "stage_index": index,
+        "concurrency": stats.get("concurrency"),
+        "rate": stats.get("rate"),
+        "requests": stats.get("requests") or 0,
+        "error_rate": stats.get("error_rate"),
+        "ttft_p99": stats.get("ttft_p99"),
+        "latency_p99": stats.get("latency_p99"),
+        "meets_slo": meets_slo,
+        "probe": probe,
+        "stats_json": json.dumps(stats),
+    }
     store._text_rules.fit(LoadStageRow.__table__, [row])
     with store.engine.begin() as conn:
         stage_id = conn.execute(insert(LoadStageRow).values(**row)).inserted_primary_key[0]
-        rows = [{"stage_id": stage_id, "sent_at": r.sent_at, "latency": r.latency, "ttft": r.ttft, "tpot": r.tpot,
-                 "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "status": r.status,
-                 "error": r.error} for r in results if r.measured]
+        rows = [
+            {
+                "stage_id": stage_id,
+                "sent_at": r.sent_at,
+                "latency": r.latency,
+                "ttft": r.ttft,
+                "tpot": r.tpot,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "status": r.status,
+                "error": r.error,
+            }
+            for r in results
+            if r.measured
+        ]
         if rows:
             conn.execute(insert(LoadRequestRow), rows)
     return int(stage_id)
 
 
-def save_model(store: Store, run_id: str, model: str, api_model: str, *, capacity_concurrency: int | None = None,
-               capacity_rate: float | None = None, note: str = "") -> None:
-    row = {"load_run_id": run_id, "model": model, "api_model": api_model, "capacity_concurrency": capacity_concurrency,
-           "capacity_rate": capacity_rate, "note": note}
+def save_model(
+    store: Store,
+    run_id: str,
+    model: str,
+    api_model: str,
+    *,
+    capacity_concurrency: int | None = None,
+    capacity_rate: float | None = None,
+    note: str = "",
+) -> None:
+    row = {
+        "load_run_id": run_id,
+        "model": model,
+        "api_model": api_model,
+        "capacity_concurrency": capacity_concurrency,
+        "capacity_rate": capacity_rate,
+        "note": note,
+    }
     store._text_rules.fit(LoadModelRow.__table__, [row])
     with store.engine.begin() as conn:
         conn.execute(insert(LoadModelRow).values(**row))
@@ -88,8 +140,10 @@ def load_runs(store: Store, plan_name: str | None = None) -> list[LoadRunInfo]:
     if plan_name:
         query = query.where(LoadRunRow.plan_name == plan_name)
     with Session(store.engine) as s:
-        return [LoadRunInfo(r.id, r.plan_name, r.tag, r.status, r.started_at, json.loads(r.profile_json or "{}"))
-                for r in s.scalars(query)]
+        return [
+            LoadRunInfo(r.id, r.plan_name, r.tag, r.status, r.started_at, json.loads(r.profile_json or "{}"))
+            for r in s.scalars(query)
+        ]
 
 
 def resolve_load_run(store: Store, run_id: str | None, plan_name: str | None = None) -> LoadRunInfo:
@@ -106,11 +160,16 @@ def resolve_load_run(store: Store, run_id: str | None, plan_name: str | None = N
 
 
 def stages(store: Store, run_id: str) -> list[StoredStage]:
-    query = select(LoadStageRow).where(LoadStageRow.load_run_id == run_id).order_by(LoadStageRow.model,
-                                                                                     LoadStageRow.stage_index)
+    query = (
+        select(LoadStageRow)
+        .where(LoadStageRow.load_run_id == run_id)
+        .order_by(LoadStageRow.model, LoadStageRow.stage_index)
+    )
     with Session(store.engine) as s:
-        return [StoredStage(r.id, r.model, r.stage_index, json.loads(r.stats_json or "{}"), bool(r.probe), r.meets_slo)
-                for r in s.scalars(query)]
+        return [
+            StoredStage(r.id, r.model, r.stage_index, json.loads(r.stats_json or "{}"), bool(r.probe), r.meets_slo)
+            for r in s.scalars(query)
+        ]
 
 
 def models(store: Store, run_id: str) -> list[StoredModel]:

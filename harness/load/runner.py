@@ -33,8 +33,10 @@ def loadable(plan: Plan) -> tuple[list[ModelSpec], list[str]]:
         else:
             notes.append(f"model '{m.name}': provider {m.provider} has no endpoint to load; skipped")
     if not models:
-        raise HarnessError(f"plan {plan.path or plan.name}: no model with provider openai; harness load measures "
-                           f"OpenAI-compatible servers (give a model base_url)")
+        raise HarnessError(
+            f"plan {plan.path or plan.name}: no model with provider openai; harness load measures "
+            f"OpenAI-compatible servers (give a model base_url)"
+        )
     return models, notes
 
 
@@ -53,8 +55,10 @@ def estimate(plan: Plan, profile: LoadProfile, models: list[ModelSpec]) -> dict[
     for m in models:
         bodies = build_bodies(plan, m, profile.workload, count=64)
         if not bodies:
-            raise HarnessError(f"model '{m.name}': the workload has no prompts (check the plan's suites or "
-                               f"give --input-tokens for synthetic prompts)")
+            raise HarnessError(
+                f"model '{m.name}': the workload has no prompts (check the plan's suites or "
+                f"give --input-tokens for synthetic prompts)"
+            )
         per_in = sum(b.input_tokens_est for b in bodies) / len(bodies)
         per_out = sum(b.max_tokens for b in bodies) / len(bodies)
         requests = sum(requests_in_stage(s) for s in profile.stages)
@@ -62,9 +66,14 @@ def estimate(plan: Plan, profile: LoadProfile, models: list[ModelSpec]) -> dict[
         if profile.search:
             searched = 12 * max(requests_in_stage(s) for s in profile.stages)
         cost = m.price.cost(int(per_in * (requests + searched)), int(per_out * (requests + searched)))
-        out[m.name] = {"requests": requests, "search_requests_at_most": searched, "input_tokens_per_request": per_in,
-                       "max_tokens": per_out, "estimated_cost_usd": cost,
-                       "priced": bool(m.price.input or m.price.output)}
+        out[m.name] = {
+            "requests": requests,
+            "search_requests_at_most": searched,
+            "input_tokens_per_request": per_in,
+            "max_tokens": per_out,
+            "estimated_cost_usd": cost,
+            "priced": bool(m.price.input or m.price.output),
+        }
     return out
 
 
@@ -85,14 +94,23 @@ class ModelOutcome:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: list[Body], store: Store, run_id: str,
-                     budget: Budget, say: Callable[[str], None]) -> ModelOutcome:
+async def _run_model(
+    plan: Plan,
+    spec: ModelSpec,
+    profile: LoadProfile,
+    bodies: list[Body],
+    store: Store,
+    run_id: str,
+    budget: Budget,
+    say: Callable[[str], None],
+) -> ModelOutcome:
     endpoint_url = (spec.base_url or "").rstrip("/") + "/chat/completions"
     endpoint = Endpoint(endpoint_url)
     key = resolve_api_key(spec)
     headers = {"Authorization": f"Bearer {key}"} if spec.api_key_env else {}
-    driver = StageDriver(endpoint, bodies, headers, timeout=spec.timeout_s, slo=profile.slo, budget=budget,
-                         seed=profile.seed)
+    driver = StageDriver(
+        endpoint, bodies, headers, timeout=spec.timeout_s, slo=profile.slo, budget=budget, seed=profile.seed
+    )
     outcome = ModelOutcome(spec.name, [])
     limits = _per_request_limits(profile)
     index = 0
@@ -100,8 +118,13 @@ async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: 
     async def run_stage(stage: Stage, probe: bool) -> bool:
         nonlocal index
         run = await drive(driver, endpoint_url, stage)
-        stats = stage_stats(run.results, StageTarget(stage.concurrency, stage.rate), slo_limits=limits,
-                            lags=run.lags, stopped=run.stopped)
+        stats = stage_stats(
+            run.results,
+            StageTarget(stage.concurrency, stage.rate),
+            slo_limits=limits,
+            lags=run.lags,
+            stopped=run.stopped,
+        )
         failures = profile.slo.failures(stats) if profile.slo else []
         meets = None if profile.slo is None else (not failures and not run.stopped)
         stats["meets_slo"] = meets
@@ -133,8 +156,9 @@ async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: 
 
             levels = tuple(float(s.concurrency if closed else s.rate) for s in profile.stages)
             _raise_fd_limit(profile.max_concurrency)
-            outcome.capacity = await capacity.search(probe, levels, integer=closed,
-                                                     ceiling=float(profile.max_concurrency) if closed else 1e6)
+            outcome.capacity = await capacity.search(
+                probe, levels, integer=closed, ceiling=float(profile.max_concurrency) if closed else 1e6
+            )
         else:
             _raise_fd_limit(max(s.concurrency or 0 for s in profile.stages))
             for stage in profile.stages:
@@ -146,11 +170,15 @@ async def _run_model(plan: Plan, spec: ModelSpec, profile: LoadProfile, bodies: 
         endpoint.close()
     outcome.stages.sort(key=lambda st: (st["concurrency"] or 0, st["rate"] or 0))
     cap = outcome.capacity
-    save_model(store, run_id, spec.name, spec.api_model,
-               capacity_concurrency=int(cap.best) if cap and cap.best is not None and profile.stages[0].concurrency
-               else None,
-               capacity_rate=cap.best if cap and cap.best is not None and profile.stages[0].rate else None,
-               note=(cap.note if cap else "") or "; ".join(outcome.notes))
+    save_model(
+        store,
+        run_id,
+        spec.name,
+        spec.api_model,
+        capacity_concurrency=int(cap.best) if cap and cap.best is not None and profile.stages[0].concurrency else None,
+        capacity_rate=cap.best if cap and cap.best is not None and profile.stages[0].rate else None,
+        note=(cap.note if cap else "") or "; ".join(outcome.notes),
+    )
     return outcome
 
 
@@ -176,12 +204,21 @@ def _stage_line(model: str, st: dict) -> str:
     extra = f"  stopped: {st['stopped_early']}" if st.get("stopped_early") else ""
     if st.get("generator_behind"):
         extra += "  GENERATOR BEHIND: offered load below target"
-    return (f"{model:<20} {level:<12} n={st['requests']:<5} ttft p50 {_fmt(st['ttft_p50'])} p99 {_fmt(st['ttft_p99'])}"
-            f"  latency p50 {_fmt(st['latency_p50'])} p99 {_fmt(st['latency_p99'])}  errors {err}{extra}")
+    return (
+        f"{model:<20} {level:<12} n={st['requests']:<5} ttft p50 {_fmt(st['ttft_p50'])} p99 {_fmt(st['ttft_p99'])}"
+        f"  latency p50 {_fmt(st['latency_p50'])} p99 {_fmt(st['latency_p99'])}  errors {err}{extra}"
+    )
 
 
-def run_load(plan: Plan, profile: LoadProfile, store: Store, *, tag: str = "", max_cost: float | None = None,
-             say: Callable[[str], None] = print) -> tuple[str, list[ModelOutcome]]:
+def run_load(
+    plan: Plan,
+    profile: LoadProfile,
+    store: Store,
+    *,
+    tag: str = "",
+    max_cost: float | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[str, list[ModelOutcome]]:
     """Run the profile model by model (one at a time: models do not share the machine's CPU)."""
     models, notes = loadable(plan)
     for note in notes:

@@ -37,14 +37,25 @@ class StageTarget:
     rate: float | None
 
 
-def stage_stats(results: list[RequestResult], target: StageTarget, *, slo_limits: dict[str, float] | None = None,
-                lags: Sequence[float] = (), stopped: str = "") -> dict:
+def stage_stats(
+    results: list[RequestResult],
+    target: StageTarget,
+    *,
+    slo_limits: dict[str, float] | None = None,
+    lags: Sequence[float] = (),
+    stopped: str = "",
+) -> dict:
     """The stage's figures (the `harness load --json` STAGE shape, plus more); None = not measured."""
     measured = [r for r in results if r.measured]
     ok = [r for r in measured if r.ok]
     n = len(measured)
-    stats: dict = {"concurrency": target.concurrency, "rate": target.rate, "requests": n, "ok": len(ok),
-                   "errors": n - len(ok)}
+    stats: dict = {
+        "concurrency": target.concurrency,
+        "rate": target.rate,
+        "requests": n,
+        "ok": len(ok),
+        "errors": n - len(ok),
+    }
     by_kind = {k: sum(1 for r in measured if r.error == k) for k in ERROR_KINDS}
     stats["errors_by_kind"] = {k: v for k, v in by_kind.items() if v}
     stats["error_rate"] = (n - len(ok)) / n if n else None
@@ -105,8 +116,9 @@ class P99Change:
     significant: bool  # the interval lies above zero: p99 got worse
 
 
-def p99_change(old: Sequence[float], new: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000,
-               seed: int = 0) -> P99Change | None:
+def p99_change(
+    old: Sequence[float], new: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> P99Change | None:
     """Bootstrap interval (percentile method, independent resampling of each side) of p99(new) - p99(old).
 
     A p99 rests on the few slowest requests, so normal-theory intervals do not apply; the bootstrap
@@ -121,8 +133,16 @@ def p99_change(old: Sequence[float], new: Sequence[float], *, confidence: float 
     def diff(x, y, axis=-1):
         return np.percentile(y, 99, axis=axis) - np.percentile(x, 99, axis=axis)
 
-    res = bootstrap((a, b), diff, paired=False, vectorized=True, n_resamples=resamples, confidence_level=confidence,
-                    method="percentile", random_state=np.random.default_rng(seed))
+    res = bootstrap(
+        (a, b),
+        diff,
+        paired=False,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     d = float(diff(a, b))
     return P99Change(float(np.percentile(a, 99)), float(np.percentile(b, 99)), d, lo, hi, bool(lo > 0))

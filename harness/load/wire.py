@@ -118,7 +118,7 @@ class _Parser:
         if end < 0:
             return False
         lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-        del self.buf[:end + 4]
+        del self.buf[: end + 4]
         parts = lines[0].split(" ", 2)
         try:
             self.r.status = int(parts[1])
@@ -144,7 +144,7 @@ class _Parser:
                     if pos >= end:
                         return False
                     take = min(self.remaining, end - pos)
-                    self._body(bytes(buf[pos:pos + take]))
+                    self._body(bytes(buf[pos : pos + take]))
                     pos += take
                     self.remaining -= take
                     if self.remaining:
@@ -197,8 +197,13 @@ class _Parser:
 class Connection:
     """One keep-alive connection, plain or TLS (through memory BIOs, so timestamps survive)."""
 
-    def __init__(self, sock: socket.socket, tls: ssl.SSLObject | None = None,
-                 incoming: ssl.MemoryBIO | None = None, outgoing: ssl.MemoryBIO | None = None):
+    def __init__(
+        self,
+        sock: socket.socket,
+        tls: ssl.SSLObject | None = None,
+        incoming: ssl.MemoryBIO | None = None,
+        outgoing: ssl.MemoryBIO | None = None,
+    ):
         self.sock = sock
         self.tls, self.incoming, self.outgoing = tls, incoming, outgoing
         self.loop = asyncio.get_running_loop()
@@ -253,9 +258,14 @@ class Connection:
             if not raw:
                 parser.closed()
                 self.closed = True
-                finish(None if response.complete else WireError(
-                    "connection" if response.first_byte_at is None else "incomplete",
-                    "connection closed before the response ended"))
+                finish(
+                    None
+                    if response.complete
+                    else WireError(
+                        "connection" if response.first_byte_at is None else "incomplete",
+                        "connection closed before the response ended",
+                    )
+                )
             elif complete:
                 finish(None)
 
@@ -311,8 +321,13 @@ class Endpoint:
         self.host_header = parts.netloc.rsplit("@", 1)[-1]
 
     def request_bytes(self, body: bytes, headers: dict[str, str]) -> bytes:
-        head = [f"POST {self.path} HTTP/1.1", f"Host: {self.host_header}", "Content-Type: application/json",
-                "Accept: text/event-stream", f"Content-Length: {len(body)}"]
+        head = [
+            f"POST {self.path} HTTP/1.1",
+            f"Host: {self.host_header}",
+            "Content-Type: application/json",
+            "Accept: text/event-stream",
+            f"Content-Length: {len(body)}",
+        ]
         head += [f"{k}: {v}" for k, v in headers.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
@@ -351,7 +366,7 @@ class Endpoint:
                     await loop.sock_sendall(sock, pending)
                 raw = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), max(0.01, deadline - loop.time()))
                 if not raw:
-                    raise ssl.SSLError("connection closed during the TLS handshake")
+                    raise ssl.SSLError("connection closed during the TLS handshake") from None
                 incoming.write(raw)
 
     async def send(self, body: bytes, headers: dict[str, str], timeout: float) -> Response:

@@ -44,16 +44,34 @@ async def drive(driver: StageDriver, url: str, stage: Stage, *, processes: int |
     n = worker_count(stage) if processes is None else processes
     if n <= 1:
         return await driver.run(stage)
-    return await run_in_workers(url, driver.body_list, driver.headers, stage, n, timeout=driver.timeout,
-                                slo=driver.slo, budget=driver.budget, seed=driver.seed)
+    return await run_in_workers(
+        url,
+        driver.body_list,
+        driver.headers,
+        stage,
+        n,
+        timeout=driver.timeout,
+        slo=driver.slo,
+        budget=driver.budget,
+        seed=driver.seed,
+    )
 
 
 def _share(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
-def _run_share(url: str, bodies: list[Body], headers: dict[str, str], timeout: float, slo: Slo | None,
-               budget: Budget, seed: int, stage: Stage, start_at: float) -> tuple[StageRun, float]:
+def _run_share(
+    url: str,
+    bodies: list[Body],
+    headers: dict[str, str],
+    timeout: float,
+    slo: Slo | None,
+    budget: Budget,
+    seed: int,
+    stage: Stage,
+    start_at: float,
+) -> tuple[StageRun, float]:
     async def main() -> StageRun:
         endpoint = Endpoint(url)
         driver = StageDriver(endpoint, bodies, headers, timeout=timeout, slo=slo, budget=budget, seed=seed)
@@ -67,8 +85,18 @@ def _run_share(url: str, bodies: list[Body], headers: dict[str, str], timeout: f
     return run, budget.spent
 
 
-async def run_in_workers(url: str, bodies: list[Body], headers: dict[str, str], stage: Stage, workers: int, *,
-                         timeout: float, slo: Slo | None, budget: Budget, seed: int) -> StageRun:
+async def run_in_workers(
+    url: str,
+    bodies: list[Body],
+    headers: dict[str, str],
+    stage: Stage,
+    workers: int,
+    *,
+    timeout: float,
+    slo: Slo | None,
+    budget: Budget,
+    seed: int,
+) -> StageRun:
     """The stage, its users (or rate), requests and warm-up divided over `workers` processes."""
     shares = []
     for i in range(workers):
@@ -77,9 +105,13 @@ async def run_in_workers(url: str, bodies: list[Body], headers: dict[str, str], 
             concurrency=None if stage.concurrency is None else _share(stage.concurrency, workers, i),
             rate=None if stage.rate is None else stage.rate / workers,
             requests=None if stage.requests is None else _share(stage.requests, workers, i),
-            warmup=_share(stage.warmup, workers, i))
-        share_budget = Budget(budget.price_input, budget.price_output,
-                              None if budget.max_cost is None else max(0.0, budget.max_cost - budget.spent) / workers)
+            warmup=_share(stage.warmup, workers, i),
+        )
+        share_budget = Budget(
+            budget.price_input,
+            budget.price_output,
+            None if budget.max_cost is None else max(0.0, budget.max_cost - budget.spent) / workers,
+        )
         shares.append((part, share_budget))
     loop = asyncio.get_running_loop()
     # spawn, not fork: the parent has a running event loop and open sockets a child must not inherit
@@ -88,10 +120,14 @@ async def run_in_workers(url: str, bodies: list[Body], headers: dict[str, str], 
         # each lands on its own process); then all start together.
         await asyncio.gather(*(loop.run_in_executor(pool, _ready, 0.3) for _ in range(workers)))
         start_at = time.time() + 0.2
-        outcomes = await asyncio.gather(*(
-            loop.run_in_executor(pool, _run_share, url, bodies, headers, timeout, slo, share_budget, seed + i,
-                                 part, start_at)
-            for i, (part, share_budget) in enumerate(shares)))
+        outcomes = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool, _run_share, url, bodies, headers, timeout, slo, share_budget, seed + i, part, start_at
+                )
+                for i, (part, share_budget) in enumerate(shares)
+            )
+        )
     merged = StageRun()
     for run, spent in outcomes:
         merged.results += run.results

@@ -28,9 +28,18 @@ class ProviderError(Exception):
     newer request): it serves fewer requests at once than it was sent.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None, rate_limited: bool = False, fatal: bool = False,
-                 unreachable: bool = False, congested: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        rate_limited: bool = False,
+        fatal: bool = False,
+        unreachable: bool = False,
+        congested: bool = False,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after

@@ -62,12 +62,9 @@ def _load_llama(path: Path, n_ctx: int, threads: int):
             try:
                 from llama_cpp import Llama
             except ImportError:
-                raise HarnessError(
-                    "llama-cpp-python is not installed: pip install -e '.[local]'"
-                ) from None
+                raise HarnessError("llama-cpp-python is not installed: pip install -e '.[local]'") from None
             with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-                _MODELS[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
-                                     verbose=False, seed=0)
+                _MODELS[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
             if len(_MODELS) == 1:
                 atexit.register(_close_models)
         return _MODELS[key]

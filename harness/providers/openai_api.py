@@ -59,8 +59,10 @@ def resolve_extra_headers(spec: ModelSpec) -> dict[str, str]:
             var = value[1:]
             resolved = os.environ.get(var)
             if resolved is None:
-                raise HarnessError(f"model '{spec.name}': extra_headers {name}: environment variable {var} "
-                                   f"is not set (export {var}=...)")
+                raise HarnessError(
+                    f"model '{spec.name}': extra_headers {name}: environment variable {var} "
+                    f"is not set (export {var}=...)"
+                )
             register_secret(resolved)
             value = resolved
         headers[name] = value
@@ -103,7 +105,10 @@ class OpenAIProvider:
         http_client = openai.DefaultAioHttpClient if aio else openai.DefaultAsyncHttpxClient
         self.clients = [
             openai.AsyncOpenAI(
-                base_url=spec.base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                base_url=spec.base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=timeout,
                 http_client=http_client(verify=tls, timeout=timeout, limits=limits),
             )
             for _ in range(pools)
@@ -146,8 +151,9 @@ class OpenAIProvider:
                 if self.spec.stream:
                     return await self._stream(client, params, contents, start)
                 options = {"headers": self.headers} if self.headers else {}
-                response = await client.post("/chat/completions", body={**params, **self.extra_body},
-                                             cast_to=httpx2.Response, options=options)
+                response = await client.post(
+                    "/chat/completions", body={**params, **self.extra_body}, cast_to=httpx2.Response, options=options
+                )
                 body = response.content
         except ProviderError:
             raise
@@ -160,11 +166,19 @@ class OpenAIProvider:
             raise ProviderError(f"timed out after {self.spec.timeout_s:g} s", retryable=True) from None
         except openai.APIConnectionError as exc:
             raise _connection_error(exc) from None
-        except (openai.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError,
-                IndexError, UnicodeError) as exc:
+        except (
+            openai.APIResponseValidationError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            UnicodeError,
+        ) as exc:
             # Whatever else a body can make the client trip over is the server's fault, not a crash.
-            raise ProviderError(f"malformed response: {exc.__class__.__name__}: {str(exc)[:SHOWN_BODY_CHARS]}",
-                                retryable=True) from None
+            raise ProviderError(
+                f"malformed response: {exc.__class__.__name__}: {str(exc)[:SHOWN_BODY_CHARS]}", retryable=True
+            ) from None
         except (httpx2.HTTPError, OSError) as exc:  # a body cut short while being read
             raise ProviderError(f"connection failed: {exc}", retryable=True) from None
         finally:
@@ -177,8 +191,11 @@ class OpenAIProvider:
         reader = StreamReader(contents)
         ttft = None
         async with client.chat.completions.with_streaming_response.create(
-            **params, stream=True, stream_options={"include_usage": True},
-            extra_headers=self.headers or None, extra_body=self.extra_body or None,
+            **params,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=self.headers or None,
+            extra_body=self.extra_body or None,
         ) as response:
             async for line in response.iter_lines():
                 reader.feed_line(line)
@@ -210,8 +227,10 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
 
 
 # A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
-_UNKNOWN_MODEL = re.compile(r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
-                            r"is not supported|not available)|model_not_found")
+_UNKNOWN_MODEL = re.compile(
+    r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
+    r"is not supported|not available)|model_not_found"
+)
 # A 400 that refuses the key: LiteLLM's proxy answers a key other than its master key, when it has no
 # database of virtual keys to look it up in, with 400 "No connected db.".
 _KEY_REFUSED = re.compile(r"(?i)no connected db|(invalid|incorrect|missing) api[ _-]?key|authentication error")
@@ -241,10 +260,17 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
-    fatal = status in (401, 403, 404) or (status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail)
-                                                                         or _KEY_REFUSED.search(detail)))
-    return ProviderError(f"HTTP {status}: {detail}", retryable=retryable, retry_after=retry_after,
-                         status=status, rate_limited=status == 429, fatal=fatal)
+    fatal = status in (401, 403, 404) or (
+        status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail) or _KEY_REFUSED.search(detail))
+    )
+    return ProviderError(
+        f"HTTP {status}: {detail}",
+        retryable=retryable,
+        retry_after=retry_after,
+        status=status,
+        rate_limited=status == 429,
+        fatal=fatal,
+    )
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:
@@ -272,8 +298,11 @@ def _connection_error(exc: BaseException) -> ProviderError:
     seen = 0
     link: BaseException | None = exc
     while link is not None and seen < 10:
-        if isinstance(link, (ConnectionRefusedError, socket.gaierror)) or \
-                type(link).__name__ in ("ClientConnectorError", "ClientConnectorDNSError", "ConnectError"):
+        if isinstance(link, (ConnectionRefusedError, socket.gaierror)) or type(link).__name__ in (
+            "ClientConnectorError",
+            "ClientConnectorDNSError",
+            "ConnectError",
+        ):
             unreachable = True
             break
         link, seen = link.__cause__ or link.__context__, seen + 1

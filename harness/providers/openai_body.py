@@ -108,19 +108,41 @@ def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[
         raise malformed("no message", body)
     text = content_text(msg.get("content"))
     reasoning = content_text(msg.get("reasoning_content") or msg.get("reasoning"), "reasoning")
-    return build_completion(text, reasoning, _finish_reason(choice.get("finish_reason")), data.get("usage"),
-                            prompt_contents, latency=latency, served=_text_field(data.get("model")))
+    return build_completion(
+        text,
+        reasoning,
+        _finish_reason(choice.get("finish_reason")),
+        data.get("usage"),
+        prompt_contents,
+        latency=latency,
+        served=_text_field(data.get("model")),
+    )
 
 
-def build_completion(text: str, reasoning: str, finish: str, usage: Any, prompt_contents: Sequence[str], *,
-                     latency: float, served: str, ttft: float | None = None) -> Completion:
+def build_completion(
+    text: str,
+    reasoning: str,
+    finish: str,
+    usage: Any,
+    prompt_contents: Sequence[str],
+    *,
+    latency: float,
+    served: str,
+    ttft: float | None = None,
+) -> Completion:
     """The Completion of an answer read whole, with the server's token counts or estimated ones."""
     counts = read_usage(usage, prompt_contents, text, reasoning)
     return Completion(
-        text=text, reasoning=reasoning, finish_reason=finish,
-        prompt_tokens=counts.prompt_tokens, completion_tokens=counts.completion_tokens,
-        reasoning_tokens=counts.reasoning_tokens, usage_estimated=counts.estimated,
-        latency_s=latency, ttft_s=ttft, served_model=served,
+        text=text,
+        reasoning=reasoning,
+        finish_reason=finish,
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
+        reasoning_tokens=counts.reasoning_tokens,
+        usage_estimated=counts.estimated,
+        latency_s=latency,
+        ttft_s=ttft,
+        served_model=served,
     )
 
 
@@ -192,11 +214,22 @@ class StreamReader:
             ending = "[DONE]" if self.done else "the end of the body"
             # An orderly [DONE] without a finish_reason is a server that gave up on the request (llama.cpp's
             # server does so when a newer request interrupts it); a body that just ends is a cut stream.
-            raise ProviderError(f"incomplete stream: {ending} after {self.events} chunks and {len(text)} "
-                                f"characters, with no finish_reason (cut or interrupted by the server)",
-                                retryable=True, congested=self.done)
-        return build_completion("".join(self.parts), "".join(self.reasoning), self.finish, self.usage,
-                                self.prompt_contents, latency=latency, served=self.served, ttft=ttft)
+            raise ProviderError(
+                f"incomplete stream: {ending} after {self.events} chunks and {len(text)} "
+                f"characters, with no finish_reason (cut or interrupted by the server)",
+                retryable=True,
+                congested=self.done,
+            )
+        return build_completion(
+            "".join(self.parts),
+            "".join(self.reasoning),
+            self.finish,
+            self.usage,
+            self.prompt_contents,
+            latency=latency,
+            served=self.served,
+            ttft=ttft,
+        )
 
 
 def _finish_reason(value: Any) -> str:

@@ -20,7 +20,7 @@ def split_reasoning(text: str) -> tuple[str, str]:
     answer = _THINK.sub("", text)
     opened = _OPEN.search(answer)
     if opened:
-        thoughts.append(answer[opened.end():].strip())
+        thoughts.append(answer[opened.end() :].strip())
         answer = answer[: opened.start()]
     # Some servers strip the opening tag but keep the closing one.
     if "</think>" in answer.lower():

@@ -6,10 +6,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.suite.jsonl import read_jsonl
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
 from harness.records import Completion
+from harness.suite.jsonl import read_jsonl
 
 
 def read_samples(path: str | Path) -> dict[str, list[dict]]:

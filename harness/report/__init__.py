@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -50,8 +49,10 @@ def check_out_dir(out_dir: str | Path) -> None:
     if {"index.html", "trends"} <= names and all(_report_entry(e) for e in others):
         return
     shown = ", ".join(e.name for e in others[:4]) + (", ..." if len(others) > 4 else "")
-    raise HarnessError(f"--out {out}: the folder holds other files ({shown}) and no earlier report; "
-                       f"give a new or empty folder, e.g. --out reports")
+    raise HarnessError(
+        f"--out {out}: the folder holds other files ({shown}) and no earlier report; "
+        f"give a new or empty folder, e.g. --out reports"
+    )
 
 
 def _report_entry(path: Path) -> bool:

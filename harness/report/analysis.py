@@ -86,8 +86,9 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     pending: list[tuple[str, int, paired.Comparison]] = []
     for suite, cells in by_suite.items():
         # A model that never answered is no contender for "best", whatever its (all-zero) score ties with.
-        cells = sorted(cells, key=lambda c: (_never_answered(c), -(c.mean if _finite(c.mean) else -1.0),
-                                             order.get(c.model, 0)))
+        cells = sorted(
+            cells, key=lambda c: (_never_answered(c), -(c.mean if _finite(c.mean) else -1.0), order.get(c.model, 0))
+        )
         best = cells[0]
         if _never_answered(best):
             boards[suite] = [BoardRow(c, rank, False) for rank, c in enumerate(cells, start=1)]
@@ -103,8 +104,9 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     adjusted = stats.adjust_pvalues([cmp.p_value for _, _, cmp in pending], "holm")
     for (suite, idx, _), p_adj in zip(pending, adjusted):
         row = boards[suite][idx]
-        boards[suite][idx] = BoardRow(row.cell, row.rank, False, row.diff, row.lo, row.hi, row.n_paired,
-                                      row.method, row.p, p_adj)
+        boards[suite][idx] = BoardRow(
+            row.cell, row.rank, False, row.diff, row.lo, row.hi, row.n_paired, row.method, row.p, p_adj
+        )
     return boards
 
 
@@ -118,7 +120,7 @@ def pairs(summary: RunSummary) -> list[tuple[str, str, list[PairSuite]]]:
     models = [m.model for m in summary.models if any(k[0] == m.model for k in cells)]
     out = []
     for i, a in enumerate(models):
-        for b in models[i + 1:]:
+        for b in models[i + 1 :]:
             per_suite = []
             for s in summary.suites:
                 ca, cb = cells.get((a, s.suite)), cells.get((b, s.suite))

@@ -77,16 +77,38 @@ def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: se
             colour, marker = style(models.index(m))
             hollow = (m, suite) in worse
             if _finite(lo) and _finite(hi):
-                ax.errorbar([100 * mean], [y], xerr=[[100 * (mean - lo)], [100 * (hi - mean)]], fmt="none",
-                            ecolor=colour, elinewidth=2, capsize=3)
+                ax.errorbar(
+                    [100 * mean],
+                    [y],
+                    xerr=[[100 * (mean - lo)], [100 * (hi - mean)]],
+                    fmt="none",
+                    ecolor=colour,
+                    elinewidth=2,
+                    capsize=3,
+                )
                 lows.append(100 * lo)
                 highs.append(100 * hi)
-            ax.plot([100 * mean], [y], marker=marker, markersize=7, color=colour,
-                    markerfacecolor="white" if hollow else colour, markeredgewidth=1.6, linestyle="none",
-                    label=_label(m, 32) if m not in seen else None)
+            ax.plot(
+                [100 * mean],
+                [y],
+                marker=marker,
+                markersize=7,
+                color=colour,
+                markerfacecolor="white" if hollow else colour,
+                markeredgewidth=1.6,
+                linestyle="none",
+                label=_label(m, 32) if m not in seen else None,
+            )
             seen.add(m)
-            ax.annotate(f"{100 * mean:.1f}", (100 * (hi if _finite(hi) else mean), y), xytext=(5, 0),
-                        textcoords="offset points", va="center", fontsize=8, color="#333333")
+            ax.annotate(
+                f"{100 * mean:.1f}",
+                (100 * (hi if _finite(hi) else mean), y),
+                xytext=(5, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color="#333333",
+            )
             lows.append(100 * mean)
             highs.append(100 * mean)
             y += 1
@@ -106,8 +128,9 @@ def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: se
     ax.set_axisbelow(True)
     ax.set_title("Accuracy per model per suite (hollow: significantly worse than the best)", fontsize=10)
     if seen:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model",
-                  title_fontsize=9)
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model", title_fontsize=9
+        )
     return _render(fig, "Accuracy with 95% confidence interval per model and suite")
 
 
@@ -120,13 +143,30 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
         colour, marker = style(models.index(m))
         ax.plot([c], [100 * a], marker=marker, markersize=9, color=colour, linestyle="none", zorder=3)
         if on_front:
-            ax.plot([c], [100 * a], marker="o", markersize=17, markerfacecolor="none", markeredgecolor="#222222",
-                    markeredgewidth=1.2, linestyle="none", zorder=2)
+            ax.plot(
+                [c],
+                [100 * a],
+                marker="o",
+                markersize=17,
+                markerfacecolor="none",
+                markeredgecolor="#222222",
+                markeredgewidth=1.2,
+                linestyle="none",
+                zorder=2,
+            )
         ax.annotate(_label(m, 28), (c, 100 * a), xytext=(8, 6), textcoords="offset points", fontsize=8)
     fr = sorted((c, 100 * a) for m, c, a, f in pts if f)
     if fr:
-        ax.plot([p[0] for p in fr], [p[1] for p in fr], linestyle="--", color="#222222", linewidth=1.2,
-                drawstyle="steps-post", zorder=1, label="Pareto front (cheapest for its accuracy)")
+        ax.plot(
+            [p[0] for p in fr],
+            [p[1] for p in fr],
+            linestyle="--",
+            color="#222222",
+            linewidth=1.2,
+            drawstyle="steps-post",
+            zorder=1,
+            label="Pareto front (cheapest for its accuracy)",
+        )
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     costs = [p[1] for p in pts]
     if costs and min(costs) > 0 and max(costs) / min(costs) > 50:
@@ -157,8 +197,13 @@ def latency_chart(latencies: dict[str, list[float]], models: list[str]) -> Chart
     ax = fig.add_subplot()
     data = [np.asarray(latencies[m], dtype=float) for m in names]
     if data:
-        box_args = dict(whis=(1, 99), showfliers=False, patch_artist=True, widths=0.55,
-                        medianprops={"color": "#000000", "linewidth": 1.6})
+        box_args = dict(
+            whis=(1, 99),
+            showfliers=False,
+            patch_artist=True,
+            widths=0.55,
+            medianprops={"color": "#000000", "linewidth": 1.6},
+        )
         try:
             bp = ax.boxplot(data, orientation="horizontal", **box_args)  # matplotlib >= 3.10
         except TypeError:
@@ -184,8 +229,7 @@ def latency_chart(latencies: dict[str, list[float]], models: list[str]) -> Chart
     return _render(fig, "Request latency distribution per model")
 
 
-def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]],
-                changes: list[datetime]) -> Chart:
+def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]], changes: list[datetime]) -> Chart:
     """Score over time per model with 95% CI bands for one suite.
 
     series: model -> [(started_at, mean, lo, hi, segment)], segment numbering the suite-hash
@@ -203,21 +247,49 @@ def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]],
         for seg in sorted({p[4] for p in pts}):
             part = [p for p in pts if p[4] == seg]
             xs = [p[0] for p in part]
-            ax.plot(xs, [100 * p[1] for p in part], marker=marker, color=colour, linewidth=1.8, markersize=6,
-                    label=None if labelled else _label(m))
+            ax.plot(
+                xs,
+                [100 * p[1] for p in part],
+                marker=marker,
+                color=colour,
+                linewidth=1.8,
+                markersize=6,
+                label=None if labelled else _label(m),
+            )
             labelled = True
             band = [p for p in part if _finite(p[2]) and _finite(p[3])]
             if len(band) > 1:
-                ax.fill_between([p[0] for p in band], [100 * p[2] for p in band], [100 * p[3] for p in band],
-                                color=colour, alpha=0.18, linewidth=0)
+                ax.fill_between(
+                    [p[0] for p in band],
+                    [100 * p[2] for p in band],
+                    [100 * p[3] for p in band],
+                    color=colour,
+                    alpha=0.18,
+                    linewidth=0,
+                )
             elif band:  # a lone point has no band to draw: show its interval as an error bar
                 p = band[0]
-                ax.errorbar([p[0]], [100 * p[1]], yerr=[[100 * (p[1] - p[2])], [100 * (p[3] - p[1])]],
-                            fmt="none", ecolor=colour, elinewidth=1.5, capsize=4, alpha=0.7)
-    for i, when in enumerate(changes):
+                ax.errorbar(
+                    [p[0]],
+                    [100 * p[1]],
+                    yerr=[[100 * (p[1] - p[2])], [100 * (p[3] - p[1])]],
+                    fmt="none",
+                    ecolor=colour,
+                    elinewidth=1.5,
+                    capsize=4,
+                    alpha=0.7,
+                )
+    for when in changes:
         ax.axvline(when, color="#555555", linestyle=":", linewidth=1.4)
-        ax.annotate("suite changed", (when, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color="#555555")
+        ax.annotate(
+            "suite changed",
+            (when, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#555555",
+        )
     when = [p[0] for pts in series.values() for p in pts]
     span = (max(when) - min(when)).days if when else 0
     if when and span < 2:  # one day of runs: show a week around it rather than years
@@ -235,6 +307,7 @@ def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]],
     ax.grid(color="#e3e3e3")
     ax.set_title(f"{_label(suite, 60)}: score per model across runs", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model",
-                  title_fontsize=9)
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model", title_fontsize=9
+        )
     return _render(fig, f"Score of each model on {suite} across runs with 95% confidence bands")

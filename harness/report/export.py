@@ -9,10 +9,32 @@ from typing import TextIO
 from harness.graders import shown_reference
 from harness.store import Store
 
-COLUMNS = ("run", "model", "suite", "suite_hash", "item_id", "sample_index", "prompt", "completion", "extracted",
-           "reference", "score", "passed", "grade_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-           "latency_s", "ttft_s", "cost_usd", "served_model", "error", "batched",
-           "finish_reason", "usage_estimated")
+COLUMNS = (
+    "run",
+    "model",
+    "suite",
+    "suite_hash",
+    "item_id",
+    "sample_index",
+    "prompt",
+    "completion",
+    "extracted",
+    "reference",
+    "score",
+    "passed",
+    "grade_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "latency_s",
+    "ttft_s",
+    "cost_usd",
+    "served_model",
+    "error",
+    "batched",
+    "finish_reason",
+    "usage_estimated",
+)
 
 
 def _prompt(messages_json: str | None) -> list[dict] | None:
@@ -44,13 +66,18 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
         if r.suite_hash not in prompts:
             prompts[r.suite_hash] = store.prompts(r.suite_hash)
         messages_json, stored_reference = prompts[r.suite_hash].get(r.item_id, (None, ""))
-        computed = {"run": r.run_id, "prompt": _prompt(messages_json),
-                    "reference": shown_reference(graders.get(r.suite, ""), stored_reference or "")}
+        computed = {
+            "run": r.run_id,
+            "prompt": _prompt(messages_json),
+            "reference": shown_reference(graders.get(r.suite, ""), stored_reference or ""),
+        }
         if r.model in untimed:
             computed["latency_s"] = computed["ttft_s"] = None
         row = {c: computed[c] if c in computed else getattr(r, c) for c in COLUMNS}
         if writer:
-            writer.writerow({**row, "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False)})
+            writer.writerow(
+                {**row, "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False)}
+            )
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         n += 1

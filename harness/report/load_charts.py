@@ -65,15 +65,16 @@ def ttft_distribution_chart(ttfts: dict[tuple, dict[str, list[float]]], models: 
             if len(values) == 0:
                 continue
             colour, _ = style(i)
-            ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post", color=colour,
-                    label=_label(model, 28))
+            ax.step(
+                values, np.arange(1, len(values) + 1) / len(values), where="post", color=colour, label=_label(model, 28)
+            )
         ax.axhline(0.99, color="#999999", linewidth=0.8, linestyle=":")
         ax.set_title(f"{level[0]} users" if closed else f"{level[1]:g} req/s", fontsize=9)
         ax.set_xlabel("TTFT (s)", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.grid(color="#e3e3e3")
         ax.tick_params(labelsize=7)
-    for ax in axes[len(levels):]:
+    for ax in axes[len(levels) :]:
         ax.set_visible(False)
     first = fig.axes[0]
     handles, labels = first.get_legend_handles_labels()

@@ -10,13 +10,26 @@ from harness.load import join, results
 from harness.report.pages import Renderer, pct, run_dir, secs
 from harness.store import Store
 
-STAGE_COLUMNS = (("requests", "Requests", "int"), ("ok", "OK", "int"), ("error_rate", "Errors", "pct"),
-                 ("rate_limited_rate", "429", "pct"), ("achieved_concurrency", "Achieved users", "num"),
-                 ("achieved_rate", "Achieved req/s", "num"), ("requests_per_s", "Done req/s", "num"),
-                 ("output_tokens_per_s", "Out tok/s", "num"), ("ttft_p50", "TTFT p50", "s"), ("ttft_p90", "p90", "s"),
-                 ("ttft_p99", "p99", "s"), ("itl_p50", "ITL p50", "s"), ("itl_p99", "p99", "s"),
-                 ("tpot_p50", "TPOT p50", "s"), ("latency_p50", "Latency p50", "s"), ("latency_p90", "p90", "s"),
-                 ("latency_p99", "p99", "s"), ("goodput", "Goodput", "pct"))
+STAGE_COLUMNS = (
+    ("requests", "Requests", "int"),
+    ("ok", "OK", "int"),
+    ("error_rate", "Errors", "pct"),
+    ("rate_limited_rate", "429", "pct"),
+    ("achieved_concurrency", "Achieved users", "num"),
+    ("achieved_rate", "Achieved req/s", "num"),
+    ("requests_per_s", "Done req/s", "num"),
+    ("output_tokens_per_s", "Out tok/s", "num"),
+    ("ttft_p50", "TTFT p50", "s"),
+    ("ttft_p90", "p90", "s"),
+    ("ttft_p99", "p99", "s"),
+    ("itl_p50", "ITL p50", "s"),
+    ("itl_p99", "p99", "s"),
+    ("tpot_p50", "TPOT p50", "s"),
+    ("latency_p50", "Latency p50", "s"),
+    ("latency_p90", "p90", "s"),
+    ("latency_p99", "p99", "s"),
+    ("goodput", "Goodput", "pct"),
+)
 
 
 def load_href(load_run_id: str) -> str:
@@ -38,8 +51,13 @@ def _cell(value, kind: str) -> str:
 def _chart(chart, path: Path, href: str) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(chart.png)
-    return dict(src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"), file=href,
-                alt=chart.alt, width=chart.width, height=chart.height)
+    return dict(
+        src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"),
+        file=href,
+        alt=chart.alt,
+        width=chart.width,
+        height=chart.height,
+    )
 
 
 def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> Path:
@@ -52,8 +70,12 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
     for s in stored:
         if s.model not in models:
             models.append(s.model)
-    per_model = {m: sorted([s.stats for s in stored if s.model == m],
-                           key=lambda st: (st.get("concurrency") or 0, st.get("rate") or 0)) for m in models}
+    per_model = {
+        m: sorted(
+            [s.stats for s in stored if s.model == m], key=lambda st: (st.get("concurrency") or 0, st.get("rate") or 0)
+        )
+        for m in models
+    }
     closed = any(s.stats.get("concurrency") is not None for s in stored)
     ttfts: dict[tuple, dict[str, list[float]]] = {}
     for s in stored:
@@ -63,11 +85,17 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
     name = run_dir(run.id)
     charts = []
     if stored:
-        charts.append(_chart(load_curves_chart(per_model, models, closed), out / "load" / name / "curves.png",
-                             f"{name}/curves.png"))
+        charts.append(
+            _chart(
+                load_curves_chart(per_model, models, closed), out / "load" / name / "curves.png", f"{name}/curves.png"
+            )
+        )
         if any(v for d in ttfts.values() for v in d.values()):
-            charts.append(_chart(ttft_distribution_chart(ttfts, models, closed), out / "load" / name / "ttft.png",
-                                 f"{name}/ttft.png"))
+            charts.append(
+                _chart(
+                    ttft_distribution_chart(ttfts, models, closed), out / "load" / name / "ttft.png", f"{name}/ttft.png"
+                )
+            )
     tables = []
     for m in models:
         rows = []
@@ -85,22 +113,45 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
                 notes.append("misses SLO: " + "; ".join(st["slo_failures"]))
             elif st.get("meets_slo"):
                 notes.append("meets SLO")
-            rows.append(dict(level=level, cells=[_cell(st.get(k), kind) for k, _, kind in STAGE_COLUMNS],
-                             notes=", ".join(notes), meets=st.get("meets_slo")))
+            rows.append(
+                dict(
+                    level=level,
+                    cells=[_cell(st.get(k), kind) for k, _, kind in STAGE_COLUMNS],
+                    notes=", ".join(notes),
+                    meets=st.get("meets_slo"),
+                )
+            )
         cap = capacity.get(m)
         cap_text = ""
         if cap is not None and (cap.capacity_concurrency is not None or cap.capacity_rate is not None):
-            cap_text = (f"{cap.capacity_concurrency} concurrent users" if cap.capacity_concurrency is not None
-                        else f"{cap.capacity_rate:g} requests/s")
+            cap_text = (
+                f"{cap.capacity_concurrency} concurrent users"
+                if cap.capacity_concurrency is not None
+                else f"{cap.capacity_rate:g} requests/s"
+            )
         tables.append(dict(model=m, rows=rows, capacity=cap_text, note=cap.note if cap else ""))
     profile = run.profile or {}
     slo = (profile.get("slo") or {}).get("text") if isinstance(profile.get("slo"), dict) else None
     workload = profile.get("workload") or {}
     page = out / load_href(run.id)
-    r.write("load.html.j2", page, root="../", run=dict(id=run.id, plan=run.plan_name, tag=run.tag, status=run.status,
-                                                         started=run.started_at.strftime("%Y-%m-%d %H:%M")),
-            slo=slo, workload=workload, columns=[c[1] for c in STAGE_COLUMNS], tables=tables, charts=charts,
-            closed=closed)
+    r.write(
+        "load.html.j2",
+        page,
+        root="../",
+        run=dict(
+            id=run.id,
+            plan=run.plan_name,
+            tag=run.tag,
+            status=run.status,
+            started=run.started_at.strftime("%Y-%m-%d %H:%M"),
+        ),
+        slo=slo,
+        workload=workload,
+        columns=[c[1] for c in STAGE_COLUMNS],
+        tables=tables,
+        charts=charts,
+        closed=closed,
+    )
     return page
 
 
@@ -118,8 +169,11 @@ def under_load_section(store: Store, plan_name: str, scores: dict[str, dict[str,
             st = join.stage_at(view, m, level)
             cells.append("—" if st is None else f"p99 {secs(st.get('latency_p99'))} · err {pct(st.get('error_rate'))}")
         measured = [lv for lv in levels if join.stage_at(view, m, lv) is not None]
-        headline = join.sentence(join.stage_at(view, m, measured[-1]), measured[-1], scores.get(m, {})) \
-            if measured else "no load measured for this model"
+        headline = (
+            join.sentence(join.stage_at(view, m, measured[-1]), measured[-1], scores.get(m, {}))
+            if measured
+            else "no load measured for this model"
+        )
         cap = view.capacity.get(m)
         capacity = ""
         if cap is not None and cap.capacity_concurrency is not None:
@@ -128,14 +182,16 @@ def under_load_section(store: Store, plan_name: str, scores: dict[str, dict[str,
             capacity = f"{cap.capacity_rate:g}/s"
         rows.append(dict(model=m, cells=cells, headline=headline, capacity=capacity))
     short = [(f"{c} user" + ("" if c == 1 else "s")) if c is not None else f"{r:g} req/s" for c, r in levels]
-    return dict(run=view.run.id, href=load_href(view.run.id), levels=short,
-                rows=rows, started=view.run.started_at.strftime("%Y-%m-%d %H:%M"))
+    return dict(
+        run=view.run.id,
+        href=load_href(view.run.id),
+        levels=short,
+        rows=rows,
+        started=view.run.started_at.strftime("%Y-%m-%d %H:%M"),
+    )
 
 
 def write_plan_load_pages(store: Store, r: Renderer, out: Path, plan_name: str) -> Path | None:
     """The load page of the plan's latest finished load run (the one the run page links to)."""
     view = join.load_view(store, plan_name)
     return None if view is None else write_load_page(store, r, out, view.run.id)
-
-
-

@@ -17,8 +17,8 @@ from markupsafe import Markup
 
 from harness import __version__
 from harness.graders import shown_reference
-from harness.report import queries
 from harness.records import money
+from harness.report import queries
 from harness.store import Store
 
 PAGE_SIZE = 200  # samples per page
@@ -50,7 +50,6 @@ def secs(x) -> str:
     if not finite(x):
         return "—"
     return f"{1000 * x:.0f} ms" if x < 1 else f"{x:.2f} s"
-
 
 
 def pval(p) -> str:
@@ -110,14 +109,20 @@ class Renderer:
     """Compiled templates plus the page shell (CSP, inlined stylesheet) shared by every page."""
 
     def __init__(self) -> None:
-        self.env = Environment(loader=FileSystemLoader(str(_HERE / "templates")), autoescape=True,
-                               trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined,
-                               auto_reload=False)
+        self.env = Environment(
+            loader=FileSystemLoader(str(_HERE / "templates")),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=StrictUndefined,
+            auto_reload=False,
+        )
         css = (_HERE / "static" / "report.css").read_text(encoding="utf-8")
         digest = base64.b64encode(hashlib.sha256(css.encode("utf-8")).digest()).decode("ascii")
         # No script runs on any page; styles only from the inlined sheet (by hash), images only inline.
-        self.csp = (f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; "
-                    f"base-uri 'none'; form-action 'none'")
+        self.csp = (
+            f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; base-uri 'none'; form-action 'none'"
+        )
         # The stylesheet is our own static file, not data: Markup keeps its `>` selectors intact.
         self.env.globals.update(css=Markup(css), csp=self.csp, version=__version__)
         self.sample = self.env.get_template("_sample.html.j2").module.sample
@@ -141,9 +146,26 @@ class Renderer:
 
 # The fields of one sample article, in the order the `_sample.html.j2` macro unpacks them: a plain
 # tuple keeps the per-sample template work to local-variable access (100k samples in seconds).
-SAMPLE_FIELDS = ("n", "status", "status_label", "item_id", "meta", "extracted", "reference", "reference_cut",
-                 "reason", "error", "messages", "summary", "reasoning", "reasoning_cut", "reasoning_size",
-                 "completion", "completion_cut", "ops")
+SAMPLE_FIELDS = (
+    "n",
+    "status",
+    "status_label",
+    "item_id",
+    "meta",
+    "extracted",
+    "reference",
+    "reference_cut",
+    "reason",
+    "error",
+    "messages",
+    "summary",
+    "reasoning",
+    "reasoning_cut",
+    "reasoning_size",
+    "completion",
+    "completion_cut",
+    "ops",
+)
 _STATUS = {"pass": "✓ right", "fail": "✗ wrong", "error": "⚠ error"}
 _COL = {c.key: i for i, c in enumerate(queries.SAMPLE_COLUMNS)}
 _ITEM, _ERROR, _PASSED, _LATENCY = _COL["item_id"], _COL["error"], _COL["passed"], _COL["latency_s"]
@@ -168,8 +190,9 @@ def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
             role, content = "message", m
         if not isinstance(content, str):
             content = json.dumps(content, ensure_ascii=False)
-        out.append((role, content, 0) if len(content) <= TEXT_CAP else
-                   (role, content[:TEXT_CAP], len(content) - TEXT_CAP))
+        out.append(
+            (role, content, 0) if len(content) <= TEXT_CAP else (role, content[:TEXT_CAP], len(content) - TEXT_CAP)
+        )
     return out
 
 
@@ -177,8 +200,32 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
     """A streamed sample row (queries.SAMPLE_COLUMNS) as the SAMPLE_FIELDS tuple of plain text;
     the template escapes every field. `reference`: the reference as the grader reads it (default: as
     stored); `timed`: the latency was measured (not so for completions replayed from a file)."""
-    (_model, _suite, item_id, group, sample_index, completion, reasoning, finish, pt, ct, rt, latency, ttft,
-     served, error, attempts, cost, score, passed, reason, extracted, messages_json, stored_reference, batched) = row
+    (
+        _model,
+        _suite,
+        item_id,
+        group,
+        sample_index,
+        completion,
+        reasoning,
+        finish,
+        pt,
+        ct,
+        rt,
+        latency,
+        ttft,
+        served,
+        error,
+        attempts,
+        cost,
+        score,
+        passed,
+        reason,
+        extracted,
+        messages_json,
+        stored_reference,
+        batched,
+    ) = row
     reference = stored_reference if reference is None else reference
     status = "error" if error else ("pass" if passed else "fail")
     messages = messages_of(messages_json)
@@ -189,8 +236,11 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
         summary = f"Prompt · {len(messages)} message{'' if len(messages) == 1 else 's'} · {preview}"
     else:
         summary = "Prompt · not stored"
-    meta = (f"sample {sample_index} · group {group} · score {score:g}" if group
-            else f"sample {sample_index} · score {score:g}")
+    meta = (
+        f"sample {sample_index} · group {group} · score {score:g}"
+        if group
+        else f"sample {sample_index} · score {score:g}"
+    )
     reference = reference or ""
     completion = completion or ""
     reasoning = reasoning or ""
@@ -206,11 +256,26 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
         ops.append("served as " + served)
     if attempts and attempts > 1:
         ops.append(f"{attempts} attempts")
-    return (n, status, _STATUS[status], item_id, meta, (extracted or "")[:SHORT_CAP], reference[:SHORT_CAP],
-            max(0, len(reference) - SHORT_CAP), (reason or "")[:SHORT_CAP], (error or "")[:SHORT_CAP], messages,
-            summary, reasoning[:TEXT_CAP], max(0, len(reasoning) - TEXT_CAP),
-            f"{rt:,} tokens · {size}" if rt else size, completion[:TEXT_CAP], max(0, len(completion) - TEXT_CAP),
-            " · ".join(ops))
+    return (
+        n,
+        status,
+        _STATUS[status],
+        item_id,
+        meta,
+        (extracted or "")[:SHORT_CAP],
+        reference[:SHORT_CAP],
+        max(0, len(reference) - SHORT_CAP),
+        (reason or "")[:SHORT_CAP],
+        (error or "")[:SHORT_CAP],
+        messages,
+        summary,
+        reasoning[:TEXT_CAP],
+        max(0, len(reasoning) - TEXT_CAP),
+        f"{rt:,} tokens · {size}" if rt else size,
+        completion[:TEXT_CAP],
+        max(0, len(completion) - TEXT_CAP),
+        " · ".join(ops),
+    )
 
 
 class CellPages:
@@ -248,15 +313,22 @@ class CellPages:
     def _flush(self, f: str) -> None:
         page, buf = self.next_page[f], self.buf[f]
         total = self.counts[f]
-        shown = (f"{self.first[f]:,}–{self.first[f] + len(buf) - 1:,} of {total:,}" if buf
-                 else f"0 of {total:,}")
+        shown = f"{self.first[f]:,}–{self.first[f] + len(buf) - 1:,} of {total:,}" if buf else f"0 of {total:,}"
         # The page shell is rendered around a marker that only our template can contain (data is
         # escaped, so no "<!--" from it survives); the samples, already-escaped HTML encoded once,
         # are written in its place without copying them into one big string.
         text = self.r.template("samples.html.j2").render(
-            filter=f, filter_label=dict(FILTERS)[f], page=page, pages=self.pages[f],
-            page_links=page_links(page, self.pages[f]), shown=shown, has_samples=bool(buf),
-            body=Markup(_BODY_MARK), filters=self.filters, **self.context)
+            filter=f,
+            filter_label=dict(FILTERS)[f],
+            page=page,
+            pages=self.pages[f],
+            page_links=page_links(page, self.pages[f]),
+            shown=shown,
+            has_samples=bool(buf),
+            body=Markup(_BODY_MARK),
+            filters=self.filters,
+            **self.context,
+        )
         head, _, tail = text.partition(_BODY_MARK)  # no marker on an empty page: all of it is head
         path = self.folder / f"{f}-{page}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,8 +344,14 @@ class CellPages:
 _BODY_MARK = "<!--harness:samples-->"
 
 
-def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple[str, str]], site: str | Path,
-                 counts: dict[tuple[str, str], tuple[int, int, float]]) -> dict:
+def render_cells(
+    store: Store | str,
+    run_id: str,
+    max_id: int,
+    cells: list[tuple[str, str]],
+    site: str | Path,
+    counts: dict[tuple[str, str], tuple[int, int, float]],
+) -> dict:
     """Write the sample pages of these model x suite cells under `site` (the run's folder).
 
     `store` may be a database URL (in a worker process). Returns what the run page needs from the
@@ -294,9 +372,20 @@ def render_cells(store: Store | str, run_id: str, max_id: int, cells: list[tuple
         shown: dict[tuple[str, str], str] = {}
         for model, suite in cells:
             n_all, n_right, score_sum = counts.get((model, suite), (0, 0, 0.0))
-            pages = CellPages(r, site / cell_folder(model, suite), dict(
-                root="../../../../", run_href="../../../index.html", run_id=run_id, model=model, suite=suite,
-                score=pct(score_sum / n_all) if n_all else "—"), n_all, n_right)
+            pages = CellPages(
+                r,
+                site / cell_folder(model, suite),
+                dict(
+                    root="../../../../",
+                    run_href="../../../index.html",
+                    run_id=run_id,
+                    model=model,
+                    suite=suite,
+                    score=pct(score_sum / n_all) if n_all else "—",
+                ),
+                n_all,
+                n_right,
+            )
             loc = located.setdefault((model, suite), {})
             lat = latencies.setdefault(model, array("d"))
             n = 0

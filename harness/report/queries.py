@@ -9,12 +9,30 @@ from sqlalchemy import and_, func, select
 from harness.store import PromptRow, RunModelRow, RunRow, RunSuiteRow, SampleRow, Store
 
 SAMPLE_COLUMNS = (
-    SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.item_group, SampleRow.sample_index,
-    SampleRow.completion, SampleRow.reasoning, SampleRow.finish_reason, SampleRow.prompt_tokens,
-    SampleRow.completion_tokens, SampleRow.reasoning_tokens, SampleRow.latency_s, SampleRow.ttft_s,
-    SampleRow.served_model, SampleRow.error, SampleRow.attempts, SampleRow.cost_usd, SampleRow.score,
-    SampleRow.passed, SampleRow.grade_reason, SampleRow.extracted,
-    PromptRow.messages_json, PromptRow.reference, SampleRow.batched,
+    SampleRow.model,
+    SampleRow.suite,
+    SampleRow.item_id,
+    SampleRow.item_group,
+    SampleRow.sample_index,
+    SampleRow.completion,
+    SampleRow.reasoning,
+    SampleRow.finish_reason,
+    SampleRow.prompt_tokens,
+    SampleRow.completion_tokens,
+    SampleRow.reasoning_tokens,
+    SampleRow.latency_s,
+    SampleRow.ttft_s,
+    SampleRow.served_model,
+    SampleRow.error,
+    SampleRow.attempts,
+    SampleRow.cost_usd,
+    SampleRow.score,
+    SampleRow.passed,
+    SampleRow.grade_reason,
+    SampleRow.extracted,
+    PromptRow.messages_json,
+    PromptRow.reference,
+    SampleRow.batched,
 )
 
 
@@ -27,10 +45,12 @@ def max_sample_id(store: Store, run_id: str) -> int:
 
 def cell_counts(store: Store, run_id: str, max_id: int) -> dict[tuple[str, str], tuple[int, int, float]]:
     """(model, suite) -> (samples, passed samples, sum of scores), in (model, suite) order."""
-    q = (select(SampleRow.model, SampleRow.suite, SampleRow.passed, func.count(), func.sum(SampleRow.score))
-         .where(SampleRow.run_id == run_id, SampleRow.id <= max_id)
-         .group_by(SampleRow.model, SampleRow.suite, SampleRow.passed)
-         .order_by(SampleRow.model, SampleRow.suite))
+    q = (
+        select(SampleRow.model, SampleRow.suite, SampleRow.passed, func.count(), func.sum(SampleRow.score))
+        .where(SampleRow.run_id == run_id, SampleRow.id <= max_id)
+        .group_by(SampleRow.model, SampleRow.suite, SampleRow.passed)
+        .order_by(SampleRow.model, SampleRow.suite)
+    )
     out: dict[tuple[str, str], list] = {}
     with store.engine.connect() as conn:
         for model, suite, passed, n, score in conn.execute(q):
@@ -42,16 +62,20 @@ def cell_counts(store: Store, run_id: str, max_id: int) -> dict[tuple[str, str],
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
-def stream_samples(store: Store, run_id: str, max_id: int, *, model: str | None = None, suite: str | None = None,
-                   batch: int = 2000) -> Iterator:
+def stream_samples(
+    store: Store, run_id: str, max_id: int, *, model: str | None = None, suite: str | None = None, batch: int = 2000
+) -> Iterator:
     """A run's samples (up to sample id `max_id`) with their prompt and reference, as Core rows of
     SAMPLE_COLUMNS in the order of `Store.samples` (model, suite, insertion), `batch` rows a fetch."""
-    q = (select(*SAMPLE_COLUMNS)
-         .select_from(SampleRow)
-         .outerjoin(PromptRow, and_(PromptRow.suite_hash == SampleRow.suite_hash,
-                                    PromptRow.item_id == SampleRow.item_id))
-         .where(SampleRow.run_id == run_id, SampleRow.id <= max_id)
-         .order_by(SampleRow.model, SampleRow.suite, SampleRow.id))
+    q = (
+        select(*SAMPLE_COLUMNS)
+        .select_from(SampleRow)
+        .outerjoin(
+            PromptRow, and_(PromptRow.suite_hash == SampleRow.suite_hash, PromptRow.item_id == SampleRow.item_id)
+        )
+        .where(SampleRow.run_id == run_id, SampleRow.id <= max_id)
+        .order_by(SampleRow.model, SampleRow.suite, SampleRow.id)
+    )
     if model is not None:
         q = q.where(SampleRow.model == model)
     if suite is not None:
@@ -64,9 +88,11 @@ def stream_samples(store: Store, run_id: str, max_id: int, *, model: str | None 
 def runs_overview(store: Store) -> list[dict]:
     """Every run, newest first, with its models, suites and sample count (four queries in all)."""
     with store.engine.connect() as conn:
-        runs = conn.execute(select(RunRow.id, RunRow.plan_name, RunRow.tag, RunRow.status, RunRow.started_at,
-                                   RunRow.finished_at)
-                            .order_by(RunRow.started_at.desc(), RunRow.id.desc())).all()
+        runs = conn.execute(
+            select(
+                RunRow.id, RunRow.plan_name, RunRow.tag, RunRow.status, RunRow.started_at, RunRow.finished_at
+            ).order_by(RunRow.started_at.desc(), RunRow.id.desc())
+        ).all()
         models: dict[str, list[str]] = {}
         for run_id, model in conn.execute(select(RunModelRow.run_id, RunModelRow.model).order_by(RunModelRow.id)):
             models.setdefault(run_id, []).append(model)
@@ -74,15 +100,25 @@ def runs_overview(store: Store) -> list[dict]:
         for run_id, suite in conn.execute(select(RunSuiteRow.run_id, RunSuiteRow.suite).order_by(RunSuiteRow.id)):
             suites.setdefault(run_id, []).append(suite)
         counts = dict(conn.execute(select(SampleRow.run_id, func.count()).group_by(SampleRow.run_id)).all())
-    return [dict(id=r.id, plan=r.plan_name, tag=r.tag, status=r.status, started=r.started_at,
-                 finished=r.finished_at, models=models.get(r.id, []), suites=suites.get(r.id, []),
-                 samples=counts.get(r.id, 0)) for r in runs]
+    return [
+        dict(
+            id=r.id,
+            plan=r.plan_name,
+            tag=r.tag,
+            status=r.status,
+            started=r.started_at,
+            finished=r.finished_at,
+            models=models.get(r.id, []),
+            suites=suites.get(r.id, []),
+            samples=counts.get(r.id, 0),
+        )
+        for r in runs
+    ]
 
 
 def sample_counts(store: Store, run_ids: list[str]) -> dict[str, int]:
     if not run_ids:
         return {}
     with store.engine.connect() as conn:
-        q = (select(SampleRow.run_id, func.count()).where(SampleRow.run_id.in_(run_ids))
-             .group_by(SampleRow.run_id))
+        q = select(SampleRow.run_id, func.count()).where(SampleRow.run_id.in_(run_ids)).group_by(SampleRow.run_id)
         return dict(conn.execute(q).all())

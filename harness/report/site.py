@@ -13,12 +13,11 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from harness.report import analysis, charts, pages, queries, weekly
-from harness.report.pages import (Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir,
-                                  secs, slug)
-from harness.records import money
-from harness.store import Store
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
+from harness.records import money
+from harness.report import analysis, charts, pages, queries, weekly
+from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
+from harness.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,13 @@ def _chart_ctx(chart: charts.Chart | None, path: Path, href: str) -> dict | None
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(chart.png)
-    return dict(src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"), file=href,
-                alt=chart.alt, width=chart.width, height=chart.height)
+    return dict(
+        src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"),
+        file=href,
+        alt=chart.alt,
+        width=chart.width,
+        height=chart.height,
+    )
 
 
 # --------------------------------------------------------------------------- one run
@@ -83,8 +87,7 @@ def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | 
 def _worker_url(store: Store) -> str | None:
     """The URL a worker process can open for the same data, or None (in-memory SQLite)."""
     url = store.engine.url
-    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:")
-                                               or "mode=memory" in str(url)):
+    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "mode=memory" in str(url)):
         return None
     return store.url
 
@@ -100,7 +103,7 @@ def _split(counts: dict, total: int) -> tuple[list, list]:
             break
         main.append(cell)
         done += counts[cell][0]
-    return main, cells[len(main):]
+    return main, cells[len(main) :]
 
 
 class _SamplePages:
@@ -117,8 +120,9 @@ class _SamplePages:
         url = _worker_url(store) if self.worker_cells else None
         if url is not None:
             try:
-                self.worker = Worker(url, run_id, max_id, self.worker_cells, site,
-                                     {c: counts[c] for c in self.worker_cells})
+                self.worker = Worker(
+                    url, run_id, max_id, self.worker_cells, site, {c: counts[c] for c in self.worker_cells}
+                )
             except OSError as exc:  # no subprocesses here: do it all in this one
                 log.warning("report: no worker process (%s); rendering serially", exc)
         if self.worker is None:
@@ -136,8 +140,9 @@ class _SamplePages:
                 parts.append(self.worker.result())
             except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
                 log.warning("report: %s; rendering its pages here", exc)
-                parts.append(pages.render_cells(self.store, self.run_id, self.max_id, self.worker_cells,
-                                                self.site, self.counts))
+                parts.append(
+                    pages.render_cells(self.store, self.run_id, self.max_id, self.worker_cells, self.site, self.counts)
+                )
         located, references, latencies = {}, {}, {}
         for part in parts:
             located.update(part["located"])
@@ -170,22 +175,29 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         worse = {(row.cell.model, row.cell.suite) for rows in boards.values() for row in rows if row.worse}
         chart_ctx = {"accuracy": None, "cost": None, "latency": None}
         if values:
-            chart_ctx["accuracy"] = _chart_ctx(charts.accuracy_chart(suite_names, models, values, worse),
-                                               site / "charts" / "accuracy.png", "charts/accuracy.png")
+            chart_ctx["accuracy"] = _chart_ctx(
+                charts.accuracy_chart(suite_names, models, values, worse),
+                site / "charts" / "accuracy.png",
+                "charts/accuracy.png",
+            )
         ops_points = [(o.model, o.cost_usd, o.accuracy) for o in summary.ops]
         # Cost against accuracy says nothing when nothing was spent (local or replayed models).
         if any(c > 0 for _, c, _ in ops_points):
             front = analysis.pareto_front([(c, a) for _, c, a in ops_points])
-            chart_ctx["cost"] = _chart_ctx(charts.cost_accuracy_chart(ops_points, models, front),
-                                           site / "charts" / "cost_accuracy.png", "charts/cost_accuracy.png")
+            chart_ctx["cost"] = _chart_ctx(
+                charts.cost_accuracy_chart(ops_points, models, front),
+                site / "charts" / "cost_accuracy.png",
+                "charts/cost_accuracy.png",
+            )
         # ---- the samples (this process's share; then the worker's results)
         located, references, latencies = sample_pages.render_here()
     except BaseException:
         sample_pages.kill()
         raise
     if any(latencies.values()):
-        chart_ctx["latency"] = _chart_ctx(charts.latency_chart(latencies, models),
-                                          site / "charts" / "latency.png", "charts/latency.png")
+        chart_ctx["latency"] = _chart_ctx(
+            charts.latency_chart(latencies, models), site / "charts" / "latency.png", "charts/latency.png"
+        )
 
     folders = {key: cell_folder(*key) for key in counts}
     links: dict[tuple[str, str, str], tuple[str | None, str]] = {}
@@ -207,11 +219,17 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
     for a, b, per_suite in pair_list:
         stem = f"{slug(a)}__{slug(b)}"
         _write_compare(r, site / "compare", stem, run.id, a, b, per_suite, references, locate)
-        pair_rows.append(dict(a=a, b=b, href=f"compare/{stem}-1.html",
-                              n=f"{sum(ps.comparison.n for ps in per_suite):,}",
-                              a_better=f"{sum(ps.a_better for ps in per_suite):,}",
-                              b_better=f"{sum(ps.b_better for ps in per_suite):,}",
-                              disagree=sum(len(ps.disagree) for ps in per_suite)))
+        pair_rows.append(
+            dict(
+                a=a,
+                b=b,
+                href=f"compare/{stem}-1.html",
+                n=f"{sum(ps.comparison.n for ps in per_suite):,}",
+                a_better=f"{sum(ps.a_better for ps in per_suite):,}",
+                b_better=f"{sum(ps.b_better for ps in per_suite):,}",
+                disagree=sum(len(ps.disagree) for ps in per_suite),
+            )
+        )
 
     # ---- the run page
     info = {s.suite: s for s in summary.suites}
@@ -221,9 +239,16 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         if not rows:
             continue
         s = info.get(suite)
-        board_ctx.append(dict(suite=suite, family=s.family if s else "", grader=s.grader if s else "",
-                              n_items=f"{rows[0].cell.n_items:,}", hash=rows[0].cell.suite_hash,
-                              rows=[_board_row(row, cell_folder(row.cell.model, suite)) for row in rows]))
+        board_ctx.append(
+            dict(
+                suite=suite,
+                family=s.family if s else "",
+                grader=s.grader if s else "",
+                n_items=f"{rows[0].cell.n_items:,}",
+                hash=rows[0].cell.suite_hash,
+                rows=[_board_row(row, cell_folder(row.cell.model, suite)) for row in rows],
+            )
+        )
     matrix = []
     for model in models:
         row_cells = []
@@ -234,33 +259,86 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
             n_all, n_right, _ = counts[(model, suite)]
             folder = cell_folder(model, suite)
             cell = cells.get((model, suite))
-            row_cells.append(dict(score=pct(cell.mean) if cell else "—", all=f"{folder}/all-1.html",
-                                  right=f"{folder}/right-1.html", wrong=f"{folder}/wrong-1.html",
-                                  n_all=f"{n_all:,}", n_right=f"{n_right:,}", n_wrong=f"{n_all - n_right:,}"))
+            row_cells.append(
+                dict(
+                    score=pct(cell.mean) if cell else "—",
+                    all=f"{folder}/all-1.html",
+                    right=f"{folder}/right-1.html",
+                    wrong=f"{folder}/wrong-1.html",
+                    n_all=f"{n_all:,}",
+                    n_right=f"{n_right:,}",
+                    n_wrong=f"{n_all - n_right:,}",
+                )
+            )
         matrix.append(dict(model=model, cells=row_cells))
-    ops = [dict(model=o.model, samples=f"{o.n_samples:,}", accuracy=pct(o.accuracy), error_rate=pct(o.error_rate),
-                p50=secs(o.latency_p50), p99=secs(o.latency_p99), ttft=secs(o.ttft_p50),
-                tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—",
-                cost=estimate_mark(o.estimated_samples) + money(o.cost_usd), length=pct(o.length_rate),
-                cpc=estimate_mark(o.estimated_samples) + money(o.cost_per_correct), served=list(o.served_models),
-                failure=o.failure, batched=f"{o.batched:,}" if o.batched else "—",
-                saved=money(o.batch_saved_usd) if o.batched else "—") for o in summary.ops]
-    cell_ops = [dict(model=c.model, suite=c.suite, samples=f"{c.n_samples:,}",
-                     errors=f"{c.errors:,} ({pct(c.error_rate)})", p50=secs(c.latency_p50), p90=secs(c.latency_p90),
-                     p99=secs(c.latency_p99), ttft50=secs(c.ttft_p50), ttft99=secs(c.ttft_p99),
-                     tps=f"{c.tokens_per_s:,.1f}" if finite(c.tokens_per_s) else "—",
-                     tokens=f"{c.prompt_tokens:,} / {c.completion_tokens:,} / {c.reasoning_tokens:,}",
-                     cost=estimate_mark(c.estimated_samples) + money(c.cost_usd),
-                     cpc=estimate_mark(c.estimated_samples) + money(c.cost_per_correct)) for c in summary.cells]
-    run_ctx = dict(id=run.id, plan=run.plan_name, tag=run.tag, status=run.status, started=_when(run.started_at),
-                   finished=_when(run.finished_at), samples=f"{sum(v[0] for v in counts.values()):,}",
-                   trend_href=f"../trends/{slug(run.plan_name)}.html")
-    r.write("run.html.j2", site / "index.html", root="../", run=run_ctx, charts=chart_ctx, boards=board_ctx,
-            n_comparisons=analysis.n_comparisons(boards), alpha=analysis.ALPHA, ops=ops, cell_ops=cell_ops,
-            suite_names=suite_names, matrix=matrix, pairs=pair_rows, page_size=pages.PAGE_SIZE,
-            suites=summary.suites, models=summary.models,
-            weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
-            load=_under_load(store, summary))
+    ops = [
+        dict(
+            model=o.model,
+            samples=f"{o.n_samples:,}",
+            accuracy=pct(o.accuracy),
+            error_rate=pct(o.error_rate),
+            p50=secs(o.latency_p50),
+            p99=secs(o.latency_p99),
+            ttft=secs(o.ttft_p50),
+            tps=f"{o.tokens_per_s:,.1f}" if finite(o.tokens_per_s) else "—",
+            cost=estimate_mark(o.estimated_samples) + money(o.cost_usd),
+            length=pct(o.length_rate),
+            cpc=estimate_mark(o.estimated_samples) + money(o.cost_per_correct),
+            served=list(o.served_models),
+            failure=o.failure,
+            batched=f"{o.batched:,}" if o.batched else "—",
+            saved=money(o.batch_saved_usd) if o.batched else "—",
+        )
+        for o in summary.ops
+    ]
+    cell_ops = [
+        dict(
+            model=c.model,
+            suite=c.suite,
+            samples=f"{c.n_samples:,}",
+            errors=f"{c.errors:,} ({pct(c.error_rate)})",
+            p50=secs(c.latency_p50),
+            p90=secs(c.latency_p90),
+            p99=secs(c.latency_p99),
+            ttft50=secs(c.ttft_p50),
+            ttft99=secs(c.ttft_p99),
+            tps=f"{c.tokens_per_s:,.1f}" if finite(c.tokens_per_s) else "—",
+            tokens=f"{c.prompt_tokens:,} / {c.completion_tokens:,} / {c.reasoning_tokens:,}",
+            cost=estimate_mark(c.estimated_samples) + money(c.cost_usd),
+            cpc=estimate_mark(c.estimated_samples) + money(c.cost_per_correct),
+        )
+        for c in summary.cells
+    ]
+    run_ctx = dict(
+        id=run.id,
+        plan=run.plan_name,
+        tag=run.tag,
+        status=run.status,
+        started=_when(run.started_at),
+        finished=_when(run.finished_at),
+        samples=f"{sum(v[0] for v in counts.values()):,}",
+        trend_href=f"../trends/{slug(run.plan_name)}.html",
+    )
+    r.write(
+        "run.html.j2",
+        site / "index.html",
+        root="../",
+        run=run_ctx,
+        charts=chart_ctx,
+        boards=board_ctx,
+        n_comparisons=analysis.n_comparisons(boards),
+        alpha=analysis.ALPHA,
+        ops=ops,
+        cell_ops=cell_ops,
+        suite_names=suite_names,
+        matrix=matrix,
+        pairs=pair_rows,
+        page_size=pages.PAGE_SIZE,
+        suites=summary.suites,
+        models=summary.models,
+        weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
+        load=_under_load(store, summary),
+    )
     return summary
 
 
@@ -285,26 +363,50 @@ def _board_row(row: analysis.BoardRow, folder: str) -> dict:
         mark, title = "unavailable", f"all {c.n_samples} requests failed: no score was measured"
     else:
         mark = "worse" if row.worse else ("tie" if finite(row.p_adj) else "")
-        title = (f"vs best on {row.n_paired} shared items: Δ {points(row.diff, row.lo, row.hi)} pts; "
-                 f"raw p = {row.p:.3g} ({row.method}); Holm-adjusted p = {row.p_adj:.3g}"
-                 if finite(row.p_adj) else "no shared items with the best model")
-    return dict(rank=row.rank, model=c.model, score=pct(c.mean), ci=ci_text(c.lo, c.hi),
-                value=f"{c.mean:.4f}" if finite(c.mean) else "0", diff="" if row.best else points(row.diff, row.lo, row.hi),
-                p_adj="" if row.best else pval(row.p_adj), p_title=title, mark=mark, n_items=f"{c.n_items:,}",
-                samples=f"{c.n_samples:,}", href=f"{folder}/all-1.html", href_wrong=f"{folder}/wrong-1.html")
+        title = (
+            f"vs best on {row.n_paired} shared items: Δ {points(row.diff, row.lo, row.hi)} pts; "
+            f"raw p = {row.p:.3g} ({row.method}); Holm-adjusted p = {row.p_adj:.3g}"
+            if finite(row.p_adj)
+            else "no shared items with the best model"
+        )
+    return dict(
+        rank=row.rank,
+        model=c.model,
+        score=pct(c.mean),
+        ci=ci_text(c.lo, c.hi),
+        value=f"{c.mean:.4f}" if finite(c.mean) else "0",
+        diff="" if row.best else points(row.diff, row.lo, row.hi),
+        p_adj="" if row.best else pval(row.p_adj),
+        p_title=title,
+        mark=mark,
+        n_items=f"{c.n_items:,}",
+        samples=f"{c.n_samples:,}",
+        href=f"{folder}/all-1.html",
+        href_wrong=f"{folder}/wrong-1.html",
+    )
 
 
-def _write_compare(r: Renderer, folder: Path, stem: str, run_id: str, a: str, b: str, per_suite,
-                   references: dict, locate) -> None:
+def _write_compare(
+    r: Renderer, folder: Path, stem: str, run_id: str, a: str, b: str, per_suite, references: dict, locate
+) -> None:
     """One A-vs-B page set: per-suite comparison, then every disagreeing item (paginated)."""
     stats_rows = []
     flat = []
     for ps in per_suite:
         cmp = ps.comparison
-        stats_rows.append(dict(suite=ps.suite, n=f"{cmp.n:,}", a_score=pct(ps.a.mean), b_score=pct(ps.b.mean),
-                               diff=points(cmp.diff, cmp.lo, cmp.hi),
-                               p=pval(cmp.p_value), method=cmp.method, a_better=f"{ps.a_better:,}",
-                               b_better=f"{ps.b_better:,}"))
+        stats_rows.append(
+            dict(
+                suite=ps.suite,
+                n=f"{cmp.n:,}",
+                a_score=pct(ps.a.mean),
+                b_score=pct(ps.b.mean),
+                diff=points(cmp.diff, cmp.lo, cmp.hi),
+                p=pval(cmp.p_value),
+                method=cmp.method,
+                a_better=f"{ps.a_better:,}",
+                b_better=f"{ps.b_better:,}",
+            )
+        )
         a_scores = dict(zip(ps.a.item_ids, ps.a.scores))
         b_scores = dict(zip(ps.b.item_ids, ps.b.scores))
         groups = dict(zip(ps.a.item_ids, ps.a.groups)) if ps.a.groups else {}
@@ -312,7 +414,7 @@ def _write_compare(r: Renderer, folder: Path, stem: str, run_id: str, a: str, b:
             flat.append((ps.suite, item, groups.get(item, ""), a_scores[item], b_scores[item]))
     n_pages = max(1, math.ceil(len(flat) / COMPARE_PAGE_SIZE))
     for page in range(1, n_pages + 1):
-        chunk = flat[(page - 1) * COMPARE_PAGE_SIZE: page * COMPARE_PAGE_SIZE]
+        chunk = flat[(page - 1) * COMPARE_PAGE_SIZE : page * COMPARE_PAGE_SIZE]
         sections: list[tuple[str, list]] = []
         for suite, item, group, sa, sb in chunk:
             if not sections or sections[-1][0] != suite:
@@ -320,14 +422,39 @@ def _write_compare(r: Renderer, folder: Path, stem: str, run_id: str, a: str, b:
             a_href, a_answer = locate(a, suite, item)
             b_href, b_answer = locate(b, suite, item)
             # a tuple, unpacked in the template (see compare.html.j2)
-            sections[-1][1].append((item, group, f"{sa:.3g}", a_answer, a_href, f"{sb:.3g}", b_answer, b_href,
-                                    references.get((suite, item), "")))
-        r.write("compare.html.j2", folder / f"{stem}-{page}.html", root="../../", run_href="../index.html",
-                run_id=run_id, a=a, b=b, stats=stats_rows, sections=sections, page=page, pages=n_pages, stem=stem,
-                rows_total=f"{len(flat):,}", page_size=COMPARE_PAGE_SIZE,
-                method_note=("exact McNemar for pass/fail scores, sign-flip permutation with "
-                             f"{analysis.PAIR_RESAMPLES:,} draws otherwise, whole groups flipped when items are grouped"))
-
+            sections[-1][1].append(
+                (
+                    item,
+                    group,
+                    f"{sa:.3g}",
+                    a_answer,
+                    a_href,
+                    f"{sb:.3g}",
+                    b_answer,
+                    b_href,
+                    references.get((suite, item), ""),
+                )
+            )
+        r.write(
+            "compare.html.j2",
+            folder / f"{stem}-{page}.html",
+            root="../../",
+            run_href="../index.html",
+            run_id=run_id,
+            a=a,
+            b=b,
+            stats=stats_rows,
+            sections=sections,
+            page=page,
+            pages=n_pages,
+            stem=stem,
+            rows_total=f"{len(flat):,}",
+            page_size=COMPARE_PAGE_SIZE,
+            method_note=(
+                "exact McNemar for pass/fail scores, sign-flip permutation with "
+                f"{analysis.PAIR_RESAMPLES:,} draws otherwise, whole groups flipped when items are grouped"
+            ),
+        )
 
 
 # --------------------------------------------------------------------------- trends
@@ -338,13 +465,21 @@ def _cache_path(out: Path, run_id: str) -> Path:
 
 
 def _save_cache(out: Path, summary: RunSummary, n_samples: int) -> list[dict]:
-    cells = [dict(model=c.model, suite=c.suite, suite_hash=c.suite_hash, mean=c.mean, lo=c.lo, hi=c.hi,
-                  n_items=c.n_items) for c in summary.cells]
+    cells = [
+        dict(model=c.model, suite=c.suite, suite_hash=c.suite_hash, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items)
+        for c in summary.cells
+    ]
     path = _cache_path(out, summary.run.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(format=CACHE_FORMAT, run_id=summary.run.id, status=summary.run.status,
-                                   n_samples=n_samples, cells=cells)), encoding="utf-8")
+    tmp.write_text(
+        json.dumps(
+            dict(
+                format=CACHE_FORMAT, run_id=summary.run.id, status=summary.run.status, n_samples=n_samples, cells=cells
+            )
+        ),
+        encoding="utf-8",
+    )
     os.replace(tmp, path)
     return cells
 
@@ -354,8 +489,12 @@ def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
     path = _cache_path(out, run.id)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if (data.get("format") == CACHE_FORMAT and data.get("run_id") == run.id and data.get("status") == run.status
-                and data.get("n_samples") == n_samples):
+        if (
+            data.get("format") == CACHE_FORMAT
+            and data.get("run_id") == run.id
+            and data.get("status") == run.status
+            and data.get("n_samples") == n_samples
+        ):
             return data["cells"]
     except (OSError, ValueError, AttributeError):
         pass
@@ -395,21 +534,38 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
                 c = here[m]
                 series.setdefault(m, []).append((run.started_at, c["mean"], c["lo"], c["hi"], segment))
             href = f"../{run_dir(run.id)}/index.html" if (out / run_dir(run.id) / "index.html").exists() else None
-            rows.append(dict(run=run.id, href=href, started=_when(run.started_at), hash=suite_hash, changed=changed,
-                             here=here))
+            rows.append(
+                dict(run=run.id, href=href, started=_when(run.started_at), hash=suite_hash, changed=changed, here=here)
+            )
         for row in rows:
             here = row.pop("here")
-            row["scores"] = [f"{pct(here[m]['mean'])} [{ci_text(here[m]['lo'], here[m]['hi'])}]" if m in here
-                             else "—" for m in models]
+            row["scores"] = [
+                f"{pct(here[m]['mean'])} [{ci_text(here[m]['lo'], here[m]['hi'])}]" if m in here else "—"
+                for m in models
+            ]
         n_runs = len({p[0] for pts in series.values() for p in pts})
         # One run is a point, not a trend: the table shows it, the chart starts with the second run.
         chart = charts.trend_chart(suite, models, series, change_dates) if n_runs > 1 else None
         name = slug(suite)
-        suite_ctx.append(dict(suite=suite, models=models, rows=rows, changes=changes, n_runs=n_runs,
-                              chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png")))
-    r.write("trend.html.j2", out / "trends" / f"{stem}.html", root="../", plan=plan, suites=suite_ctx,
-            runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],
-            latest=weekly.trend_sections(store, runs, {} if cache is None else cache, out))
+        suite_ctx.append(
+            dict(
+                suite=suite,
+                models=models,
+                rows=rows,
+                changes=changes,
+                n_runs=n_runs,
+                chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png"),
+            )
+        )
+    r.write(
+        "trend.html.j2",
+        out / "trends" / f"{stem}.html",
+        root="../",
+        plan=plan,
+        suites=suite_ctx,
+        runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],
+        latest=weekly.trend_sections(store, runs, {} if cache is None else cache, out),
+    )
 
 
 # --------------------------------------------------------------------------- index and entry point
@@ -420,10 +576,20 @@ def _write_index(store: Store, r: Renderer, out: Path) -> None:
     rows, plans = [], {}
     for x in runs:
         d = run_dir(x["id"])
-        rows.append(dict(id=x["id"], href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
-                         plan=x["plan"], tag=x["tag"], status=x["status"], started=_when(x["started"]),
-                         duration=_duration(x["started"], x["finished"]), models=x["models"], suites=x["suites"],
-                         samples=f"{x['samples']:,}"))
+        rows.append(
+            dict(
+                id=x["id"],
+                href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
+                plan=x["plan"],
+                tag=x["tag"],
+                status=x["status"],
+                started=_when(x["started"]),
+                duration=_duration(x["started"], x["finished"]),
+                models=x["models"],
+                suites=x["suites"],
+                samples=f"{x['samples']:,}",
+            )
+        )
         plans[x["plan"]] = plans.get(x["plan"], 0) + 1
     plan_rows = []
     for plan in sorted(plans):

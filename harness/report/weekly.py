@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.records import money
 from harness.report.pages import pct, points, pval, run_dir, secs
 from harness.store import RunInfo, Store
-from harness.analysis.summary import RunSummary, summarize_run
 
 ALARM_LABELS = {
     "served-model": "served model differs from the one asked for",
@@ -58,11 +58,28 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
         n_comparisons=len(comparison.comparisons) if comparison else 0,
         correction={"holm": "Holm", "bh": "Benjamini-Hochberg"}[result.correction],
         alpha=f"{result.alpha:g}",
-        regressions=[dict(model=c.a.model, suite=c.suite, old=pct(c.a.mean), new=pct(c.b.mean),
-                          diff=points(c.diff, c.diff_lo, c.diff_hi), p_adj=pval(c.p_adjusted), n=f"{c.n_paired:,}")
-                     for c in result.regressions],
-        alarms=[dict(kind=a.kind, label=ALARM_LABELS.get(a.kind, a.kind), model=a.model or "—",
-                     suite=a.suite or "—", detail=a.detail) for a in result.alarms],
+        regressions=[
+            dict(
+                model=c.a.model,
+                suite=c.suite,
+                old=pct(c.a.mean),
+                new=pct(c.b.mean),
+                diff=points(c.diff, c.diff_lo, c.diff_hi),
+                p_adj=pval(c.p_adjusted),
+                n=f"{c.n_paired:,}",
+            )
+            for c in result.regressions
+        ],
+        alarms=[
+            dict(
+                kind=a.kind,
+                label=ALARM_LABELS.get(a.kind, a.kind),
+                model=a.model or "—",
+                suite=a.suite or "—",
+                detail=a.detail,
+            )
+            for a in result.alarms
+        ],
         notes=list(result.notes),
     )
 
@@ -84,35 +101,62 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
     for s in rec.suites:
         c = s.chosen
         b = s.candidate(s.best) if s.best else None
-        rows.append(dict(
-            suite=s.suite, model=c.model if c else "— (none eligible)", score=pct(c.mean) if c else "—",
-            diff="" if c is None or c.is_best else points(c.diff),
-            cost=_cost(c, s.cost_basis) if c else "—", p99=secs(c.latency_p99) if c else "—",
-            best=b.model if b else "—", best_score=pct(b.mean) if b else "—",
-            best_cost=_cost(b, s.cost_basis) if b else "—", reason=s.reason, basis=s.cost_basis,
-            candidates=[dict(model=x.model, chosen=x.model == s.model, score=pct(x.mean),
-                             diff="" if x.is_best else points(x.diff),
-                             lower="" if x.is_best else points(x.lower),
-                             verdict="best" if x.is_best else ("yes" if x.noninferior else "no"),
-                             rejected=x.rejected,
-                             cost=_cost(x, s.cost_basis), p99=secs(x.latency_p99), errors=pct(x.error_rate))
-                        for x in s.candidates]))
+        rows.append(
+            dict(
+                suite=s.suite,
+                model=c.model if c else "— (none eligible)",
+                score=pct(c.mean) if c else "—",
+                diff="" if c is None or c.is_best else points(c.diff),
+                cost=_cost(c, s.cost_basis) if c else "—",
+                p99=secs(c.latency_p99) if c else "—",
+                best=b.model if b else "—",
+                best_score=pct(b.mean) if b else "—",
+                best_cost=_cost(b, s.cost_basis) if b else "—",
+                reason=s.reason,
+                basis=s.cost_basis,
+                candidates=[
+                    dict(
+                        model=x.model,
+                        chosen=x.model == s.model,
+                        score=pct(x.mean),
+                        diff="" if x.is_best else points(x.diff),
+                        lower="" if x.is_best else points(x.lower),
+                        verdict="best" if x.is_best else ("yes" if x.noninferior else "no"),
+                        rejected=x.rejected,
+                        cost=_cost(x, s.cost_basis),
+                        p99=secs(x.latency_p99),
+                        errors=pct(x.error_rate),
+                    )
+                    for x in s.candidates
+                ],
+            )
+        )
     d = rec.limits.default
-    limits = ", ".join(text for text in (
-        f"errors at most {100 * d.max_error_rate:g}%" if d.max_error_rate is not None else "",
-        f"p99 at most {d.max_p99_s:g} s" if d.max_p99_s is not None else "",
-        f"TTFT p99 at most {d.max_ttft_s:g} s" if d.max_ttft_s is not None else "") if text) or "none"
+    limits = (
+        ", ".join(
+            text
+            for text in (
+                f"errors at most {100 * d.max_error_rate:g}%" if d.max_error_rate is not None else "",
+                f"p99 at most {d.max_p99_s:g} s" if d.max_p99_s is not None else "",
+                f"TTFT p99 at most {d.max_ttft_s:g} s" if d.max_ttft_s is not None else "",
+            )
+            if text
+        )
+        or "none"
+    )
     if rec.limits.routes:
         limits += f"; own limits for {', '.join(sorted(rec.limits.routes))}"
-    return dict(error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows,
-                limits=limits)
+    return dict(
+        error="", run=rec.run.id, margin=f"{100 * rec.margin:g}", alpha=f"{rec.alpha:g}", rows=rows, limits=limits
+    )
 
 
 def run_sections(store: Store, summary: RunSummary, cache: dict[str, RunSummary], out: Path) -> dict:
     """The check and routing sections of one run's page."""
     cache.setdefault(summary.run.id, summary)
-    return dict(check=check_context(store, summary.run.id, cache, out),
-                routing=routing_context(store, summary.run.id, cache))
+    return dict(
+        check=check_context(store, summary.run.id, cache, out), routing=routing_context(store, summary.run.id, cache)
+    )
 
 
 def trend_sections(store: Store, runs: list[RunInfo], cache: dict[str, RunSummary], out: Path) -> dict | None:
@@ -121,5 +165,10 @@ def trend_sections(store: Store, runs: list[RunInfo], cache: dict[str, RunSummar
         return None
     finished = [r for r in runs if r.status == "finished"]
     latest = (finished or runs)[-1]
-    return dict(run=latest.id, href=_run_href(out, latest.id), started=latest.started_at.strftime("%Y-%m-%d %H:%M"),
-                check=check_context(store, latest.id, cache, out), routing=routing_context(store, latest.id, cache))
+    return dict(
+        run=latest.id,
+        href=_run_href(out, latest.id),
+        started=latest.started_at.strftime("%Y-%m-%d %H:%M"),
+        check=check_context(store, latest.id, cache, out),
+        routing=routing_context(store, latest.id, cache),
+    )

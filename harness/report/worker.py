@@ -5,7 +5,6 @@ from __future__ import annotations
 # The parent writes a pickled job to stdin and reads the pickled result from the file the job names.
 # A plain subprocess, not multiprocessing: it never re-imports the caller's __main__ and never forks
 # a process that may hold threads.
-
 import os
 import pickle
 import subprocess
@@ -21,14 +20,26 @@ class Worker:
 
     def __init__(self, url: str, run_id: str, max_id: int, cells: list, site: Path, counts: dict):
         self.result_path = Path(site) / f".worker-{os.getpid()}.pickle"
-        job = dict(url=url, run_id=run_id, max_id=max_id, cells=cells, site=str(site), counts=counts,
-                   result=str(self.result_path))
+        job = dict(
+            url=url,
+            run_id=run_id,
+            max_id=max_id,
+            cells=cells,
+            site=str(site),
+            counts=counts,
+            result=str(self.result_path),
+        )
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the harness package
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.report.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.report.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            env=env,
+        )
         try:
             self.proc.stdin.write(pickle.dumps(job))
             self.proc.stdin.close()

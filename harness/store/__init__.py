@@ -23,10 +23,26 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError, redact, redact_secrets
+
 # The table classes live in tables.py; other stages import them from here.
-from harness.store.tables import (BatchRequestRow, BatchRow, CacheRow, LeaseRow, LoadModelRow,  # noqa: F401
-                                  LoadRequestRow, LoadRunRow, LoadStageRow, PromptRow, RunModelRow, RunRow,
-                                  RunSuiteRow, SampleRow, Base, _add_missing_columns, _now)
+from harness.store.tables import (  # noqa: F401
+    Base,
+    BatchRequestRow,
+    BatchRow,
+    CacheRow,
+    LeaseRow,
+    LoadModelRow,
+    LoadRequestRow,
+    LoadRunRow,
+    LoadStageRow,
+    PromptRow,
+    RunModelRow,
+    RunRow,
+    RunSuiteRow,
+    SampleRow,
+    _add_missing_columns,
+    _now,
+)
 
 DEFAULT_DB = "sqlite:///harness.db"
 
@@ -120,8 +136,10 @@ class Store:
         path = self.engine.url.database
         if must_exist and dialect == "sqlite" and path and path != ":memory:" and not Path(path).is_file():
             self.engine.dispose()
-            raise HarnessError(f"--db {self.shown_url}: no database at {path}; run `harness run` first, "
-                               f"or give --db the database your runs are in")
+            raise HarnessError(
+                f"--db {self.shown_url}: no database at {path}; run `harness run` first, "
+                f"or give --db the database your runs are in"
+            )
         if dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._text_rules = _TextRules(dialect)
@@ -138,7 +156,8 @@ class Store:
                 # has committed by now, so the next create_all finds the tables and skips them.
                 if attempt == 2:
                     raise HarnessError(
-                        f"--db {self.shown_url}: cannot create the tables ({_one_line(exc.orig)})") from None
+                        f"--db {self.shown_url}: cannot create the tables ({_one_line(exc.orig)})"
+                    ) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -151,11 +170,19 @@ class Store:
 
     # -- writing --------------------------------------------------------------------
 
-    def start_run(self, *, plan_name: str, plan_path: str, plan_fingerprint: str, plan: dict,
-                  tag: str = "", version: str = "") -> str:
+    def start_run(
+        self, *, plan_name: str, plan_path: str, plan_fingerprint: str, plan: dict, tag: str = "", version: str = ""
+    ) -> str:
         run_id = new_run_id()
-        row = dict(id=run_id, plan_name=plan_name, plan_path=plan_path, plan_fingerprint=plan_fingerprint,
-                   plan_json=json.dumps(plan, default=str), tag=tag, harness_version=version)
+        row = dict(
+            id=run_id,
+            plan_name=plan_name,
+            plan_path=plan_path,
+            plan_fingerprint=plan_fingerprint,
+            plan_json=json.dumps(plan, default=str),
+            tag=tag,
+            harness_version=version,
+        )
         self._text_rules.fit(RunRow.__table__, [row])
         with Session(self.engine) as s, s.begin():
             s.add(RunRow(**row))
@@ -164,8 +191,12 @@ class Store:
     def unfinished_run(self, plan_fingerprint: str) -> str | None:
         """The newest run of this plan that did not finish: rerunning the plan resumes it."""
         with Session(self.engine) as s:
-            row = s.scalars(select(RunRow).where(RunRow.plan_fingerprint == plan_fingerprint)
-                            .order_by(RunRow.started_at.desc()).limit(1)).first()
+            row = s.scalars(
+                select(RunRow)
+                .where(RunRow.plan_fingerprint == plan_fingerprint)
+                .order_by(RunRow.started_at.desc())
+                .limit(1)
+            ).first()
             return row.id if row is not None and row.status != "finished" else None
 
     def mark_run(self, run_id: str, status: str) -> None:
@@ -186,16 +217,18 @@ class Store:
     def mark_model_failed(self, run_id: str, model: str, reason: str | None) -> None:
         """Record why a model was stopped (None clears it, when a resumed run gets through)."""
         with Session(self.engine) as s, s.begin():
-            row = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id,
-                                                      RunModelRow.model == model)).first()
+            row = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id, RunModelRow.model == model)).first()
             if row is not None:
                 row.failure = redact(reason)[:2000] if reason else None
 
     def model_failures(self, run_id: str) -> dict[str, str]:
         """model -> why it was stopped, for the models of the run that were."""
         with Session(self.engine) as s:
-            rows = s.execute(select(RunModelRow.model, RunModelRow.failure)
-                             .where(RunModelRow.run_id == run_id, RunModelRow.failure.is_not(None)))
+            rows = s.execute(
+                select(RunModelRow.model, RunModelRow.failure).where(
+                    RunModelRow.run_id == run_id, RunModelRow.failure.is_not(None)
+                )
+            )
             return {model: failure for model, failure in rows}
 
     def record_suite(self, run_id: str, info: RunSuiteInfo) -> None:
@@ -203,8 +236,9 @@ class Store:
         self._text_rules.fit(RunSuiteRow.__table__, [fields])
         info = RunSuiteInfo(**fields)
         with Session(self.engine) as s, s.begin():
-            row = s.scalars(select(RunSuiteRow).where(RunSuiteRow.run_id == run_id,
-                                                      RunSuiteRow.suite == info.suite)).first()
+            row = s.scalars(
+                select(RunSuiteRow).where(RunSuiteRow.run_id == run_id, RunSuiteRow.suite == info.suite)
+            ).first()
             if row is None:
                 s.add(RunSuiteRow(run_id=run_id, **info.__dict__))
             elif row.suite_hash != info.suite_hash:
@@ -225,13 +259,18 @@ class Store:
         """Which of these suite contents already have prompts stored (by an earlier run)."""
         table = PromptRow.__table__
         with self.engine.connect() as conn:
-            return set(conn.scalars(select(table.c.suite_hash).where(
-                table.c.suite_hash.in_(list(suite_hashes))).distinct()))
+            return set(
+                conn.scalars(select(table.c.suite_hash).where(table.c.suite_hash.in_(list(suite_hashes))).distinct())
+            )
 
-    def save_batch(self, records: list[SampleRecord], *,
-                   prompts: dict[str, list[tuple[str, str, str]]] | None = None,
-                   cache: Iterable[tuple[str, str]] | None = None,
-                   new_suites: frozenset[str] = frozenset()) -> bool:
+    def save_batch(
+        self,
+        records: list[SampleRecord],
+        *,
+        prompts: dict[str, list[tuple[str, str, str]]] | None = None,
+        cache: Iterable[tuple[str, str]] | None = None,
+        new_suites: frozenset[str] = frozenset(),
+    ) -> bool:
         """One transaction for what the engine has ready: new prompts (suite hash -> (item_id,
         messages_json, reference)), response-cache entries (key, completion_json) and samples.
 
@@ -281,13 +320,26 @@ class Store:
 
     def _insert_prompts(self, conn, suite_hash: str, items: list[tuple[str, str, str]], check: bool = True) -> None:
         table = PromptRow.__table__
-        have = set(conn.scalars(select(table.c.item_id).where(
-            table.c.suite_hash == suite_hash, table.c.item_id.in_([i[0] for i in items])))) if check else set()
+        have = (
+            set(
+                conn.scalars(
+                    select(table.c.item_id).where(
+                        table.c.suite_hash == suite_hash, table.c.item_id.in_([i[0] for i in items])
+                    )
+                )
+            )
+            if check
+            else set()
+        )
         new = {}
         for item_id, messages_json, reference in items:
             if item_id not in have and item_id not in new:
-                new[item_id] = {"suite_hash": suite_hash, "item_id": item_id,
-                                "messages_json": messages_json, "reference": reference}
+                new[item_id] = {
+                    "suite_hash": suite_hash,
+                    "item_id": item_id,
+                    "messages_json": messages_json,
+                    "reference": reference,
+                }
         if new:
             rows = list(new.values())
             self._text_rules.fit(table, rows)
@@ -303,8 +355,9 @@ class Store:
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, str, int]]:
         with Session(self.engine) as s:
-            q = select(SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.sample_index) \
-                .where(SampleRow.run_id == run_id)
+            q = select(SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.sample_index).where(
+                SampleRow.run_id == run_id
+            )
             return {tuple(r) for r in s.execute(q)}
 
     def cache_get(self, key: str) -> dict | None:
@@ -333,8 +386,10 @@ class Store:
                 if rid is None:
                     empty = s.scalars(select(RunRow.id).order_by(*newest).limit(1)).first()
                     if empty is not None:
-                        raise HarnessError(f"no run in {self.shown_url} has stored a sample yet (the latest, "
-                                           f"{empty}, has none): name a run, or run `harness run` first")
+                        raise HarnessError(
+                            f"no run in {self.shown_url} has stored a sample yet (the latest, "
+                            f"{empty}, has none): name a run, or run `harness run` first"
+                        )
                     raise HarnessError(f"no runs in {self.shown_url} yet: run `harness run` first (or pass --db)")
                 return rid
             if s.get(RunRow, run_id) is not None:
@@ -361,17 +416,28 @@ class Store:
     def run_models(self, run_id: str) -> list[RunModelInfo]:
         with Session(self.engine) as s:
             rows = s.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id).order_by(RunModelRow.id))
-            return [RunModelInfo(r.model, r.provider, r.api_model, r.base_url, r.price_input, r.price_output,
-                                 r.batch_price_input, r.batch_price_output)
-                    for r in rows]
+            return [
+                RunModelInfo(
+                    r.model,
+                    r.provider,
+                    r.api_model,
+                    r.base_url,
+                    r.price_input,
+                    r.price_output,
+                    r.batch_price_input,
+                    r.batch_price_output,
+                )
+                for r in rows
+            ]
 
     def run_suites(self, run_id: str) -> list[RunSuiteInfo]:
         with Session(self.engine) as s:
             rows = s.scalars(select(RunSuiteRow).where(RunSuiteRow.run_id == run_id).order_by(RunSuiteRow.id))
             return [RunSuiteInfo(r.suite, r.suite_hash, r.family, r.grader, r.items) for r in rows]
 
-    def samples(self, run_id: str, *, model: str | None = None, suite: str | None = None,
-                batch: int = 2000) -> Iterator[SampleRecord]:
+    def samples(
+        self, run_id: str, *, model: str | None = None, suite: str | None = None, batch: int = 2000
+    ) -> Iterator[SampleRecord]:
         """Stream a run's samples in a stable order (model, suite, item, sample index)."""
         q = select(*[getattr(SampleRow, f) for f in _RECORD_FIELDS]).where(SampleRow.run_id == run_id)
         if model:
@@ -386,8 +452,9 @@ class Store:
     def prompts(self, suite_hash: str, item_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
         """item_id -> (messages_json, reference) for a suite content."""
         with Session(self.engine) as s:
-            q = select(PromptRow.item_id, PromptRow.messages_json, PromptRow.reference) \
-                .where(PromptRow.suite_hash == suite_hash)
+            q = select(PromptRow.item_id, PromptRow.messages_json, PromptRow.reference).where(
+                PromptRow.suite_hash == suite_hash
+            )
             if item_ids is not None:
                 q = q.where(PromptRow.item_id.in_(list(item_ids)))
             return {r[0]: (r[1], r[2]) for r in s.execute(q)}
@@ -412,8 +479,17 @@ def _redact_row(row: dict) -> None:
 
 
 def _run_info(r: RunRow) -> RunInfo:
-    return RunInfo(r.id, r.plan_name, r.plan_path, r.plan_fingerprint, r.tag, r.status,
-                   r.started_at, r.finished_at, json.loads(r.plan_json or "{}"))
+    return RunInfo(
+        r.id,
+        r.plan_name,
+        r.plan_path,
+        r.plan_fingerprint,
+        r.tag,
+        r.status,
+        r.started_at,
+        r.finished_at,
+        json.loads(r.plan_json or "{}"),
+    )
 
 
 def _one_line(err: Any) -> str:
@@ -457,8 +533,7 @@ class _TextRules:
             for constraint in table.constraints:
                 if isinstance(constraint, UniqueConstraint):
                     keyed |= {c.name for c in constraint.columns}
-            cols = tuple((c.name, c.type.length, c.name in keyed) for c in table.columns
-                         if isinstance(c.type, String))
+            cols = tuple((c.name, c.type.length, c.name in keyed) for c in table.columns if isinstance(c.type, String))
             self._columns[table.name] = cols
         return cols
 
@@ -472,8 +547,11 @@ class _TextRules:
                 length = None
             for row in rows:
                 value = row.get(name)
-                if isinstance(value, str) and ((no_nul and "\x00" in value) or (length and len(value) > length)
-                                               or (not value.isascii() and _LONE_SURROGATE.search(value))):
+                if isinstance(value, str) and (
+                    (no_nul and "\x00" in value)
+                    or (length and len(value) > length)
+                    or (not value.isascii() and _LONE_SURROGATE.search(value))
+                ):
                     row[name] = self._fitted(table.name, name, value, length, key)
 
     def _fitted(self, table: str, column: str, value: str, length: int | None, key: bool) -> str:
@@ -483,16 +561,20 @@ class _TextRules:
             if self.no_nul and "\x00" in value:
                 raise HarnessError(f"{what} {shown!r} contains a NUL character, which {self.dialect} cannot store")
             if _LONE_SURROGATE.search(value):
-                raise HarnessError(f"{what} {shown!r} contains a lone UTF-16 surrogate, which is not text "
-                                   f"any database stores: fix it in the source file")
-            raise HarnessError(f"{what} {shown!r} is {len(value)} characters long; {self.dialect} stores at most "
-                               f"{length} in {table}.{column}: shorten it")
+                raise HarnessError(
+                    f"{what} {shown!r} contains a lone UTF-16 surrogate, which is not text "
+                    f"any database stores: fix it in the source file"
+                )
+            raise HarnessError(
+                f"{what} {shown!r} is {len(value)} characters long; {self.dialect} stores at most "
+                f"{length} in {table}.{column}: shorten it"
+            )
         if self.no_nul:
             value = value.replace("\x00", "\ufffd")
         value = _LONE_SURROGATE.sub("\ufffd", value)
         if length and len(value) > length:
             digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-            value = value[:length - len(digest) - 1] + "~" + digest
+            value = value[: length - len(digest) - 1] + "~" + digest
         return value
 
 

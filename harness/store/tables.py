@@ -24,7 +24,9 @@ class RunRow(Base):
     plan_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     plan_json: Mapped[str] = mapped_column(Text, default="{}")
     tag: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | stopped | interrupted | failed
+    status: Mapped[str] = mapped_column(
+        String(20), default="running"
+    )  # running | finished | stopped | interrupted | failed
     started_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     harness_version: Mapped[str] = mapped_column(String(40), default="")
@@ -254,7 +256,7 @@ def _add_missing_columns(engine) -> None:
             if column.server_default is not None:
                 arg = column.server_default.arg
                 default = " DEFAULT " + (f"'{arg}'" if isinstance(arg, str) else str(arg.text))
-            statements.append(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}')
+            statements.append(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}")
     if statements:
         with engine.begin() as conn:
             for statement in statements:

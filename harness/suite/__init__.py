@@ -17,16 +17,31 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from harness.errors import HarnessError
-from harness.suite.jsonl import read_jsonl
 from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
+from harness.suite.jsonl import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _SUITE_KEYS = {
-    "name", "description", "family", "version", "data", "loader", "options", "id_field", "id_format",
-    "group_field", "reference_field", "reference_response", "template", "system", "fewshot",
-    "grader", "generation", "sandbox",
+    "name",
+    "description",
+    "family",
+    "version",
+    "data",
+    "loader",
+    "options",
+    "id_field",
+    "id_format",
+    "group_field",
+    "reference_field",
+    "reference_response",
+    "template",
+    "system",
+    "fewshot",
+    "grader",
+    "generation",
+    "sandbox",
 }
 
 
@@ -138,8 +153,10 @@ class Suite:
         """A first pass over the rows (ids and groups only) to choose which `limit` items to take."""
         from harness.suite.sample import sample_indices
 
-        entries = ((self._item_id(row, index), str(row.get(self.group_field, "")) if self.group_field else "")
-                   for index, row in enumerate(self._rows()))
+        entries = (
+            (self._item_id(row, index), str(row.get(self.group_field, "")) if self.group_field else "")
+            for index, row in enumerate(self._rows())
+        )
         return sample_indices(entries, self.limit, suite=self.name, seed=self.sample_seed)
 
     def make_item(self, row: Mapping[str, Any], index: int) -> Item:
@@ -176,7 +193,9 @@ class Suite:
             try:
                 return self.id_format.format(**row)
             except (KeyError, IndexError, ValueError) as exc:
-                raise HarnessError(f"suite '{self.name}': id_format {self.id_format!r} needs field {exc} in row {index}") from None
+                raise HarnessError(
+                    f"suite '{self.name}': id_format {self.id_format!r} needs field {exc} in row {index}"
+                ) from None
         return f"{self.name}/{index}"
 
     # -- identity -----------------------------------------------------------------------
@@ -194,8 +213,11 @@ class Suite:
             return cached
         h = hashlib.sha256()
         h.update(json.dumps(self.raw_config, sort_keys=True, default=str).encode())
-        h.update(json.dumps([self.fewshot.k, dict(self.loader_options), dict(self.grader.options)],
-                            sort_keys=True, default=str).encode())
+        h.update(
+            json.dumps(
+                [self.fewshot.k, dict(self.loader_options), dict(self.grader.options)], sort_keys=True, default=str
+            ).encode()
+        )
         for path in sorted(self.dir.iterdir()):
             if path.suffix == ".j2" or path.name == "fewshot.jsonl":
                 h.update(path.name.encode() + b"\0" + path.read_bytes())

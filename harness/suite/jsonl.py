@@ -27,7 +27,7 @@ def decode_line(raw: bytes, lineno: int) -> str:
 
 
 def utf8_problem(path: str | Path) -> str | None:
-    """"<file>, line N: not valid UTF-8 ..." for the first such line of a file (gzip'd or not), or None.
+    """ "<file>, line N: not valid UTF-8 ..." for the first such line of a file (gzip'd or not), or None.
 
     Readers that do not say (pyarrow's JSON reader, under `datasets`, decodes bad bytes silently)
     are checked with this first: the whole file at C speed, the line found only on failure.

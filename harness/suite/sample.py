@@ -37,8 +37,12 @@ def sample_indices(entries: Iterable[tuple[str, str]], n: int, *, suite: str, se
         return {by_group[g][0][1] for g in groups[:n]}
     chosen = {by_group[g][0][1] for g in groups}
     extra = sorted(
-        ((k / len(members), rank, index) for members in by_group.values()
-         for k, (rank, index) in enumerate(members) if k >= 1)
+        (
+            (k / len(members), rank, index)
+            for members in by_group.values()
+            for k, (rank, index) in enumerate(members)
+            if k >= 1
+        )
     )
     chosen.update(index for _, _, index in extra[: n - len(groups)])
     return chosen

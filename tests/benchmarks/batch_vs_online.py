@@ -41,25 +41,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(ServerState(responder=sums_responder)) as server:
         tmp_path = Path(tmp)
         store = Store(f"sqlite:///{tmp_path / 'h.db'}")
-        modes = [("online", None, []), ("batch", {"max_requests": args.max_requests}, []),
-                 ("batch, first expired with 10% missing", {"max_requests": args.max_requests},
-                  [BatchPlan(outcome="expired", missing=0.10)])]
+        modes = [
+            ("online", None, []),
+            ("batch", {"max_requests": args.max_requests}, []),
+            (
+                "batch, first expired with 10% missing",
+                {"max_requests": args.max_requests},
+                [BatchPlan(outcome="expired", missing=0.10)],
+            ),
+        ]
         for label, batch, plans in modes:
             st = server.state
             st.requests, st.batch.created, st.batch.lines_answered = 0, 0, 0
             st.successes.clear()
             st.batch.plans = list(plans)
-            plan = load_plan(write_plan(tmp_path, server, batch=batch, name=label.split(",")[0].replace(" ", "-")
-                                        + str(len(plans))))
+            plan = load_plan(
+                write_plan(tmp_path, server, batch=batch, name=label.split(",")[0].replace(" ", "-") + str(len(plans)))
+            )
             started = time.perf_counter()
             result = execute_plan(plan, store, new=True)
             wall = time.perf_counter() - started
             cell = summarize_run(store, result.run_id).cell("m", "sums")
             batches = list_batches(store, result.run_id)
-            print(f"{label:<40} status {result.status:<8} score {cell.mean:.4f}  cost ${cell.cost_usd:.6f}  "
-                  f"online requests {st.requests:>5}  batch lines answered {st.batch.lines_answered:>5}  "
-                  f"batches {len(batches)} ({', '.join(b.state for b in batches) or '-'})  "
-                  f"most answers per prompt {max(st.successes.values())}  wall {wall:.2f} s")
+            print(
+                f"{label:<40} status {result.status:<8} score {cell.mean:.4f}  cost ${cell.cost_usd:.6f}  "
+                f"online requests {st.requests:>5}  batch lines answered {st.batch.lines_answered:>5}  "
+                f"batches {len(batches)} ({', '.join(b.state for b in batches) or '-'})  "
+                f"most answers per prompt {max(st.successes.values())}  wall {wall:.2f} s"
+            )
 
 
 if __name__ == "__main__":

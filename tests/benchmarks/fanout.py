@@ -51,13 +51,22 @@ def write_suite(root: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.yaml").write_text(
         "name: bench-echo\ndescription: synthetic items for the fan-out benchmark\nfamily: reasoning\nversion: 1\n"
-        "data: items.jsonl\nid_field: id\nreference_field: answer\nreference_response: \"{{ answer }}\"\n"
-        "template: prompt.j2\ngrader: {name: exact}\ngeneration: {max_tokens: 16, temperature: 0.0}\n")
+        'data: items.jsonl\nid_field: id\nreference_field: answer\nreference_response: "{{ answer }}"\n'
+        "template: prompt.j2\ngrader: {name: exact}\ngeneration: {max_tokens: 16, temperature: 0.0}\n"
+    )
     (folder / "prompt.j2").write_text("Item {{ id }}: {{ question }}\nRepeat the last line exactly.\n{{ answer }}\n")
     with open(folder / "items.jsonl", "w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"q{i}", "question": f"What is the code word of item {i}?",
-                                 "answer": f"word-{i * 7919 % 100003}"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"q{i}",
+                        "question": f"What is the code word of item {i}?",
+                        "answer": f"word-{i * 7919 % 100003}",
+                    }
+                )
+                + "\n"
+            )
 
 
 def write_plan(root: Path, base_url: str, concurrency: int) -> Path:
@@ -66,7 +75,8 @@ def write_plan(root: Path, base_url: str, concurrency: int) -> Path:
         "name: fanout-bench\nmodels:\n"
         f"  fake: {{provider: openai, base_url: '{base_url}', model: fake-model, concurrency: {concurrency},\n"
         "         max_attempts: 10, timeout_s: 30, price: {input: 1.0, output: 2.0}}\n"
-        "suites: [bench-echo]\n")
+        "suites: [bench-echo]\n"
+    )
     return plan
 
 
@@ -116,16 +126,25 @@ def run_once(name: str, n: int, latency: float, concurrency: int, faults: bool) 
         try:
             plan = write_plan(root, base_url, concurrency)
             db = root / "bench.db"
-            env = {**os.environ, "HARNESS_SUITES_PATH": str(root / "suites"), "COLUMNS": "120",
-                   "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+            env = {
+                **os.environ,
+                "HARNESS_SUITES_PATH": str(root / "suites"),
+                "COLUMNS": "120",
+                "PYTHONPYCACHEPREFIX": str(PYCACHE),
+            }
             env.pop("HARNESS_DB", None)
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             out_path, err_path = root / "stdout.txt", root / "stderr.txt"
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 spawned_wall = time.time()
                 t0 = time.perf_counter()
-                child = subprocess.Popen([str(HARNESS), "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"],
-                                         cwd=root, env=env, stdout=out, stderr=err)
+                child = subprocess.Popen(
+                    [str(HARNESS), "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"],
+                    cwd=root,
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                )
                 usage = wait_child_usage(child)
                 wall = time.perf_counter() - t0
                 exited_wall = time.time()
@@ -136,32 +155,44 @@ def run_once(name: str, n: int, latency: float, concurrency: int, faults: bool) 
         if child.returncode != 0:
             raise SystemExit(f"harness run failed ({child.returncode}):\n{err_path.read_text()[-3000:]}")
         con = sqlite3.connect(db)
-        stored, passed, errors = con.execute(
-            "SELECT COUNT(*), SUM(passed), SUM(error != '') FROM samples").fetchone()
+        stored, passed, errors = con.execute("SELECT COUNT(*), SUM(passed), SUM(error != '') FROM samples").fetchone()
         con.close()
         summary_out = out_path.read_text()
     return {
-        "scenario": name, "faults": faults, "n": n, "wall": wall, "ideal": n * latency / concurrency,
+        "scenario": name,
+        "faults": faults,
+        "n": n,
+        "wall": wall,
+        "ideal": n * latency / concurrency,
         "startup": (stats["first_request_at"] or spawned_wall) - spawned_wall,
         "tail": exited_wall - (stats["last_response_at"] or exited_wall),
-        "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-        "stored": stored, "passed": passed or 0, "errors": errors or 0,
-        "server_requests": stats["requests"], "max_in_flight": stats["max_in_flight"],
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "stored": stored,
+        "passed": passed or 0,
+        "errors": errors or 0,
+        "server_requests": stats["requests"],
+        "max_in_flight": stats["max_in_flight"],
         "max_successes_per_prompt": max(stats["successes"].values() or [0]),
-        "status_counts": stats["status_counts"], "summary_printed": "run " in summary_out,
+        "status_counts": stats["status_counts"],
+        "summary_printed": "run " in summary_out,
     }
 
 
 def report(r: dict, base: dict | None) -> str:
     ok = r["stored"] == r["n"] and r["passed"] == r["n"] and r["max_successes_per_prompt"] <= 1
-    line = (f"{r['scenario']} {'faults' if r['faults'] else 'clean '} N={r['n']:<5} wall {r['wall']:6.2f} s"
-            f" (runs {', '.join(f'{w:.2f}' for w in r['walls'])})")
+    line = (
+        f"{r['scenario']} {'faults' if r['faults'] else 'clean '} N={r['n']:<5} wall {r['wall']:6.2f} s"
+        f" (runs {', '.join(f'{w:.2f}' for w in r['walls'])})"
+    )
     if r["ideal"]:
         line += f"  ideal {r['ideal']:5.2f} s  ratio {r['wall'] / r['ideal']:.3f}"
-    line += (f"  start-up {r['startup']:.2f} s  tail {r['tail']:.2f} s  CPU {1000 * r['cpu'] / r['n']:.2f} ms/item ({r['cpu']:.2f} s)"
-             f"  peak RSS {r['rss_mb']:.0f} MB  max in flight {r['max_in_flight']}"
-             f"  requests {r['server_requests']} {json.dumps(r['status_counts'], sort_keys=True)}"
-             f"  stored {r['stored']} passed {r['passed']}  {'OK' if ok else 'INCOMPLETE'}")
+    line += (
+        f"  start-up {r['startup']:.2f} s  tail {r['tail']:.2f} s  CPU {1000 * r['cpu'] / r['n']:.2f} ms/item ({r['cpu']:.2f} s)"
+        f"  peak RSS {r['rss_mb']:.0f} MB  max in flight {r['max_in_flight']}"
+        f"  requests {r['server_requests']} {json.dumps(r['status_counts'], sort_keys=True)}"
+        f"  stored {r['stored']} passed {r['passed']}  {'OK' if ok else 'INCOMPLETE'}"
+    )
     if base is not None:
         line += f"  faults/fault-free {r['wall'] / base['wall']:.3f}"
     return line
@@ -173,8 +204,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the median wall time is reported")
     ap.add_argument("--no-faults", action="store_true")
     args = ap.parse_args()
-    print(f"harness: {HARNESS}  cpus: {os.cpu_count()}  python {sys.version.split()[0]}  "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"harness: {HARNESS}  cpus: {os.cpu_count()}  python {sys.version.split()[0]}  "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     run_once("warm-up", n=20, latency=0.0, concurrency=4, faults=False)  # fills the bytecode cache
     for name in args.scenarios.split(","):
         clean = run_measured(name, False, args.repeat)

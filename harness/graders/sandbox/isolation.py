@@ -20,8 +20,15 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 # Per-mount options that must be kept when remounting (inside a user namespace they are locked).
-_KEPT_MOUNT_OPTIONS = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048,
-                       "relatime": 1 << 21, "strictatime": 1 << 24}
+_KEPT_MOUNT_OPTIONS = {
+    "nosuid": 2,
+    "nodev": 4,
+    "noexec": 8,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+    "strictatime": 1 << 24,
+}
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -204,6 +211,7 @@ class _MemoryCgroup:
             os.rmdir(self.name, dir_fd=self.parent_fd)
         except OSError:
             pass
+
 
 def _enter_namespaces(iso: _Isolation, control_fds: tuple[int, int]) -> None:
     """Try every route to strong isolation, the most direct first; raise OSError naming why each failed.
@@ -388,8 +396,12 @@ def _build_dev(libc: _Libc, dev: str, devices: dict[str, int]) -> None:
     for name, source in devices.items():
         open(f"{dev}/{name}", "w").close()
         libc.mount(f"/proc/self/fd/{source}", f"{dev}/{name}", None, MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"{dev}/{name}")
 
 

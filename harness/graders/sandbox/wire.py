@@ -22,8 +22,10 @@ MAX_MESSAGE_BYTES = 1 << 26
 
 
 def too_large_reason(size: int) -> str:
-    return (f"program too large for the sandbox: {size} bytes with its tests as sent, "
-            f"at most {MAX_MESSAGE_BYTES} ({MAX_MESSAGE_BYTES >> 20} MiB)")
+    return (
+        f"program too large for the sandbox: {size} bytes with its tests as sent, "
+        f"at most {MAX_MESSAGE_BYTES} ({MAX_MESSAGE_BYTES >> 20} MiB)"
+    )
 
 
 def _encode(message: dict) -> bytes:
@@ -64,6 +66,7 @@ def _recv(fd: int, deadline: float | None = None, max_bytes: int = MAX_MESSAGE_B
         raise ValueError(f"oversized message from sandbox zygote ({size} bytes)")
     body = _recv_exact(fd, size, deadline)
     return None if body is None else json.loads(body)
+
 
 def _pids_of_uid(uid: int) -> list[int]:
     pids = []

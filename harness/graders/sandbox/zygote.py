@@ -98,11 +98,14 @@ def _zygote_main() -> None:
         iso.detail = f"cannot create namespaces: {exc.strerror or exc}"
         _setup_weak(iso)
     iso.detail += ", memory cgroup" if iso.cgroup else ", no memory cgroup (memory limited per process only)"
-    _send(ctl_out, {
-        "isolation": "strong" if iso.strong else "weak",
-        "detail": iso.detail,
-        "cgroup": iso.cgroup.path if iso.cgroup else None,
-    })
+    _send(
+        ctl_out,
+        {
+            "isolation": "strong" if iso.strong else "weak",
+            "detail": iso.detail,
+            "cgroup": iso.cgroup.path if iso.cgroup else None,
+        },
+    )
     # Keep the collector off the pre-warmed heap, so forked samples share its pages with us
     # instead of copying them.
     gc.freeze()
@@ -129,6 +132,7 @@ def _zygote_main() -> None:
 
 class _HarnessGone(Exception):
     """The control pipe closed while a sample ran: nobody wants its verdict any more."""
+
 
 def _run_sample(job: dict, iso: _Isolation) -> dict:
     limits = job["limits"]
@@ -381,8 +385,13 @@ def _become_sample(job: dict, iso: _Isolation, out_w: int, status_w: int, nonce_
         libc.unshare(CLONE_NEWNS | CLONE_NEWIPC)  # SysV IPC objects would otherwise outlive the sample
         tmp_size = max(1 << 20, 4 * int(limits["file_size_bytes"]))
         owner = iso.uid if iso.uid is not None else os.getuid()
-        libc.mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-                   f"size={tmp_size},nr_inodes=4096,mode=700,uid={owner},gid={owner}")
+        libc.mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MS_NOSUID | MS_NODEV,
+            f"size={tmp_size},nr_inodes=4096,mode=700,uid={owner},gid={owner}",
+        )
         libc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         workdir = "/tmp"
     os.chdir(workdir)
@@ -468,8 +477,9 @@ def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
     os.register_at_fork(after_in_child=functools.partial(os.dup2, 0, status_fd))  # fd 0 is /dev/null
     # A copy with globals of its own, and no local keeps it: the interpreter's list of hooks is
     # its only reference, which no Python code can walk.
-    sys.addaudithook(types.FunctionType(_refuse_introspection.__code__,
-                                        {"__builtins__": {"PermissionError": PermissionError}}))
+    sys.addaudithook(
+        types.FunctionType(_refuse_introspection.__code__, {"__builtins__": {"PermissionError": PermissionError}})
+    )
     module = types.ModuleType("__sandbox__")
     sys.modules["__sandbox__"] = module  # dataclasses, pickle & co. look their module up here
     namespace = module.__dict__
@@ -482,14 +492,27 @@ def _execute(program: str, tests: str, status_fd: int, nonce_fd: int) -> None:
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             codes.append(compile(source, filename, "exec"))
         phase = "program"
-        box = [functools.partial(collections.deque, map(operator.call, [
-            functools.partial(exec, codes[0], namespace),
-            functools.partial(namespace.__setitem__, "__builtins__", dict(builtins.__dict__)),  # as before the program
-            functools.partial(exec, codes[1], namespace),
-            functools.partial(_flush_quietly, (sys.stdout, sys.stderr)),  # ours: the program has not run yet
-            functools.partial(write, status_fd, b"P" + _read_once(nonce_fd)),
-            functools.partial(exit_now, 0),
-        ]), maxlen=0)]
+        box = [
+            functools.partial(
+                collections.deque,
+                map(
+                    operator.call,
+                    [
+                        functools.partial(exec, codes[0], namespace),
+                        functools.partial(
+                            namespace.__setitem__, "__builtins__", dict(builtins.__dict__)
+                        ),  # as before the program
+                        functools.partial(exec, codes[1], namespace),
+                        functools.partial(
+                            _flush_quietly, (sys.stdout, sys.stderr)
+                        ),  # ours: the program has not run yet
+                        functools.partial(write, status_fd, b"P" + _read_once(nonce_fd)),
+                        functools.partial(exit_now, 0),
+                    ],
+                ),
+                maxlen=0,
+            )
+        ]
         del codes
         box.pop()()  # only the value stack refers to the chain while it runs
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: they end the run early
@@ -530,8 +553,15 @@ def _flush_quietly(streams: tuple) -> None:
 
 def _refuse_introspection(event: str, args: tuple) -> None:
     """Audit hook of a sample (run with its own tiny globals: nothing to patch in them)."""
-    if event in {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames",
-                 "sys._current_exceptions", "sys.settrace", "sys.setprofile"}:
+    if event in {
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "sys._current_frames",
+        "sys._current_exceptions",
+        "sys.settrace",
+        "sys.setprofile",
+    }:
         raise PermissionError(f"the sandbox does not allow {event}() in code under test")
     if event == "object.__setattr__" and args[1] == "__code__":  # e.g. this hook's own code
         raise PermissionError("the sandbox does not allow replacing a function's __code__ in code under test")
@@ -559,6 +589,7 @@ def _describe_failure(exc: BaseException, phase: str) -> str:
     if isinstance(exc, MemoryError):
         text = f"memory limit ({name})"
     return f"{text} at {phase} line {line}" if line else f"{text} in {phase}"
+
 
 if __name__ == "__main__" and sys.argv[1:] == ["--zygote"]:
     _zygote_main()

@@ -51,15 +51,24 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.errors import HarnessError
-from harness.suite.loaders.common import FORMAT_VERSION, LOADERS, LoadedData, Rows, Shape, _quiet_datasets, _resolve_options, _Source
+from harness.suite.loaders.bbh import BBH_FIELDS, load_bbh, parse_cot_prompt
+from harness.suite.loaders.ceval import CEVAL_CATEGORIES, CEVAL_COLUMNS, load_ceval
+from harness.suite.loaders.common import (
+    FORMAT_VERSION,
+    LOADERS,
+    LoadedData,
+    Rows,
+    Shape,
+    _quiet_datasets,
+    _resolve_options,
+    _Source,
+)
+from harness.suite.loaders.gsm8k import GSM8K_FIELDS, load_gsm8k
 
 # Importing a benchmark module registers its loader; `datasets` is only imported when one runs.
 # The order is LOADERS' order.
 from harness.suite.loaders.humaneval import HUMANEVAL_FIELDS, load_humaneval
 from harness.suite.loaders.mbpp import MBPP_FEWSHOT_IDS, MBPP_FIELDS, MBPP_OPTIONAL, MBPP_SPLITS, load_mbpp
-from harness.suite.loaders.gsm8k import GSM8K_FIELDS, load_gsm8k
-from harness.suite.loaders.ceval import CEVAL_CATEGORIES, CEVAL_COLUMNS, load_ceval
-from harness.suite.loaders.bbh import BBH_FIELDS, load_bbh, parse_cot_prompt
 
 __all__ = [
     "FORMAT_VERSION",
@@ -91,13 +100,17 @@ def available_loaders() -> list[str]:
     return sorted(LOADERS)
 
 
-def load(loader: str, data: str | None, options: Mapping[str, Any] | None = None, *, suite: str | None = None) -> LoadedData:
+def load(
+    loader: str, data: str | None, options: Mapping[str, Any] | None = None, *, suite: str | None = None
+) -> LoadedData:
     """Load benchmark `data` (a local path, or a hub id when not an existing path) with `loader`.
 
     `suite` only names the suite in error messages (default: the loader's name).
     """
     if loader not in LOADERS:
-        raise HarnessError(f"unknown loader '{loader}' (known: {', '.join(available_loaders())}); set loader: in suite.yaml")
+        raise HarnessError(
+            f"unknown loader '{loader}' (known: {', '.join(available_loaders())}); set loader: in suite.yaml"
+        )
     name = suite or loader
     if data is None or not str(data).strip():
         raise HarnessError(

@@ -62,7 +62,9 @@ def _bbh_folders(source: _Source, cot_option: str | None) -> tuple[dict[str, Pat
         tasks = {p.stem: p for p in sorted(folder.glob("*.json"))}
         near = folder
         if not tasks:
-            raise HarnessError(f"suite '{source.suite}': {path} holds no BBH task files (<task>.json, or bbh/<task>.json)")
+            raise HarnessError(
+                f"suite '{source.suite}': {path} holds no BBH task files (<task>.json, or bbh/<task>.json)"
+            )
     if cot_option:
         cot = Path(cot_option).expanduser()
         if not cot.is_dir():
@@ -102,10 +104,12 @@ def parse_cot_prompt(text: str, task: str, where: str) -> list[dict]:
         cut = block.rfind("\n" + _COT_MARK)
         answer_at = block.rfind(_ANSWER_MARK)
         if cut < 0 or answer_at < cut:
-            raise HarnessError(f"{where}, exemplar {number}: expected 'Q: ...', then '{_COT_MARK}' and a final '{_ANSWER_MARK}X.'")
-        question = block[len("Q: "):cut].strip()
-        reasoning = block[cut + 1 + len(_COT_MARK):answer_at].strip()
-        target = block[answer_at + len(_ANSWER_MARK):].strip()
+            raise HarnessError(
+                f"{where}, exemplar {number}: expected 'Q: ...', then '{_COT_MARK}' and a final '{_ANSWER_MARK}X.'"
+            )
+        question = block[len("Q: ") : cut].strip()
+        reasoning = block[cut + 1 + len(_COT_MARK) : answer_at].strip()
+        target = block[answer_at + len(_ANSWER_MARK) :].strip()
         if target.endswith("."):
             target = target[:-1].rstrip()
         shots.append({"task": task, "input": question, "rationale": reasoning, "target": target})
@@ -119,10 +123,13 @@ def _bbh_shape(task: str) -> Shape:
     return shape
 
 
-@register("bbh", {
-    "tasks": _Opt(None, _names),
-    "cot_prompts": _Opt(None, _text_or_none),
-})
+@register(
+    "bbh",
+    {
+        "tasks": _Opt(None, _names),
+        "cot_prompts": _Opt(None, _text_or_none),
+    },
+)
 def load_bbh(source: _Source, opts: dict) -> LoadedData:
     if source.hub_id:
         return _load_bbh_hub(source, opts)
@@ -135,7 +142,9 @@ def load_bbh(source: _Source, opts: dict) -> LoadedData:
     fewshot, cot_files = _bbh_fewshot(source, tasks, cot_dir)
     fingerprint_files += cot_files
     rows = Rows([(parts[t], _bbh_shape(t)) for t in tasks])
-    return LoadedData(rows=rows, fewshot=fewshot, fingerprint=_fingerprint("bbh", opts, fingerprint_files), count=len(rows))
+    return LoadedData(
+        rows=rows, fewshot=fewshot, fingerprint=_fingerprint("bbh", opts, fingerprint_files), count=len(rows)
+    )
 
 
 def _bbh_pick(source: _Source, available: Iterable[str], opts: dict) -> list[str]:
@@ -143,11 +152,15 @@ def _bbh_pick(source: _Source, available: Iterable[str], opts: dict) -> list[str
     tasks = opts["tasks"] or available
     unknown = [t for t in tasks if t not in available]
     if unknown:
-        raise HarnessError(f"suite '{source.suite}': unknown BBH task(s) {', '.join(unknown)} (available: {', '.join(available)})")
+        raise HarnessError(
+            f"suite '{source.suite}': unknown BBH task(s) {', '.join(unknown)} (available: {', '.join(available)})"
+        )
     return tasks
 
 
-def _bbh_fewshot(source: _Source, tasks: Iterable[str], cot_dir: Path | None) -> tuple[list[dict], list[tuple[str, Path]]]:
+def _bbh_fewshot(
+    source: _Source, tasks: Iterable[str], cot_dir: Path | None
+) -> tuple[list[dict], list[tuple[str, Path]]]:
     fewshot: list[dict] = []
     files: list[tuple[str, Path]] = []
     if cot_dir is None:
@@ -183,4 +196,6 @@ def _load_bbh_hub(source: _Source, opts: dict) -> LoadedData:
         raise HarnessError(f"suite '{source.suite}': option cot_prompts: folder {cot_dir} does not exist")
     fewshot, cot_files = _bbh_fewshot(source, tasks, cot_dir)
     rows = Rows(parts)
-    return LoadedData(rows=rows, fewshot=fewshot, fingerprint=_fingerprint("bbh", opts, cot_files, hub=hub_parts), count=len(rows))
+    return LoadedData(
+        rows=rows, fewshot=fewshot, fingerprint=_fingerprint("bbh", opts, cot_files, hub=hub_parts), count=len(rows)
+    )

@@ -41,7 +41,9 @@ def _ceval_files(source: _Source, split: str) -> dict[str, Path]:
     suffix = f"_{split}.csv"
     files = {p.name[: -len(suffix)]: p for p in sorted(folder.glob(f"*{suffix}"))} if folder.is_dir() else {}
     if not files:
-        raise HarnessError(f"suite '{source.suite}': no C-Eval {split} files: expected {folder}/<subject>{suffix} (the folder holding dev/ and val/)")
+        raise HarnessError(
+            f"suite '{source.suite}': no C-Eval {split} files: expected {folder}/<subject>{suffix} (the folder holding dev/ and val/)"
+        )
     return files
 
 
@@ -54,23 +56,33 @@ def _ceval_mapping(source: _Source) -> tuple[dict[str, tuple[str, str]], Path | 
         raw = json.loads(path.read_text(encoding="utf-8"))
         mapping = {subject: (str(v[1]), str(v[2])) for subject, v in raw.items()}
     except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
-        raise HarnessError(f"suite '{source.suite}': {path}: expected {{subject: [English name, Chinese name, category]}} ({exc})") from None
+        raise HarnessError(
+            f"suite '{source.suite}': {path}: expected {{subject: [English name, Chinese name, category]}} ({exc})"
+        ) from None
     return mapping, path
 
 
-def _ceval_select(source: _Source, available: Iterable[str], mapping: Mapping[str, tuple[str, str]], opts: dict) -> list[str]:
+def _ceval_select(
+    source: _Source, available: Iterable[str], mapping: Mapping[str, tuple[str, str]], opts: dict
+) -> list[str]:
     available = sorted(available)
     subjects = opts["subjects"] or available
     unknown = [s for s in subjects if s not in available]
     if unknown:
-        raise HarnessError(f"suite '{source.suite}': unknown C-Eval subject(s) {', '.join(unknown)} (available: {', '.join(available)})")
+        raise HarnessError(
+            f"suite '{source.suite}': unknown C-Eval subject(s) {', '.join(unknown)} (available: {', '.join(available)})"
+        )
     if opts["categories"]:
         bad = [c for c in opts["categories"] if c not in CEVAL_CATEGORIES]
         if bad:
-            raise HarnessError(f"suite '{source.suite}': unknown C-Eval categor(y/ies) {', '.join(bad)} (use: {', '.join(CEVAL_CATEGORIES)})")
+            raise HarnessError(
+                f"suite '{source.suite}': unknown C-Eval categor(y/ies) {', '.join(bad)} (use: {', '.join(CEVAL_CATEGORIES)})"
+            )
         subjects = [s for s in subjects if mapping.get(s, (s, "Other"))[1] in opts["categories"]]
         if not subjects:
-            raise HarnessError(f"suite '{source.suite}': no C-Eval subject is in categories {', '.join(opts['categories'])}")
+            raise HarnessError(
+                f"suite '{source.suite}': no C-Eval subject is in categories {', '.join(opts['categories'])}"
+            )
     return subjects
 
 
@@ -98,7 +110,9 @@ def _ceval_check_answers(source: _Source, parts: Mapping[str, Any], files: Mappi
         bad = pc.invert(pc.fill_null(pc.is_in(column, value_set=letters), False))
         if pc.any(bad).as_py():
             index = pc.index(bad, True).as_py()
-            raise HarnessError(f"suite '{source.suite}': {files[key]}, row {index + 1}: answer {column[index].as_py()!r} is not one of A, B, C, D")
+            raise HarnessError(
+                f"suite '{source.suite}': {files[key]}, row {index + 1}: answer {column[index].as_py()!r} is not one of A, B, C, D"
+            )
 
 
 def _read_ceval(source: _Source, files: Mapping[str, Path], with_explanation: bool) -> dict[str, Any]:
@@ -115,11 +129,14 @@ def _read_ceval(source: _Source, files: Mapping[str, Path], with_explanation: bo
     return parts
 
 
-@register("ceval", {
-    "split": _Opt("val", _choice("val", "dev")),
-    "subjects": _Opt(None, _names),
-    "categories": _Opt(None, _names),
-})
+@register(
+    "ceval",
+    {
+        "split": _Opt("val", _choice("val", "dev")),
+        "subjects": _Opt(None, _names),
+        "categories": _Opt(None, _names),
+    },
+)
 def load_ceval(source: _Source, opts: dict) -> LoadedData:
     """C-Eval from its per-subject CSVs.
 
@@ -153,7 +170,9 @@ def load_ceval(source: _Source, opts: dict) -> LoadedData:
     if mapping_path:
         fingerprint_files.append(("subject_mapping.json", mapping_path))
     rows = Rows([(parts[s], _ceval_shape(s, mapping)) for s in subjects])
-    return LoadedData(rows=rows, fewshot=fewshot, fingerprint=_fingerprint("ceval", opts, fingerprint_files), count=len(rows))
+    return LoadedData(
+        rows=rows, fewshot=fewshot, fingerprint=_fingerprint("ceval", opts, fingerprint_files), count=len(rows)
+    )
 
 
 def _load_ceval_hub(source: _Source, opts: dict) -> LoadedData:
@@ -167,7 +186,9 @@ def _load_ceval_hub(source: _Source, opts: dict) -> LoadedData:
     for subject in subjects:
         loaded = _hub(source, subject)
         if split not in loaded:
-            raise HarnessError(f"suite '{source.suite}': hub dataset '{source.hub_id}' config {subject} has no split '{split}'")
+            raise HarnessError(
+                f"suite '{source.suite}': hub dataset '{source.hub_id}' config {subject} has no split '{split}'"
+            )
         _hub_columns(source, loaded[split], CEVAL_COLUMNS, f"config {subject}")
         shape = _ceval_shape(subject, {})
         parts.append((loaded[split], shape))
@@ -176,4 +197,6 @@ def _load_ceval_hub(source: _Source, opts: dict) -> LoadedData:
             fewshot.extend(shape(i, row) for i, row in enumerate(loaded["dev"]))
             hub_parts += _hub_parts(loaded["dev"])
     rows = Rows(parts)
-    return LoadedData(rows=rows, fewshot=fewshot, fingerprint=_fingerprint("ceval", opts, hub=hub_parts), count=len(rows))
+    return LoadedData(
+        rows=rows, fewshot=fewshot, fingerprint=_fingerprint("ceval", opts, hub=hub_parts), count=len(rows)
+    )

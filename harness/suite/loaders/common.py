@@ -56,7 +56,6 @@ def _as_is(index: int, row: dict) -> dict:
     return row
 
 
-
 # -- where the data is -------------------------------------------------------------------
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -76,7 +75,9 @@ class _Source:
             return cls(suite, path.resolve(), None)
         looks_like_path = data.startswith((".", "/", "~")) or "\\" in data or data.lower().endswith(_FILE_SUFFIXES)
         if looks_like_path or not _HUB_ID.match(data):
-            raise HarnessError(f"suite '{suite}': data path {data} does not exist (relative paths are from {Path.cwd()})")
+            raise HarnessError(
+                f"suite '{suite}': data path {data} does not exist (relative paths are from {Path.cwd()})"
+            )
         return cls(suite, None, data)
 
     def need(self, *candidates: str, what: str) -> Path:
@@ -116,7 +117,6 @@ class _quiet_datasets:
         if not self._bars_were_off:
             ds_utils.enable_progress_bars()
         return False
-
 
 
 # -- options -----------------------------------------------------------------------------
@@ -164,9 +164,10 @@ def _resolve_options(suite: str, loader: str, spec: Mapping[str, _Opt], given: d
     unknown = sorted(set(given) - set(spec))
     if unknown:
         known = ", ".join(sorted(spec)) or "none"
-        raise HarnessError(f"suite '{suite}': unknown option(s) {', '.join(unknown)} for loader {loader} (known: {known})")
+        raise HarnessError(
+            f"suite '{suite}': unknown option(s) {', '.join(unknown)} for loader {loader} (known: {known})"
+        )
     return {key: opt.check(suite, key, given.get(key, opt.default)) for key, opt in spec.items()}
-
 
 
 # -- fingerprint -------------------------------------------------------------------------
@@ -183,18 +184,23 @@ def _file_digest(path: Path) -> str:
 _LOCATION_OPTIONS = {"cot_prompts"}
 
 
-def _fingerprint(loader: str, opts: Mapping[str, Any], files: Iterable[tuple[str, Path]] = (), hub: Sequence[str] = ()) -> str:
+def _fingerprint(
+    loader: str, opts: Mapping[str, Any], files: Iterable[tuple[str, Path]] = (), hub: Sequence[str] = ()
+) -> str:
     """sha256 over loader, format version, resolved options and each file's role + content digest."""
     h = hashlib.sha256()
     # Where a folder option points is not content: the files it names are hashed below.
     options = {k: v for k, v in opts.items() if k not in _LOCATION_OPTIONS}
-    h.update(json.dumps({"loader": loader, "format": FORMAT_VERSION, "options": options}, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {"loader": loader, "format": FORMAT_VERSION, "options": options}, sort_keys=True, default=str
+        ).encode()
+    )
     for role, path in sorted(files, key=lambda f: f[0]):
         h.update(f"\0{role}\0{_file_digest(path)}".encode())
     for part in hub:
         h.update(f"\0hub\0{part}".encode())
     return h.hexdigest()
-
 
 
 # -- row checks (used to name the file and row when something is wrong) ---------------------
@@ -280,7 +286,6 @@ def _first_null(dataset: Any, columns: Iterable[str]) -> tuple[str, int] | None:
     return None
 
 
-
 # -- reading files through `datasets` ----------------------------------------------------
 
 
@@ -314,12 +319,23 @@ def _read(
             if problem:
                 raise HarnessError(f"suite '{suite}': {problem}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = ", ".join(str(p) for p in files.values()) if len(files) <= 3 else f"{len(files)} files in {next(iter(files.values())).parent}"
+        where = (
+            ", ".join(str(p) for p in files.values())
+            if len(files) <= 3
+            else f"{len(files)} files in {next(iter(files.values())).parent}"
+        )
         raise HarnessError(f"suite '{suite}': cannot read {where}: {first}") from None
     return {key: loaded[key] for key in files}
 
 
-def _check_complete(parts: Mapping[str, Any], files: Mapping[str, Path], required: Iterable[str], diagnose: Callable[[Path], str | None], suite: str, unit: str) -> None:
+def _check_complete(
+    parts: Mapping[str, Any],
+    files: Mapping[str, Path],
+    required: Iterable[str],
+    diagnose: Callable[[Path], str | None],
+    suite: str,
+    unit: str,
+) -> None:
     """A required field left empty (null) by `datasets` is a missing field in the file: name the row."""
     required = list(required)
     for key, dataset in parts.items():
@@ -327,7 +343,9 @@ def _check_complete(parts: Mapping[str, Any], files: Mapping[str, Path], require
         if found:
             problem = diagnose(files[key])
             column, index = found
-            raise HarnessError(f"suite '{suite}': {problem or f'{files[key]}, {unit} {index + 1}: field {column!r} is missing'}")
+            raise HarnessError(
+                f"suite '{suite}': {problem or f'{files[key]}, {unit} {index + 1}: field {column!r} is missing'}"
+            )
 
 
 def _json_features(fields: Mapping[str, type]):
@@ -337,11 +355,12 @@ def _json_features(fields: Mapping[str, type]):
     return Features({name: kinds[kind] for name, kind in fields.items()})
 
 
-
 # -- JSON Lines files (HumanEval, MBPP, GSM8K) ---------------------------------------------
 
 
-def _read_jsonl(source: _Source, files: Mapping[str, Path], fields: Mapping[str, type], optional: Iterable[str] = ()) -> dict[str, Any]:
+def _read_jsonl(
+    source: _Source, files: Mapping[str, Path], fields: Mapping[str, type], optional: Iterable[str] = ()
+) -> dict[str, Any]:
     optional = tuple(optional)
 
     def diagnose(path: Path) -> str | None:
@@ -371,7 +390,9 @@ class _Loader:
 LOADERS: dict[str, _Loader] = {}
 
 
-def register(name: str, options: Mapping[str, _Opt] | None = None) -> Callable[[Callable[[_Source, dict], LoadedData]], Callable[[_Source, dict], LoadedData]]:
+def register(
+    name: str, options: Mapping[str, _Opt] | None = None
+) -> Callable[[Callable[[_Source, dict], LoadedData]], Callable[[_Source, dict], LoadedData]]:
     """Decorator: add the loader function under `name` to LOADERS, with its options (name -> _Opt)."""
 
     def add(fn: Callable[[_Source, dict], LoadedData]) -> Callable[[_Source, dict], LoadedData]:

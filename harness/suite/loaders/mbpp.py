@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from harness.suite.loaders.common import LoadedData, Rows, _choice, _fingerprint, _Opt, _read_jsonl, _Source, _text_or_none, register
+from harness.suite.loaders.common import (
+    LoadedData,
+    Rows,
+    _choice,
+    _fingerprint,
+    _Opt,
+    _read_jsonl,
+    _Source,
+    _text_or_none,
+    register,
+)
 from harness.suite.loaders.hub import _hub, _hub_columns, _hub_parts
 
-MBPP_FIELDS = {"task_id": int, "text": str, "code": str, "test_list": list, "test_setup_code": str, "challenge_test_list": list}
+MBPP_FIELDS = {
+    "task_id": int,
+    "text": str,
+    "code": str,
+    "test_list": list,
+    "test_setup_code": str,
+    "challenge_test_list": list,
+}
 MBPP_OPTIONAL = ("test_setup_code", "challenge_test_list")
 # task_id ranges of the MBPP splits (google-research/mbpp README; the HF `full` config uses the same).
 MBPP_SPLITS = {"test": (11, 510), "validation": (511, 600), "train": (601, 974), "prompt": (1, 10), "all": (1, 10**9)}
@@ -20,10 +37,13 @@ def _mbpp_row(index: int, row: dict) -> dict:
     return row
 
 
-@register("mbpp", {
-    "split": _Opt("test", _choice(*MBPP_SPLITS)),
-    "config": _Opt(None, _text_or_none),
-})
+@register(
+    "mbpp",
+    {
+        "split": _Opt("test", _choice(*MBPP_SPLITS)),
+        "config": _Opt(None, _text_or_none),
+    },
+)
 def load_mbpp(source: _Source, opts: dict) -> LoadedData:
     if source.hub_id:
         import datasets
