@@ -48,7 +48,7 @@ def suites_show(name, data, fewshot):
         return
     click.echo(f"\nfirst item: {first.id}")
     for m in builder.build(first).messages:
-        click.echo(f"--- {m.role}\n{m.content}")
+        click.echo(f"--- {m.role}\n{m.text}")
 
 
 @suites.command("validate")

@@ -32,7 +32,7 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
         click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
         if first is not None:
             for m in first.messages:
-                click.echo(f"--- {m.role}\n{m.content}")
+                click.echo(f"--- {m.role}\n{m.text}")
     figures = {}
     click.echo("\nrequests and estimated cost (completions at max_tokens: an upper bound)")
     for model in plan.models:

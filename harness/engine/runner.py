@@ -156,7 +156,7 @@ class UnitRunner:
             if hit is not None:
                 if ticket is not None:
                     state.limiter.release(ticket, success=False)
-                return Completion(**hit), 0, False
+                return Completion.from_json(hit), 0, False
         req = Request(unit.prompt, unit.generation, unit.item, unit.suite, unit.sample_index)
         attempt = 0  # attempts that count against max_attempts (429s do not)
         sent = 0
@@ -283,6 +283,8 @@ class UnitRunner:
             extracted=grade.extracted,
             batched=batched,
             usage_estimated=completion.usage_estimated,
+            tool_calls=completion.tool_calls,
+            cached_tokens=completion.cached_tokens or None,
         )
         state.done += 1
         if completion.error:

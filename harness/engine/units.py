@@ -108,7 +108,7 @@ def cache_key(spec: ModelSpec, unit: WorkUnit) -> str:
             spec.api_model,
             spec.path,
             asdict(unit.generation),
-            [[m.role, m.content] for m in unit.prompt.messages],
+            unit.prompt.to_json(),  # a plain prompt keeps its [[role, content], ...] form: old keys still hit
             unit.sample_index,
         ],
         sort_keys=True,

@@ -7,7 +7,6 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from dataclasses import asdict
 from typing import Iterable
 
 from harness.engine.units import WorkUnit
@@ -85,7 +84,7 @@ class StoreWriter:
         cache_rows = []
         for entry in batch:
             if entry[0] == "cache":
-                cache_rows.append((entry[1], json.dumps(asdict(entry[2]))))
+                cache_rows.append((entry[1], json.dumps(entry[2].to_json(), ensure_ascii=False)))
                 continue
             record, unit = entry
             records.append(record)
@@ -95,7 +94,7 @@ class StoreWriter:
             self._prompted[key] = None
             if len(self._prompted) > self.PROMPT_MEMORY:
                 self._prompted.popitem(last=False)
-            messages = json.dumps([[m.role, m.content] for m in unit.prompt.messages], ensure_ascii=False)
+            messages = json.dumps(unit.prompt.to_json(), ensure_ascii=False)
             ref = unit.item.reference
             ref_text = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False, default=str)
             by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or ""))

@@ -15,6 +15,7 @@ from harness.engine.units import generation_for, prepare_suites
 from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
+from harness.providers.chat_format import openai_messages
 from harness.providers.tokens import estimate_tokens
 
 ERROR_KINDS = ("429", "5xx", "4xx", "timeout", "connection", "incomplete", "empty")
@@ -88,7 +89,7 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         max_tokens = workload.output_tokens or gen.max_tokens
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
-            messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            messages = openai_messages(prompt)
             bodies.append(
                 _body(
                     model, messages, max_tokens, workload, estimate_tokens(prompt.text), gen.temperature, list(gen.stop)

@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
+from harness.providers.chat_format import openai_prompt_fields, tool_calls_of
 from harness.providers.tokens import token_count
 from harness.records import Completion
 
@@ -106,11 +107,11 @@ class LlamaCppProvider:
         if self._llama is None:
             self._llama = _load_llama(self.path, self.spec.n_ctx, self.threads)
         gen = request.generation
-        messages = [{"role": m.role, "content": m.content} for m in request.prompt.messages]
+        fields = openai_prompt_fields(request.prompt)
         start = time.perf_counter()
         try:
             out = self._llama.create_chat_completion(
-                messages=messages,
+                **fields,
                 max_tokens=gen.max_tokens,
                 temperature=gen.temperature,
                 top_p=gen.top_p if gen.top_p is not None else 1.0,
@@ -122,6 +123,7 @@ class LlamaCppProvider:
         latency = time.perf_counter() - start
         choice = out["choices"][0]
         text = choice["message"].get("content") or ""
+        tool_calls = tool_calls_of(choice["message"])
         usage = out.get("usage") or {}
         prompt_tokens = token_count(usage.get("prompt_tokens"))
         completion_tokens = token_count(usage.get("completion_tokens"))
@@ -129,7 +131,7 @@ class LlamaCppProvider:
         # text (the chat template's few role tokens aside, hence still flagged as estimated).
         counted = prompt_tokens is None or completion_tokens is None
         if prompt_tokens is None:
-            prompt_tokens = sum(self._count(m["content"]) for m in messages)
+            prompt_tokens = sum(self._count(m.text) for m in request.prompt.messages)
         if completion_tokens is None:
             completion_tokens = max(1, self._count(text))
         return Completion(
@@ -140,6 +142,7 @@ class LlamaCppProvider:
             latency_s=latency,
             served_model=self.served_name,
             usage_estimated=counted,
+            tool_calls=tool_calls,
         )
 
     def _count(self, text: str) -> int:

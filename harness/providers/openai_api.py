@@ -28,6 +28,7 @@ import openai
 from harness.errors import HarnessError, register_secret
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
+from harness.providers.chat_format import openai_prompt_fields
 from harness.providers.openai_body import SHOWN_BODY_CHARS, StreamReader, completion_from_json
 from harness.records import Completion
 
@@ -122,7 +123,7 @@ class OpenAIProvider:
         gen = request.generation
         params: dict[str, Any] = {
             "model": self.spec.api_model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.prompt.messages],
+            **openai_prompt_fields(request.prompt),
             "max_tokens": gen.max_tokens,
             "temperature": gen.temperature,
         }
@@ -140,7 +141,7 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Completion:
         params = self._params(request)
-        contents = [m.content for m in request.prompt.messages]
+        contents = [m.text for m in request.prompt.messages]
         busy = self._busy
         index = busy.index(min(busy)) if len(busy) > 1 else 0
         client = self.clients[index]

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from harness.providers.base import ProviderError
+from harness.providers.chat_format import ToolCallDeltas, tool_calls_of
 from harness.providers.tokens import estimate_completion_tokens, estimate_prompt_tokens, token_count
-from harness.records import Completion
+from harness.records import Completion, ToolCall
 
 SHOWN_BODY_CHARS = 200
 
@@ -116,6 +117,7 @@ def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[
         prompt_contents,
         latency=latency,
         served=_text_field(data.get("model")),
+        tool_calls=tool_calls_of(msg),
     )
 
 
@@ -129,9 +131,12 @@ def build_completion(
     latency: float,
     served: str,
     ttft: float | None = None,
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> Completion:
     """The Completion of an answer read whole, with the server's token counts or estimated ones."""
-    counts = read_usage(usage, prompt_contents, text, reasoning)
+    # A call's name and arguments are output tokens too: an estimate must count them.
+    called = "".join(f"{c.name}({c.raw_arguments})" for c in tool_calls)
+    counts = read_usage(usage, prompt_contents, text, reasoning + called)
     return Completion(
         text=text,
         reasoning=reasoning,
@@ -143,6 +148,7 @@ def build_completion(
         latency_s=latency,
         ttft_s=ttft,
         served_model=served,
+        tool_calls=tool_calls,
     )
 
 
@@ -163,6 +169,7 @@ class StreamReader:
     usage: Any = None
     done: bool = False
     events: int = 0
+    calls: ToolCallDeltas = field(default_factory=ToolCallDeltas)
     _data: list[str] = field(default_factory=list)
 
     @property
@@ -206,6 +213,8 @@ class StreamReader:
                 raise malformed("delta is not an object", data)
             self.parts.append(content_text(delta.get("content")))
             self.reasoning.append(content_text(delta.get("reasoning_content") or delta.get("reasoning"), "reasoning"))
+            if "tool_calls" in delta or "function_call" in delta:
+                self.calls.feed(delta)
             self.finish = _finish_reason(choice.get("finish_reason")) or self.finish
 
     def completion(self, latency: float, ttft: float | None) -> Completion:
@@ -229,6 +238,7 @@ class StreamReader:
             latency=latency,
             served=self.served,
             ttft=ttft,
+            tool_calls=self.calls.result(),
         )
 
 

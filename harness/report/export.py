@@ -7,6 +7,7 @@ import json
 from typing import TextIO
 
 from harness.graders import shown_reference
+from harness.records import Prompt
 from harness.store import Store
 
 COLUMNS = (
@@ -34,18 +35,33 @@ COLUMNS = (
     "batched",
     "finish_reason",
     "usage_estimated",
+    "tool_calls",
+    "cached_tokens",
 )
 
 
 def _prompt(messages_json: str | None) -> list[dict] | None:
-    """The stored chat messages as [{role, content}] (None when the prompt was not stored)."""
+    """The stored chat messages as [{role, content, ...}] (None when the prompt was not stored).
+
+    Images are named (source and sha256), never their bytes; tool calls and tool results keep their fields.
+    """
     if messages_json is None:
         return None
     try:
-        pairs = json.loads(messages_json)
-        return [{"role": str(role), "content": content} for role, content in pairs]
-    except (ValueError, TypeError):
+        data = json.loads(messages_json)
+    except ValueError:
         return [{"role": "prompt", "content": messages_json}]
+    prompt = Prompt.from_json(data)
+    out = []
+    for m in prompt.messages:
+        shown = m.to_json()
+        out.append({"role": shown[0], "content": shown[1]} if isinstance(shown, list) else shown)
+    return out
+
+
+def _tool_calls(calls) -> list[dict]:
+    """The calls as scripts read them: name as the suite names it, arguments parsed (or null), the raw string."""
+    return [{"name": c.name, "arguments": c.arguments, "raw_arguments": c.raw_arguments} for c in calls]
 
 
 def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
@@ -69,6 +85,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
         computed = {
             "run": r.run_id,
             "prompt": _prompt(messages_json),
+            "tool_calls": _tool_calls(r.tool_calls),
             "reference": shown_reference(graders.get(r.suite, ""), stored_reference or ""),
         }
         if r.model in untimed:
@@ -76,7 +93,11 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
         row = {c: computed[c] if c in computed else getattr(r, c) for c in COLUMNS}
         if writer:
             writer.writerow(
-                {**row, "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False)}
+                {
+                    **row,
+                    "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False),
+                    "tool_calls": json.dumps(row["tool_calls"], ensure_ascii=False) if row["tool_calls"] else "",
+                }
             )
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from harness import __version__
 from harness.graders import shown_reference
-from harness.records import money
+from harness.records import Prompt, money
 from harness.report import queries
 from harness.store import Store
 
@@ -173,25 +173,25 @@ _EXTRACTED, _REFERENCE, _BATCHED = _COL["extracted"], _COL["reference"], _COL["b
 
 
 def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
-    """[(role, text, characters cut)] from a stored prompt (a JSON list of [role, content] pairs)."""
+    """[(role, text, characters cut)] from a stored prompt; images and tool calls are shown as a line each."""
     if messages_json is None:
         return []
     try:
         data = json.loads(messages_json)
     except ValueError:
         data = [["prompt", messages_json]]
-    if not isinstance(data, list):
-        data = [["prompt", data]]
+    if not isinstance(data, (list, dict)):
+        data = [["prompt", str(data)]]
     out = []
-    for m in data:
-        if isinstance(m, (list, tuple)) and len(m) == 2:
-            role, content = str(m[0]), m[1]
-        else:
-            role, content = "message", m
-        if not isinstance(content, str):
-            content = json.dumps(content, ensure_ascii=False)
+    for m in Prompt.from_json(data).messages:
+        lines = [m.text] if m.text else []
+        lines += [f"[image: {image.source or image.sha256[:12]}]" for image in m.images]
+        lines += [f"-> {call.name}({call.raw_arguments})" for call in m.tool_calls]
+        if m.tool_call_id:
+            lines.insert(0, f"[result of {m.tool_call_id}]")
+        content = "\n".join(lines)
         out.append(
-            (role, content, 0) if len(content) <= TEXT_CAP else (role, content[:TEXT_CAP], len(content) - TEXT_CAP)
+            (m.role, content, 0) if len(content) <= TEXT_CAP else (m.role, content[:TEXT_CAP], len(content) - TEXT_CAP)
         )
     return out
 

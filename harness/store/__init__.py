@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError, redact, redact_secrets
+from harness.records import ToolCall, tool_calls_from_json, tool_calls_json
 
 # The table classes live in tables.py; other stages import them from here.
 from harness.store.tables import (  # noqa: F401
@@ -80,9 +81,25 @@ class SampleRecord:
     extracted: str
     batched: bool | None = False
     usage_estimated: bool | None = False
+    tool_calls: tuple[ToolCall, ...] = ()  # stored as JSON in samples.tool_calls_json
+    cached_tokens: int | None = None  # of prompt_tokens, read from the server's prompt cache; None: not reported
 
 
 _RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)
+# Fields stored under another column name (as JSON text).
+_COLUMN_OF = {"tool_calls": "tool_calls_json"}
+
+
+def _sample_row(record: SampleRecord) -> dict[str, Any]:
+    row = dict(record.__dict__)
+    row["tool_calls_json"] = tool_calls_json(row.pop("tool_calls"))
+    return row
+
+
+def _sample_record(values: Any) -> SampleRecord:
+    fields = dict(zip(_RECORD_FIELDS, values))
+    fields["tool_calls"] = tool_calls_from_json(fields["tool_calls"])
+    return SampleRecord(**fields)
 
 
 @dataclass(frozen=True)
@@ -280,7 +297,7 @@ class Store:
         hashes the caller knew to have no stored prompts, so their prompts are inserted unchecked.
         Returns False when a conflict made it fall back to one row per transaction.
         """
-        rows = [dict(r.__dict__) for r in records]
+        rows = [_sample_row(r) for r in records]
         now = _now()
         for row in rows:
             row["created_at"] = now
@@ -439,7 +456,9 @@ class Store:
         self, run_id: str, *, model: str | None = None, suite: str | None = None, batch: int = 2000
     ) -> Iterator[SampleRecord]:
         """Stream a run's samples in a stable order (model, suite, item, sample index)."""
-        q = select(*[getattr(SampleRow, f) for f in _RECORD_FIELDS]).where(SampleRow.run_id == run_id)
+        q = select(*[getattr(SampleRow, _COLUMN_OF.get(f, f)) for f in _RECORD_FIELDS]).where(
+            SampleRow.run_id == run_id
+        )
         if model:
             q = q.where(SampleRow.model == model)
         if suite:
@@ -447,7 +466,7 @@ class Store:
         q = q.order_by(SampleRow.model, SampleRow.suite, SampleRow.id)
         with Session(self.engine) as s:
             for row in s.execute(q.execution_options(yield_per=batch)):
-                yield SampleRecord(*row)
+                yield _sample_record(row)
 
     def prompts(self, suite_hash: str, item_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
         """item_id -> (messages_json, reference) for a suite content."""
@@ -473,7 +492,7 @@ def _redact_row(row: dict) -> None:
     for name in ("error", "grade_reason"):
         if row.get(name):
             row[name] = redact(row[name])
-    for name in ("completion", "reasoning", "extracted"):
+    for name in ("completion", "reasoning", "extracted", "tool_calls_json"):
         if row.get(name):
             row[name] = redact_secrets(row[name])
 

@@ -105,6 +105,12 @@ class SampleRow(Base):
     # True: the server reported no usable token counts and they (and the cost) were estimated.
     # NULL on samples stored by a harness that did not record it.
     usage_estimated: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The functions the model called: a JSON list of {name, arguments, raw_arguments, id?, parse_error?};
+    # NULL when it called none.
+    tool_calls_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Of prompt_tokens, those the server read from its prompt cache (billed at the cached-input price);
+    # NULL when the server did not say.
+    cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     __table_args__ = (
         UniqueConstraint("run_id", "model", "suite", "item_id", "sample_index", name="uq_sample"),
         Index("ix_samples_run_model_suite", "run_id", "model", "suite"),
