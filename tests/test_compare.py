@@ -374,6 +374,8 @@ EXPORT_FIELDS = [
     "batched",
     "finish_reason",
     "usage_estimated",
+    "tool_calls",
+    "cached_tokens",
 ]
 
 
