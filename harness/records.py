@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
+from harness.formatting import money  # noqa: F401  (moved to harness.formatting; kept importable from here)
 
 
 @dataclass(frozen=True)
@@ -363,16 +364,3 @@ class Grade:
 class GraderSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
-
-
-def money(x: float) -> str:
-    """A cost in US dollars as every command and report shows it: "—" when unknown, "$0" only for a true
-    zero, cents from $1 up, else three significant digits (never exponent notation, never a tiny cost as 0)."""
-    if not isinstance(x, (int, float)) or not math.isfinite(x):
-        return "—"
-    if x == 0:
-        return "$0"
-    if abs(x) >= 1:
-        return f"${x:,.2f}"
-    decimals = min(10, 2 - math.floor(math.log10(abs(x))))
-    return f"${x:.{decimals}f}"

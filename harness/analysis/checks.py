@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from harness.analysis.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
+from harness.formatting import percent
 from harness.store import RunInfo, Store
 
 ALARM_KINDS = (
@@ -181,10 +182,6 @@ def _fisher_greater(e_new: int, n_new: int, e_old: int, n_old: int) -> float:
 
     _, p = fisher_exact([[e_new, n_new - e_new], [e_old, n_old - e_old]], alternative="greater")
     return float(p)
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or x != x else f"{100 * x:.1f}%"
 
 
 def _compare(
@@ -376,8 +373,8 @@ def check_run(
                         "availability",
                         m.model,
                         "",
-                        f"error rate {_pct(r_old)} ({old.errors}/{old.samples}) in {prev.id}, "
-                        f"{_pct(r_new)} ({new.errors}/{new.samples}) now "
+                        f"error rate {percent(r_old)} ({old.errors}/{old.samples}) in {prev.id}, "
+                        f"{percent(r_new)} ({new.errors}/{new.samples}) now "
                         f"(one-sided Fisher exact p = {p:.2g})",
                     )
                 )

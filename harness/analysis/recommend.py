@@ -31,6 +31,7 @@ from harness.analysis import paired
 from harness.analysis.compare import json_safe
 from harness.analysis.summary import CellSummary, RunSummary, summarize_run
 from harness.errors import HarnessError
+from harness.formatting import percent
 from harness.store import RunInfo, RunModelInfo, Store
 
 DEFAULT_MARGIN = 0.02
@@ -175,18 +176,14 @@ def plan_margin(run: RunInfo) -> float:
     return DEFAULT_MARGIN if value is None else float(value)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.3g}%"
-
-
 def ineligibility(c: CellSummary, limits: Limits) -> str:
     """Why the model may not take this suite's traffic ("" when it may)."""
     if c.n_samples and c.errors >= c.n_samples:
         return f"unavailable: all {c.n_samples} requests failed"
     if limits.max_error_rate is not None and c.error_rate > limits.max_error_rate:
         return (
-            f"unavailable: error rate {_pct(c.error_rate)} ({c.errors}/{c.n_samples}) above the limit "
-            f"{_pct(limits.max_error_rate)}"
+            f"unavailable: error rate {percent(c.error_rate, significant=3)} ({c.errors}/{c.n_samples}) above the limit "
+            f"{percent(limits.max_error_rate, significant=3)}"
         )
     for limit, value, what in (
         (limits.max_p99_s, c.latency_p99, "p99 latency"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.records import money
+from harness.formatting import money, percent_value
 
 DB_HELP = "SQLAlchemy database URL [default: $HARNESS_DB or sqlite:///harness.db]"
 
@@ -39,10 +39,6 @@ def echo_err(msg: str) -> None:
     click.echo(redact(msg), err=True)
 
 
-def fmt_pct(x: float) -> str:
-    return "—" if x != x else f"{100 * x:.1f}"
-
-
 def fmt_s(x: float) -> str:
     return "—" if x != x else f"{x:.2f}"
 
@@ -60,8 +56,8 @@ def print_summary(summary) -> None:
             c.model,
             c.suite,
             str(c.n_samples),
-            fmt_pct(c.mean),
-            f"{fmt_pct(c.lo)}–{fmt_pct(c.hi)}",
+            percent_value(c.mean),
+            f"{percent_value(c.lo)}–{percent_value(c.hi)}",
             str(c.errors),
             fmt_s(c.latency_p50),
             fmt_s(c.latency_p99),
@@ -92,8 +88,8 @@ def print_summary(summary) -> None:
         ops.add_row(
             o.model,
             str(o.n_samples),
-            fmt_pct(o.error_rate),
-            fmt_pct(o.length_rate),
+            percent_value(o.error_rate),
+            percent_value(o.length_rate),
             fmt_s(o.latency_p50),
             fmt_s(o.latency_p90),
             fmt_s(o.latency_p99),

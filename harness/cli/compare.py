@@ -9,7 +9,7 @@ import sys
 import click
 
 from harness.cli.common import data_console, db_option
-from harness.records import money
+from harness.formatting import money, percent_value
 
 
 def _split(values) -> list[str]:
@@ -141,16 +141,12 @@ def compare(
 # -- text output ----------------------------------------------------------------------------
 
 
-def _pct(x: float) -> str:
-    return "—" if x is None or x != x else f"{100 * x:.1f}"
-
-
 def _est(mean: float, lo: float, hi: float) -> str:
     if mean != mean:
         return "—"
     if lo != lo or hi != hi:
-        return _pct(mean)
-    return f"{_pct(mean)} ({_pct(lo)}–{_pct(hi)})"
+        return percent_value(mean)
+    return f"{percent_value(mean)} ({percent_value(lo)}–{percent_value(hi)})"
 
 
 def _diff(x: float) -> str:
@@ -224,7 +220,7 @@ def _print(result) -> None:
                 _p(c.p_value),
                 _p(c.p_adjusted),
                 c.marker,
-                _pct(c.mde),
+                percent_value(c.mde),
                 str(c.n_paired),
                 f"{c.discordant_a}/{c.discordant_b}",
                 c.method,
@@ -244,7 +240,7 @@ def _print(result) -> None:
                     s.run,
                     _num(s.latency_p50, ".2f"),
                     _num(s.latency_p99, ".2f"),
-                    _pct(s.error_rate),
+                    percent_value(s.error_rate),
                     money(s.cost_usd),
                     money(s.cost_per_correct),
                 )
@@ -261,7 +257,7 @@ def _print(result) -> None:
                     Text.assemble(
                         ("REGRESSION", "bold red"),
                         f": {c.a.model} on {c.suite}: "
-                        f"{_pct(c.a.mean)}% -> {_pct(c.b.mean)}% ({_diff(c.diff)} points, "
+                        f"{percent_value(c.a.mean)}% -> {percent_value(c.b.mean)}% ({_diff(c.diff)} points, "
                         f"corrected p {_p(c.p_adjusted)})",
                     )
                 )

@@ -9,7 +9,7 @@ import click
 
 from harness.cli.common import db_option, echo_err, open_store
 from harness.errors import HarnessError
-from harness.records import money
+from harness.formatting import money
 
 CONTRACT_FIELDS = (
     "concurrency",

@@ -8,11 +8,7 @@ import math
 import click
 
 from harness.cli.common import data_console, db_option
-from harness.records import money
-
-
-def _pct(x: float) -> str:
-    return "—" if x is None or x != x else f"{100 * x:.1f}"
+from harness.formatting import money, percent_value
 
 
 def _points(x: float) -> str:
@@ -206,12 +202,12 @@ def _print(rec, show_all: bool) -> None:
         table.add_row(
             s.suite,
             c.model,
-            _pct(c.mean),
+            percent_value(c.mean),
             "" if c.is_best else _points(c.diff),
             cost_text(c, s.cost_basis),
             _s(c.latency_p99),
             b.model,
-            _pct(b.mean),
+            percent_value(b.mean),
             cost_text(b, s.cost_basis),
         )
     console.print(table)
@@ -237,7 +233,11 @@ def _print(rec, show_all: bool) -> None:
         ):
             t.add_column(col, justify="left" if col == "model" else "right")
         for c in s.candidates:
-            ci = _pct(c.mean) if c.lo != c.lo else f"{_pct(c.mean)} ({_pct(c.lo)}–{_pct(c.hi)})"
+            ci = (
+                percent_value(c.mean)
+                if c.lo != c.lo
+                else f"{percent_value(c.mean)} ({percent_value(c.lo)}–{percent_value(c.hi)})"
+            )
             mark = "best" if c.is_best else ("yes" if c.noninferior else ("no" if c.eligible else "—"))
             name = f"→ {c.model}" if c.model == s.model else c.model
             t.add_row(
@@ -249,6 +249,6 @@ def _print(rec, show_all: bool) -> None:
                 mark,
                 cost_text(c, s.cost_basis),
                 _s(c.latency_p99),
-                _pct(c.error_rate),
+                percent_value(c.error_rate),
             )
         console.print(t)

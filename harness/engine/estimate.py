@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from harness.engine.units import generation_for, prepare_suites
+from harness.formatting import money
 from harness.plan import Plan
 from harness.providers.tokens import estimate_tokens
-from harness.records import money
 
 
 def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from harness.records import money
+from harness.formatting import money
 
 
 class RunProgress:

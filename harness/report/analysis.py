@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from harness.analysis import paired, stats
 from harness.analysis.summary import CellSummary, RunSummary
+from harness.formatting import finite
 
 ALPHA = 0.05
 PAIR_RESAMPLES = 2000  # permutation draws for A-vs-B pages (non-binary scores only)
@@ -51,10 +52,6 @@ class PairSuite:
         return self.comparison.discordant_b
 
 
-def _finite(x: float) -> bool:
-    return x is not None and not math.isnan(x)
-
-
 def _aligned(a: CellSummary, b: CellSummary):
     """Per-item scores of a and b on their shared items (a's order), with cluster labels or None."""
     b_by_item = dict(zip(b.item_ids, b.scores))
@@ -87,7 +84,7 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
     for suite, cells in by_suite.items():
         # A model that never answered is no contender for "best", whatever its (all-zero) score ties with.
         cells = sorted(
-            cells, key=lambda c: (_never_answered(c), -(c.mean if _finite(c.mean) else -1.0), order.get(c.model, 0))
+            cells, key=lambda c: (_never_answered(c), -(c.mean if finite(c.mean) else -1.0), order.get(c.model, 0))
         )
         best = cells[0]
         if _never_answered(best):
@@ -98,7 +95,7 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
             ids, xs, bs, clusters = _aligned(c, best)
             cmp = paired.paired_compare(xs, bs, clusters=clusters)
             rows.append(BoardRow(c, rank, False, cmp.diff, cmp.lo, cmp.hi, cmp.n, cmp.method, cmp.p_value))
-            if _finite(cmp.p_value):
+            if finite(cmp.p_value):
                 pending.append((suite, rank - 1, cmp))
         boards[suite] = rows
     adjusted = stats.adjust_pvalues([cmp.p_value for _, _, cmp in pending], "holm")
@@ -111,7 +108,7 @@ def leaderboards(summary: RunSummary) -> dict[str, list[BoardRow]]:
 
 
 def n_comparisons(boards: dict[str, list[BoardRow]]) -> int:
-    return sum(1 for rows in boards.values() for r in rows if _finite(r.p_adj))
+    return sum(1 for rows in boards.values() for r in rows if finite(r.p_adj))
 
 
 def pairs(summary: RunSummary) -> list[tuple[str, str, list[PairSuite]]]:
@@ -139,11 +136,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     accurate while strictly better in one of the two. Points with a NaN coordinate are never on it."""
     flags = []
     for i, (c, a) in enumerate(points):
-        if not (_finite(c) and _finite(a)):
+        if not (finite(c) and finite(a)):
             flags.append(False)
             continue
         dominated = any(
-            j != i and _finite(c2) and _finite(a2) and c2 <= c and a2 >= a and (c2 < c or a2 > a)
+            j != i and finite(c2) and finite(a2) and c2 <= c and a2 >= a and (c2 < c or a2 > a)
             for j, (c2, a2) in enumerate(points)
         )
         flags.append(not dominated)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import math
 import sys
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from harness.formatting import finite
 
 # Okabe & Ito (2008) colour-blind-safe palette, most distinguishable first; markers add a second cue.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
@@ -53,10 +54,6 @@ def _render(fig, alt: str) -> Chart:
     return Chart(buf.getvalue(), int(round(w * DPI)), int(round(h * DPI)), alt)
 
 
-def _finite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
 def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: set) -> Chart:
     """Dot plot: score with 95% CI per model (colour/marker) per suite (row group).
 
@@ -76,7 +73,7 @@ def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: se
             mean, lo, hi = values[(m, suite)]
             colour, marker = style(models.index(m))
             hollow = (m, suite) in worse
-            if _finite(lo) and _finite(hi):
+            if finite(lo) and finite(hi):
                 ax.errorbar(
                     [100 * mean],
                     [y],
@@ -102,7 +99,7 @@ def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: se
             seen.add(m)
             ax.annotate(
                 f"{100 * mean:.1f}",
-                (100 * (hi if _finite(hi) else mean), y),
+                (100 * (hi if finite(hi) else mean), y),
                 xytext=(5, 0),
                 textcoords="offset points",
                 va="center",
@@ -138,7 +135,7 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
     """Scatter of total cost (USD) against accuracy (%) per model, Pareto front joined and ringed."""
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
-    pts = [(m, c, a, f) for (m, c, a), f in zip(points, front) if _finite(c) and _finite(a)]
+    pts = [(m, c, a, f) for (m, c, a), f in zip(points, front) if finite(c) and finite(a)]
     for m, c, a, on_front in pts:
         colour, marker = style(models.index(m))
         ax.plot([c], [100 * a], marker=marker, markersize=9, color=colour, linestyle="none", zorder=3)
@@ -257,7 +254,7 @@ def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]], c
                 label=None if labelled else _label(m),
             )
             labelled = True
-            band = [p for p in part if _finite(p[2]) and _finite(p[3])]
+            band = [p for p in part if finite(p[2]) and finite(p[3])]
             if len(band) > 1:
                 ax.fill_between(
                     [p[0] for p in band],

@@ -16,8 +16,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from harness import __version__
+from harness.formatting import finite, money
+from harness.formatting import percent as pct
 from harness.graders import shown_reference
-from harness.records import Prompt, money
+from harness.records import Prompt
 from harness.report import queries
 from harness.store import Store
 
@@ -32,14 +34,6 @@ _SAFE_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def finite(x) -> bool:
-    return x is not None and x == x and x not in (math.inf, -math.inf)
-
-
-def pct(x) -> str:
-    return f"{100 * x:.1f}%" if finite(x) else "—"
 
 
 def ci_text(lo, hi) -> str:

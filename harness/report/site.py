@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
-from harness.records import money
+from harness.formatting import money
 from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.store import Store

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
-from harness.records import money
+from harness.formatting import money
 from harness.report.pages import pct, points, pval, run_dir, secs
 from harness.store import RunInfo, Store
 

@@ -19,30 +19,10 @@ import yaml
 from harness.errors import HarnessError
 from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
+from harness.suite.config import check_suite_file
 from harness.suite.jsonl import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-_SUITE_KEYS = {
-    "name",
-    "description",
-    "family",
-    "version",
-    "data",
-    "loader",
-    "options",
-    "id_field",
-    "id_format",
-    "group_field",
-    "reference_field",
-    "reference_response",
-    "template",
-    "system",
-    "fewshot",
-    "grader",
-    "generation",
-    "sandbox",
-}
 
 
 def suite_dirs() -> list[Path]:
@@ -241,12 +221,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     except yaml.YAMLError as exc:
         raise HarnessError(f"{config_path}: invalid YAML: {str(exc).splitlines()[0]}") from None
     where = str(config_path)
-    unknown = sorted(set(raw) - _SUITE_KEYS)
-    if unknown:
-        raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_SUITE_KEYS))})")
-    for required in ("template", "grader"):
-        if required not in raw:
-            raise HarnessError(f"{where}: missing '{required}'")
+    check_suite_file(raw, where)  # keys, types, required ones: one line naming the file and the field
     for tpl_key in ("template", "system"):
         if raw.get(tpl_key) and not (folder / raw[tpl_key]).is_file():
             raise HarnessError(f"{where}: {tpl_key} file {raw[tpl_key]} not found in {folder}")
