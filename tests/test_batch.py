@@ -10,7 +10,9 @@ import time
 
 import pytest
 import yaml
-from fakeserver import BatchPlan
+from support.fakeserver import BatchPlan
+from support.postgres import on_both_databases
+from support.servers import start_litellm, stop
 
 from harness.analysis.summary import summarize_run
 from harness.engine.batch import GENERIC_LIMITS, custom_id, endpoint_for, limits_for, read_result_lines, split_lines
@@ -256,6 +258,7 @@ def test_kill_during_polling_then_rerun_submits_nothing_twice(tmp_path, fake_ser
     assert store.count_samples(run_id) == N_ITEMS and store.run(run_id).status == "finished"
 
 
+@on_both_databases
 def test_batch_created_but_its_id_lost_is_found_again(tmp_path, fake_server, db_url):
     """A crash between 'create batch' and storing its id: the rerun adopts the provider's batch."""
     from harness.engine.batch_records import update_batch
@@ -415,42 +418,14 @@ def test_batch_models_refuse_shards(tmp_path, fake_server, db_url):
 
 # -- a real gateway in between ----------------------------------------------------------------
 
-LITELLM_VENV = "/root/.cache/harness-tests/litellm-venv/bin/litellm"
 
-
-def _litellm() -> str:
-    import shutil
-
-    found = (
-        os.environ.get("HARNESS_LITELLM")
-        or shutil.which("litellm")
-        or (LITELLM_VENV if os.path.exists(LITELLM_VENV) else None)
-    )
-    if not found:
-        pytest.skip(
-            "LiteLLM's proxy is not installed (pip install 'litellm[proxy]' in its own venv, "
-            "or set HARNESS_LITELLM to its litellm executable)"
-        )
-    return found
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.realserver
 def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypatch):
     """harness -> LiteLLM proxy (files_settings, openai provider) -> the fake server's Batch API."""
     import secrets
-    import urllib.request
 
-    exe = _litellm()
     fake_server.state.responder = sums_responder
     fake_server.state.batch.plans = [BatchPlan(outcome="expired", missing=0.1)]
-    port = _free_port()
     key = "sk-" + secrets.token_hex(24)
     (tmp_path / "litellm.yaml").write_text(
         yaml.safe_dump(
@@ -472,29 +447,13 @@ def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypat
         )
     )
     env = {
-        **os.environ,
         "LITELLM_MASTER_KEY": key,
         "OPENAI_API_BASE": fake_server.base_url,
         "OPENAI_API_KEY": "upstream",
         "LITELLM_LOG": "ERROR",
     }
-    log = open(tmp_path / "litellm.log", "wb")
-    proxy = subprocess.Popen(
-        [exe, "--config", str(tmp_path / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proxy, proxy_url = start_litellm(tmp_path / "litellm.yaml", env)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proxy.poll() is None, (tmp_path / "litellm.log").read_text()[-2000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "LiteLLM's proxy did not start within 180 s"
-                time.sleep(0.5)
         monkeypatch.setenv("LITELLM_TEST_KEY", key)
         plan = tmp_path / "via-litellm.yaml"
         plan.write_text(
@@ -505,7 +464,7 @@ def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypat
                     "models": {
                         "m": {
                             "provider": "openai",
-                            "base_url": f"http://127.0.0.1:{port}/v1",
+                            "base_url": proxy_url,
                             "api_key_env": "LITELLM_TEST_KEY",
                             "model": "fake-batch",
                             "max_attempts": 3,
@@ -519,9 +478,7 @@ def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypat
         store = Store(db_url)
         result = execute_plan(load_plan(plan), store)
     finally:
-        proxy.kill()
-        proxy.wait(10)
-        log.close()
+        stop(proxy)
     assert result.status == "finished"
     assert [b.state for b in list_batches(store, result.run_id)] == ["expired", "completed"]
     samples = list(store.samples(result.run_id))

@@ -10,7 +10,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from scipy.stats import binomtest
-from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
+from support.cli import invoke
+from support.plans import run_plan
+from support.weekly import SUITE, WeeklyResponder, item_ids, write_plan
 
 from harness.analysis.checks import (
     Alarm,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_checks_support import SUITE, WeeklyResponder, item_ids, run_plan, write_plan
+from support.plans import run_plan
+from support.weekly import SUITE, WeeklyResponder, item_ids, write_plan
 
 from harness.report import write_report
 from harness.report.pages import slug

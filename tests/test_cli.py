@@ -1,30 +1,14 @@
 """The command line as a user meets it: one-line errors with exit code 2, and the read commands."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import oracle_responder
+from support.cli import assert_clean_error, harness
+from support.plans import oracle_responder
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def harness(*args, cwd=None, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
-    )
-
-
-def assert_clean_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_help_explains_commands():
@@ -228,7 +212,7 @@ MARKUP_NAMES = ("m[/bold]", "[red]x:smile:[/]", "[link=file:///etc/passwd]y")
 
 
 def test_markup_in_names_is_printed_literally_by_every_table(tmp_path, fake_server):
-    from test_checks_support import invoke
+    from support.cli import invoke
 
     fake_server.state.responder = oracle_responder(["math-word"], wrong={"math-word/1"})
     models = {

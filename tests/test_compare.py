@@ -15,6 +15,8 @@ import yaml
 from click.testing import CliRunner
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
+from support.cli import invoke
+from support.postgres import on_both_databases
 
 from harness.analysis.compare import compare_models, compare_runs, previous_run, to_json
 from harness.cli import cli
@@ -92,12 +94,6 @@ def make_run(
     result = execute_plan(load_plan(plan_path), Store(db_url), new=True, tag=tag)
     assert result.status == "finished"
     return result.run_id
-
-
-def invoke(*args, ok_codes=(0,)):
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exit_code in ok_codes, (result.output, result.exception)
-    return result
 
 
 def compare_json(db_url, *args, ok_codes=(0,)) -> dict:
@@ -248,6 +244,7 @@ def test_single_model_run_points_to_run_comparisons(tmp_path, db_url):
 # -- runs across time -------------------------------------------------------------------------
 
 
+@on_both_databases
 def test_regression_across_runs_is_detected_and_fails_the_check(tmp_path, db_url):
     everything = set(range(40))
     old = make_run(tmp_path, db_url, {"m": everything, "steady": everything}, limit=40)

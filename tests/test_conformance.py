@@ -4,7 +4,7 @@ llama-cpp-python's own server (`python -m llama_cpp.server`) on the embedded GGU
 default interruption of a stream by a newer request and with `--interrupt_requests False`, and
 LiteLLM's proxy in front of it (two model names, one with a requests-per-minute limit that makes
 it answer real 429s). What these servers do that our fake server did not is taught to
-tests/fakeserver.py, so the fast tests keep catching it.
+tests/support/fakeserver.py, so the fast tests keep catching it.
 
 Kept small (a few items, few tokens): the embedded model writes ~25-40 tokens a second here.
 """
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
+from support.servers import LLAMA_ALIAS as ALIAS
+from support.servers import litellm_executable, start_litellm, start_llama_server, stop
 
 from harness.engine.runs import execute_plan
 from harness.plan import load_plan
@@ -38,92 +35,25 @@ SERVER_DEPS = (
     "pydantic_settings",
 )
 missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(
-    bool(missing),
-    reason=f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)}); pip install -e '.[local,test]'",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        bool(missing),
+        reason=f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)}); pip install -e '.[local,test]'",
+    ),
+    pytest.mark.realserver,
+    pytest.mark.slow,
+]
 
-ALIAS = "smollm2-135m"
 SUITES = [{"math-word": {"limit": 2, "fewshot": 0}}, {"zh-mcq": {"limit": 2, "fewshot": 0}}]
 GENERATION = {"max_tokens": 24, "temperature": 0.0}
 PRICE = {"input": 1.0, "output": 2.0}
-# LiteLLM's proxy lives in its own virtual environment: litellm[proxy] pins rich<14 and (through its
-# dependencies) huggingface-hub<2, which would downgrade what `datasets` and our summary need.
-LITELLM_VENV = Path(os.environ.get("HARNESS_LITELLM_VENV", Path.home() / ".cache" / "harness-tests" / "litellm-venv"))
-LITELLM_SPEC = "litellm[proxy]>=1.108,<2"
 MASTER_KEY = "sk-harness-conformance-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, headers: dict | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"no answer from {url} within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a server this module started, by its own pid."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def start_llama_server(tmp_path_factory, *extra: str):
-    from harness.providers.llamacpp import embedded_model_path
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("llama") / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_model_path()),
-            "--model_alias",
-            ALIAS,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_threads",
-            "1",
-            "--n_ctx",
-            "2048",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/v1/models", proc, 120)
-    except RuntimeError:
-        stop(proc)
-        raise
-    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture(scope="module")
 def llama_interrupting(tmp_path_factory):
     """The server as it starts by default: a newer request interrupts a running stream."""
-    proc, url = start_llama_server(tmp_path_factory)
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama"))
     yield url
     stop(proc)
 
@@ -131,7 +61,7 @@ def llama_interrupting(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llama_queueing(tmp_path_factory):
     """The server with `--interrupt_requests False`: requests wait their turn."""
-    proc, url = start_llama_server(tmp_path_factory, "--interrupt_requests", "False")
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama"), "--interrupt_requests", "False")
     yield url
     stop(proc)
 
@@ -234,31 +164,9 @@ def test_queueing_server_streams_match_direct_with_estimated_tokens(llama_queuei
 # -- LiteLLM's proxy in front of the llama.cpp server ------------------------------------------
 
 
-def litellm_executable() -> Path:
-    """LiteLLM's CLI from its own venv, created on first use from the package index; skip if it cannot be."""
-    exe = LITELLM_VENV / "bin" / "litellm"
-    if exe.exists():
-        return exe
-    found = shutil.which("litellm")
-    if found:
-        return Path(found)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, capture_output=True, timeout=120)
-        subprocess.run(
-            [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_SPEC],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        shutil.rmtree(LITELLM_VENV, ignore_errors=True)
-        pytest.skip(f"litellm[proxy] could not be installed into {LITELLM_VENV}: {exc}")
-    return exe
-
-
 @pytest.fixture(scope="module")
 def gateway(llama_queueing, tmp_path_factory):
-    exe = litellm_executable()
+    litellm_executable()  # skips, saying why, when .ci/run has not prepared LiteLLM's environment
     folder = tmp_path_factory.mktemp("litellm")
     backend = {"model": f"openai/{ALIAS}", "api_base": llama_queueing, "api_key": "none"}
     config = {
@@ -273,22 +181,8 @@ def gateway(llama_queueing, tmp_path_factory):
         "general_settings": {"master_key": MASTER_KEY},
     }
     (folder / "cfg.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(folder / "proxy.log", "w")
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(folder / "cfg.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=folder,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
-    except RuntimeError:
-        stop(proc)
-        raise
-    yield f"http://127.0.0.1:{port}/v1"
+    proc, url = start_litellm(folder / "cfg.yaml")
+    yield url
     stop(proc)
 
 

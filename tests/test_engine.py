@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 import yaml
-from conftest import oracle_responder
+from support.plans import oracle_responder
+from support.postgres import on_both_databases
 
 from harness.analysis.summary import summarize_run
 from harness.engine.runs import execute_plan
@@ -31,6 +32,7 @@ def write_plan(tmp_path, server, models=None, suites=None, **extra):
     return load_plan(path)
 
 
+@on_both_databases
 def test_every_sample_graded_and_stored(tmp_path, fake_server, db_url):
     wrong = {"math-word/1", "zh-mcq/high_school_history/0"}
     fake_server.state.responder = oracle_responder(SUITES, wrong=wrong)

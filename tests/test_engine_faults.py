@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeserver import echo_responder, prompt_key
+from support.cli import HARNESS
+from support.fakeserver import echo_responder, prompt_key
+from support.plans import echo_suite
+from support.postgres import on_both_databases
 
 from harness.engine.pacing import AdaptiveLimiter
 from harness.engine.runs import execute_plan
@@ -27,24 +30,6 @@ from harness.providers.openai_api import OpenAIProvider
 from harness.providers.openai_body import completion_from_json
 from harness.store import Store
 from harness.suite.prompt import PromptBuilder
-
-HARNESS = Path(sys.executable).with_name("harness")
-
-
-def echo_suite(root: Path, n: int, name: str = "echo") -> Path:
-    """A suite of n items whose prompt ends with its answer: the echo responder answers it right."""
-    folder = root / "suites" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "suite.yaml").write_text(
-        f"name: {name}\ndescription: synthetic\nfamily: reasoning\nversion: 1\ndata: items.jsonl\nid_field: id\n"
-        'reference_field: answer\nreference_response: "{{ answer }}"\ntemplate: prompt.j2\n'
-        "grader: {name: exact}\ngeneration: {max_tokens: 16, temperature: 0.0}\n"
-    )
-    (folder / "prompt.j2").write_text("Item {{ id }}. Repeat the last line.\n{{ answer }}\n")
-    with open(folder / "items.jsonl", "w") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"id": f"q{i}", "answer": f"word-{i}"}) + "\n")
-    return root / "suites"
 
 
 @pytest.fixture
@@ -207,6 +192,7 @@ def test_samples_per_item_carry_seed_plus_index(echo, db_url):
     assert all(b["temperature"] == 0.7 for b in server.state.bodies)
 
 
+@on_both_databases
 def test_response_cache_reuses_identical_requests_across_runs(echo, db_url):
     make_plan, server = echo
     plan = make_plan(10, _plan={"cache": True})

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeserver import echo_responder
 from sqlalchemy import insert, select
-from test_engine_faults import HARNESS, echo_suite
+from support.cli import HARNESS
+from support.fakeserver import echo_responder
+from support.plans import echo_suite
+from support.postgres import on_both_databases
 
 from harness.engine.lease import PlanLease
 from harness.engine.runs import execute_plan
@@ -203,6 +205,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@on_both_databases
 def test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder(db_url):
     store = Store(db_url)
     lost = []

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from loadserver import ServerProcess
+from support.loadserver import ServerProcess
 
 from harness.errors import HarnessError
 from harness.load.generator import StageDriver

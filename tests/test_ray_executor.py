@@ -23,11 +23,9 @@ import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (it is in the test extra)")
 
-from conftest import oracle_responder  # noqa: E402
-from fakeserver import echo_responder  # noqa: E402
-from test_checks_support import invoke  # noqa: E402
-from test_cli import assert_clean_error, harness  # noqa: E402
-from test_engine_faults import echo_suite  # noqa: E402
+from support.cli import assert_clean_error, harness, invoke  # noqa: E402
+from support.fakeserver import echo_responder  # noqa: E402
+from support.plans import echo_suite, oracle_responder  # noqa: E402
 
 from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -252,7 +250,7 @@ def sandbox_inside_a_worker(secret: str, hunt: str, port: int) -> dict:
 
 
 def test_the_sandbox_keeps_its_isolation_inside_a_ray_worker(ray_local):
-    from test_sandbox import secret_hunt
+    from support.sandbox import secret_hunt
 
     secret = "sk-" + secrets.token_hex(16)
     listener = socket.create_server(("127.0.0.1", 0))

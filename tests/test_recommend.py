@@ -9,7 +9,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from scipy.stats import beta
-from test_checks_support import SUITE, WeeklyResponder, invoke, item_ids, run_plan, write_plan
+from support.cli import invoke
+from support.plans import run_plan
+from support.weekly import SUITE, WeeklyResponder, item_ids, write_plan
 
 from harness.analysis.recommend import recommend
 from harness.cli import cli

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import markupsafe
 import pytest
-from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
+from support.postgres import on_both_databases
+from support.report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 from harness.analysis import paired, stats
 from harness.analysis.summary import summarize_run
@@ -29,8 +30,8 @@ def esc(text: str) -> str:
 
 
 @pytest.fixture()
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'h.db'}")
+def store(db_url):
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -219,6 +220,7 @@ def test_pareto_front():
 # --------------------------------------------------------------------------- samples
 
 
+@on_both_databases
 def test_samples_are_paginated_filtered_and_linked(store, tmp_path, monkeypatch):
     monkeypatch.setattr(pages, "PAGE_SIZE", 25)
     run_id = make_run(

@@ -2,144 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
+from support.browser import check_page, screenshot_dir
+from support.report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 from harness.report import pages, write_report
 from harness.store import Store
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--disable-extensions",
-    "--hide-scrollbars",
-    "--window-size=1280,1600",
-]
-
-
-def _find(*names: str) -> str | None:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-class WebDriver:
-    """The few W3C WebDriver commands the test needs, over HTTP with urllib (no selenium)."""
-
-    def __init__(self, chromedriver: str, chromium: str, profile: Path, log_path: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [chromedriver, f"--port={self.port}", "--allowed-ips=127.0.0.1"], stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.session = None
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self._call("GET", "/status")["ready"]:
-                    break
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError(f"chromedriver did not start (see {log_path})")
-            time.sleep(0.1)
-        caps = {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]},
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }
-        try:
-            self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
-        except Exception:
-            self.close()
-            raise
-
-    def _call(self, method: str, path: str, body: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read() or b"{}").get("value")
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"WebDriver {method} {path}: {exc.code} {exc.read()[:500]!r}") from None
-
-    def cmd(self, method: str, path: str, body: dict | None = None):
-        return self._call(method, f"/session/{self.session}{path}", body)
-
-    def get(self, url: str) -> None:
-        self.cmd("POST", "/url", {"url": url})
-
-    def title(self) -> str:
-        return self.cmd("GET", "/title")
-
-    def js(self, script: str, *args):
-        return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def browser_log(self) -> list[dict]:
-        try:
-            return self.cmd("POST", "/se/log", {"type": "browser"}) or []
-        except RuntimeError:  # older chromedrivers only know the legacy endpoint
-            return self.cmd("POST", "/log", {"type": "browser"}) or []
-
-    def screenshot(self, path: Path, full_height: bool = True) -> None:
-        if full_height:
-            height = min(int(self.js("return document.documentElement.scrollHeight")), 8000)
-            self.cmd("POST", "/window/rect", {"width": 1280, "height": max(600, height)})
-        path.write_bytes(base64.b64decode(self.cmd("GET", "/screenshot")))
-
-    def close(self) -> None:
-        if self.session is not None:
-            try:
-                self.cmd("DELETE", "")
-            except Exception:
-                pass
-            self.session = None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    chromium = _find("chromium", "chromium-browser", "google-chrome")
-    chromedriver = _find("chromedriver")
-    if not chromium or not chromedriver:
-        pytest.skip("needs Chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver)")
-    tmp = tmp_path_factory.mktemp("chromium")
-    driver = WebDriver(chromedriver, chromium, tmp / "profile", tmp / "chromedriver.log")
-    yield driver
-    driver.close()
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
@@ -154,49 +27,18 @@ def evil_report(tmp_path_factory):
     return run_id, index, tmp / "site"
 
 
-def _screenshot_dir(tmp_path: Path) -> Path:
-    """Screenshots go to $HARNESS_SCREENSHOTS when set (CI keeps them), else the test's tmp folder."""
-    folder = Path(os.environ.get("HARNESS_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _check_page(browser: WebDriver, path: Path) -> dict:
-    browser.get(path.as_uri())
-    assert browser.title() != "PWNED", f"an injected script ran on {path}"
-    state = browser.js("""
-        return {
-          ready: document.readyState,
-          title: document.title,
-          scripts: document.scripts.length,
-          handlers: document.querySelectorAll('[onerror],[onload],[onclick]').length,
-          images: Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)]),
-          text: document.body.innerText,
-          leaderboards: document.querySelectorAll('table.leaderboard tbody tr').length,
-          articles: document.querySelectorAll('article.sample').length,
-        };""")
-    errors = [e for e in browser.browser_log() if e.get("level") in ("SEVERE", "WARNING")]
-    assert not errors, f"console messages on {path.name}: {errors}"
-    assert state["ready"] == "complete"
-    assert state["scripts"] == 0 and state["handlers"] == 0, "no script element or inline handler in the DOM"
-    for complete, width, src in state["images"]:
-        assert complete and width > 0, f"image not loaded on {path.name}: {src}"
-        assert src.startswith("data:image/png;base64")
-    return state
-
-
 def test_report_renders_in_chromium_and_injected_scripts_do_not_run(browser, evil_report, tmp_path):
     run_id, index, out = evil_report
-    shots = _screenshot_dir(tmp_path)
+    shots = screenshot_dir(tmp_path)
 
-    state = _check_page(browser, index)
+    state = check_page(browser, index)
     assert state["leaderboards"] == 4  # 2 suites x 2 models
     assert len(state["images"]) == 3  # accuracy, cost against accuracy, latency
     assert EVIL_MODEL in state["text"] and EVIL_SUITE in state["text"]  # shown as text
     browser.screenshot(shots / "report-run.png")
 
     cell = out / run_id / pages.cell_folder(EVIL_MODEL, "math-word")
-    state = _check_page(browser, cell / "all-1.html")
+    state = check_page(browser, cell / "all-1.html")
     assert state["articles"] == 40
     assert XSS_COMPLETION in state["text"], "the payload is visible as text"
     browser.js("document.querySelectorAll('details').forEach(d => d.open = true)")
@@ -209,7 +51,7 @@ def test_report_renders_in_chromium_and_injected_scripts_do_not_run(browser, evi
         out / "index.html",
         out / "trends" / f"{pages.slug(EVIL_PLAN)}.html",
     ):
-        state = _check_page(browser, page)
+        state = check_page(browser, page)
         assert EVIL_MODEL in state["text"] or EVIL_PLAN in state["text"] or "evil-model" in state["text"]
     browser.screenshot(shots / "report-trend.png")
     for name in ("report-run.png", "report-samples.png", "report-trend.png"):
@@ -245,12 +87,12 @@ def _run_plan(tmp_path: Path, name: str, models: dict, suites: list, db: str, st
 def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_path, fake_server):
     """The pages of the issue's cases: one model, nothing spent, one run, code and worked-solution
     references; and a model whose every request failed (HTTP 401) beside a healthy one."""
-    from conftest import oracle_responder
+    from support.plans import oracle_responder
 
     from harness.suite import load_suite
     from harness.suite.prompt import PromptBuilder
 
-    shots = _screenshot_dir(tmp_path)
+    shots = screenshot_dir(tmp_path)
     db = f"sqlite:///{tmp_path / 'h.db'}"
     lines = []
     for suite_name in ("code-functions", "math-word"):
@@ -268,24 +110,24 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
         db,
     )
     index = write_report(Store(db), [solo], tmp_path / "site")
-    state = _check_page(browser, index)
+    state = check_page(browser, index)
     text = state["text"]
     assert "nothing to compare" in text and "0 comparisons" not in text
     assert "nothing was spent" in text
     assert len(state["images"]) == 1  # accuracy only: no cost chart at $0, no latency chart for untimed answers
     browser.screenshot(shots / "solo-run.png")
-    trend = _check_page(browser, tmp_path / "site" / "trends" / f"{pages.slug('solo')}.html")
+    trend = check_page(browser, tmp_path / "site" / "trends" / f"{pages.slug('solo')}.html")
     assert "One run so far" in trend["text"] and not trend["images"]
 
     site = tmp_path / "site" / solo
     code_page = site / pages.cell_folder("replayed", "code-functions") / "all-1.html"
-    _check_page(browser, code_page)
+    check_page(browser, code_page)
     blocks = browser.js("""return Array.from(document.querySelectorAll('article.sample dd pre.code'))
                            .map(p => [p.innerText, getComputedStyle(p).whiteSpace]);""")
     assert blocks and all("\n" in t and ws.startswith("pre") for t, ws in blocks)  # code keeps its lines
     browser.screenshot(shots / "solo-code-samples.png", full_height=False)
     math_page = site / pages.cell_folder("replayed", "math-word") / "all-1.html"
-    _check_page(browser, math_page)
+    check_page(browser, math_page)
     refs = browser.js("""return Array.from(document.querySelectorAll('article.sample dd'))
                          .filter(d => d.previousElementSibling.innerText == 'Reference').map(d => d.innerText);""")
     assert len(refs) == 3 and all(r.strip().lstrip("-").replace(".", "").isdigit() for r in refs), refs
@@ -311,7 +153,7 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
         tmp_path, "duel", spec, [{"math-word": {"limit": 10}}], db, status="failed"
     )  # a revoked key is fatal
     index = write_report(Store(db), [duel], tmp_path / "site2")
-    state = _check_page(browser, index)
+    state = check_page(browser, index)
     best = browser.js("""return Array.from(document.querySelectorAll('table.leaderboard tr.best td.name'))
                          .map(td => td.innerText);""")
     assert len(best) == 1 and best[0].startswith("healthy")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakeserver import echo_responder
-from test_engine_faults import echo_suite
+from support.fakeserver import echo_responder
+from support.plans import echo_suite
 
 from harness.engine.runs import execute_plan
 from harness.errors import redact, register_secret

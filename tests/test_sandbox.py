@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
-import hashlib
 import json
 import os
 import platform
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.sandbox import secret_hunt
 
 from harness.graders.sandbox import Limits, Outcome, Sandbox, default_sandbox, run_tests
 
@@ -785,45 +785,6 @@ def test_the_secret_hunt_finds_a_key_where_there_is_one(tmp_path):
     )
     found = [line for line in result.stdout.splitlines() if line.startswith("found=")][0]
     assert "os.environ" in found and "/proc/self/environ" in found and "memory" in found
-
-
-def secret_hunt(secret: str) -> str:
-    """A program that looks for `secret` in its environment, /proc and its own memory."""
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    return textwrap.dedent(
-        f"""
-        import hashlib, os, re
-        found = []
-        def look(where, data):
-            for match in re.findall(rb"sk-[0-9a-f]{{32}}", data):
-                if hashlib.sha256(match).hexdigest() == {digest!r}:
-                    found.append(where)
-        look("os.environ", repr(dict(os.environ)).encode())
-        for pid in os.listdir("/proc") + [str(os.getppid()), {str(os.getpid())!r}, "self"]:
-            for name in ("environ", "cmdline"):
-                try:
-                    look(f"/proc/{{pid}}/{{name}}", open(f"/proc/{{pid}}/{{name}}", "rb").read())
-                except OSError:
-                    pass
-        scanned = 0
-        mem = open("/proc/self/mem", "rb", buffering=0)  # all memory, much of it the zygote's
-        for line in open("/proc/self/maps"):
-            span, perms = line.split()[:2]
-            if perms.startswith("r"):
-                start, end = (int(x, 16) for x in span.split("-"))
-                try:
-                    mem.seek(start)
-                    data = mem.read(end - start)
-                except (OSError, OverflowError, ValueError):
-                    continue
-                scanned += len(data)
-                look("memory", data)
-        print(f"found={{sorted(set(found))}}")
-        print(f"scanned={{scanned}}")
-        print(f"home={{os.environ.get('HOME')}}")
-        print(f"names={{sorted(os.environ)}}")
-        """
-    )
 
 
 def test_harness_processes_are_invisible(sandbox, strong):

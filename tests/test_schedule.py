@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_checks_support import WeeklyResponder, item_ids, write_plan
+from support.cli import invoke
+from support.weekly import WeeklyResponder, item_ids, write_plan
 
 from harness import schedule as sch
 from harness.cli import cli, main
@@ -60,12 +61,6 @@ def plan(tmp_path):
         "api_key_env: NIGHTLY_KEY}\nsuites: [math-word]\n"
     )
     return path
-
-
-def invoke(*args, ok_codes=(0,)):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code in ok_codes, (result.output, result.exception)
-    return result
 
 
 def harness_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:

@@ -1,11 +1,11 @@
-"""The store on a real PostgreSQL server: the same runs, resumes, comparisons and reports as on SQLite.
+"""The store on a real PostgreSQL server: what SQLite does not show (an empty database, the CLI end to end,
+resume after a crash, duplicate rows, and text PostgreSQL is stricter about than SQLite).
 
 A throwaway server (initdb + pg_ctl, listening only on a unix socket in a temporary folder) serves
-the whole session; each test gets an empty database of its own. This module's `db_url` and `store`
-fixtures point at that database, so the SQLite tests imported below run unchanged against
-PostgreSQL: their assertions are reused, not copied. The tests defined here cover what those do not
-(an empty database, the CLI end to end, resume after a crash, duplicate rows, and text PostgreSQL
-is stricter about than SQLite).
+the whole session; each test gets an empty database of its own. The SQLite tests that must hold on
+PostgreSQL too (a graded run, the response cache, a batch whose id a crash lost, `harness compare`
+across runs, report pagination, the run lease) are parametrized over both databases where they are
+written (`support.postgres.on_both_databases`), so their assertions are reused, not copied.
 
 Needs the PostgreSQL server binaries (Debian: apt-get install postgresql) and the psycopg driver
 (pip install -e '.[test]'); without them every test here is skipped, saying which is missing.
@@ -19,33 +19,9 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import oracle_responder
-
-# Provider batches: retries after an expired batch, and a batch whose id a crash lost.
-from test_batch import (
-    fast_polls,  # noqa: F401  (fixture)
-    test_batch_created_but_its_id_lost_is_found_again,  # noqa: F401
-)
-from test_checks_support import invoke
-from test_cli import harness
-from test_compare import (
-    test_regression_across_runs_is_detected_and_fails_the_check,  # noqa: F401
-)
-
-# The SQLite tests that run again here, against PostgreSQL (through `db_url` / `store` below):
-# a graded run and its summary; shards; the response cache; a batch meeting rows another writer
-# stored; `harness compare` within and across runs; report pages, pagination and trends; the run lease.
-from test_engine import test_every_sample_graded_and_stored  # noqa: F401
-from test_engine_faults import (
-    echo,  # noqa: F401  (fixture)
-    test_response_cache_reuses_identical_requests_across_runs,  # noqa: F401
-)
-from test_lease import (
-    test_heartbeat_keeps_the_lease_and_a_lost_lease_stops_the_holder,  # noqa: F401
-)
-from test_report import (
-    test_samples_are_paginated_filtered_and_linked,  # noqa: F401
-)
+from support.cli import harness, invoke
+from support.plans import oracle_responder
+from support.report_data import make_load_run
 
 from harness.analysis.summary import summarize_run
 from harness.engine.runs import execute_plan
@@ -70,21 +46,7 @@ TABLES = {
 }
 
 
-# The throwaway server (`pg_server`, `pg_url`) is conftest's: the Ray executor's tests share it.
-
-
-@pytest.fixture
-def db_url(pg_url) -> str:
-    """Overrides conftest's SQLite `db_url`: the imported tests run on PostgreSQL."""
-    return pg_url
-
-
-@pytest.fixture
-def store(pg_url):
-    """Overrides test_report's SQLite `store` for the report tests imported above."""
-    s = Store(pg_url)
-    yield s
-    s.close()
+pytestmark = pytest.mark.postgres  # the throwaway server (`pg_server`, `pg_url`) is conftest's
 
 
 def record(run_id: str, item: str, **fields) -> SampleRecord:
@@ -332,8 +294,6 @@ def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_pa
 
 def test_load_runs_are_stored_read_back_and_checked(pg_url):
     """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
-    from test_load_report import make_load_run
-
     from harness.load import check, results
 
     store = Store(pg_url)

@@ -1,4 +1,4 @@
-"""Synthetic graded runs for the report tests and benchmark, written through the Store API."""
+"""Synthetic graded runs and `harness load` runs for the report tests and benchmark, written through the Store API."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from harness.load import results
+from harness.load.requests import RequestResult
+from harness.load.stats import StageTarget, stage_stats
 from harness.store import RunModelInfo, RunRow, RunSuiteInfo, SampleRecord, Store
 
 XSS_COMPLETION = (
@@ -120,4 +123,47 @@ def make_run(
     if started_at is not None:
         with Session(store.engine) as s, s.begin():
             s.get(RunRow, run_id).started_at = started_at
+    return run_id
+
+
+# -- `harness load` results ---------------------------------------------------------------------
+
+LOAD_PLAN = "load-join"  # the plan of make_load_run's runs
+
+
+def _stage(model_speed: float, users: int, rng: random.Random) -> list[RequestResult]:
+    """Requests of a server whose TTFT grows once more than 32 users share it."""
+    out = []
+    queue = max(0.0, users / 32 - 1)
+    for i in range(120):
+        ttft = model_speed * (1 + queue) * rng.uniform(0.8, 1.3)
+        latency = ttft + 0.02 * 50 * rng.uniform(0.9, 1.1)
+        error = "429" if rng.random() < 0.002 * users / 8 else ""
+        out.append(
+            RequestResult(
+                sent_at=i * latency / users,
+                latency=None if error else latency,
+                ttft=None if error else ttft,
+                output_tokens=None if error else 50,
+                input_tokens=None if error else 200,
+                itl=[] if error else [0.02] * 49,
+                error=error,
+                elapsed=latency,
+            )
+        )
+    return out
+
+
+def make_load_run(store: Store) -> str:
+    rng = random.Random(4)
+    run_id = results.start_load_run(
+        store, plan_name=LOAD_PLAN, plan_path="evals/load.yaml", tag="", profile={"slo": {"text": "latency_p99<=3s"}}
+    )
+    for model, speed in (("fast-model", 0.3), (EVIL_MODEL, 0.8)):
+        for index, users in enumerate((1, 8, 32, 128)):
+            rs = _stage(speed, users, rng)
+            stats = stage_stats(rs, StageTarget(users, None))
+            results.save_stage(store, run_id, model, index, stats, rs, meets_slo=None, probe=False)
+        results.save_model(store, run_id, model, model, capacity_concurrency=32 if speed < 0.5 else 8)
+    results.finish_load_run(store, run_id)
     return run_id
