@@ -37,18 +37,18 @@ NonNegativeFloat = Annotated[float, Ge(0)]
 class GenerationOptions(TypedDict, total=False):
     """Sampling settings a plan may set for all models, one model or one suite."""
 
-    __pydantic_config__ = _CHECKED
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic's config of a TypedDict; mypy expects only fields
     max_tokens: PositiveInt
     temperature: Annotated[float, Ge(0), Le(2)]  # the OpenAI API's range
     top_p: Annotated[float, Ge(0), Le(1)]
-    stop: str | list[str]  # stored as a tuple of strings once loaded
+    stop: str | list[str] | tuple[str, ...]  # stored as a tuple of strings once loaded
     seed: int
 
 
 class RouteLimits(TypedDict, total=False):
     """`harness recommend`'s limits for one route (a suite) or for every route; null lifts a limit."""
 
-    __pydantic_config__ = _CHECKED
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic's config of a TypedDict; mypy expects only fields
     max_error_rate: Annotated[float, Ge(0), Le(1)] | None  # share of failed requests; 0.001 = 99.9% available
     max_p99_s: NonNegativeFloat | None  # p99 latency, seconds
     max_ttft_s: NonNegativeFloat | None  # p99 time to first token, seconds
@@ -157,7 +157,7 @@ class ModelSpec:
     max_attempts: PositiveInt = 6
     stream: bool = False
     price: Price = Price()
-    generation: GenerationOptions = field(default_factory=dict)  # per-model overrides
+    generation: GenerationOptions = field(default_factory=GenerationOptions)  # per-model overrides
     n_ctx: PositiveInt = 4096  # llamacpp context window
     threads: PositiveInt | None = None  # llamacpp threads
     extra_body: dict[str, Any] = field(default_factory=dict)  # openai: merged into each request's JSON
@@ -180,7 +180,7 @@ class SuiteRef:
     data: str | None = None
     fewshot: Annotated[int, Ge(0)] | None = None  # number of shots; None = the suite's default
     options: dict[str, Any] = field(default_factory=dict)  # loader options (split, subjects, ...)
-    generation: GenerationOptions = field(default_factory=dict)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
     first: PositiveInt | None = None  # the first N items of the file instead of a sample
     sample_seed: int = 0  # which fair sample `limit` draws
 
@@ -194,12 +194,12 @@ class Plan:
     path: str = ""
     samples: PositiveInt = 1  # completions per item (pass@k)
     seed: int = 0
-    generation: GenerationOptions = field(default_factory=dict)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
     cache: bool = False  # reuse identical requests across runs
     noninferiority_margin: Annotated[float, Ge(0), Lt(1)] = 0.02
     webhook: str | None = None
     judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
-    routing: Routing = field(default_factory=dict)  # `harness recommend`'s error-rate and latency limits
+    routing: Routing = field(default_factory=Routing)  # `harness recommend`'s error-rate and latency limits
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -216,13 +216,13 @@ class Plan:
 class _PlanOnlyKeys(TypedDict, total=False):
     """Plan-file keys that are not `Plan` fields: `limit` is applied to each suite, `description` is for people."""
 
-    __pydantic_config__ = _CHECKED
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic's config of a TypedDict; mypy expects only fields
     limit: PositiveInt
     description: str
 
 
 class _PlanFile(TypedDict):
-    __pydantic_config__ = _CHECKED
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic's config of a TypedDict; mypy expects only fields
     plan: Plan
     extra: _PlanOnlyKeys
 
@@ -419,7 +419,7 @@ def _check_relations(plan: Plan, source: str) -> None:
         _stop_as_tuple(gen)
 
 
-def _stop_as_tuple(gen: dict[str, Any]) -> None:
+def _stop_as_tuple(gen: GenerationOptions) -> None:
     """`stop: "###"` is one stop sequence, not three."""
     if "stop" in gen:
         stop = gen["stop"]
@@ -450,8 +450,8 @@ def _describe_error(
     more = f" (and {others} more problem(s))" if others else ""
     if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         known = ", ".join(sorted(_known_keys(owner)))
-        prefix = f"{_dotted(where[:-1])}: " if len(where) > 1 else ""
-        return f"{source}: {prefix}unknown key(s) {where[-1]} (known: {known}){more}"
+        head = f"{_dotted(where[:-1])}: " if len(where) > 1 else ""
+        return f"{source}: {head}unknown key(s) {where[-1]} (known: {known}){more}"
     message = f"must be {_EXPECTED[leaf]}" if branch and leaf in _EXPECTED else first["msg"]
     message = message.replace("Input should be", "must be").replace("Field required", "is required")
     message = message.split(", unable to parse")[0]

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 from harness.engine.batch_records import (
@@ -45,6 +45,7 @@ from harness.engine.batch_records import (
 from harness.engine.pacing import backoff_delay
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, WorkUnit, plan_units
+from harness.errors import HarnessError
 from harness.plan import BatchSettings, ModelSpec, Plan
 from harness.providers import ProviderError, Request
 from harness.providers.tokens import estimate_tokens
@@ -159,8 +160,10 @@ def read_result_lines(data: bytes) -> dict[str, LineResult]:
                 results[line["custom_id"]] = LineResult(None, str(exc), exc.retryable)
             continue
         if response is not None and isinstance(status, int):
-            body = response.get("body") if isinstance(response.get("body"), dict) else {}
-            detail = body.get("error") if isinstance(body.get("error"), dict) else {}
+            body = response.get("body")
+            body = body if isinstance(body, dict) else {}
+            detail = body.get("error")
+            detail = detail if isinstance(detail, dict) else {}
             message = str(detail.get("message") or body)[:200]
             results[line["custom_id"]] = LineResult(
                 None, f"HTTP {status}: {message}", status in (408, 409, 429) or status >= 500
@@ -201,6 +204,15 @@ class BatchUnavailable(Exception):
     """The Batch API could not be reached after the model's attempts; the next poll tries again."""
 
 
+@runtime_checkable
+class BatchProvider(Protocol):
+    """What the driver needs of a provider with a Batch API: its OpenAI client and a request's JSON body."""
+
+    client: Any
+
+    def request_body(self, request: Request) -> dict[str, Any]: ...
+
+
 class BatchDriver:
     """Runs one model's units through the provider's Batch API, resuming whatever the store records."""
 
@@ -228,7 +240,11 @@ class BatchDriver:
         self.endpoint = endpoint_for(self.spec)
         self.flush = flush
         self.wait_s = wait_s
-        self.client = state.provider.client
+        provider = state.provider
+        if not isinstance(provider, BatchProvider):  # the plan allows batch only for providers that have one
+            raise HarnessError(f"model '{self.spec.name}': its provider has no Batch API")
+        self.provider = provider
+        self.client = provider.client
         self._plan_again = True  # units may be unplanned: at the start, and after a batch is collected
 
     # -- the loop -------------------------------------------------------------------------
@@ -347,7 +363,7 @@ class BatchDriver:
             "custom_id": custom_id(unit.suite, unit.item.id, unit.sample_index),
             "method": "POST",
             "url": self.endpoint,
-            "body": self.state.provider.request_body(request),
+            "body": self.provider.request_body(request),
         }
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 

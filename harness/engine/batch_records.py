@@ -56,7 +56,7 @@ def add_batch(
     """Record a batch about to be uploaded, with its samples, in one transaction; returns its local id."""
     now = _now()
     with store.engine.begin() as conn:
-        batch = conn.execute(
+        inserted = conn.execute(
             insert(_TABLE).values(
                 run_id=run_id,
                 model=model,
@@ -71,7 +71,9 @@ def add_batch(
                 created_at=now,
                 updated_at=now,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert inserted is not None  # a one-row INSERT always reports its key
+        batch = inserted[0]
         conn.execute(
             insert(BatchRequestRow.__table__),
             [{"batch": batch, "suite": s, "item_id": i, "sample_index": k} for s, i, k in keys],

@@ -17,9 +17,9 @@ import secrets
 import socket
 import threading
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from harness.errors import HarnessError
@@ -152,7 +152,7 @@ class PlanLease:
 
     # -- who else holds it -------------------------------------------------------------
 
-    def _live_overlapping(self) -> Mapping[str, Any] | None:
+    def _live_overlapping(self) -> RowMapping | None:
         """The first live lease on this plan that overlaps ours (not ours); expired ones are removed."""
         table = LeaseRow.__table__
         with self.store.engine.begin() as conn:
@@ -179,12 +179,12 @@ class PlanLease:
                     live.append(row)
         return live[0] if live else None
 
-    def _expired(self, row: Mapping[str, Any]) -> bool:
+    def _expired(self, row: RowMapping) -> bool:
         if _now() - row["heartbeat"] > timedelta(seconds=self.ttl_s):
             return True
         return row["host"] == self.host[:200] and row["pid"] != self.pid and _pid_gone(row["pid"])
 
-    def _busy(self, holder: Mapping[str, Any]) -> str:
+    def _busy(self, holder: RowMapping) -> str:
         part = "" if holder["shard"] == "*" else f" (shard {holder['shard']})"
         run = f", run {holder['run_id']}" if holder["run_id"] else ""
         return (

@@ -9,7 +9,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Protocol
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter
 from harness.engine.runner import ModelState, UnitRunner
@@ -23,13 +23,28 @@ from harness.store import Store
 log = logging.getLogger(__name__)
 
 
+class ModelTally(Protocol):
+    """What an outcome reads of each model: the local engine's `ModelState` or the Ray driver's totals."""
+
+    @property
+    def cost(self) -> float: ...
+    @property
+    def answered(self) -> int: ...
+    @property
+    def failed(self) -> str: ...
+    @property
+    def unstored(self) -> int: ...
+    @property
+    def last_fatal(self) -> str: ...
+
+
 @dataclass
 class RunOutcome:
     run_id: str
     stopped_for_cost: bool = False
     interrupted: bool = False
     requested: int = 0  # units started in this process
-    per_model: dict[str, ModelState] = field(default_factory=dict)
+    per_model: Mapping[str, ModelTally] = field(default_factory=dict)
     waiting: list[str] = field(default_factory=list)  # provider batches still running when this process stopped waiting
     notes: list[str] = field(default_factory=list)  # what the user should hear about (e.g. a cancelled batch)
 
@@ -229,6 +244,8 @@ class LocalExecutor:
         about twice the window of units are alive at once (in flight or waiting to retry),
         so memory stays flat however large the suite.
         """
+        stop, writer = self._stop, self._writer
+        assert stop is not None and writer is not None  # both made by run() before any model starts
         if state.spec.batch is not None:
             from harness.engine.batch import BatchDriver
 
@@ -238,13 +255,13 @@ class LocalExecutor:
                 runner,
                 state,
                 outcome,
-                self._writer.flush,
+                writer.flush,
                 shard=self.shard,
                 max_cost=self.max_cost,
                 wait_s=self.batch_wait,
             )
             try:
-                await driver.run(self._stop)
+                await driver.run(stop)
             finally:
                 self._dispatched(state.spec.name)
             return
@@ -254,7 +271,6 @@ class LocalExecutor:
         tasks: set[asyncio.Task] = set()
         failure: list[BaseException] = []
         loop = asyncio.get_running_loop()
-        stop = self._stop
 
         def finished(task: asyncio.Task) -> None:
             tasks.discard(task)

@@ -81,7 +81,7 @@ class AdaptiveLimiter:
             self._recent.append(rate_limited)
             self._recent_429 += rate_limited
         if rate_limited:
-            share = self._recent_429 / max(len(self._recent), self._recent.maxlen // 2)
+            share = self._recent_429 / max(len(self._recent), (self._recent.maxlen or 0) // 2)
             if ticket > self._cut_ticket and share >= self.threshold:
                 self.window = max(1.0, self.window / 2)
                 self.min_window = min(self.min_window, self.window)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from harness.formatting import money
 
@@ -23,9 +24,9 @@ class RunProgress:
         self.plain = plain
         self.console = console
         self.interval_s = interval_s
-        self._states = {}
-        self._tasks = {}
-        self._progress = None
+        self._states: dict = {}
+        self._tasks: dict = {}
+        self._progress: Any = None  # a rich Progress once started (rich is imported only then)
         self._last_line = 0.0
         self._last_bar = 0.0
         self._finished: set[str] = set()

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 from ray.exceptions import NodeDiedError, OwnerDiedError, RayActorError, RayTaskError, WorkerCrashedError
@@ -196,7 +197,7 @@ def gather_secrets(plan: Plan, db_url: str) -> Secrets:
 # -- limits shared by every worker ----------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0, max_concurrency=10_000)
+@ray.remote(num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class ModelGate:
     """One model's concurrency window and rate buckets for the whole cluster (an async actor)."""
 
@@ -409,7 +410,8 @@ class RayExecutor:
         self.progress, self.data_override = progress, data_override
         self.shards = cluster.workers
         self.gates: dict = {}
-        self.workers: dict[int, tuple[object, object, str]] = {}  # shard -> (actor, result ref, holder)
+        # shard -> (actor, result ref, holder); Ray's handles are dynamic (their methods are the actor's)
+        self.workers: dict[int, tuple[Any, Any, str]] = {}
         self.attempts = [0] * self.shards
         self.seen: dict[int, dict[str, ModelCounts]] = {}  # the running attempt's counts, per shard
         self.carried: dict[str, ModelCounts] = {}  # finished shards and lost attempts
@@ -426,7 +428,8 @@ class RayExecutor:
             outcome.stopped_for_cost = True
             return outcome
         self.gates = {
-            spec.name: ModelGate.remote(spec.concurrency, spec.rpm, spec.tpm)
+            # @ray.remote made it an actor class; mypy does not apply class decorators
+            spec.name: ModelGate.remote(spec.concurrency, spec.rpm, spec.tpm)  # type: ignore[attr-defined]
             for spec in (*self.plan.models, *self.plan.judges)
         }
         if self.progress is not None:
@@ -459,7 +462,7 @@ class RayExecutor:
 
     def _start(self, index: int) -> None:
         holder = self._name(index)
-        actor = ShardWorker.options(name=holder, namespace=NAMESPACE).remote()
+        actor = ShardWorker.options(name=holder, namespace=NAMESPACE).remote()  # type: ignore[attr-defined]  # as above
         job = ShardJob(
             self.plan,
             self.run_id,

@@ -126,6 +126,7 @@ class UnitRunner:
                 Prompt(tuple(messages)),
                 Generation(max_tokens=1024, temperature=0.0),
             )
+            assert self._loop is not None  # judges run from worker threads of a running engine
             completion, _ = asyncio.run_coroutine_threadsafe(self.request(state, unit), self._loop).result()
             if completion.error:
                 raise RuntimeError(f"judge request failed: {completion.error}")

@@ -244,10 +244,10 @@ def _execute(
                     progress=progress,
                     data_override=data_override,
                 )
-                outcome = executor.run()
+                outcome: RunOutcome = executor.run()
                 shard = (0, executor.shards)  # finished only once the store holds every expected sample
             else:
-                executor = LocalExecutor(
+                local = LocalExecutor(
                     plan,
                     suites,
                     store,
@@ -260,8 +260,8 @@ def _execute(
                     own_process=own_process,
                     batch_wait=batch_wait,
                 )
-                lease.on_lost = executor.stop_soon
-                outcome = asyncio.run(executor.run())
+                lease.on_lost = local.stop_soon
+                outcome = asyncio.run(local.run())
         except BaseException as exc:
             # Never leave a run 'running' that nothing executes; rerunning the plan resumes it either way.
             _mark_ended(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")

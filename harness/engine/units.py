@@ -6,7 +6,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Container, Iterator
 
 from harness.plan import ModelSpec, Plan
 from harness.records import Generation, Item, Prompt
@@ -64,7 +64,7 @@ def plan_units(
     plan: Plan,
     model: ModelSpec,
     suites: list[PreparedSuite],
-    done: set[Key] | frozenset,
+    done: Container[Key],
     shard: tuple[int, int] | None = None,
 ) -> Iterator[WorkUnit]:
     """Lazily enumerate a model's remaining work: items stream, prompts are built one by one."""

@@ -80,7 +80,8 @@ def tool_calls_of(message: dict[str, Any]) -> tuple[ToolCall, ...]:
         for call in calls:
             if not isinstance(call, dict):
                 continue
-            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            function = call.get("function")
+            function = function if isinstance(function, dict) else {}
             found.append(ToolCall.parse(_text(function.get("name")), function.get("arguments"), _text(call.get("id"))))
     if not found and isinstance(message.get("function_call"), dict):
         legacy = message["function_call"]
@@ -116,7 +117,8 @@ class ToolCallDeltas:
                 index = index if isinstance(index, int) and not isinstance(index, bool) else position
                 partial = self.calls.setdefault(index, _PartialCall())
                 partial.id = partial.id or _text(call.get("id"))
-                function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                function = call.get("function")
+                function = function if isinstance(function, dict) else {}
                 partial.name = partial.name or _text(function.get("name"))
                 arguments = function.get("arguments")
                 if isinstance(arguments, str):

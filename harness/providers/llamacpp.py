@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.plan import ModelSpec
@@ -48,7 +49,7 @@ def embedded_model_path() -> Path:
 
 
 _LOAD_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, int, int], object] = {}
+_MODELS: dict[tuple[str, int, int], Any] = {}  # llama_cpp.Llama (an untyped library)
 
 
 def _load_llama(path: Path, n_ctx: int, threads: int):
@@ -101,7 +102,7 @@ class LlamaCppProvider:
         # idle but collapse to 4 tok/s (spinning) or 30 (passive) once anything else runs.
         self.threads = spec.threads or max(1, (os.cpu_count() or 2) - 1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{spec.name}")
-        self._llama = None
+        self._llama: Any = None  # llama_cpp.Llama, loaded on first use
 
     def _run(self, request: Request) -> Completion:
         if self._llama is None:

@@ -151,9 +151,11 @@ class OpenAIProvider:
             async with asyncio.timeout(self.spec.timeout_s):
                 if self.spec.stream:
                     return await self._stream(client, params, contents, start)
-                options = {"headers": self.headers} if self.headers else {}
                 response = await client.post(
-                    "/chat/completions", body={**params, **self.extra_body}, cast_to=httpx2.Response, options=options
+                    "/chat/completions",
+                    body={**params, **self.extra_body},
+                    cast_to=httpx2.Response,
+                    options={"headers": self.headers} if self.headers else {},
                 )
                 body = response.content
         except ProviderError:
@@ -224,7 +226,7 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
     if getattr(client, "_platform", "") is None:
         header = client.platform_headers().get("X-Stainless-OS")
         if header:
-            client._platform = header
+            setattr(client, "_platform", header)  # noqa: B010  (private, typed for the client's own values)
 
 
 # A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).

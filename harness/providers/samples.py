@@ -25,6 +25,8 @@ def read_samples(path: str | Path) -> dict[str, list[dict]]:
 class SamplesProvider:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
+        if not spec.path:  # the plan requires it; a spec built in code might not have it
+            raise HarnessError(f"model '{spec.name}': provider samples needs path (a JSONL file)")
         self.rows = read_samples(spec.path)
 
     async def complete(self, request: Request) -> Completion:

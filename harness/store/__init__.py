@@ -218,7 +218,7 @@ class Store:
 
     def mark_run(self, run_id: str, status: str) -> None:
         with Session(self.engine) as s, s.begin():
-            row = s.get(RunRow, run_id)
+            row = s.get_one(RunRow, run_id)
             row.status = status
             row.finished_at = _now() if status == "finished" else None
 
@@ -246,7 +246,7 @@ class Store:
                     RunModelRow.run_id == run_id, RunModelRow.failure.is_not(None)
                 )
             )
-            return {model: failure for model, failure in rows}
+            return {model: failure or "" for model, failure in rows}  # never empty: selected IS NOT NULL
 
     def record_suite(self, run_id: str, info: RunSuiteInfo) -> None:
         fields = dict(info.__dict__)
@@ -304,15 +304,15 @@ class Store:
             _redact_row(row)
         self._text_rules.fit(SampleRow.__table__, rows)
         prompts = {h: list(p) for h, p in (prompts or {}).items() if p}
-        cache = {key: redact_secrets(value) for key, value in (cache or ())}
-        if not (rows or prompts or cache):
+        entries = {key: redact_secrets(value) for key, value in (cache or ())}
+        if not (rows or prompts or entries):
             return True
         try:
             with self.engine.begin() as conn:
                 for suite_hash, items in prompts.items():
                     self._insert_prompts(conn, suite_hash, items, check=suite_hash not in new_suites)
-                if cache:
-                    self._insert_cache(conn, cache)
+                if entries:
+                    self._insert_cache(conn, entries)
                 if rows:
                     conn.execute(insert(SampleRow.__table__), rows)
             return True
@@ -322,7 +322,7 @@ class Store:
         for suite_hash, items in prompts.items():
             for item in items:
                 self._insert_ignoring_duplicates(lambda conn, i=item, h=suite_hash: self._insert_prompts(conn, h, [i]))
-        for key, value in cache.items():
+        for key, value in entries.items():
             self._insert_ignoring_duplicates(lambda conn, k=key, v=value: self._insert_cache(conn, {k: v}))
         for row in rows:
             self._insert_ignoring_duplicates(lambda conn, r=row: conn.execute(insert(SampleRow.__table__), [r]))
@@ -375,7 +375,7 @@ class Store:
             q = select(SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.sample_index).where(
                 SampleRow.run_id == run_id
             )
-            return {tuple(r) for r in s.execute(q)}
+            return {r.tuple() for r in s.execute(q)}
 
     def cache_get(self, key: str) -> dict | None:
         with Session(self.engine) as s:
@@ -427,8 +427,7 @@ class Store:
 
     def run(self, run_id: str) -> RunInfo:
         with Session(self.engine) as s:
-            row = s.get(RunRow, self.resolve_run(run_id))
-            return _run_info(row)
+            return _run_info(s.get_one(RunRow, self.resolve_run(run_id)))
 
     def run_models(self, run_id: str) -> list[RunModelInfo]:
         with Session(self.engine) as s:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import ClassVar
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import DefaultClause
 
 
 def _now() -> datetime:
@@ -13,7 +15,8 @@ def _now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    # Every model here is mapped to a real Table (never a select or join), which Core's insert/update take.
+    __table__: ClassVar[Table]
 
 
 class RunRow(Base):
@@ -259,9 +262,9 @@ def _add_missing_columns(engine) -> None:
                 continue
             kind = column.type.compile(dialect=engine.dialect)
             default = ""
-            if column.server_default is not None:
+            if isinstance(column.server_default, DefaultClause):  # every server_default here is one
                 arg = column.server_default.arg
-                default = " DEFAULT " + (f"'{arg}'" if isinstance(arg, str) else str(arg.text))
+                default = " DEFAULT " + (f"'{arg}'" if isinstance(arg, str) else str(getattr(arg, "text", arg)))
             statements.append(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}{default}")
     if statements:
         with engine.begin() as conn:

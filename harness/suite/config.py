@@ -21,7 +21,7 @@ NonNegativeInt = Annotated[int, Ge(0)]
 class GraderConfig(TypedDict):
     """`grader: {name: exact, options: {...}}` (or just `grader: exact`)."""
 
-    __pydantic_config__ = _CHECKED  # type: ignore[misc]
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic reads it; mypy expects only fields
     name: str
     options: NotRequired[dict[str, Any] | None]
 
@@ -29,7 +29,7 @@ class GraderConfig(TypedDict):
 class FewShotConfig(TypedDict, total=False):
     """`fewshot:`: how many worked examples, from which file, shown how, chosen how."""
 
-    __pydantic_config__ = _CHECKED  # type: ignore[misc]
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic reads it; mypy expects only fields
     k: NonNegativeInt
     data: str | None
     answer_template: str | None
@@ -39,7 +39,7 @@ class FewShotConfig(TypedDict, total=False):
 class SuiteFile(TypedDict, total=False):
     """Every key of a suite.yaml (see suites/README.md); `template` and `grader` are required."""
 
-    __pydantic_config__ = _CHECKED  # type: ignore[misc]
+    __pydantic_config__ = _CHECKED  # type: ignore[misc]  # pydantic reads it; mypy expects only fields
     name: str
     description: str | None
     family: str | None
