@@ -211,6 +211,7 @@ def _harness(args, db_url, cwd, **extra_env):
     return [sys.executable, "-m", "harness", *args, "--db", db_url, "--no-report"], env
 
 
+@pytest.mark.slow
 def test_kill_during_polling_then_rerun_submits_nothing_twice(tmp_path, fake_server, db_url):
     from pathlib import Path
 
@@ -419,6 +420,7 @@ def test_batch_models_refuse_shards(tmp_path, fake_server, db_url):
 # -- a real gateway in between ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.realserver
 def test_batches_through_litellms_proxy(tmp_path, fake_server, db_url, monkeypatch):
     """harness -> LiteLLM proxy (files_settings, openai provider) -> the fake server's Batch API."""

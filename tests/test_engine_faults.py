@@ -331,6 +331,7 @@ def _prompt_keys(db: Path, model: str) -> dict[str, str]:
     return {item: prompt_key(model, [{"role": r, "content": c} for r, c in json.loads(msgs)]) for item, msgs in rows}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_requests_nothing_stored_twice(tmp_path, fake_server):
     fake_server.state.responder = echo_responder
     fake_server.state.faults.latency_s = 0.05

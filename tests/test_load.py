@@ -1,4 +1,4 @@
-"""`harness load` against tests/loadserver.py, a server in its own process whose latency model and
+"""`harness load` against tests/support/loadserver.py, a server in its own process whose latency model and
 record of what it did are known: measured times against the server's truth, error classes,
 early stopping, open-loop pacing, capacity search, the JSON contract, storage, check and join."""
 

@@ -21,6 +21,7 @@ def test_embedded_model_file_is_found_without_network():
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
 
 
+@pytest.mark.slow  # the embedded model answers every smoke item (about a minute on 2 cores)
 def test_default_run_grades_every_sample_and_writes_a_report(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(

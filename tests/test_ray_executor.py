@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (it is in the test extra)")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a local Ray instance for the module, minutes of waiting
 
 from support.cli import assert_clean_error, harness, invoke  # noqa: E402
 from support.fakeserver import echo_responder  # noqa: E402

@@ -363,6 +363,7 @@ def test_report_refuses_a_folder_holding_other_files(store, tmp_path):
                 check_out_dir(folder)
 
 
+@pytest.mark.slow
 def test_report_writes_into_new_empty_readme_only_and_earlier_report_folders(store, tmp_path):
     run_id = make_run(store, n_items=3)
     write_report(store, [run_id], tmp_path / "new" / "site")

@@ -314,6 +314,7 @@ def _run_like_cron(line: str, home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["/bin/sh", "-c", command], cwd="/", env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_scheduled_command_runs_reports_checks_and_resumes(home, tmp_path, fake_server):
     fake_server.state.responder = WeeklyResponder()
     (tmp_path / "plans").mkdir()

@@ -124,6 +124,7 @@ def test_processes_opening_an_empty_database_at_once_all_succeed(pg_url):
 # -- the CLI end to end --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_run_resume_and_every_reader_on_postgres(tmp_path, fake_server, pg_url, monkeypatch):
     """`harness run --db postgresql+psycopg://...` as a user runs it, a crash and the resume that
     requests only what was lost, then runs/export/compare/check/report reading the same database."""

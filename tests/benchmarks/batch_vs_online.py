@@ -19,7 +19,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from fakeserver import BatchPlan, FakeOpenAIServer, ServerState  # noqa: E402
+from support.fakeserver import BatchPlan, FakeOpenAIServer, ServerState  # noqa: E402
 from test_batch import sums_responder, write_plan  # noqa: E402
 
 

@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FAKESERVER = REPO / "tests" / "fakeserver.py"
+FAKESERVER = REPO / "tests" / "support" / "fakeserver.py"
 HARNESS = Path(sys.executable).with_name("harness")
 PYCACHE = Path(tempfile.gettempdir()) / "harness-bench-pycache"
 

@@ -3,7 +3,7 @@ and evalscope perf side by side on the same server and profile.
 
     python tests/benchmarks/load.py [--levels 1,64,500] [--rounds 6] [--skip-peers]
 
-The server (tests/loadserver.py) runs in its own process: TTFT 0.3 s and 20 tokens 20 ms apart,
+The server (tests/support/loadserver.py) runs in its own process: TTFT 0.3 s and 20 tokens 20 ms apart,
 each delay with +-20% jitter. It records when each request arrived (the kernel's receive time)
 and when it wrote each token and the end; "truth" below is that record. Fidelity: p50/p99 of
 TTFT and end-to-end latency as measured, against the same percentiles of the truth, over the same
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from loadserver import ServerProcess  # noqa: E402
+from support.loadserver import ServerProcess  # noqa: E402
 
 from harness.load.generator import StageDriver  # noqa: E402
 from harness.load.profile import Stage  # noqa: E402

@@ -49,7 +49,7 @@ from fanout import write_suite as write_echo_suite  # noqa: E402
 
 
 def serve(kind: str, plan_path: str) -> None:
-    from fakeserver import FakeOpenAIServer, ServerState, echo_responder
+    from support.fakeserver import FakeOpenAIServer, ServerState, echo_responder
 
     responder = echo_responder
     if kind == "humaneval":

@@ -22,7 +22,7 @@ N_MODELS, N_SUITES = 5, 4
 
 
 def build(db: Path, samples: int) -> str:
-    from test_report_data import make_run
+    from support.report_data import make_run
 
     from harness.store import Store
 

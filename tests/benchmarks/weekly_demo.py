@@ -20,8 +20,9 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from fakeserver import FakeOpenAIServer, ServerState  # noqa: E402
-from test_checks_support import WeeklyResponder, item_ids, run_plan, write_plan  # noqa: E402
+from support.fakeserver import FakeOpenAIServer, ServerState  # noqa: E402
+from support.plans import run_plan  # noqa: E402
+from support.weekly import WeeklyResponder, item_ids, write_plan  # noqa: E402
 
 # Names and output prices from evals/weekly.yaml.
 MODELS = {
