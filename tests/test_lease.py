@@ -18,6 +18,7 @@ from support.cli import HARNESS
 from support.fakeserver import echo_responder
 from support.plans import echo_suite
 from support.postgres import on_both_databases
+from support.servers import wait_for
 
 from harness.engine.lease import PlanLease
 from harness.engine.runs import execute_plan
@@ -60,14 +61,6 @@ def _query(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def _wait_for(condition, proc, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, f"{what} did not happen in time"
-        time.sleep(0.02)
-
-
 def test_second_run_of_a_plan_is_refused_naming_the_holder(tmp_path, fake_server):
     fake_server.state.responder = echo_responder
     fake_server.state.faults.latency_s = 0.2
@@ -76,7 +69,7 @@ def test_second_run_of_a_plan_is_refused_naming_the_holder(tmp_path, fake_server
     db = tmp_path / "h.db"
     args = [str(HARNESS), "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"]
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(lambda: _query(db, "SELECT COUNT(*) FROM samples") not in ([], [(0,)]), first, "a first sample")
+    wait_for(lambda: _query(db, "SELECT COUNT(*) FROM samples") not in ([], [(0,)]), 120, "a first sample", 0.02, first)
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert first.poll() is None, "the first run ended before the second started: nothing was tested"
     assert second.returncode == 2, second.stderr
@@ -100,7 +93,7 @@ def test_sigterm_marks_the_run_interrupted_and_gives_the_lease_back(tmp_path, fa
     db = tmp_path / "h.db"
     args = [str(HARNESS), "run", str(plan), "--db", f"sqlite:///{db}", "--no-report"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(lambda: len(_query(db, "SELECT id FROM samples LIMIT 20")) == 20, proc, "20 samples")
+    wait_for(lambda: len(_query(db, "SELECT id FROM samples LIMIT 20")) == 20, 120, "20 samples", 0.02, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert _query(db, "SELECT status FROM runs") == [("interrupted",)]

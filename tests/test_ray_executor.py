@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a local Ray instance for the
 from support.cli import assert_clean_error, harness, invoke  # noqa: E402
 from support.fakeserver import echo_responder  # noqa: E402
 from support.plans import echo_suite, oracle_responder  # noqa: E402
+from support.servers import wait_for  # noqa: E402
 
 from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -190,22 +191,13 @@ def test_secrets_reach_the_workers_but_not_rays_logs(echo_plan, pg_url, ray_loca
 
     marker = "marker-" + secrets.token_hex(8)
     ray.get(ray.remote(lambda: print(marker, flush=True)).remote())
-    assert _wait_for(lambda: _grep(ray_local, marker)), "the log grep is blind: a worker's print was not found"
+    wait_for(lambda: _grep(ray_local, marker), 20, "the log grep to see a worker's print (else it is blind)", 0.5)
     assert _grep(ray_local, key) == [] and _grep(ray_local, password) == []
 
 
 def _grep(folder: Path, needle: str) -> list[str]:
     found = subprocess.run(["grep", "-rlaF", needle, str(folder)], capture_output=True, text=True)
     return found.stdout.split()
-
-
-def _wait_for(check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_code_is_graded_in_the_sandbox_on_the_workers(tmp_path, fake_server, pg_url, ray_local):

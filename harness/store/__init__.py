@@ -375,7 +375,7 @@ class Store:
             q = select(SampleRow.model, SampleRow.suite, SampleRow.item_id, SampleRow.sample_index).where(
                 SampleRow.run_id == run_id
             )
-            return {r.tuple() for r in s.execute(q)}
+            return {(model, suite, item, index) for model, suite, item, index in s.execute(q)}
 
     def cache_get(self, key: str) -> dict | None:
         with Session(self.engine) as s:

@@ -7,12 +7,13 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from support.servers import free_port
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -42,9 +43,7 @@ class WebDriver:
     """The few W3C WebDriver commands the test needs, over HTTP with urllib (no selenium)."""
 
     def __init__(self, chromedriver: str, chromium: str, profile: Path, log_path: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [chromedriver, f"--port={self.port}", "--allowed-ips=127.0.0.1"], stdout=self._log, stderr=subprocess.STDOUT

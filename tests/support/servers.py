@@ -51,15 +51,19 @@ def _tail(log: Path | None) -> str:
     return "\n" + log.read_text(errors="replace")[-2000:]
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Poll `condition()` until it is truthy (returns its value); fail naming `what` after `timeout` s."""
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05, proc: subprocess.Popen | None = None):
+    """Poll `condition()` until it is truthy (returns its value); fail naming `what` after `timeout` s,
+    or at once (with its stderr) if `proc`, the process that should make it happen, has exited."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            stderr = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise AssertionError(f"the process exited with {proc.returncode} before {what}: {stderr}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
         time.sleep(interval)
 
 
