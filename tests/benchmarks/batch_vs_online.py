@@ -19,8 +19,8 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
+from support.batch import sums_responder, write_plan  # noqa: E402
 from support.fakeserver import BatchPlan, FakeOpenAIServer, ServerState  # noqa: E402
-from test_batch import sums_responder, write_plan  # noqa: E402
 
 
 def main() -> None:
@@ -29,9 +29,6 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=200)
     args = ap.parse_args()
     os.environ.setdefault("HARNESS_BATCH_POLL_S", "0.05")
-    import test_batch
-
-    test_batch.N_ITEMS = args.items
     from harness.analysis.summary import summarize_run
     from harness.engine.batch_records import list_batches
     from harness.engine.runs import execute_plan
@@ -56,7 +53,13 @@ def main() -> None:
             st.successes.clear()
             st.batch.plans = list(plans)
             plan = load_plan(
-                write_plan(tmp_path, server, batch=batch, name=label.split(",")[0].replace(" ", "-") + str(len(plans)))
+                write_plan(
+                    tmp_path,
+                    server,
+                    n=args.items,
+                    batch=batch,
+                    name=label.split(",")[0].replace(" ", "-") + str(len(plans)),
+                )
             )
             started = time.perf_counter()
             result = execute_plan(plan, store, new=True)
