@@ -18,7 +18,7 @@ from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
 from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
-from harness.providers.openai_api import resolve_api_key
+from harness.providers.http_request import target_for
 from harness.store import Store
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
@@ -104,10 +104,10 @@ async def _run_model(
     budget: Budget,
     say: Callable[[str], None],
 ) -> ModelOutcome:
-    endpoint_url = (spec.base_url or "").rstrip("/") + "/chat/completions"
-    endpoint = Endpoint(endpoint_url)
-    key = resolve_api_key(spec)
-    headers = {"Authorization": f"Bearer {key}"} if spec.api_key_env else {}
+    target = target_for(spec)  # the run's key, headers and proxy
+    endpoint_url = target.url("chat/completions")
+    endpoint = Endpoint(endpoint_url, proxy=target.proxy)
+    headers = target.headers
     driver = StageDriver(
         endpoint, bodies, headers, timeout=spec.timeout_s, slo=profile.slo, budget=budget, seed=profile.seed
     )
@@ -224,7 +224,7 @@ def run_load(
     for note in notes:
         say(note)
     for m in models:
-        resolve_api_key(m)  # a missing key variable is an error before anything is stored or sent
+        target_for(m)  # a missing key or header variable is an error before anything is stored or sent
     bodies = {m.name: build_bodies(plan, m, profile.workload) for m in models}
     for name, b in bodies.items():
         if not b:
