@@ -96,6 +96,7 @@ class BatchState:
     retrieves: int = 0
     lines_answered: int = 0
     ticks: Counter = field(default_factory=Counter)  # batch id -> retrieves in its current state
+    headers_seen: list = field(default_factory=list)  # request headers of Files/Batches calls (bounded)
 
 
 @dataclass
@@ -398,6 +399,8 @@ class FakeOpenAIServer:
         kind = "files" if "files" in parts else "batches"
         rest = parts[parts.index(kind) + 1 :]
         b = self.state.batch
+        if len(b.headers_seen) < 50:
+            b.headers_seen.append(headers)
         if kind == "files" and method == "POST" and not rest:
             return self._send(writer, *self._upload(headers, body))
         if kind == "files" and method == "GET" and rest and rest[0] in b.files:
