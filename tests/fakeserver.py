@@ -66,6 +66,8 @@ class Faults:
     status_message: str = "request refused"  # that error body's message
     echo_auth: bool = False  # error bodies quote the request's Authorization header (a careless server)
     body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
+    # Answer chat requests whose path lacks "/moved/" with 307 Location: this URL (a relative one stays on this server)
+    redirect_to: str | None = None
 
 
 TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
@@ -238,6 +240,12 @@ class FakeOpenAIServer:
         route = path.split("?", 1)[0].rstrip("/")
         if "/files" in route or "/batches" in route:
             self._batch_api(method, path, headers, body, writer)
+            return True
+        if self.state.faults.redirect_to and method == "POST" and "/moved/" not in path:
+            st.requests += 1
+            if len(st.headers_seen) < 50:
+                st.headers_seen.append(headers)
+            self._send_raw(writer, 307, b"", "text/plain", {"Location": self.state.faults.redirect_to})
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})

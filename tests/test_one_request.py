@@ -73,7 +73,7 @@ def test_one_plan_sends_the_same_body_and_headers_online_under_load_and_in_a_bat
     plan = write_plan(tmp_path, fake_server)
     runner = CliRunner()
 
-    online = runner.invoke(cli, ["run", str(plan), "--db", db_url])
+    online = runner.invoke(cli, ["run", str(plan), "--db", db_url, "--no-report"])
     assert online.exit_code == 0, online.output
     online_bodies, online_headers = list(state.bodies), list(state.headers_seen)
     state.bodies.clear()
@@ -87,7 +87,7 @@ def test_one_plan_sends_the_same_body_and_headers_online_under_load_and_in_a_bat
     state.bodies.clear()
     state.headers_seen.clear()
 
-    batched = runner.invoke(cli, ["run", str(plan), "--batch", "--db", db_url])
+    batched = runner.invoke(cli, ["run", str(plan), "--batch", "--db", db_url, "--no-report"])
     assert batched.exit_code == 0, batched.output
     assert not state.bodies, "the batched run sent online requests"
     uploads = [f["data"] for f in state.batch.files.values() if f["meta"].get("purpose") == "batch"]

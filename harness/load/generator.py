@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from harness.load.profile import Slo, Stage
-from harness.load.requests import Body, RequestResult, interpret
+from harness.load.requests import Body, RequestResult, interpret, is_fatal
 from harness.load.wire import Endpoint, WireError
 
 _PERCENT_TERMS = {"ttft": "ttft", "latency": "latency", "itl": None, "tpot": "tpot"}
@@ -70,10 +70,10 @@ class EarlyStop:
 
     def observe(self, r: RequestResult) -> str:
         """Account for a finished measured request; a reason to stop, or ""."""
-        if r.error in ("429", "5xx"):
+        if r.error in ("429", "5xx") or is_fatal(r):
             self.refusals += 1
             if self.refusals >= _HAMMER_WINDOW:
-                return f"{_HAMMER_WINDOW} consecutive 429/5xx answers"
+                return f"{_HAMMER_WINDOW} consecutive 429/5xx answers or refusals"
         else:
             self.refusals = 0
         planned = self.planned

@@ -116,6 +116,30 @@ def _body(model: ModelSpec, prompt: Prompt, gen: Generation, workload: Workload,
     return Body(json.dumps(payload).encode(), tokens_est, gen.max_tokens)
 
 
+FATAL_STATUSES = (401, 403, 404)  # the key, the permission or the route is wrong: more load cannot help
+
+
+def is_fatal(r: RequestResult) -> bool:
+    """A failure that says the setup is wrong, not that the server is busy: nothing answered (refused,
+    unknown host, TLS failure), a refused key or an unknown route, or a redirect we would not follow."""
+    if r.ok:
+        return False
+    return r.status in FATAL_STATUSES or (r.status == 0 and r.error in ("connection", "4xx"))
+
+
+def fatal_cause(results: list[RequestResult]) -> str | None:
+    """Why every request of a stage failed, when they all failed for a reason load cannot change; else None.
+
+    `harness run` stops on these with the cause and exit 2; a load test does the same rather than
+    store "100% errors" as if it were a measurement of the server under load.
+    """
+    if not results or not all(is_fatal(r) for r in results):
+        return None
+    first = results[0]
+    detail = " ".join(first.detail.split())[:200]
+    return f"HTTP {first.status}: {detail}" if first.status else detail or "no answer"
+
+
 def error_kind(status: int) -> str:
     if status == 429:
         return "429"

@@ -8,12 +8,13 @@ import resource
 from dataclasses import dataclass
 from typing import Callable
 
+from harness.engine.lease import PlanLease
 from harness.errors import HarnessError
 from harness.load import capacity
 from harness.load.generator import Budget, StageDriver
 from harness.load.profile import LoadProfile, Stage
-from harness.load.requests import Body, build_bodies
-from harness.load.results import finish_load_run, save_model, save_stage, start_load_run
+from harness.load.requests import Body, build_bodies, fatal_cause
+from harness.load.results import finish_load_run, load_lease_key, save_model, save_stage, start_load_run
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
 from harness.load.workers import drive
@@ -130,6 +131,14 @@ async def _run_model(
         stats["meets_slo"] = meets
         stats["slo_failures"] = failures + ([run.stopped] if run.stopped and profile.slo else [])
         stats["probe"] = probe
+        cause = fatal_cause(run.results)
+        if cause is not None:
+            # Nothing was measured: the setup is wrong. Stored as the model's note, the run ends failed.
+            save_model(store, run_id, spec.name, spec.api_model, note=f"every request failed: {cause}")
+            raise HarnessError(
+                f"model '{spec.name}': every request to {endpoint_url} failed: {cause} (fix the plan's "
+                f"base_url, key or headers; nothing was measured)"
+            )
         save_stage(store, run_id, spec.name, index, stats, run.results, meets_slo=meets, probe=probe)
         index += 1
         outcome.stages.append(stats)
@@ -232,14 +241,20 @@ def run_load(
     profile_doc = dataclasses.asdict(profile)
     run_id = start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc)
     outcomes = []
-    status = "stopped"
-    try:
-        for m in models:
-            budget = Budget(m.price.input, m.price.output, max_cost)
-            outcomes.append(asyncio.run(_run_model(plan, m, profile, bodies[m.name], store, run_id, budget, say)))
-            if max_cost is not None:
-                max_cost = max(0.0, max_cost - budget.spent)
-        status = "finished"
-    finally:
-        finish_load_run(store, run_id, status)
+    status = "failed"
+    # The run's lease: a load run whose process died (kill -9) has none alive, and is then shown
+    # as interrupted and never taken as the default run (load/results.py).
+    with PlanLease(store, load_lease_key(run_id), plan.name):
+        try:
+            for m in models:
+                budget = Budget(m.price.input, m.price.output, max_cost)
+                outcomes.append(asyncio.run(_run_model(plan, m, profile, bodies[m.name], store, run_id, budget, say)))
+                if max_cost is not None:
+                    max_cost = max(0.0, max_cost - budget.spent)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            finish_load_run(store, run_id, status)
     return run_id, outcomes
