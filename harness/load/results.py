@@ -42,8 +42,10 @@ class StoredModel:
     note: str
 
 
-def start_load_run(store: Store, *, plan_name: str, plan_path: str, tag: str, profile: dict) -> str:
-    run_id = new_run_id()
+def start_load_run(
+    store: Store, *, plan_name: str, plan_path: str, tag: str, profile: dict, run_id: str | None = None
+) -> str:
+    run_id = run_id or new_run_id()
     with Session(store.engine) as s, s.begin():
         s.add(
             LoadRunRow(

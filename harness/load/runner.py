@@ -20,7 +20,7 @@ from harness.load.wire import Endpoint
 from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
 from harness.providers.http_request import target_for
-from harness.store import Store
+from harness.store import Store, new_run_id
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
 
@@ -239,12 +239,13 @@ def run_load(
         if not b:
             raise HarnessError(f"model '{name}': the workload has no prompts (check the plan's suites)")
     profile_doc = dataclasses.asdict(profile)
-    run_id = start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc)
+    run_id = new_run_id()
     outcomes = []
     status = "failed"
-    # The run's lease: a load run whose process died (kill -9) has none alive, and is then shown
-    # as interrupted and never taken as the default run (load/results.py).
+    # The run's lease, taken before the run is stored: a load run whose process died (kill -9) has
+    # none alive, and is then shown as interrupted and never taken as the default (load/results.py).
     with PlanLease(store, load_lease_key(run_id), plan.name):
+        start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc, run_id=run_id)
         try:
             for m in models:
                 budget = Budget(m.price.input, m.price.output, max_cost)
