@@ -70,10 +70,14 @@ class EarlyStop:
 
     def observe(self, r: RequestResult) -> str:
         """Account for a finished measured request; a reason to stop, or ""."""
-        if r.error in ("429", "5xx") or is_fatal(r):
+        if r.error in ("429", "5xx"):
             self.refusals += 1
             if self.refusals >= _HAMMER_WINDOW:
-                return f"{_HAMMER_WINDOW} consecutive 429/5xx answers or refusals"
+                return f"{_HAMMER_WINDOW} consecutive 429/5xx answers"
+        elif is_fatal(r):  # refused key or route, nothing listening: more requests only repeat it
+            self.refusals += 1
+            if self.refusals >= _HAMMER_WINDOW:
+                return f"{_HAMMER_WINDOW} consecutive refusals (401/403/404, no connection)"
         else:
             self.refusals = 0
         planned = self.planned
