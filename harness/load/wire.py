@@ -90,7 +90,7 @@ class _Parser:
     text/plain is still read as SSE when its body is events (as `harness run` reads it).
     """
 
-    def __init__(self, response: Response, *, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, response: Response, *, max_head: int | None = None, max_body: int | None = None):
         self.r = response
         self.buf = bytearray()
         self.at = 0.0  # arrival time of the read being parsed
@@ -103,7 +103,8 @@ class _Parser:
         self.sse_scanned = 0  # bytes of sse_buf already searched for an event's end
         self.decoder = None
         self.body_bytes = 0
-        self.max_head, self.max_body = max_head, max_body
+        self.max_head = MAX_HEAD_BYTES if max_head is None else max_head
+        self.max_body = MAX_BODY_BYTES if max_body is None else max_body
 
     def feed(self, data: bytes, at: float) -> bool:
         """Take one read's bytes, which arrived at `at`; True once the response is complete."""
