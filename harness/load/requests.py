@@ -18,7 +18,7 @@ from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
 from harness.providers.base import ProviderError
 from harness.providers.http_request import chat_body
-from harness.providers.openai_body import StreamReader, completion_from_json
+from harness.providers.openai_body import StreamReader, completion_from_json, event_data, json_object
 from harness.providers.tokens import estimate_tokens
 from harness.records import Generation, Message, Prompt
 
@@ -166,11 +166,24 @@ def interpret(response: Response, result: RequestResult) -> RequestResult:
     reader = StreamReader(())
     token_times: list[float] = []
     try:
+        stamped = []
         for at, raw in response.events:
+            data = event_data(raw)
+            if data is None:
+                continue
+            if data.strip() == b"[DONE]":
+                reader.done = True
+            else:
+                stamped.append((at, data))
+        try:  # one decode for the whole stream: per-call overhead would cost more than the parsing
+            chunks = json.loads(b"[" + b",".join(d for _, d in stamped) + b"]")
+        except (ValueError, RecursionError):
+            chunks = None
+        if not isinstance(chunks, list) or len(chunks) != len(stamped):  # an event that is not one JSON value
+            chunks = [json_object(d, "the stream") for _, d in stamped]  # raises on the first bad event
+        for (at, data), chunk in zip(stamped, chunks):
             seen = len(reader.parts)
-            for line in raw.decode("utf-8").splitlines():
-                reader.feed_line(line)
-            reader.feed_line("")
+            reader.apply(chunk, data)
             if any(reader.parts[seen:]) or any(reader.reasoning[seen:]):
                 token_times.append(at)
         if not response.complete:
@@ -179,9 +192,6 @@ def interpret(response: Response, result: RequestResult) -> RequestResult:
         completion = reader.completion(end - sent, None)
     except ProviderError as exc:
         return _failed(result, exc)
-    except UnicodeDecodeError:
-        result.error, result.detail = "incomplete", "a stream event that is not UTF-8"
-        return result
     if not token_times and not completion.tool_calls:
         result.error, result.detail = "empty", "the stream carried no content"
         return result
