@@ -101,6 +101,7 @@ class _Parser:
         self.sse: bool | None = False  # None: decided by the body's first bytes
         self.sse_buf = bytearray()
         self.sse_scanned = 0  # bytes of sse_buf already searched for an event's end
+        self.sse_crlf = False  # whether the stream has carried a CR (then events may end in CRLF CRLF)
         self.decoder = None
         self.body_bytes = 0
         self.max_head = MAX_HEAD_BYTES if max_head is None else max_head
@@ -231,7 +232,8 @@ class _Parser:
             return
         buf = self.sse_buf
         buf += data
-        crlf_possible = b"\r" in buf
+        self.sse_crlf = self.sse_crlf or b"\r" in data  # the new bytes only: the buffer may be large
+        crlf_possible = self.sse_crlf
         pos = 0
         start = max(0, self.sse_scanned - 3)
         while True:
