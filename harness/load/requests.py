@@ -17,7 +17,7 @@ from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
 from harness.providers.base import ProviderError
-from harness.providers.http_request import chat_body
+from harness.providers.http_request import chat_body, refusal_is_fatal
 from harness.providers.openai_body import StreamReader, completion_from_json, event_data, json_object
 from harness.providers.tokens import estimate_tokens
 from harness.records import Generation, Message, Prompt
@@ -116,15 +116,14 @@ def _body(model: ModelSpec, prompt: Prompt, gen: Generation, workload: Workload,
     return Body(json.dumps(payload).encode(), tokens_est, gen.max_tokens)
 
 
-FATAL_STATUSES = (401, 403, 404)  # the key, the permission or the route is wrong: more load cannot help
-
-
 def is_fatal(r: RequestResult) -> bool:
     """A failure that says the setup is wrong, not that the server is busy: nothing answered (refused,
-    unknown host, TLS failure), a refused key or an unknown route, or a redirect we would not follow."""
+    unknown host, TLS failure), a refused key, model or route (the run's rule), or a redirect we would not follow."""
     if r.ok:
         return False
-    return r.status in FATAL_STATUSES or (r.status == 0 and r.error in ("connection", "4xx"))
+    if r.status == 0:
+        return r.error in ("connection", "4xx")
+    return refusal_is_fatal(r.status, r.detail)
 
 
 def fatal_cause(results: list[RequestResult]) -> str | None:

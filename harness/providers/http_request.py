@@ -9,6 +9,7 @@ top_p, seed) changes what the model does, and its score or latency then belong t
 from __future__ import annotations
 
 import os
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,24 @@ def resolve_extra_headers(spec: ModelSpec) -> dict[str, str]:
         register_secret(value)
         headers[name] = value
     return headers
+
+
+# A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
+_UNKNOWN_MODEL = re.compile(
+    r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
+    r"is not supported|not available)|model_not_found"
+)
+# A 400 that refuses the key: LiteLLM's proxy answers a key other than its master key, when it has no
+# database of virtual keys to look it up in, with 400 "No connected db.".
+_KEY_REFUSED = re.compile(r"(?i)no connected db|(invalid|incorrect|missing) api[ _-]?key|authentication error")
+
+
+def refusal_is_fatal(status: int, detail: str) -> bool:
+    """Whether an error answer says the setup is wrong (key, permission, route, model), so that
+    retrying or adding load cannot help. One rule for `harness run` and `harness load`."""
+    return status in (401, 403, 404) or (
+        status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail) or _KEY_REFUSED.search(detail))
+    )
 
 
 def proxy_for(url: str) -> str | None:

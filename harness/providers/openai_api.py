@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import ssl
 import time
@@ -30,6 +29,7 @@ from harness.providers.base import ProviderError, Request
 from harness.providers.http_request import (  # noqa: F401 (resolve_*: imported from here by older callers)
     chat_body,
     check_redirect,
+    refusal_is_fatal,
     resolve_api_key,
     resolve_extra_headers,
     target_for,
@@ -196,16 +196,6 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
             client._platform = header
 
 
-# A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
-_UNKNOWN_MODEL = re.compile(
-    r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
-    r"is not supported|not available)|model_not_found"
-)
-# A 400 that refuses the key: LiteLLM's proxy answers a key other than its master key, when it has no
-# database of virtual keys to look it up in, with 400 "No connected db.".
-_KEY_REFUSED = re.compile(r"(?i)no connected db|(invalid|incorrect|missing) api[ _-]?key|authentication error")
-
-
 def completion_from_body(body: Any) -> Completion:
     """A chat.completion body that arrived some other way (a Batch API output line), read by the
     same rules as an online answer; anything else raises a retryable ProviderError."""
@@ -230,9 +220,7 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
-    fatal = status in (401, 403, 404) or (
-        status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail) or _KEY_REFUSED.search(detail))
-    )
+    fatal = refusal_is_fatal(status, detail)
     return ProviderError(
         f"HTTP {status}: {detail}",
         retryable=retryable,
