@@ -13,8 +13,9 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jinja2
 from jinja2.loaders import split_template_path
@@ -129,8 +130,15 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             raise RenderLimit(f"a value over {MAX_RENDER_CHARS} characters")
         return result
 
-    def render(self, template: jinja2.Template, fields: Mapping[str, Any]) -> str:
-        """Render within the time and size limits; the clock also interrupts pure loops on the main thread."""
+    @contextmanager
+    def limits(self) -> Iterator[None]:
+        """The time limit over everything rendered inside (one prompt: its system, shots and question).
+
+        On the main thread a timer signal also interrupts loops that make no call (over a long
+        string); it is armed once per prompt, not per template (arming costs ~12 us)."""
+        if getattr(self._deadline, "at", None) is not None:  # already inside a prompt's limits
+            yield
+            return
         self._deadline.at = time.monotonic() + MAX_RENDER_SECONDS
         alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
         previous = None
@@ -142,19 +150,30 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             previous = signal.signal(signal.SIGALRM, expired)
             signal.setitimer(signal.ITIMER_REAL, MAX_RENDER_SECONDS)
         try:
-            out: list[str] = []
-            size = 0
-            for piece in template.generate(**fields):
-                size += len(piece)
-                if size > MAX_RENDER_CHARS:
-                    raise RenderLimit(f"output over {MAX_RENDER_CHARS} characters")
-                out.append(piece)
-            return "".join(out)
+            yield
         finally:
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
             self._deadline.at = None
+
+    def render(self, template: jinja2.Template, fields: Mapping[str, Any]) -> str:
+        """Render within the time and size limits (the output is collected piece by piece, capped)."""
+        if getattr(self._deadline, "at", None) is None:
+            with self.limits():
+                return self._collect(template, fields)
+        return self._collect(template, fields)
+
+    @staticmethod
+    def _collect(template: jinja2.Template, fields: Mapping[str, Any]) -> str:
+        out: list[str] = []
+        size = 0
+        for piece in template.root_render_func(template.new_context(dict(fields))):
+            size += len(piece)
+            if size > MAX_RENDER_CHARS:
+                raise RenderLimit(f"output over {MAX_RENDER_CHARS} characters")
+            out.append(piece)
+        return "".join(out)
 
 
 def template_environment(folder) -> _BoundedEnvironment:
@@ -225,6 +244,13 @@ class PromptBuilder:
         return pool[:k]
 
     def build(self, item: Item) -> Prompt:
+        try:
+            with self._env.limits():
+                return self._build(item)
+        except RenderLimit as exc:  # the clock ran out between two templates
+            raise HarnessError(f"suite '{self.suite.name}': building the prompt of {item.id} stopped: {exc}") from None
+
+    def _build(self, item: Item) -> Prompt:
         messages: list[Message] = []
         if self._system_text:
             messages.append(Message("system", self._system_text))
