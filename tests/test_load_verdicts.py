@@ -115,3 +115,13 @@ def test_a_killed_load_run_ends_interrupted_and_is_never_the_default(tmp_path, f
     assert runs[running[0].id] == "interrupted" and runs[finished.id] == "finished"
     assert results.resolve_load_run(store, None).id == finished.id
     store.close()
+
+
+def test_load_on_a_tls_failure_names_it_and_exits_2(tmp_path, fake_server, db_url):
+    https_url = fake_server.base_url.replace("http://", "https://")  # the server speaks plain HTTP
+    result = load(write_plan(tmp_path, https_url), db_url)
+    assert type(result.exception).__name__ == "HarnessError", result.output
+    assert "(TLS)" in str(result.exception) and "every request" in str(result.exception)
+    store = Store(db_url)
+    assert [r.status for r in results.load_runs(store)] == ["failed"]
+    store.close()
