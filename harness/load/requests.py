@@ -11,6 +11,7 @@ import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.engine.units import generation_for, prepare_suites
 from harness.load.profile import Workload
@@ -99,7 +100,7 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
 def _synthetic_generation(plan: Plan, model: ModelSpec, max_tokens: int) -> Generation:
     """The plan's and the model's sampling settings (no suite here), so top_p and seed reach the server as in a run."""
     fields = {f.name for f in dataclasses.fields(Generation)}
-    values = {k: v for k, v in {**plan.generation, **model.generation}.items() if k in fields}
+    values: dict[str, Any] = {k: v for k, v in {**plan.generation, **model.generation}.items() if k in fields}
     values["max_tokens"] = max_tokens
     values["stop"] = tuple(values.get("stop") or ())
     if values.get("seed") is None and plan.seed:

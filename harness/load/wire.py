@@ -20,6 +20,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from harness.providers.base import ProviderError
@@ -102,7 +103,7 @@ class _Parser:
         self.sse_buf = bytearray()
         self.sse_scanned = 0  # bytes of sse_buf already searched for an event's end
         self.sse_crlf = False  # whether the stream has carried a CR (then events may end in CRLF CRLF)
-        self.decoder = None
+        self.decoder: Any = None  # a zlib decompressor while the body is compressed
         self.body_bytes = 0
         self.max_head = MAX_HEAD_BYTES if max_head is None else max_head
         self.max_body = MAX_BODY_BYTES if max_body is None else max_body
