@@ -236,13 +236,12 @@ _EXPECTED = {"stop": "a string or a list of strings"}
 def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
     """Load and validate a plan file; `limit` (from --limit) caps items per suite."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise HarnessError(f"plan file not found: {path} (give a path to a YAML plan, e.g. evals/smoke.yaml)")
+    from harness.untrusted import load_yaml, read_text  # bounded reads and YAML without alias bombs
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise HarnessError(f"{path}: line {line} is not valid UTF-8; save the plan as UTF-8") from None
+        raw = load_yaml(read_text(path, "plan file"), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

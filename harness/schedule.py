@@ -4,7 +4,7 @@ The scheduled command (one line of POSIX sh, the same for cron and systemd):
 
     mkdir -p LOGDIR; exec >>LOG 2>&1; echo "== $(date): harness schedule NAME";
     cd WORKDIR && [set -a && . ENV_FILE && set +a &&]
-    PYTHON -m harness run PLAN --tag TAG --db URL --out REPORTS --check --fail-on-regression
+    PYTHON -m harness run PLAN --tag TAG --db URL --out REPORTS --check --fail-on-regression --batch-wait S
 
 - every path is absolute and PYTHON is the interpreter of the environment that installed the
   schedule, so neither cron's minimal PATH nor its working directory matters;
@@ -15,6 +15,9 @@ The scheduled command (one line of POSIX sh, the same for cron and systemd):
   continues next time without repeating a stored request; it writes the report, then the check
   compares the run with the previous one of the plan, prints regressions and drift alarms to the
   log, posts them to the plan's webhook and exits 1 on a regression (systemd shows the unit failed);
+- provider batches are polled for at most `--batch-wait` seconds (an hour by default): a provider
+  whose batch is stuck must not keep the run, and its lease, past the next start; the run exits with
+  its batches `waiting`, and the next start resumes it and polls them again;
 - cron and systemd start without the user's shell environment: API keys come from `--env-file`, a
   file of VAR=value lines sourced at run time (the keys are never copied into the crontab).
 
@@ -42,6 +45,7 @@ _MARKER_RE = re.compile(r"#\s*harness-schedule:(\S+)\s*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_AT = "03:00"
 DEFAULT_TAG = "scheduled"
+DEFAULT_BATCH_WAIT_S = 3600.0  # a scheduled run polls stuck provider batches at most this long, then exits
 
 # --------------------------------------------------------------------------- cron expressions
 
@@ -193,6 +197,7 @@ class Schedule:
     tag: str = DEFAULT_TAG
     env_file: str | None = None
     python: str = sys.executable
+    batch_wait_s: float = DEFAULT_BATCH_WAIT_S
 
     def argv(self) -> list[str]:
         db = ["--db", self.db_url] if self.db_url else []  # none: $HARNESS_DB from the env file
@@ -209,6 +214,8 @@ class Schedule:
             self.out_dir,
             "--check",
             "--fail-on-regression",
+            "--batch-wait",
+            f"{self.batch_wait_s:g}",
         ]
 
     def command(self) -> str:
@@ -311,6 +318,7 @@ def build_schedule(
     env_file: str | None = None,
     workdir: str | None = None,
     python: str | None = None,
+    batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
 ) -> Schedule:
     """Validate everything (plan, timing, paths) and resolve it to absolute form."""
     from harness.plan import load_plan
@@ -365,6 +373,7 @@ def build_schedule(
         tag=tag,
         env_file=env,
         python=python or sys.executable,
+        batch_wait_s=batch_wait_s,
     )
 
 

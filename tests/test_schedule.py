@@ -113,6 +113,8 @@ def test_print_shows_an_absolute_line_with_a_marker(home, plan, capsys):
         str(work / "reports"),
         "--check",
         "--fail-on-regression",
+        "--batch-wait",
+        "3600",
     ]
     assert Path(sys.executable).is_absolute()
     assert not (home / "crontab.txt").exists()  # --print installs nothing

@@ -73,7 +73,7 @@ def check(
         raise click.UsageError("name a RUN or --plan, not both")
     store = Store(db_url, must_exist=True)
     if load:
-        sys.exit(_check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression))
+        sys.exit(_check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression, fail_on_alarm))
     if plan_name:
         from harness.errors import HarnessError
 
@@ -135,7 +135,7 @@ def run_check(
     return code
 
 
-def _check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression) -> int:
+def _check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regression, fail_on_alarm=False) -> int:
     from harness.load.check import check_load, format_text, to_json
 
     result = check_load(store, run_id, against=against, alpha=alpha, plan_name=plan_name)
@@ -143,4 +143,7 @@ def _check_load(store, run_id, against, plan_name, alpha, as_json, fail_on_regre
         click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False, allow_nan=False))
     else:
         click.echo(format_text(result))
-    return 1 if fail_on_regression and result.regressions else 0
+    # An unavailable model is an alarm: it fails --fail-on-regression too, as a p99 test cannot see it.
+    return (
+        1 if (fail_on_regression and (result.regressions or result.alarms)) or (fail_on_alarm and result.alarms) else 0
+    )

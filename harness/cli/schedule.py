@@ -81,12 +81,21 @@ def schedule():
     "--print", "print_only", is_flag=True, help="Print the crontab line (or unit files) instead of installing."
 )
 @click.option("--systemd", is_flag=True, help="Write a systemd user timer instead of a crontab entry.")
-def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, workdir, print_only, systemd):
+@click.option(
+    "--batch-wait",
+    "batch_wait",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest each run polls provider batches before exiting with them 'waiting' (the next run collects them).",
+)
+def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, workdir, print_only, systemd, batch_wait):
     """Schedule PLAN: install a crontab entry (or systemd user timer) that runs it, reports and checks it.
 
     \b
     The entry runs, from the current directory:
-      python -m harness run PLAN --tag scheduled --db URL --out DIR --check --fail-on-regression
+      python -m harness run PLAN --tag scheduled --db URL --out DIR --check --fail-on-regression --batch-wait S
     An interrupted run resumes at the next one; the check's regressions and alarms go to the log
     and to the plan's webhook.
     """
@@ -104,6 +113,7 @@ def add(plan, every, at, day, name, tag, db_url, out_dir, log_path, env_file, wo
         log_path=log_path,
         env_file=env_file,
         workdir=workdir,
+        batch_wait_s=batch_wait,
     )
     warnings = sch.env_file_warnings(s)
     notes = sch.off_peak_notes(s)

@@ -111,7 +111,7 @@ class UnitRunner:
 
         def render(template: str, fields) -> str:
             try:
-                return env.get_template(template).render(**fields).strip()
+                return env.render(env.get_template(template), fields).strip()  # bounded in time and size
             except Exception as exc:  # a missing or broken rubric is the suite author's to fix
                 raise HarnessError(f"suite '{suite.name}': judge template {template}: {exc}") from None
 

@@ -43,6 +43,9 @@ class LoadCheck:
     alpha: float
     comparisons: list[StageComparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A stage in which no request was answered, or a newer load run that failed: the model is not
+    # slower but unavailable, which no p99 comparison can show (there are no times to compare).
+    alarms: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[StageComparison]:
@@ -63,6 +66,7 @@ def check_load(
     margin: float = 0.05,
 ) -> LoadCheck:
     run = results.resolve_load_run(store, run_id, plan_name)
+    alarms = _availability_alarms(store, run, latest=run_id is None)
     if against:
         previous = results.resolve_load_run(store, against)
     else:
@@ -72,7 +76,7 @@ def check_load(
             if r.status == "finished" and (r.started_at, r.id) < (run.started_at, run.id)
         ]
         previous = earlier[-1] if earlier else None
-    check = LoadCheck(run, previous, alpha)
+    check = LoadCheck(run, previous, alpha, alarms=alarms)
     if previous is None:
         check.notes.append(f"no earlier finished load run of plan {run.plan_name!r}: nothing to compare")
         return check
@@ -119,6 +123,23 @@ def check_load(
     return check
 
 
+def _availability_alarms(store: Store, run: results.LoadRunInfo, *, latest: bool) -> list[str]:
+    alarms = []
+    if latest:
+        newer = [r for r in results.load_runs(store, run.plan_name) if (r.started_at, r.id) > (run.started_at, run.id)]
+        for r in newer:
+            if r.status == "failed":
+                why = "; ".join(m.note for m in results.models(store, r.id) if m.note) or "no stage completed"
+                alarms.append(f"load run {r.id} (newer than {run.id}) failed: {why}")
+    for s in results.stages(store, run.id):
+        if s.stats.get("requests") and not s.stats.get("ok"):
+            kinds = ", ".join(f"{k} {v}" for k, v in (s.stats.get("errors_by_kind") or {}).items())
+            alarms.append(
+                f"{s.model} {_label(s.stats)}: every one of {s.stats['requests']} requests failed ({kinds or 'errors'})"
+            )
+    return alarms
+
+
 def _label(stats: dict) -> str:
     return f"c={stats['concurrency']}" if stats.get("concurrency") is not None else f"rate={stats.get('rate'):g}/s"
 
@@ -144,7 +165,8 @@ def to_json(check: LoadCheck) -> dict:
         "alpha": check.alpha,
         "method": "bootstrap percentile interval of p99(new) - p99(old), Bonferroni over comparisons; "
         "a regression when its lower end exceeds 5% of the old p99",
-        "ok": not check.regressions,
+        "ok": not check.regressions and not check.alarms,
+        "alarms": check.alarms,
         "comparisons": rows,
         "regressions": [r for r in rows if r["regression"]],
         "notes": check.notes,
@@ -152,8 +174,9 @@ def to_json(check: LoadCheck) -> dict:
 
 
 def format_text(check: LoadCheck) -> str:
+    shown = [f"ALARM: {a}" for a in check.alarms]
     if check.previous is None:
-        return "\n".join(check.notes)
+        return "\n".join(shown + check.notes)
     lines = [
         f"load run {check.run.id} against {check.previous.id} (plan {check.run.plan_name}): "
         f"{len(check.regressions)} p99 regression(s) in {len(check.comparisons)} comparisons"
@@ -166,4 +189,4 @@ def format_text(check: LoadCheck) -> str:
             f"diff {c.diff:+.3f}s [{c.lo:+.3f}, {c.hi:+.3f}]  {mark}"
         )
     lines += [f"note: {n}" for n in check.notes]
-    return "\n".join(lines)
+    return "\n".join(shown + lines)

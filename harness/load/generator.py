@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from harness.load.profile import Slo, Stage
-from harness.load.requests import Body, RequestResult, interpret
+from harness.load.requests import Body, RequestResult, interpret, is_fatal
 from harness.load.wire import Endpoint, WireError
 
 _PERCENT_TERMS = {"ttft": "ttft", "latency": "latency", "itl": None, "tpot": "tpot"}
@@ -74,6 +74,10 @@ class EarlyStop:
             self.refusals += 1
             if self.refusals >= _HAMMER_WINDOW:
                 return f"{_HAMMER_WINDOW} consecutive 429/5xx answers"
+        elif is_fatal(r):  # refused key or route, nothing listening: more requests only repeat it
+            self.refusals += 1
+            if self.refusals >= _HAMMER_WINDOW:
+                return f"{_HAMMER_WINDOW} consecutive refusals (401/403/404, no connection)"
         else:
             self.refusals = 0
         planned = self.planned

@@ -7,16 +7,21 @@ latency, tokens, and an error class when the answer was not really received.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.engine.units import generation_for, prepare_suites
 from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
-from harness.providers.chat_format import openai_messages
+from harness.providers.base import ProviderError
+from harness.providers.http_request import chat_body, refusal_is_fatal
+from harness.providers.openai_body import StreamReader, completion_from_json, event_data, json_object
 from harness.providers.tokens import estimate_tokens
+from harness.records import Generation, Message, Prompt
 
 ERROR_KINDS = ("429", "5xx", "4xx", "timeout", "connection", "incomplete", "empty")
 
@@ -70,15 +75,13 @@ def synthetic_prompt(tokens: int, seed: int) -> str:
 
 
 def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int = 256) -> list[Body]:
-    """The request bodies a model's stages cycle through."""
+    """The request bodies a model's stages cycle through, built by the run's own builder (`chat_body`)."""
     bodies = []
     if workload.synthetic_input_tokens:
-        max_tokens = workload.output_tokens or 256
+        gen = _synthetic_generation(plan, model, workload.output_tokens or 256)
         for i in range(count):
-            text = synthetic_prompt(workload.synthetic_input_tokens, i)
-            bodies.append(
-                _body(model, [{"role": "user", "content": text}], max_tokens, workload, workload.synthetic_input_tokens)
-            )
+            prompt = Prompt((Message("user", synthetic_prompt(workload.synthetic_input_tokens, i)),))
+            bodies.append(_body(model, prompt, gen, workload, workload.synthetic_input_tokens))
         return bodies
     plan_suites = prepare_suites(plan)
     wanted = set(workload.suites)
@@ -86,42 +89,55 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         if wanted and prepared.suite.name not in wanted:
             continue
         gen = generation_for(plan, model, prepared.suite)
-        max_tokens = workload.output_tokens or gen.max_tokens
+        if workload.output_tokens:
+            gen = dataclasses.replace(gen, max_tokens=workload.output_tokens)
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
-            messages = openai_messages(prompt)
-            bodies.append(
-                _body(
-                    model, messages, max_tokens, workload, estimate_tokens(prompt.text), gen.temperature, list(gen.stop)
-                )
-            )
+            bodies.append(_body(model, prompt, gen, workload, estimate_tokens(prompt.text)))
     return bodies
 
 
-def _body(
-    model: ModelSpec,
-    messages: list[dict],
-    max_tokens: int,
-    workload: Workload,
-    tokens_est: int,
-    temperature: float = 0.0,
-    stop: list[str] | None = None,
-) -> Body:
-    payload = {
-        "model": model.api_model,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if stop:
-        payload["stop"] = stop
+def _synthetic_generation(plan: Plan, model: ModelSpec, max_tokens: int) -> Generation:
+    """The plan's and the model's sampling settings (no suite here), so top_p and seed reach the server as in a run."""
+    fields = {f.name for f in dataclasses.fields(Generation)}
+    values: dict[str, Any] = {k: v for k, v in {**plan.generation, **model.generation}.items() if k in fields}
+    values["max_tokens"] = max_tokens
+    values["stop"] = tuple(values.get("stop") or ())
+    if values.get("seed") is None and plan.seed:
+        values["seed"] = plan.seed
+    return Generation(**values)
+
+
+def _body(model: ModelSpec, prompt: Prompt, gen: Generation, workload: Workload, tokens_est: int) -> Body:
+    payload = chat_body(model, prompt, gen, stream=True)
     if workload.ignore_eos:
         # vLLM, llama.cpp and SGLang honour these; hosted APIs may refuse them, so only on request
         payload["ignore_eos"] = True
-        payload["min_tokens"] = max_tokens
-    return Body(json.dumps(payload).encode(), tokens_est, max_tokens)
+        payload["min_tokens"] = gen.max_tokens
+    return Body(json.dumps(payload).encode(), tokens_est, gen.max_tokens)
+
+
+def is_fatal(r: RequestResult) -> bool:
+    """A failure that says the setup is wrong, not that the server is busy: nothing answered (refused,
+    unknown host, TLS failure), a refused key, model or route (the run's rule), or a redirect we would not follow."""
+    if r.ok:
+        return False
+    if r.status == 0:
+        return r.error in ("connection", "4xx")
+    return refusal_is_fatal(r.status, r.detail)
+
+
+def fatal_cause(results: list[RequestResult]) -> str | None:
+    """Why every request of a stage failed, when they all failed for a reason load cannot change; else None.
+
+    `harness run` stops on these with the cause and exit 2; a load test does the same rather than
+    store "100% errors" as if it were a measurement of the server under load.
+    """
+    if not results or not all(is_fatal(r) for r in results):
+        return None
+    first = results[0]
+    detail = " ".join(first.detail.split())[:200]
+    return f"HTTP {first.status}: {detail}" if first.status else detail or "no answer"
 
 
 def error_kind(status: int) -> str:
@@ -133,7 +149,12 @@ def error_kind(status: int) -> str:
 
 
 def interpret(response: Response, result: RequestResult) -> RequestResult:
-    """Fill `result` from a received response: timings from the kernel stamps of its events."""
+    """Fill `result` from a received response: timings from the kernel stamps of its events.
+
+    What is a complete answer is decided by the run's own reader (`StreamReader`,
+    `completion_from_json`): a stream that ends without a finish_reason, even with [DONE], is
+    incomplete here as it is in `harness run`.
+    """
     result.status = response.status
     if response.status != 200:
         result.error = error_kind(response.status)
@@ -142,79 +163,74 @@ def interpret(response: Response, result: RequestResult) -> RequestResult:
     sent = result.sent_at
     if not response.events:  # a non-streamed body: only the end-to-end latency is measurable
         return _interpret_json(response, result)
+    reader = StreamReader(())
     token_times: list[float] = []
-    done = False
-    finished = False
-    usage = None
-    stamped: list[tuple[float, bytes]] = []
-    for at, raw in response.events:
-        for line in raw.split(b"\n"):
-            if not line.startswith(b"data:"):
+    try:
+        stamped = []
+        for at, raw in response.events:
+            data = event_data(raw)
+            if data is None:
                 continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                done = True
-            elif payload:
-                stamped.append((at, payload))
-    try:  # one decode for the whole stream: per-call overhead would cost more than the parsing
-        chunks = json.loads(b"[" + b",".join(p for _, p in stamped) + b"]")
-    except ValueError:
-        bad = next((p for _, p in stamped if not _is_json(p)), b"")
-        result.error, result.detail = "incomplete", f"unreadable stream event: {bad[:80]!r}"
-        return result
-    for (at, _), chunk in zip(stamped, chunks):
-        if not isinstance(chunk, dict):
-            continue
-        if chunk.get("error"):
-            result.error, result.detail = "5xx", str(chunk["error"])[:200]
-            return result
-        if isinstance(chunk.get("usage"), dict):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+            if data.strip() == b"[DONE]":
+                reader.done = True
+            else:
+                stamped.append((at, data))
+        try:  # one decode for the whole stream: per-call overhead would cost more than the parsing
+            chunks = json.loads(b"[" + b",".join(d for _, d in stamped) + b"]")
+        except (ValueError, RecursionError):
+            chunks = None
+        if not isinstance(chunks, list) or len(chunks) != len(stamped):  # an event that is not one JSON value
+            chunks = [json_object(d, "the stream") for _, d in stamped]  # raises on the first bad event
+        for (at, data), chunk in zip(stamped, chunks):
+            seen = len(reader.parts)
+            reader.apply(chunk, data)
+            if any(reader.parts[seen:]) or any(reader.reasoning[seen:]):
                 token_times.append(at)
-            finished = finished or bool(choice.get("finish_reason"))
-    end = response.events[-1][0]
-    if not (done or finished) or not response.complete:
-        result.error, result.detail = "incomplete", "the stream ended before the response did"
-        return result
-    if not token_times:
+        if not response.complete:
+            raise ProviderError("incomplete stream: the body ended before the response did", retryable=True)
+        end = response.events[-1][0]
+        completion = reader.completion(end - sent, None)
+    except ProviderError as exc:
+        return _failed(result, exc)
+    if not token_times and not completion.tool_calls:
         result.error, result.detail = "empty", "the stream carried no content"
         return result
-    result.ttft = token_times[0] - sent
+    usage = reader.usage if isinstance(reader.usage, dict) else None
+    result.ttft = (token_times[0] if token_times else end) - sent
     result.latency = end - sent
     result.itl = [b - a for a, b in zip(token_times, token_times[1:])]
     result.input_tokens = _int(usage, "prompt_tokens")
-    result.output_tokens = _int(usage, "completion_tokens") or len(token_times)
+    result.output_tokens = _int(usage, "completion_tokens") or len(token_times) or None
+    return result
+
+
+def _failed(result: RequestResult, exc: ProviderError) -> RequestResult:
+    """An answer the run's reader refuses: an error the server sent in the body counts as 5xx, the rest incomplete."""
+    message = str(exc)
+    result.error = "5xx" if message.startswith("error in ") else "incomplete"
+    result.detail = message[:200]
     return result
 
 
 def _interpret_json(response: Response, result: RequestResult) -> RequestResult:
+    latency = (response.last_at or result.sent_at) - result.sent_at
     try:
-        data = json.loads(bytes(response.body))
-        text = data["choices"][0]["message"].get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        result.error, result.detail = "incomplete", "no streamed events and no chat.completion body"
-        return result
-    if not text:
+        completion = completion_from_json(bytes(response.body), latency, ())
+    except ProviderError as exc:
+        return _failed(result, exc)
+    if not completion.text and not completion.tool_calls:
         result.error, result.detail = "empty", "the answer was empty"
         return result
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-    result.latency = (response.last_at or result.sent_at) - result.sent_at
+    usage = None
+    try:
+        data = json.loads(bytes(response.body))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    except ValueError:
+        pass
+    result.latency = latency
     result.input_tokens = _int(usage, "prompt_tokens")
     result.output_tokens = _int(usage, "completion_tokens")
     return result
-
-
-def _is_json(payload: bytes) -> bool:
-    try:
-        json.loads(payload)
-        return True
-    except ValueError:
-        return False
 
 
 def _int(usage: dict | None, key: str) -> int | None:

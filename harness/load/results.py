@@ -42,8 +42,10 @@ class StoredModel:
     note: str
 
 
-def start_load_run(store: Store, *, plan_name: str, plan_path: str, tag: str, profile: dict) -> str:
-    run_id = new_run_id()
+def start_load_run(
+    store: Store, *, plan_name: str, plan_path: str, tag: str, profile: dict, run_id: str | None = None
+) -> str:
+    run_id = run_id or new_run_id()
     with Session(store.engine) as s, s.begin():
         s.add(
             LoadRunRow(
@@ -134,8 +136,30 @@ def finish_load_run(store: Store, run_id: str, status: str = "finished") -> None
         conn.execute(update(LoadRunRow).where(LoadRunRow.id == run_id).values(status=status, finished_at=_now()))
 
 
+def load_lease_key(run_id: str) -> str:
+    """The lease a load run holds while its process lives (engine/lease.py)."""
+    return f"load {run_id}"
+
+
+def _settle_dead_runs(store: Store) -> None:
+    """A load run still `running` whose process holds no live lease (killed, machine off) ends as interrupted."""
+    from harness.engine.lease import PlanLease  # lease imports the store; imported here to keep this module light
+
+    with Session(store.engine) as s:
+        running = [(r.id, r.plan_name) for r in s.scalars(select(LoadRunRow).where(LoadRunRow.status == "running"))]
+    for run_id, plan_name in running:
+        if PlanLease(store, load_lease_key(run_id), plan_name)._live_overlapping() is None:
+            with store.engine.begin() as conn:
+                conn.execute(
+                    update(LoadRunRow)
+                    .where(LoadRunRow.id == run_id, LoadRunRow.status == "running")
+                    .values(status="interrupted", finished_at=_now())
+                )
+
+
 def load_runs(store: Store, plan_name: str | None = None) -> list[LoadRunInfo]:
-    """Load runs, oldest first."""
+    """Load runs, oldest first (those whose process died are marked interrupted first)."""
+    _settle_dead_runs(store)
     query = select(LoadRunRow).order_by(LoadRunRow.started_at, LoadRunRow.id)
     if plan_name:
         query = query.where(LoadRunRow.plan_name == plan_name)
@@ -146,13 +170,24 @@ def load_runs(store: Store, plan_name: str | None = None) -> list[LoadRunInfo]:
         ]
 
 
+COMPLETE_STATUSES = ("finished", "stopped")  # a run that ended by itself (stopped: at --max-cost)
+
+
 def resolve_load_run(store: Store, run_id: str | None, plan_name: str | None = None) -> LoadRunInfo:
+    """A load run by id (or prefix); by default the latest that ended by itself, never a running,
+    interrupted or failed one."""
     runs = load_runs(store, plan_name)
     if not runs:
         where = f" of plan {plan_name!r}" if plan_name else ""
         raise HarnessError(f"no load runs{where} in {store.shown_url} (run `harness load PLAN` first)")
     if run_id is None:
-        return runs[-1]
+        complete = [r for r in runs if r.status in COMPLETE_STATUSES]
+        if not complete:
+            raise HarnessError(
+                f"no finished load run in {store.shown_url} (the latest, {runs[-1].id}, is {runs[-1].status}); "
+                f"name one explicitly or run `harness load PLAN` again"
+            )
+        return complete[-1]
     matches = [r for r in runs if r.id == run_id or r.id.startswith(run_id)]
     if len(matches) != 1:
         raise HarnessError(f"load run {run_id!r}: {'not found' if not matches else 'ambiguous'} in {store.shown_url}")

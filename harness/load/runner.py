@@ -8,18 +8,19 @@ import resource
 from dataclasses import dataclass
 from typing import Callable
 
+from harness.engine.lease import PlanLease
 from harness.errors import HarnessError
 from harness.load import capacity
 from harness.load.generator import Budget, StageDriver
 from harness.load.profile import LoadProfile, Stage
-from harness.load.requests import Body, build_bodies
-from harness.load.results import finish_load_run, save_model, save_stage, start_load_run
+from harness.load.requests import Body, build_bodies, fatal_cause
+from harness.load.results import finish_load_run, load_lease_key, save_model, save_stage, start_load_run
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
 from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
-from harness.providers.openai_api import resolve_api_key
-from harness.store import Store
+from harness.providers.http_request import target_for
+from harness.store import Store, new_run_id
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
 
@@ -104,10 +105,10 @@ async def _run_model(
     budget: Budget,
     say: Callable[[str], None],
 ) -> ModelOutcome:
-    endpoint_url = (spec.base_url or "").rstrip("/") + "/chat/completions"
-    endpoint = Endpoint(endpoint_url)
-    key = resolve_api_key(spec)
-    headers = {"Authorization": f"Bearer {key}"} if spec.api_key_env else {}
+    target = target_for(spec)  # the run's key, headers and proxy
+    endpoint_url = target.url("chat/completions")
+    endpoint = Endpoint(endpoint_url, proxy=target.proxy)
+    headers = target.headers
     driver = StageDriver(
         endpoint, bodies, headers, timeout=spec.timeout_s, slo=profile.slo, budget=budget, seed=profile.seed
     )
@@ -130,6 +131,14 @@ async def _run_model(
         stats["meets_slo"] = meets
         stats["slo_failures"] = failures + ([run.stopped] if run.stopped and profile.slo else [])
         stats["probe"] = probe
+        cause = fatal_cause(run.results)
+        if cause is not None:
+            # Nothing was measured: the setup is wrong. Stored as the model's note, the run ends failed.
+            save_model(store, run_id, spec.name, spec.api_model, note=f"every request failed: {cause}")
+            raise HarnessError(
+                f"model '{spec.name}': every request to {endpoint_url} failed: {cause} (fix the plan's "
+                f"base_url, key or headers; nothing was measured)"
+            )
         save_stage(store, run_id, spec.name, index, stats, run.results, meets_slo=meets, probe=probe)
         index += 1
         outcome.stages.append(stats)
@@ -224,22 +233,29 @@ def run_load(
     for note in notes:
         say(note)
     for m in models:
-        resolve_api_key(m)  # a missing key variable is an error before anything is stored or sent
+        target_for(m)  # a missing key or header variable is an error before anything is stored or sent
     bodies = {m.name: build_bodies(plan, m, profile.workload) for m in models}
     for name, b in bodies.items():
         if not b:
             raise HarnessError(f"model '{name}': the workload has no prompts (check the plan's suites)")
     profile_doc = dataclasses.asdict(profile)
-    run_id = start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc)
+    run_id = new_run_id()
     outcomes = []
-    status = "stopped"
-    try:
-        for m in models:
-            budget = Budget(m.price.input, m.price.output, max_cost)
-            outcomes.append(asyncio.run(_run_model(plan, m, profile, bodies[m.name], store, run_id, budget, say)))
-            if max_cost is not None:
-                max_cost = max(0.0, max_cost - budget.spent)
-        status = "finished"
-    finally:
-        finish_load_run(store, run_id, status)
+    status = "failed"
+    # The run's lease, taken before the run is stored: a load run whose process died (kill -9) has
+    # none alive, and is then shown as interrupted and never taken as the default (load/results.py).
+    with PlanLease(store, load_lease_key(run_id), plan.name):
+        start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc, run_id=run_id)
+        try:
+            for m in models:
+                budget = Budget(m.price.input, m.price.output, max_cost)
+                outcomes.append(asyncio.run(_run_model(plan, m, profile, bodies[m.name], store, run_id, budget, say)))
+                if max_cost is not None:
+                    max_cost = max(0.0, max_cost - budget.spent)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            finish_load_run(store, run_id, status)
     return run_id, outcomes

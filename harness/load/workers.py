@@ -46,6 +46,7 @@ async def drive(driver: StageDriver, url: str, stage: Stage, *, processes: int |
         return await driver.run(stage)
     return await run_in_workers(
         url,
+        driver.endpoint.proxy,
         driver.body_list,
         driver.headers,
         stage,
@@ -63,6 +64,7 @@ def _share(total: int, parts: int, index: int) -> int:
 
 def _run_share(
     url: str,
+    proxy: str | None,
     bodies: list[Body],
     headers: dict[str, str],
     timeout: float,
@@ -73,7 +75,7 @@ def _run_share(
     start_at: float,
 ) -> tuple[StageRun, float]:
     async def main() -> StageRun:
-        endpoint = Endpoint(url)
+        endpoint = Endpoint(url, proxy=proxy)
         driver = StageDriver(endpoint, bodies, headers, timeout=timeout, slo=slo, budget=budget, seed=seed)
         await asyncio.sleep(max(0.0, start_at - time.time()))
         try:
@@ -87,6 +89,7 @@ def _run_share(
 
 async def run_in_workers(
     url: str,
+    proxy: str | None,
     bodies: list[Body],
     headers: dict[str, str],
     stage: Stage,
@@ -123,7 +126,7 @@ async def run_in_workers(
         outcomes = await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    pool, _run_share, url, bodies, headers, timeout, slo, share_budget, seed + i, part, start_at
+                    pool, _run_share, url, proxy, bodies, headers, timeout, slo, share_budget, seed + i, part, start_at
                 )
                 for i, (part, share_budget) in enumerate(shares)
             )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import ssl
 import time
@@ -25,49 +24,20 @@ from typing import Any
 import httpx2
 import openai
 
-from harness.errors import HarnessError, register_secret
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
-from harness.providers.chat_format import openai_prompt_fields
+from harness.providers.http_request import (  # noqa: F401 (resolve_*: imported from here by older callers)
+    chat_body,
+    check_redirect,
+    refusal_is_fatal,
+    resolve_api_key,
+    resolve_extra_headers,
+    target_for,
+)
 from harness.providers.openai_body import SHOWN_BODY_CHARS, StreamReader, completion_from_json
 from harness.records import Completion
 
 POOL_SIZE = 8  # connections per HTTP pool; a model with concurrency 64 gets eight pools
-
-
-def resolve_api_key(spec: ModelSpec) -> str:
-    """The key named by api_key_env; local servers often need none, so no variable means 'none'.
-
-    The value is registered for redaction: a server that echoes it back never gets it stored.
-    """
-    if not spec.api_key_env:
-        return "not-needed"
-    key = os.environ.get(spec.api_key_env)
-    if not key:
-        raise HarnessError(
-            f"model '{spec.name}': environment variable {spec.api_key_env} is not set "
-            f"(export {spec.api_key_env}=... with the API key for {spec.base_url})"
-        )
-    register_secret(key)
-    return key
-
-
-def resolve_extra_headers(spec: ModelSpec) -> dict[str, str]:
-    """The model's extra_headers with `$VAR` values read from the environment (and registered for redaction)."""
-    headers = {}
-    for name, value in (spec.extra_headers or {}).items():
-        if value.startswith("$"):
-            var = value[1:]
-            resolved = os.environ.get(var)
-            if resolved is None:
-                raise HarnessError(
-                    f"model '{spec.name}': extra_headers {name}: environment variable {var} "
-                    f"is not set (export {var}=...)"
-                )
-            register_secret(resolved)
-            value = resolved
-        headers[name] = value
-    return headers
 
 
 def _aiohttp_available() -> bool:
@@ -93,9 +63,8 @@ def _tls_context(base_url: str) -> ssl.SSLContext:
 class OpenAIProvider:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
-        api_key = resolve_api_key(spec)
-        self.headers = resolve_extra_headers(spec)
-        self.extra_body = dict(spec.extra_body or {})
+        self.target = target_for(spec)
+        self.headers = self.target.extra_headers
         aio = _aiohttp_available()
         pools = 1 if aio else max(1, -(-int(spec.concurrency) // POOL_SIZE))
         per_pool = -(-int(spec.concurrency) // pools)
@@ -104,13 +73,29 @@ class OpenAIProvider:
         timeout = spec.timeout_s + 5.0
         limits = httpx2.Limits(max_connections=per_pool + 4, max_keepalive_connections=per_pool + 4)
         http_client = openai.DefaultAioHttpClient if aio else openai.DefaultAsyncHttpxClient
+        base_url = self.target.base_url
+
+        async def same_origin(request: httpx2.Request) -> None:
+            # Called for every request of a redirect chain: a redirect elsewhere never gets the key or headers.
+            check_redirect(base_url, str(request.url))
+
+        # Every call of this client (chat, and the Files and Batches calls of a batch) carries the
+        # plan's headers, goes through the plan's proxy and follows redirects only within the origin.
         self.clients = [
             openai.AsyncOpenAI(
                 base_url=spec.base_url,
-                api_key=api_key,
+                api_key=self.target.api_key,
                 max_retries=0,
                 timeout=timeout,
-                http_client=http_client(verify=tls, timeout=timeout, limits=limits),
+                default_headers=self.target.extra_headers or None,
+                http_client=http_client(
+                    verify=tls,
+                    timeout=timeout,
+                    limits=limits,
+                    proxy=self.target.proxy,
+                    trust_env=False,
+                    event_hooks={"request": [same_origin]},
+                ),
             )
             for _ in range(pools)
         ]
@@ -119,28 +104,14 @@ class OpenAIProvider:
         self._busy = [0] * pools
         self.client = self.clients[0]
 
-    def _params(self, request: Request) -> dict[str, Any]:
-        gen = request.generation
-        params: dict[str, Any] = {
-            "model": self.spec.api_model,
-            **openai_prompt_fields(request.prompt),
-            "max_tokens": gen.max_tokens,
-            "temperature": gen.temperature,
-        }
-        if gen.top_p is not None:
-            params["top_p"] = gen.top_p
-        if gen.stop:
-            params["stop"] = list(gen.stop)
-        if gen.seed is not None:
-            params["seed"] = gen.seed + request.sample_index
-        return params
-
-    def request_body(self, request: Request) -> dict[str, Any]:
+    def request_body(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
         """The chat/completions body sent for a request (a Batch API line carries the same body)."""
-        return self._params(request)
+        return chat_body(
+            self.spec, request.prompt, request.generation, sample_index=request.sample_index, stream=stream
+        )
 
     async def complete(self, request: Request) -> Completion:
-        params = self._params(request)
+        body = self.request_body(request, stream=self.spec.stream)
         contents = [m.text for m in request.prompt.messages]
         busy = self._busy
         index = busy.index(min(busy)) if len(busy) > 1 else 0
@@ -150,14 +121,9 @@ class OpenAIProvider:
         try:
             async with asyncio.timeout(self.spec.timeout_s):
                 if self.spec.stream:
-                    return await self._stream(client, params, contents, start)
-                response = await client.post(
-                    "/chat/completions",
-                    body={**params, **self.extra_body},
-                    cast_to=httpx2.Response,
-                    options={"headers": self.headers} if self.headers else {},
-                )
-                body = response.content
+                    return await self._stream(client, body, contents, start)
+                response = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+                answer = response.content
         except ProviderError:
             raise
         except openai.APIStatusError as exc:
@@ -168,6 +134,8 @@ class OpenAIProvider:
                 raise _connection_error(exc) from None
             raise ProviderError(f"timed out after {self.spec.timeout_s:g} s", retryable=True) from None
         except openai.APIConnectionError as exc:
+            if isinstance(exc.__cause__, ProviderError):  # refused by our own redirect policy
+                raise exc.__cause__ from None
             raise _connection_error(exc) from None
         except (
             openai.APIResponseValidationError,
@@ -187,18 +155,17 @@ class OpenAIProvider:
         finally:
             busy[index] -= 1
         latency = time.perf_counter() - start
-        return completion_from_json(body, latency, contents)
+        return completion_from_json(answer, latency, contents)
 
-    async def _stream(self, client, params: dict[str, Any], contents: list[str], start: float) -> Completion:
+    async def _stream(self, client, body: dict[str, Any], contents: list[str], start: float) -> Completion:
         """Read the SSE stream line by line: the completion is whatever the events say, checked whole."""
         reader = StreamReader(contents)
         ttft = None
+        rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        # The body is chat_body's: the client's typed arguments get only what they require, the rest
+        # goes as extra_body, so nothing is added, renamed or dropped on the way.
         async with client.chat.completions.with_streaming_response.create(
-            **params,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_headers=self.headers or None,
-            extra_body=self.extra_body or None,
+            model=body["model"], messages=body["messages"], stream=True, extra_body=rest
         ) as response:
             async for line in response.iter_lines():
                 reader.feed_line(line)
@@ -229,16 +196,6 @@ def _settle_platform(client: openai.AsyncOpenAI) -> None:
             setattr(client, "_platform", header)  # noqa: B010  (private, typed for the client's own values)
 
 
-# A 400 that names the model as the problem is an unknown model (LiteLLM answers so, not 404).
-_UNKNOWN_MODEL = re.compile(
-    r"(?i)(invalid|unknown|no such) model|model\b.{0,80}\b(not found|does not exist|"
-    r"is not supported|not available)|model_not_found"
-)
-# A 400 that refuses the key: LiteLLM's proxy answers a key other than its master key, when it has no
-# database of virtual keys to look it up in, with 400 "No connected db.".
-_KEY_REFUSED = re.compile(r"(?i)no connected db|(invalid|incorrect|missing) api[ _-]?key|authentication error")
-
-
 def completion_from_body(body: Any) -> Completion:
     """A chat.completion body that arrived some other way (a Batch API output line), read by the
     same rules as an online answer; anything else raises a retryable ProviderError."""
@@ -263,9 +220,7 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
     retryable = status == 429 or status >= 500 or status == 408
-    fatal = status in (401, 403, 404) or (
-        status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail) or _KEY_REFUSED.search(detail))
-    )
+    fatal = refusal_is_fatal(status, detail)
     return ProviderError(
         f"HTTP {status}: {detail}",
         retryable=retryable,

@@ -62,6 +62,11 @@ def json_object(body: bytes | str, where: str) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed(f"not JSON in {where}", body) from None
+    return checked_object(data, body, where)
+
+
+def checked_object(data: Any, body: bytes | str, where: str) -> dict:
+    """`data` (decoded from `body`) if it is an answer's object; not an object, or an error object, raise."""
     if not isinstance(data, dict):
         raise malformed(f"not a JSON object in {where}", body)
     message = error_message(data)
@@ -197,7 +202,11 @@ class StreamReader:
         if data.strip() == "[DONE]":
             self.done = True
             return
-        chunk = json_object(data, "the stream")
+        self.apply(json_object(data, "the stream"), data)
+
+    def apply(self, chunk: dict, data: bytes | str) -> None:
+        """One event's chunk, already decoded from `data` (a caller may decode many events at once)."""
+        chunk = checked_object(chunk, data, "the stream")
         self.events += 1
         self.served = self.served or _text_field(chunk.get("model"))
         if chunk.get("usage"):
@@ -240,6 +249,22 @@ class StreamReader:
             ttft=ttft,
             tool_calls=self.calls.result(),
         )
+
+
+_NO_DATA_FIELDS = (b":", b"event:", b"id:", b"retry:")
+
+
+def event_data(raw: bytes) -> bytes | None:
+    """The data of one server-sent event (its `data:` lines joined), by `StreamReader.feed_line`'s rules:
+    comments and other fields carry none, any other line is not SSE and raises."""
+    lines = []
+    for line in raw.split(b"\n"):
+        line = line.removesuffix(b"\r")
+        if line.startswith(b"data:"):
+            lines.append(line[5:].removeprefix(b" "))
+        elif line and not line.startswith(_NO_DATA_FIELDS):
+            raise malformed("not a server-sent event", line)
+    return b"\n".join(lines) if lines else None
 
 
 def _finish_reason(value: Any) -> str:

@@ -21,6 +21,7 @@ from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
 from harness.suite.config import check_suite_file
 from harness.suite.jsonl import read_jsonl
+from harness.untrusted import bounded_lines, file_digest, inside, load_yaml, read_text, regular_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,8 +153,9 @@ class Suite:
         if self.loader:
             n = self._loaded().count
         else:
-            with open(self._data_path(), "rb") as fh:
-                n = sum(1 for line in fh if line.strip())
+            path = regular_file(self._data_path(), "data file")
+            with open(path, "rb") as fh:
+                n = sum(1 for line in bounded_lines(fh, str(path)) if line.strip())
         if n is None:
             return None
         cap = min(x for x in (self.limit, self.first) if x is not None) if (self.limit or self.first) else None
@@ -200,11 +202,12 @@ class Suite:
         )
         for path in sorted(self.dir.iterdir()):
             if path.suffix == ".j2" or path.name == "fewshot.jsonl":
-                h.update(path.name.encode() + b"\0" + path.read_bytes())
+                inside(path, self.dir, f"suite '{self.name}':")
+                h.update(path.name.encode() + b"\0" + file_digest(path, f"suite '{self.name}': file"))
         if self.loader:
             h.update(self._loaded().fingerprint.encode())
         else:
-            h.update(self._data_path().read_bytes())
+            h.update(file_digest(self._data_path(), "data file"))
         digest = h.hexdigest()[:16]
         object.__setattr__(self, "_hash_cache", digest)
         return digest
@@ -217,14 +220,16 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     folder = find_suite_dir(ref.name)
     config_path = folder / "suite.yaml"
     try:
-        raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(read_text(config_path, "suite file"), str(config_path)) or {}
     except yaml.YAMLError as exc:
         raise HarnessError(f"{config_path}: invalid YAML: {str(exc).splitlines()[0]}") from None
     where = str(config_path)
     check_suite_file(raw, where)  # keys, types, required ones: one line naming the file and the field
     for tpl_key in ("template", "system"):
-        if raw.get(tpl_key) and not (folder / raw[tpl_key]).is_file():
+        if raw.get(tpl_key) and not (folder / str(raw[tpl_key])).is_file():
             raise HarnessError(f"{where}: {tpl_key} file {raw[tpl_key]} not found in {folder}")
+        if raw.get(tpl_key):
+            inside(folder / str(raw[tpl_key]), folder, f"{where}: {tpl_key}")
     grader_raw = raw["grader"]
     if isinstance(grader_raw, str):
         grader_raw = {"name": grader_raw}
@@ -242,6 +247,10 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     chosen_data = data or ref.data
     if chosen_data and not loader:
         bundled_data = str(Path(chosen_data).expanduser().resolve())
+    elif not loader:  # the suite's own items: inside its folder, symlinks included
+        inside(folder / str(bundled_data or "items.jsonl"), folder, f"{where}: data")
+    if fewshot_raw.get("data"):
+        inside(folder / str(fewshot_raw["data"]), folder, f"{where}: fewshot data")
     return Suite(
         name=ref.name if "/" not in ref.name else folder.name,
         dir=folder,

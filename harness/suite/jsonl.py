@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from harness.errors import HarnessError
+from harness.untrusted import bounded_lines, regular_file
 
 
 class BadLine(ValueError):
@@ -70,12 +71,10 @@ def jsonl_rows(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
 
 def read_jsonl(path: str | Path, *, what: str = "data file") -> Iterator[dict]:
     """Yield each non-blank line's JSON object; a missing file or bad line is a HarnessError."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{what} not found: {path}")
+    path = regular_file(path, what)  # a FIFO or a device is refused, not read forever
     with open(path, "rb") as fh:
         try:
-            for _, row in jsonl_rows(fh):
+            for _, row in jsonl_rows(bounded_lines(fh, str(path))):
                 yield row
         except BadLine as bad:
             raise HarnessError(f"{path}:{bad.lineno}: {bad.problem}") from None

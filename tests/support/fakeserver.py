@@ -66,6 +66,8 @@ class Faults:
     status_message: str = "request refused"  # that error body's message
     echo_auth: bool = False  # error bodies quote the request's Authorization header (a careless server)
     body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
+    # Answer chat requests whose path lacks "/moved/" with 307 Location: this URL (a relative one stays on this server)
+    redirect_to: str | None = None
 
 
 TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
@@ -96,6 +98,7 @@ class BatchState:
     retrieves: int = 0
     lines_answered: int = 0
     ticks: Counter = field(default_factory=Counter)  # batch id -> retrieves in its current state
+    headers_seen: list = field(default_factory=list)  # request headers of Files/Batches calls (bounded)
 
 
 @dataclass
@@ -237,6 +240,12 @@ class FakeOpenAIServer:
         route = path.split("?", 1)[0].rstrip("/")
         if "/files" in route or "/batches" in route:
             self._batch_api(method, path, headers, body, writer)
+            return True
+        if self.state.faults.redirect_to and method == "POST" and "/moved/" not in path:
+            st.requests += 1
+            if len(st.headers_seen) < 50:
+                st.headers_seen.append(headers)
+            self._send_raw(writer, 307, b"", "text/plain", {"Location": self.state.faults.redirect_to})
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
@@ -398,6 +407,8 @@ class FakeOpenAIServer:
         kind = "files" if "files" in parts else "batches"
         rest = parts[parts.index(kind) + 1 :]
         b = self.state.batch
+        if len(b.headers_seen) < 50:
+            b.headers_seen.append(headers)
         if kind == "files" and method == "POST" and not rest:
             return self._send(writer, *self._upload(headers, body))
         if kind == "files" and method == "GET" and rest and rest[0] in b.files:
