@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from harness.analysis.compare import RunsComparison, comparison_dict, correct, json_safe, pair_cells
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
+from harness.providers.registry import capabilities_of
 from harness.store import RunInfo, Store
 
 ALARM_KINDS = (
@@ -249,7 +250,7 @@ def check_run(
     new_rows = _count_rows(store, rid)
     counts = _counts(new_rows)
     for m in models:
-        if m.provider == "llamacpp":
+        if not capabilities_of(m.provider).served_model:
             continue
         c = counts.get(m.model)
         if c is None:

@@ -13,6 +13,7 @@ from harness.engine.local import LocalExecutor, RunOutcome
 from harness.engine.units import prepare_suites, samples_per_model
 from harness.errors import HarnessError, install_log_redaction
 from harness.plan import Plan, plan_to_dict
+from harness.providers.registry import provider_info
 from harness.store import RunModelInfo, RunSuiteInfo, Store
 
 log = logging.getLogger(__name__)
@@ -137,13 +138,8 @@ def execute_plan(
         # One process follows a model's batches: a shard would collect batches holding other shards' samples.
         raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
     suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
-    api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
-    if api_models:  # a missing key is the user's to fix: say so before a run is recorded
-        from harness.providers.openai_api import resolve_api_key, resolve_extra_headers
-
-        for m in api_models:
-            resolve_api_key(m)
-            resolve_extra_headers(m)
+    for m in (*plan.models, *plan.judges):  # a missing key is the user's to fix: say so before a run is recorded
+        provider_info(m.provider).prepare(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
     cluster = (
         _join_ray(ray, plan, store) if ray is not None else None

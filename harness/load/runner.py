@@ -19,6 +19,7 @@ from harness.load.wire import Endpoint
 from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
 from harness.providers.openai_api import resolve_api_key
+from harness.providers.registry import provider_info
 from harness.store import Store
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
@@ -28,7 +29,7 @@ def loadable(plan: Plan) -> tuple[list[ModelSpec], list[str]]:
     """The models with an HTTP endpoint, and a note for each that has none."""
     models, notes = [], []
     for m in plan.models:
-        if m.provider == "openai":
+        if provider_info(m.provider).capabilities.endpoint:
             models.append(m)
         else:
             notes.append(f"model '{m.name}': provider {m.provider} has no endpoint to load; skipped")
