@@ -45,9 +45,10 @@ register_provider(
             served_model=True,
             credentials=True,
         ),
-        fields=frozenset({"base_url", "api_key_env", "stream", "extra_body", "extra_headers", "batch"}),
+        fields=frozenset({"base_url", "api_key_env", "stream", "extra_body", "extra_headers"}),
         check=_check_openai,
         preflight=_openai_credentials,
+        batch_api="harness.providers.openai_batch:OpenAIBatchAPI",
     )
 )
 

@@ -34,6 +34,7 @@ COMMON_FIELDS = frozenset(
         "price",
         "generation",
         "rate_limit_wait_s",
+        "batch",  # taken by every provider, refused with one line unless it has the `batch` capability
     }
 )
 
@@ -63,7 +64,9 @@ class ProviderInfo:
     is an error naming the provider. `check(spec)`: what its fields must say together (None if fine,
     else the problem without the "file: models.NAME" prefix). `preflight`: "module:attribute", a
     callable `(ModelSpec) -> None` raising HarnessError before a run is recorded (a missing key).
-    `paths`: fields holding a file path, resolved next to the plan file.
+    `paths`: fields holding a file path, resolved next to the plan file. `batch_api`:
+    "module:attribute", a callable `(provider) -> BatchAPI` (providers/base.py), for a provider
+    with the `batch` capability.
     """
 
     name: str
@@ -73,6 +76,7 @@ class ProviderInfo:
     check: Callable[[Any], str | None] | None = None
     preflight: str | Callable[[Any], None] | None = None
     paths: frozenset[str] = frozenset()
+    batch_api: str | Callable[[Any], Any] | None = None
 
     def build(self, spec: Any) -> Any:
         """The provider object for a model of the plan."""
@@ -82,6 +86,12 @@ class ProviderInfo:
         """Fail now, before a run is recorded, on what the user must fix (e.g. a missing API key)."""
         if self.preflight is not None:
             _resolve(self.preflight)(spec)
+
+    def open_batch_api(self, provider: Any) -> Any:
+        """The Batch API of a provider this registration built (a `BatchAPI`)."""
+        if self.batch_api is None:
+            raise HarnessError(f"provider {self.name} has no Batch API; remove batch: from the model")
+        return _resolve(self.batch_api)(provider)
 
     def accepts(self) -> frozenset[str]:
         return COMMON_FIELDS | self.fields
