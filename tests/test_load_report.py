@@ -9,11 +9,11 @@ import test_report_browser
 from test_report_browser import _check_page, _screenshot_dir
 from test_report_data import EVIL_MODEL, make_run
 
-from harness.load import results
 from harness.load.requests import RequestResult
 from harness.load.stats import StageTarget, stage_stats
 from harness.report import write_report
 from harness.store import Store
+from harness.store import loads as results
 
 PLAN = "load-join"
 browser = test_report_browser.browser  # the module's Chromium fixture, shared here

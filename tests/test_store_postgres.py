@@ -334,7 +334,8 @@ def test_load_runs_are_stored_read_back_and_checked(pg_url):
     """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
     from test_load_report import make_load_run
 
-    from harness.load import check, results
+    from harness.load import check
+    from harness.store import loads as results
 
     store = Store(pg_url)
     try:

@@ -2,7 +2,7 @@
 
 The only package that knows about concurrency. `units` enumerates the work, `runner` runs one unit,
 `local` drives them on one asyncio loop, `batch` sends a `batch:` model's units through its
-provider's Batch API instead (on the same loop, through the same runner and writer; `batch_records`
+provider's Batch API instead (on the same loop, through the same runner and writer; `harness.store.batches`
 holds what it stores), `pacing` keeps each model within its limits, `writer` commits finished
 samples, `runs` creates/resumes/finishes runs around an executor, `estimate` prices a plan without
 sending it.

@@ -8,7 +8,7 @@ uploads each file through the Files API, creates a batch (24 h window), polls it
 and error files, and grades and stores each answer through the same `UnitRunner.finish` as an online
 completion (at the batch price, marked batched, with no latency).
 
-Crash safety, in the order things happen: a batch's samples are recorded (`batch_records.add_batch`)
+Crash safety, in the order things happen: a batch's samples are recorded (`harness.store.batches.add_batch`)
 before its file is uploaded; the file id is stored before the batch is created; the batch id is stored
 as soon as the provider returns it, and every batch is created with `metadata.harness_batch` so that a
 batch created just before a crash (its id never stored) is found again by listing the provider's
@@ -33,15 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
-from harness.engine.batch_records import (
-    BatchInfo,
-    SampleKey,
-    add_batch,
-    batch_keys,
-    batch_rounds,
-    list_batches,
-    update_batch,
-)
 from harness.engine.pacing import backoff_delay
 from harness.engine.runner import ModelState, UnitRunner
 from harness.engine.units import PreparedSuite, WorkUnit, plan_units
@@ -50,6 +41,15 @@ from harness.providers import ProviderError, Request
 from harness.providers.registry import provider_info
 from harness.providers.tokens import estimate_tokens
 from harness.records import Completion
+from harness.store.batches import (
+    BatchInfo,
+    SampleKey,
+    add_batch,
+    batch_keys,
+    batch_rounds,
+    list_batches,
+    update_batch,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from harness.load import capacity
 from harness.load.generator import Budget, StageDriver
 from harness.load.profile import LoadProfile, Stage
 from harness.load.requests import Body, build_bodies
-from harness.load.results import finish_load_run, save_model, save_stage, start_load_run
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
 from harness.load.workers import drive
@@ -21,6 +20,7 @@ from harness.plan import ModelSpec, Plan
 from harness.providers.openai_api import resolve_api_key
 from harness.providers.registry import provider_info
 from harness.store import Store
+from harness.store.loads import finish_load_run, save_model, save_stage, start_load_run
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
 

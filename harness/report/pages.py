@@ -19,8 +19,8 @@ from harness import __version__
 from harness.graders import shown_reference
 from harness.providers.registry import capabilities_of
 from harness.records import Prompt, money
-from harness.report import queries
 from harness.store import Store
+from harness.store import reports as queries
 
 PAGE_SIZE = 200  # samples per page
 TEXT_CAP = 20_000  # characters shown per prompt message, completion or reasoning

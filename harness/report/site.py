@@ -15,9 +15,10 @@ from pathlib import Path
 
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.records import money
-from harness.report import analysis, charts, pages, queries, weekly
+from harness.report import analysis, charts, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.store import Store
+from harness.store import reports as queries
 
 log = logging.getLogger(__name__)
 

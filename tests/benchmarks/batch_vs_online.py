@@ -33,10 +33,10 @@ def main() -> None:
 
     test_batch.N_ITEMS = args.items
     from harness.analysis.summary import summarize_run
-    from harness.engine.batch_records import list_batches
     from harness.engine.runs import execute_plan
     from harness.plan import load_plan
     from harness.store import Store
+    from harness.store.batches import list_batches
 
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(ServerState(responder=sums_responder)) as server:
         tmp_path = Path(tmp)
