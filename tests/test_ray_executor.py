@@ -29,7 +29,8 @@ from test_checks_support import invoke  # noqa: E402
 from test_cli import assert_clean_error, harness  # noqa: E402
 from test_engine_faults import echo_suite  # noqa: E402
 
-from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
+from harness.engine.executors import RayOptions  # noqa: E402
+from harness.engine.runs import execute_plan  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402

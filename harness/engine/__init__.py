@@ -5,7 +5,9 @@ The only package that knows about concurrency. `units` enumerates the work, `run
 provider's Batch API instead (on the same loop, through the same runner and writer; `harness.store.batches`
 holds what it stores), `pacing` keeps each model within its limits, `writer` commits finished
 samples, `runs` creates/resumes/finishes runs around an executor, `estimate` prices a plan without
-sending it.
+sending it. `executors` is the executor seam: executors registered by name (`local` in local.py,
+`ray` in ray_executor.py), the one `RunOptions` value they all take, and `RunOutcome`; `tuning`
+is the only place that tunes the process (garbage collector, GIL switch interval).
 
 The scale-out seam is two small pieces:
 
