@@ -22,7 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from typing_extensions import Annotated, TypedDict, is_typeddict
 
 from harness.errors import HarnessError
-from harness.providers.registry import find_provider, provider_info, provider_names
+from harness.providers.registry import Capabilities, find_provider, provider_info, provider_names
 
 # pydantic settings for every part of a plan: unknown keys are errors, NaN and infinity are not numbers.
 _CHECKED = {"extra": "forbid", "allow_inf_nan": False}
@@ -166,6 +166,11 @@ class ModelSpec:
     @property
     def api_model(self) -> str:
         return self.model or self.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model's provider can do (its registration's capabilities)."""
+        return provider_info(self.provider).capabilities
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,23 @@ def test_built_in_capabilities_answer_for_stored_names():
     assert not registry.capabilities_of("llamacpp").served_model
     # A stored run's provider that is no longer installed reads as the defaults, not an error.
     assert registry.capabilities_of("gone-plugin") == registry.Capabilities()
+
+
+def test_require_capability_refuses_in_one_line():
+    from harness.plan import parse_plan
+
+    plan = parse_plan(
+        {
+            "models": {"local": {"provider": "llamacpp"}, "api": {"provider": "openai", "base_url": "http://h/v1"}},
+            "suites": ["s"],
+        }
+    )
+    local, api = plan.models
+    assert api.capabilities.images and not local.capabilities.images
+    registry.require_capability(api, "images", "suite 'charts'")
+    with pytest.raises(HarnessError) as err:
+        registry.require_capability(local, "images", "suite 'charts' (its prompts carry images)")
+    assert str(err.value) == (
+        "model 'local': provider llamacpp has no images capability, needed for suite 'charts' "
+        "(its prompts carry images); use a provider with it (openai)"
+    )

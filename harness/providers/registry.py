@@ -172,6 +172,20 @@ def capabilities_of(name: str) -> Capabilities:
     return info.capabilities if info is not None else Capabilities()
 
 
+def require_capability(spec: Any, capability: str, needed_for: str) -> None:
+    """Refuse, in one line, a model whose provider lacks `capability` (a `Capabilities` field name),
+    e.g. `require_capability(spec, "images", "suite 'chartqa' (its prompts carry images)")`."""
+    if capability not in Capabilities.__dataclass_fields__:
+        raise ValueError(f"no capability named {capability!r}")
+    if getattr(provider_info(spec.provider).capabilities, capability):
+        return
+    able = [n for n in provider_names() if getattr(capabilities_of(n), capability)]
+    hint = f"use a provider with it ({', '.join(able)})" if able else "no installed provider has it"
+    raise HarnessError(
+        f"model '{spec.name}': provider {spec.provider} has no {capability} capability, needed for {needed_for}; {hint}"
+    )
+
+
 def _resolve(target: str | Callable) -> Callable:
     if not isinstance(target, str):
         return target
