@@ -87,10 +87,7 @@ def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | 
 
 def _worker_url(store: Store) -> str | None:
     """The URL a worker process can open for the same data, or None (in-memory SQLite)."""
-    url = store.engine.url
-    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "mode=memory" in str(url)):
-        return None
-    return store.url
+    return None if store.in_memory else store.url
 
 
 def _split(counts: dict, total: int) -> tuple[list, list]:

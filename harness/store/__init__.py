@@ -180,6 +180,14 @@ class Store:
                         f"--db {self.shown_url}: cannot create the tables ({_one_line(exc.orig)})"
                     ) from None
 
+    @property
+    def in_memory(self) -> bool:
+        """An in-memory SQLite database: no other process can open the same data."""
+        url = self.engine.url
+        return url.get_backend_name() == "sqlite" and (
+            url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+        )
+
     def close(self) -> None:
         self.engine.dispose()
 
