@@ -180,31 +180,43 @@ class LocalExecutor:
         return remaining_samples(self.plan, self.suites, done, model)
 
     async def _run_model(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
+        """The per-model seam: a `batch:` model's units go through its provider's Batch API, the rest online.
+
+        Batch is chosen per model, not as an executor of its own: a plan mixes batched and online
+        models, its judges answer online while they grade batched answers, and all of them share
+        this run's runner, store writer and --max-cost budget.
+        """
+        if state.spec.batch is not None:
+            await self._run_batched(runner, state, outcome)
+        else:
+            await self._run_online(runner, state, done, outcome)
+
+    async def _run_batched(self, runner: UnitRunner, state: ModelState, outcome: RunOutcome) -> None:
+        from harness.engine.batch import BatchDriver
+
+        driver = BatchDriver(
+            self.plan,
+            self.suites,
+            runner,
+            state,
+            outcome,
+            self._writer.flush,
+            shard=self.shard,
+            max_cost=self.max_cost,
+            wait_s=self.batch_wait,
+        )
+        try:
+            await driver.run(self._stop)
+        finally:
+            self._dispatched(state.spec.name)
+
+    async def _run_online(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
         """Dispatch a model's units: a slot, then the next unit, then its task.
 
         Items and prompts are pulled from a lazy iterator only as slots free up, and at most
         about twice the window of units are alive at once (in flight or waiting to retry),
         so memory stays flat however large the suite.
         """
-        if state.spec.batch is not None:  # the per-model seam: this model's units go through its Batch API
-            from harness.engine.batch import BatchDriver
-
-            driver = BatchDriver(
-                self.plan,
-                self.suites,
-                runner,
-                state,
-                outcome,
-                self._writer.flush,
-                shard=self.shard,
-                max_cost=self.max_cost,
-                wait_s=self.batch_wait,
-            )
-            try:
-                await driver.run(self._stop)
-            finally:
-                self._dispatched(state.spec.name)
-            return
         units = plan_units(self.plan, state.spec, self.suites, done, self.shard)
         limiter, rate = state.limiter, state.rate
         live = asyncio.Semaphore(2 * limiter.cap + 16)
