@@ -162,6 +162,9 @@ class ModelSpec:
     extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
     rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
+    settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # a plugin provider's own keys (its registration checks them)
 
     @property
     def api_model(self) -> str:
@@ -296,6 +299,11 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
         for entry in entries:
             _check_provider_fields(entry, source, (group, entry["name"]))
     plan: Plan = checked["plan"]
+    plan = replace(
+        plan,
+        models=tuple(_checked_settings(m, source, "models") for m in plan.models),
+        judges=tuple(_checked_settings(m, source, "judges") for m in plan.judges),
+    )
     _check_relations(plan, source)
     plan_limit = limit if limit is not None else checked["extra"].get("limit")
     if plan_limit is not None:
@@ -399,12 +407,31 @@ def _check_provider_fields(raw: dict, source: str, where: tuple[str, ...]) -> No
         names = [repr(n) for n in provider_names()]
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
         raise HarnessError(f"{source}: {_dotted(where)}.provider: must be {listed}, got {name!r}")
-    foreign = sorted(set(map(str, raw)) - info.accepts() - _IMPLIED[ModelSpec])
+    accepted = info.accepts() | ({"settings"} if info.settings is not None else set())
+    foreign = sorted(set(map(str, raw)) - accepted - _IMPLIED[ModelSpec])
     if foreign:
-        known = ", ".join(sorted(info.accepts() - _IMPLIED[ModelSpec]))
+        known = ", ".join(sorted(accepted - _IMPLIED[ModelSpec]))
         raise HarnessError(
             f"{source}: {_dotted(where)}: unknown key(s) {', '.join(foreign)} for provider {name} (known: {known})"
         )
+
+
+def _checked_settings(model: ModelSpec, source: str, group: str) -> ModelSpec:
+    """A provider's own `settings:` validated by its registration's type (defaults filled in), one line on error."""
+    kind = provider_info(model.provider).settings
+    if kind is None:
+        return model
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        value = TypeAdapter(kind).validate_python(model.settings)
+    except ValidationError as exc:
+        raise HarnessError(_describe_error(exc, source, {}, kind, (group, model.name, "settings"))) from None
+    if is_dataclass(value):
+        from dataclasses import asdict
+
+        value = asdict(value)
+    return replace(model, settings=dict(value))
 
 
 def _check_relations(plan: Plan, source: str) -> None:
@@ -569,7 +596,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         }
         model["extra_headers"] = headers
         # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
-        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):
+        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0), ("settings", {})):
             if model.get(key) == default:
                 model.pop(key, None)
     return data

@@ -196,3 +196,37 @@ def test_require_capability_refuses_in_one_line():
         "model 'local': provider llamacpp has no images capability, needed for suite 'charts' "
         "(its prompts carry images); use a provider with it (openai)"
     )
+
+
+def test_a_provider_s_own_settings_are_checked_by_its_registration(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from annotated_types import Gt
+    from typing_extensions import Annotated
+
+    @dataclass(frozen=True)
+    class EchoSettings:
+        __pydantic_config__ = {"extra": "forbid", "allow_inf_nan": False}
+        prefix: str = ">"
+        volume: Annotated[float, Gt(0)] = 1.0
+
+    registry.register_provider(registry.ProviderInfo("echo-settings", "builtins:print", settings=EchoSettings))
+    try:
+        path = _suite_and_plan(tmp_path, monkeypatch, {"provider": "echo-settings", "settings": {"volume": 2}})
+        (model,) = load_plan(path).models
+        assert model.settings == {"prefix": ">", "volume": 2.0}
+        bad = _suite_and_plan(tmp_path / "b", monkeypatch, {"provider": "echo-settings", "settings": {"volume": -1}})
+        with pytest.raises(HarnessError) as err:
+            load_plan(bad)
+        assert str(err.value) == f"{bad}: models.rev.settings.volume: must be greater than 0, got -1"
+        typo = _suite_and_plan(tmp_path / "c", monkeypatch, {"provider": "echo-settings", "settings": {"loud": 1}})
+        with pytest.raises(
+            HarnessError, match=r"models\.rev\.settings: unknown key\(s\) loud \(known: prefix, volume\)"
+        ):
+            load_plan(typo)
+        # A provider without its own settings refuses the key, naming itself.
+        other = _suite_and_plan(tmp_path / "d", monkeypatch, {"provider": "llamacpp", "settings": {"volume": 2}})
+        with pytest.raises(HarnessError, match=r"unknown key\(s\) settings for provider llamacpp"):
+            load_plan(other)
+    finally:
+        registry._registered.pop("echo-settings", None)

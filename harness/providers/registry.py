@@ -66,7 +66,10 @@ class ProviderInfo:
     callable `(ModelSpec) -> None` raising HarnessError before a run is recorded (a missing key).
     `paths`: fields holding a file path, resolved next to the plan file. `batch_api`:
     "module:attribute", a callable `(provider) -> BatchAPI` (providers/base.py), for a provider
-    with the `batch` capability.
+    with the `batch` capability. `settings`: a dataclass (or TypedDict) of the provider's own plan
+    keys beyond ModelSpec's, written under the model's `settings:` and validated by pydantic with
+    the plan's one-line errors (give it `__pydantic_config__ = {"extra": "forbid"}` to refuse
+    unknown keys); the provider reads them, defaults filled in, from `spec.settings`.
     """
 
     name: str
@@ -77,6 +80,7 @@ class ProviderInfo:
     preflight: str | Callable[[Any], None] | None = None
     paths: frozenset[str] = frozenset()
     batch_api: str | Callable[[Any], Any] | None = None
+    settings: type | None = None
 
     def build(self, spec: Any) -> Any:
         """The provider object for a model of the plan."""
