@@ -84,6 +84,9 @@ reverser = toy_provider
 
 [harness.graders]
 backwards = toy_grader:backwards
+
+[harness.executors]
+one-at-a-time = toy_executor:Serial
 """
 
 
@@ -146,6 +149,10 @@ def test_toy_provider_grader_and_executor_run_a_plan(plugins, tmp_path, monkeypa
     toy.most = 0
     again = execute_plan(plan, store, new=True)
     assert again.status == "finished" and toy.most > 1
+    # The same executor class installed as a plugin under another name, through its entry point.
+    toy.most = 0
+    plugin = execute_plan(plan, store, new=True, executor="one-at-a-time")
+    assert plugin.status == "finished" and toy.most == 1
 
 
 def test_plan_fields_and_names_come_from_the_registration(plugins, tmp_path, monkeypatch):
@@ -167,7 +174,7 @@ def test_unknown_executor_is_one_line(plugins, tmp_path, monkeypatch, db_url):
     command = [sys.executable, "-c", "from harness.cli import main; main()", "run", path, "--db", db_url]
     result = subprocess.run([*command, "--executor", "warp", "--no-report"], env=env, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == ["error: unknown executor 'warp' (known: local, ray)"]
+    assert result.stderr.strip().splitlines() == ["error: unknown executor 'warp' (known: local, ray, one-at-a-time)"]
 
 
 def test_built_in_capabilities_answer_for_stored_names():

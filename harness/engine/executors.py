@@ -2,7 +2,8 @@
 
 `execute_plan` (runs.py) records or resumes the run, then hands it to an executor: `local` (every
 model on one asyncio loop in this process, local.py) or `ray` (shards on a Ray cluster,
-ray_executor.py). An executor is one module plus one `register_executor` line. A model with
+ray_executor.py). An executor is one module plus one `register_executor` line (or, from another
+package, an entry point in the `harness.executors` group naming its factory). A model with
 `batch:` is not an executor of its own: inside a local run its units go through the provider's
 Batch API (batch.py) on the same loop, runner, store writer and cost stop as the online models and
 judges beside it, chosen per model by `LocalExecutor` (see `model_driver` in local.py).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from harness.errors import HarnessError
@@ -132,6 +134,8 @@ class ExecutorInfo:
 
 _executors: dict[str, ExecutorInfo] = {}
 
+ENTRY_POINT_GROUP = "harness.executors"
+
 
 def register_executor(name: str, factory: str | ExecutorFactory, *, install: str = "") -> None:
     """Make `factory` the executor called `name` (`harness run --executor NAME`)."""
@@ -142,13 +146,22 @@ def register_executor(name: str, factory: str | ExecutorFactory, *, install: str
 
 
 def executor_names() -> list[str]:
-    return list(_executors)
+    """Registered executors, then plugins' (not imported)."""
+    names = list(_executors)
+    return names + sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(names))
+
+
+def _plugin(name: str) -> ExecutorInfo | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ExecutorInfo(name, ep.value)  # "module:attribute", imported like a built-in's
+    return None
 
 
 def open_executor(plan: Plan, store: Store, options: RunOptions) -> Executor:
     """The executor the options name, built for this plan (it may refuse the plan with one line)."""
     name = options.executor_name
-    info = _executors.get(name)
+    info = _executors.get(name) or _plugin(name)
     if info is None:
         raise HarnessError(f"unknown executor {name!r} (known: {', '.join(executor_names())})")
     factory = info.factory
