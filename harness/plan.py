@@ -424,10 +424,10 @@ def _checked_settings(model: ModelSpec, source: str, group: str) -> ModelSpec:
     from pydantic import TypeAdapter, ValidationError
 
     try:
-        value = TypeAdapter(kind).validate_python(model.settings)
+        value: Any = TypeAdapter(kind).validate_python(model.settings)
     except ValidationError as exc:
         raise HarnessError(_describe_error(exc, source, {}, kind, (group, model.name, "settings"))) from None
-    if is_dataclass(value):
+    if is_dataclass(value) and not isinstance(value, type):
         from dataclasses import asdict
 
         value = asdict(value)

@@ -51,8 +51,8 @@ class SuiteGrader:
         self.options = options
         self.inline = self.needs.inline  # cheap text-only graders run on the loop, not a thread
 
-    def judges(self) -> list[str]:
-        """The plan models this grader asks (its `needs.judge` option), in the order given."""
+    def judges(self) -> list[str | None]:
+        """The plan models this grader asks (its `needs.judge` option), in the order given; None: not set."""
         if self.needs.judge is None:
             return []
         named = self.options.get(self.needs.judge)

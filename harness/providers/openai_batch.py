@@ -38,8 +38,9 @@ class OpenAIBatchAPI:
         return await _mapped(
             self.client.batches.create(
                 input_file_id=input_file_id,
-                endpoint=endpoint,
-                completion_window=window,
+                # Other providers' paths (/v4/chat/completions) and windows are not in the SDK's literals.
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window=window,  # type: ignore[arg-type]
                 metadata=metadata,
             )
         )

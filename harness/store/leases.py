@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from harness.store import Store
@@ -19,7 +19,7 @@ from harness.store.tables import LeaseRow, _now
 
 log = logging.getLogger(__name__)
 
-_TABLE = LeaseRow.__table__
+_TABLE = cast(Table, LeaseRow.__table__)
 
 
 def insert_lease(store: Store, *, key: str, fingerprint: str, shard: str, owner: str, host: str, pid: int) -> bool:
@@ -76,11 +76,11 @@ def others_live(
             .all()
         )
         now = _now()
-        live = []
+        live: list[Mapping[str, Any]] = []
         for row in rows:
             if row["owner"] == owner:
                 continue
-            if expired(row, now):
+            if expired(cast(Mapping[str, Any], row), now):
                 # Only if it is still the row we judged: a holder that just beat keeps its lease.
                 conn.execute(
                     delete(_TABLE).where(
@@ -91,5 +91,5 @@ def others_live(
                 )
                 log.info("took over the expired lease of %s pid %s", row["host"], row["pid"])
             else:
-                live.append(row)
+                live.append(cast(Mapping[str, Any], row))
     return live
