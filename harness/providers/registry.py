@@ -43,7 +43,7 @@ COMMON_FIELDS = frozenset(
 class Capabilities:
     """What a provider can do; the engine, `harness load` and the reports ask these, never its name."""
 
-    endpoint: bool = False  # an HTTP endpoint `harness load` can measure
+    endpoint: bool = False  # an OpenAI-compatible HTTP endpoint (base_url) `harness load` can measure
     streams: bool = False  # can stream answers (time to first token)
     tools: bool = False  # sends tool definitions and reads tool calls back
     images: bool = False  # sends image parts of messages
