@@ -22,9 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from typing_extensions import Annotated, TypedDict, is_typeddict
 
 from harness.errors import HarnessError
-
-ProviderName = Literal["openai", "llamacpp", "samples"]
-PROVIDERS: tuple[str, ...] = get_args(ProviderName)
+from harness.providers.registry import Capabilities, find_provider, provider_info, provider_names
 
 # pydantic settings for every part of a plan: unknown keys are errors, NaN and infinity are not numbers.
 _CHECKED = {"extra": "forbid", "allow_inf_nan": False}
@@ -145,7 +143,7 @@ class BatchSettings:
 class ModelSpec:
     __pydantic_config__ = _CHECKED
     name: str
-    provider: ProviderName
+    provider: str  # a registered provider (harness.providers.registry), checked before the rest
     model: str = ""  # the API model name; defaults to `name`
     base_url: str | None = None
     api_key_env: str | None = None
@@ -164,10 +162,18 @@ class ModelSpec:
     extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
     rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
+    settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # a plugin provider's own keys (its registration checks them)
 
     @property
     def api_model(self) -> str:
         return self.model or self.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model's provider can do (its registration's capabilities)."""
+        return provider_info(self.provider).capabilities
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,15 @@ def parse_plan(raw: Any, *, source: str = "<plan>", limit: int | None = None) ->
         checked = _plan_validator().validate_python(document)
     except ValidationError as exc:
         raise HarnessError(_describe_error(exc, source, names)) from None
+    for group, entries in (("models", models), ("judges", judges)):
+        for entry in entries:
+            _check_provider_fields(entry, source, (group, entry["name"]))
     plan: Plan = checked["plan"]
+    plan = replace(
+        plan,
+        models=tuple(_checked_settings(m, source, "models") for m in plan.models),
+        judges=tuple(_checked_settings(m, source, "judges") for m in plan.judges),
+    )
     _check_relations(plan, source)
     plan_limit = limit if limit is not None else checked["extra"].get("limit")
     if plan_limit is not None:
@@ -382,19 +396,59 @@ def _reject_implied(raw: dict, owner: type, source: str, where: tuple[str, ...])
         )
 
 
+def _check_provider_fields(raw: dict, source: str, where: tuple[str, ...]) -> None:
+    """A registered provider, and only the keys it uses (its registration lists them)."""
+    name = raw.get("provider")
+    if not isinstance(name, str):
+        return  # missing or not text: pydantic says so in its own words
+    info = find_provider(name)
+    if info is None:
+        names = [repr(n) for n in provider_names()]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        raise HarnessError(f"{source}: {_dotted(where)}.provider: must be {listed}, got {name!r}")
+    accepted = info.accepts() | ({"settings"} if info.settings is not None else set())
+    foreign = sorted(set(map(str, raw)) - accepted - _IMPLIED[ModelSpec])
+    if foreign:
+        known = ", ".join(sorted(accepted - _IMPLIED[ModelSpec]))
+        raise HarnessError(
+            f"{source}: {_dotted(where)}: unknown key(s) {', '.join(foreign)} for provider {name} (known: {known})"
+        )
+
+
+def _checked_settings(model: ModelSpec, source: str, group: str) -> ModelSpec:
+    """A provider's own `settings:` validated by its registration's type (defaults filled in), one line on error."""
+    kind = provider_info(model.provider).settings
+    if kind is None:
+        return model
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        value: Any = TypeAdapter(kind).validate_python(model.settings)
+    except ValidationError as exc:
+        raise HarnessError(_describe_error(exc, source, {}, kind, (group, model.name, "settings"))) from None
+    if is_dataclass(value) and not isinstance(value, type):
+        from dataclasses import asdict
+
+        value = asdict(value)
+    return replace(model, settings=dict(value))
+
+
 def _check_relations(plan: Plan, source: str) -> None:
     """What one field alone cannot say: a provider's required settings, names used twice."""
     for group, specs in (("models", plan.models), ("judges", plan.judges)):
         for m in specs:
             where = f"{source}: {group}.{m.name}"
-            if m.provider == "openai" and not m.base_url:
-                raise HarnessError(f"{where}: provider openai needs base_url (the server's OpenAI-compatible /v1 URL)")
+            info = provider_info(m.provider)
+            problem = info.check(m) if info.check is not None else None
+            if problem:
+                raise HarnessError(f"{where}: {problem}")
             if m.base_url and not m.base_url.startswith(("http://", "https://")):
                 raise HarnessError(f"{where}.base_url: must be an http:// or https:// URL, got {m.base_url!r}")
-            if m.provider == "samples" and not m.path:
-                raise HarnessError(f"{where}: provider samples needs path (a JSONL file with task_id and completion)")
-            if m.batch and m.provider != "openai":
-                raise HarnessError(f"{where}.batch: needs provider openai (a server with the OpenAI Batch API)")
+            if m.batch and not info.capabilities.batch:
+                with_batch_api = [n for n in provider_names() if provider_info(n).capabilities.batch]
+                raise HarnessError(
+                    f"{where}.batch: needs provider {' or '.join(with_batch_api)} (a server with a Batch API)"
+                )
             if m.api_key_env is not None and not m.api_key_env.isidentifier():
                 # Not echoed: a value that is not a variable name may be the key itself.
                 raise HarnessError(
@@ -427,7 +481,7 @@ def _stop_as_tuple(gen: GenerationOptions) -> None:
 
 def _resolve_path(model: ModelSpec, source: str) -> ModelSpec:
     """A relative `path` that exists next to the plan (and not in the working directory) means that file."""
-    if model.path and model.provider in ("samples", "llamacpp"):
+    if model.path and "path" in provider_info(model.provider).paths:
         base = Path(source).parent
         p = Path(model.path).expanduser()
         if not p.is_absolute() and not p.exists() and (base / p).exists():
@@ -541,13 +595,16 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         }
         model["extra_headers"] = headers
         # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
-        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):
+        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0), ("settings", {})):
             if model.get(key) == default:
                 model.pop(key, None)
     return data
 
 
 def with_batch(plan: Plan) -> Plan:
-    """`harness run --batch`: every answering openai model of the plan through the Batch API."""
-    models = tuple(replace(m, batch=m.batch or BatchSettings()) if m.provider == "openai" else m for m in plan.models)
+    """`harness run --batch`: every answering model whose provider has a Batch API, through it."""
+    models = tuple(
+        replace(m, batch=m.batch or BatchSettings()) if provider_info(m.provider).capabilities.batch else m
+        for m in plan.models
+    )
     return replace(plan, models=models)

@@ -17,11 +17,11 @@ from support.servers import start_litellm, stop
 
 from harness.analysis.summary import summarize_run
 from harness.engine.batch import GENERIC_LIMITS, custom_id, endpoint_for, limits_for, read_result_lines, split_lines
-from harness.engine.batch_records import list_batches
 from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
 from harness.plan import load_plan, parse_plan
 from harness.store import Store
+from harness.store.batches import list_batches
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +210,7 @@ def test_kill_during_polling_then_rerun_submits_nothing_twice(tmp_path, fake_ser
 @on_both_databases
 def test_batch_created_but_its_id_lost_is_found_again(tmp_path, fake_server, db_url):
     """A crash between 'create batch' and storing its id: the rerun adopts the provider's batch."""
-    from harness.engine.batch_records import update_batch
+    from harness.store.batches import update_batch
 
     fake_server.state.responder = sums_responder
     fake_server.state.batch.hold = True

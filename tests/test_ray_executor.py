@@ -29,7 +29,8 @@ from support.fakeserver import echo_responder  # noqa: E402
 from support.plans import echo_suite, oracle_responder  # noqa: E402
 from support.servers import wait_for  # noqa: E402
 
-from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
+from harness.engine.executors import RayOptions  # noqa: E402
+from harness.engine.runs import execute_plan  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402

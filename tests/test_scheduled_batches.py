@@ -11,8 +11,8 @@ import yaml
 from sqlalchemy import func, select
 
 from harness import schedule as sch
-from harness.engine.batch_records import list_batches
 from harness.store import LeaseRow, Store
+from harness.store.batches import list_batches
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -295,7 +295,8 @@ def test_names_too_long_for_a_key_are_refused_before_anything_is_recorded(tmp_pa
 
 def test_load_runs_are_stored_read_back_and_checked(pg_url):
     """`harness load` results on PostgreSQL: stages, per-request rows, the p99 check across runs."""
-    from harness.load import check, results
+    from harness.load import check
+    from harness.store import loads as results
 
     store = Store(pg_url)
     try:

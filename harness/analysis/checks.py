@@ -42,6 +42,7 @@ from harness.analysis.compare import RunsComparison, comparison_dict, correct, j
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.formatting import percent
+from harness.providers.registry import capabilities_of
 from harness.store import RunInfo, Store
 
 ALARM_KINDS = (
@@ -123,24 +124,9 @@ class _ModelCounts:
 
 def _count_rows(store: Store, run_id: str) -> list[tuple[str, str, str, int, int]]:
     """(model, suite, served name, samples, failed samples) of a run, in one aggregate query."""
-    from sqlalchemy import case, func, select
-    from sqlalchemy.orm import Session
+    from harness.store.reports import served_counts
 
-    from harness.store import SampleRow
-
-    q = (
-        select(
-            SampleRow.model,
-            SampleRow.suite,
-            SampleRow.served_model,
-            func.count(),
-            func.sum(case((SampleRow.error != "", 1), else_=0)),
-        )
-        .where(SampleRow.run_id == run_id)
-        .group_by(SampleRow.model, SampleRow.suite, SampleRow.served_model)
-    )
-    with Session(store.engine) as s:
-        return [(m, su, sv or "", int(n or 0), int(e or 0)) for m, su, sv, n, e in s.execute(q)]
+    return served_counts(store, run_id)
 
 
 def _counts(rows, suites: set[str] | None = None) -> dict[str, _ModelCounts]:
@@ -246,7 +232,7 @@ def check_run(
     new_rows = _count_rows(store, rid)
     counts = _counts(new_rows)
     for m in models:
-        if m.provider == "llamacpp":
+        if not capabilities_of(m.provider).served_model:
             continue
         c = counts.get(m.model)
         if c is None:

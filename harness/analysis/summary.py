@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from harness.providers.registry import capabilities_of
 from harness.store import RunInfo, RunModelInfo, RunSuiteInfo, Store
 
 
@@ -157,7 +158,7 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
     model_acc: dict[str, _Acc] = defaultdict(_Acc)
     models = store.run_models(run.id)
     # Completions replayed from files were never timed: their latency, TTFT and speed are unknown ("—").
-    untimed = {m.model for m in models if m.provider == "samples"}
+    untimed = {m.model for m in models if not capabilities_of(m.provider).timed}
     for r in store.samples(run.id):
         timed = r.model not in untimed
         cells_acc[(r.model, r.suite)].add(r, timed)

@@ -43,9 +43,9 @@ def report(runs, db_url, out_dir, load_run=None):
     if load_run:
         from pathlib import Path
 
-        from harness.load.results import resolve_load_run
         from harness.report.load_page import write_load_page
         from harness.report.pages import Renderer
+        from harness.store.loads import resolve_load_run
 
         info = resolve_load_run(store, None if load_run == "latest" else load_run)
         click.echo(f"report: {write_load_page(store, Renderer(), Path(out_dir), info.id)}")

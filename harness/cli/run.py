@@ -49,10 +49,11 @@ from harness.errors import HarnessError
 )
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
+    metavar="NAME",
     default="local",
     show_default=True,
-    help="local: every request from this process. ray: the remaining work split into shards on a Ray "
+    help="A registered executor (harness.engine.executors). local: every request from this process. "
+    "ray: the remaining work split into shards on a Ray "
     "cluster (pip install 'harness[ray]'), each model's concurrency/rpm/tpm shared by all of them.",
 )
 @click.option(
@@ -143,12 +144,10 @@ def run(
 
         do_dry_run(p, data_override=overrides)
         return
-    import gc
+    from harness.engine import tuning
 
-    # Start-up is imports (sqlalchemy, then openai's hundreds of pydantic models): the cyclic
-    # garbage collector would rescan them over and over while they load (~0.1 s). The engine
-    # freezes what they built and turns the collector back on before the first request.
-    gc.disable()
+    tuning.quiet_startup()  # the engine turns the collector back on before the first request
+    from harness.engine.executors import RunOptions
     from harness.engine.progress import RunProgress
     from harness.engine.runs import execute_plan
 
@@ -163,9 +162,7 @@ def run(
     on_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # Once the last request is sent, import what the summary needs (numpy, rich) on a side thread.
-        result = execute_plan(
-            p,
-            store,
+        options = RunOptions(
             resume=resume,
             new=new,
             tag=tag,
@@ -174,20 +171,20 @@ def run(
             progress=RunProgress(),
             data_override=overrides,
             shard=shard_spec,
+            executor=executor,
             ray=ray_options,
             warm=("harness.analysis.summary", "harness.analysis.stats", "rich.table"),
             own_process=True,
             batch_wait=batch_wait if batch_wait is not None or not resume else 0.0,
         )
+        result = execute_plan(p, store, options)
     except KeyboardInterrupt:
         echo_err("interrupted: finished samples are stored; run the same command again to resume")
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, on_term)
     elapsed = time.perf_counter() - started
-    # Spare the interpreter's exit from walking every object the run and its imports created
-    # (about 0.3 s with openai, sqlalchemy and scipy loaded): all of it lives until exit anyway.
-    gc.freeze()
+    tuning.spare_exit()
     verb = "resumed" if result.resumed else "finished"
     for note in result.outcome.notes:
         echo_err(note)
@@ -262,7 +259,7 @@ def _ray_options(executor, address, workers, runtime_env, shard):
         return None
     if shard is not None:
         raise HarnessError("--shard and --executor ray exclude each other: the Ray executor shards the run itself")
-    from harness.engine.runs import RayOptions
+    from harness.engine.executors import RayOptions
 
     env = None
     if runtime_env:

@@ -64,7 +64,7 @@ def runs_show(run_id, db_url):
         )
     for s in summary.suites:
         click.echo(f"  suite {s.suite}: {s.items} items, hash {s.suite_hash}, grader {s.grader}")
-    from harness.engine.batch_records import list_batches
+    from harness.store.batches import list_batches
 
     for b in list_batches(store, r.id):
         click.echo(

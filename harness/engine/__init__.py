@@ -2,10 +2,12 @@
 
 The only package that knows about concurrency. `units` enumerates the work, `runner` runs one unit,
 `local` drives them on one asyncio loop, `batch` sends a `batch:` model's units through its
-provider's Batch API instead (on the same loop, through the same runner and writer; `batch_records`
+provider's Batch API instead (on the same loop, through the same runner and writer; `harness.store.batches`
 holds what it stores), `pacing` keeps each model within its limits, `writer` commits finished
 samples, `runs` creates/resumes/finishes runs around an executor, `estimate` prices a plan without
-sending it.
+sending it. `executors` is the executor seam: executors registered by name (`local` in local.py,
+`ray` in ray_executor.py), the one `RunOptions` value they all take, and `RunOutcome`; `tuning`
+is the only place that tunes the process (garbage collector, GIL switch interval).
 
 The scale-out seam is two small pieces:
 

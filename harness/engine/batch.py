@@ -8,7 +8,7 @@ uploads each file through the Files API, creates a batch (24 h window), polls it
 and error files, and grades and stores each answer through the same `UnitRunner.finish` as an online
 completion (at the batch price, marked batched, with no latency).
 
-Crash safety, in the order things happen: a batch's samples are recorded (`batch_records.add_batch`)
+Crash safety, in the order things happen: a batch's samples are recorded (`harness.store.batches.add_batch`)
 before its file is uploaded; the file id is stored before the batch is created; the batch id is stored
 as soon as the provider returns it, and every batch is created with `metadata.harness_batch` so that a
 batch created just before a crash (its id never stored) is found again by listing the provider's
@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
-from harness.engine.batch_records import (
+from harness.engine.pacing import backoff_delay
+from harness.engine.runner import ModelState, UnitRunner
+from harness.engine.units import PreparedSuite, WorkUnit, plan_units
+from harness.plan import BatchSettings, ModelSpec, Plan
+from harness.providers import ProviderError, Request
+from harness.providers.registry import provider_info
+from harness.providers.tokens import estimate_tokens
+from harness.records import Completion
+from harness.store.batches import (
     BatchInfo,
     SampleKey,
     add_batch,
@@ -42,14 +50,6 @@ from harness.engine.batch_records import (
     list_batches,
     update_batch,
 )
-from harness.engine.pacing import backoff_delay
-from harness.engine.runner import ModelState, UnitRunner
-from harness.engine.units import PreparedSuite, WorkUnit, plan_units
-from harness.errors import HarnessError
-from harness.plan import BatchSettings, ModelSpec, Plan
-from harness.providers import ProviderError, Request
-from harness.providers.tokens import estimate_tokens
-from harness.records import Completion
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +240,7 @@ class BatchDriver:
         self.endpoint = endpoint_for(self.spec)
         self.flush = flush
         self.wait_s = wait_s
-        provider = state.provider
-        if not isinstance(provider, BatchProvider):  # the plan allows batch only for providers that have one
-            raise HarnessError(f"model '{self.spec.name}': its provider has no Batch API")
-        self.provider = provider
-        self.client = provider.client
+        self.api = provider_info(self.spec.provider).open_batch_api(state.provider)  # a BatchAPI (providers/base.py)
         self._plan_again = True  # units may be unplanned: at the start, and after a batch is collected
 
     # -- the loop -------------------------------------------------------------------------
@@ -363,31 +359,30 @@ class BatchDriver:
             "custom_id": custom_id(unit.suite, unit.item.id, unit.sample_index),
             "method": "POST",
             "url": self.endpoint,
-            "body": self.provider.request_body(request),
+            "body": self.api.line_body(request),
         }
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
     async def _upload_and_create(self, row: int, data: bytes) -> None:
         try:
-            upload = await self._call(
-                "upload the batch file",
-                lambda: self.client.files.create(file=(f"harness-{self.run_id}-{row}.jsonl", data), purpose="batch"),
+            file_id = await self._call(
+                "upload the batch file", lambda: self.api.upload(f"harness-{self.run_id}-{row}.jsonl", data)
             )
         except ProviderError as exc:
             await self._refused(row, exc)
             return
-        update_batch(self.store, row, input_file_id=upload.id, state="uploaded")
-        await self._create(row, upload.id)
+        update_batch(self.store, row, input_file_id=file_id, state="uploaded")
+        await self._create(row, file_id)
 
     async def _create(self, row: int, input_file_id: str) -> None:
         try:
             batch = await self._call(
                 "create the batch",
-                lambda: self.client.batches.create(
-                    input_file_id=input_file_id,
-                    endpoint=self.endpoint,
-                    completion_window=self.settings.window,
-                    metadata={"harness_run": self.run_id, "harness_batch": str(row)},
+                lambda: self.api.create(
+                    input_file_id,
+                    self.endpoint,
+                    self.settings.window,
+                    {"harness_run": self.run_id, "harness_batch": str(row)},
                 ),
             )
         except ProviderError as exc:
@@ -424,7 +419,7 @@ class BatchDriver:
                 self._record(row.id, found)
             return
         try:
-            batch = await self._call("poll the batch", lambda: self.client.batches.retrieve(row.batch_id))
+            batch = await self._call("poll the batch", lambda: self.api.retrieve(row.batch_id))
         except ProviderError as exc:  # the provider no longer knows the batch
             await self._refused(row.id, exc)
             return
@@ -435,20 +430,13 @@ class BatchDriver:
     async def _find_created(self, row: BatchInfo):
         """A batch created for this row before a crash lost its id: by metadata or by input file."""
 
-        async def scan():
-            seen = 0
-            async for batch in self.client.batches.list(limit=100):
-                meta = batch.metadata or {}
-                if (
-                    meta.get("harness_run") == self.run_id and meta.get("harness_batch") == str(row.id)
-                ) or batch.input_file_id == row.input_file_id:
-                    return batch
-                seen += 1
-                if seen >= 1000:
-                    return None
-            return None
+        def created_for_row(batch) -> bool:
+            meta = batch.metadata or {}
+            return (
+                meta.get("harness_run") == self.run_id and meta.get("harness_batch") == str(row.id)
+            ) or batch.input_file_id == row.input_file_id
 
-        return await self._call("list batches", scan)
+        return await self._call("list batches", lambda: self.api.find(created_for_row))
 
     def _record(self, row: int, batch: Any) -> None:
         counts = batch.request_counts
@@ -476,11 +464,11 @@ class BatchDriver:
         for file_id in (getattr(batch, "output_file_id", None), getattr(batch, "error_file_id", None)):
             if file_id and keys:
                 try:
-                    content = await self._call("download results", lambda f=file_id: self.client.files.content(f))
+                    content = await self._call("download results", lambda f=file_id: self.api.download(f))
                 except ProviderError as exc:  # its lines count as missing
                     log.warning("%s: %s", name, exc)
                     continue
-                results.update(read_result_lines(content.content))
+                results.update(read_result_lines(content))
         rounds = batch_rounds(self.store, self.run_id, name, collected=True)
         cancelled = row.state == "cancelled"
         missing = {
@@ -513,26 +501,14 @@ class BatchDriver:
     async def _call(self, what: str, make):
         """A Files/Batches API call with the model's attempts and backoff. A refusal (4xx) raises
         ProviderError; an endpoint still unreachable after the attempts raises BatchUnavailable."""
-        import openai
-
-        from harness.providers.openai_api import _status_error
-
         last: Exception | None = None
         for attempt in range(1, self.spec.max_attempts + 1):
             try:
                 return await make()
-            except openai.APIStatusError as exc:
-                error = _status_error(exc)
+            except ProviderError as error:  # the BatchAPI maps its client's failures by the online rules
                 if not error.retryable:
                     raise ProviderError(f"{what}: {error}", retryable=False, status=error.status) from None
                 last, retry_after = error, error.retry_after
-            except (
-                openai.APIConnectionError,
-                openai.APITimeoutError,
-                openai.APIResponseValidationError,
-                OSError,
-            ) as exc:  # unreachable, or a body the client could not read: try again
-                last, retry_after = exc, None
             if attempt < self.spec.max_attempts:
                 await asyncio.sleep(min(backoff_delay(attempt, retry_after), 30.0))
         raise BatchUnavailable(f"could not {what}: {last}")

@@ -6,7 +6,7 @@ process refuses with one line naming the holder. The holder refreshes its heartb
 a lease whose heartbeat is older than the TTL, or whose holder is a process of this host that no
 longer exists (kill -9), has expired and is taken over, so resuming after a crash works. Shards of
 one split (`--shard 0/4`, `--shard 1/4`) hold separate leases; anything else on the plan overlaps.
-Only portable SQL: a unique primary key makes taking a lease atomic on SQLite and PostgreSQL alike.
+The statements are in `harness.store.leases`; a unique primary key makes taking a lease atomic.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import os
 import secrets
 import socket
 import threading
-from datetime import timedelta
-from typing import Any, Callable
-
-from sqlalchemy import RowMapping, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
 
 from harness.errors import HarnessError
-from harness.store import LeaseRow, Store, _now
+from harness.store import Store, leases
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +93,20 @@ class PlanLease:
 
     def acquire(self) -> None:
         """Take the lease, or raise HarnessError naming the live holder of an overlapping one."""
-        table = LeaseRow.__table__
         for _ in range(3):
             holder = self._live_overlapping()
             if holder is not None:
                 raise HarnessError(self._busy(holder))
-            now = _now()
-            try:
-                with self.store.engine.begin() as conn:
-                    conn.execute(
-                        insert(table).values(
-                            key=self.key,
-                            plan_fingerprint=self.fingerprint,
-                            shard=self.shard,
-                            run_id="",
-                            owner=self.owner,
-                            host=self.host[:200],
-                            pid=self.pid,
-                            since=now,
-                            heartbeat=now,
-                        )
-                    )
-            except IntegrityError:
+            taken = leases.insert_lease(
+                self.store,
+                key=self.key,
+                fingerprint=self.fingerprint,
+                shard=self.shard,
+                owner=self.owner,
+                host=self.host,
+                pid=self.pid,
+            )
+            if not taken:
                 continue  # taken between our look and our insert: look again, and name who has it
             # Two overlapping shards (say * and 0/2) may insert at the same moment under different
             # keys: each then sees the other, and both give way rather than both run.
@@ -130,11 +119,7 @@ class PlanLease:
 
     def attach(self, run_id: str) -> None:
         """Record which run the holder is executing (shown to a process that is refused)."""
-        table = LeaseRow.__table__
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                update(table).where(table.c.key == self.key, table.c.owner == self.owner).values(run_id=run_id)
-            )
+        leases.set_lease_run(self.store, self.key, self.owner, run_id)
 
     def release(self) -> None:
         self._stop.set()
@@ -146,45 +131,21 @@ class PlanLease:
             log.warning("could not release the run lease %s", self.key, exc_info=True)
 
     def _delete_own(self) -> None:
-        table = LeaseRow.__table__
-        with self.store.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.key == self.key, table.c.owner == self.owner))
+        leases.delete_lease(self.store, self.key, self.owner)
 
     # -- who else holds it -------------------------------------------------------------
 
-    def _live_overlapping(self) -> RowMapping | None:
+    def _live_overlapping(self) -> Mapping[str, Any] | None:
         """The first live lease on this plan that overlaps ours (not ours); expired ones are removed."""
-        table = LeaseRow.__table__
-        with self.store.engine.begin() as conn:
-            rows = (
-                conn.execute(select(table).where(table.c.plan_fingerprint == self.fingerprint).order_by(table.c.since))
-                .mappings()
-                .all()
-            )
-            live = []
-            for row in rows:
-                if row["owner"] == self.owner:
-                    continue
-                if self._expired(row):
-                    # Only if it is still the row we judged: a holder that just beat keeps its lease.
-                    conn.execute(
-                        delete(table).where(
-                            table.c.key == row["key"],
-                            table.c.owner == row["owner"],
-                            table.c.heartbeat == row["heartbeat"],
-                        )
-                    )
-                    log.info("took over the expired lease of %s pid %s", row["host"], row["pid"])
-                elif _overlaps(row["shard"], self.shard):
-                    live.append(row)
-        return live[0] if live else None
+        live = leases.others_live(self.store, self.fingerprint, self.owner, self._expired)
+        return next((row for row in live if _overlaps(row["shard"], self.shard)), None)
 
-    def _expired(self, row: RowMapping) -> bool:
-        if _now() - row["heartbeat"] > timedelta(seconds=self.ttl_s):
+    def _expired(self, row: Mapping[str, Any], now: datetime) -> bool:
+        if now - row["heartbeat"] > timedelta(seconds=self.ttl_s):
             return True
         return row["host"] == self.host[:200] and row["pid"] != self.pid and _pid_gone(row["pid"])
 
-    def _busy(self, holder: RowMapping) -> str:
+    def _busy(self, holder: Mapping[str, Any]) -> str:
         part = "" if holder["shard"] == "*" else f" (shard {holder['shard']})"
         run = f", run {holder['run_id']}" if holder["run_id"] else ""
         return (
@@ -196,15 +157,9 @@ class PlanLease:
     # -- heartbeat ------------------------------------------------------------------------
 
     def _beat(self) -> None:
-        table = LeaseRow.__table__
         while not self._stop.wait(self.heartbeat_s):
             try:
-                with self.store.engine.begin() as conn:
-                    kept = conn.execute(
-                        update(table)
-                        .where(table.c.key == self.key, table.c.owner == self.owner)
-                        .values(heartbeat=_now())
-                    ).rowcount
+                kept = leases.beat_lease(self.store, self.key, self.owner)
             except Exception:  # a database hiccup: beat again next time; the TTL is several beats long
                 log.warning("run lease heartbeat failed", exc_info=True)
                 continue

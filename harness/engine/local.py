@@ -3,68 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import logging
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, Iterable
 
+from harness.engine.executors import RunJob, RunOptions, RunOutcome
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter
 from harness.engine.runner import ModelState, UnitRunner
+from harness.engine.tuning import tuned_for_run
 from harness.engine.units import PreparedSuite, plan_units, remaining_samples
 from harness.engine.writer import StoreWriter
+from harness.errors import HarnessError
 from harness.plan import ModelSpec, Plan
 from harness.providers import make_provider
 from harness.providers.tokens import estimate_tokens
 from harness.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class ModelTally(Protocol):
-    """What an outcome reads of each model: the local engine's `ModelState` or the Ray driver's totals."""
-
-    @property
-    def cost(self) -> float: ...
-    @property
-    def answered(self) -> int: ...
-    @property
-    def failed(self) -> str: ...
-    @property
-    def unstored(self) -> int: ...
-    @property
-    def last_fatal(self) -> str: ...
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    stopped_for_cost: bool = False
-    interrupted: bool = False
-    requested: int = 0  # units started in this process
-    per_model: Mapping[str, ModelTally] = field(default_factory=dict)
-    waiting: list[str] = field(default_factory=list)  # provider batches still running when this process stopped waiting
-    notes: list[str] = field(default_factory=list)  # what the user should hear about (e.g. a cancelled batch)
-
-    @property
-    def complete(self) -> bool:
-        return not self.stopped_for_cost and not self.interrupted and not self.waiting
-
-    def failures(self) -> dict[str, str]:
-        """model -> why some of its samples are missing: stopped on fatal errors, or samples left unstored."""
-        out = {}
-        for name, st in self.per_model.items():
-            if st.failed:
-                out[name] = st.failed
-            elif st.unstored:
-                out[name] = f"{st.unstored} sample(s) not stored after: {st.last_fatal}"
-        return out
-
-    def reached(self) -> bool:
-        """Some model's server answered at least once (or nothing needed asking)."""
-        return any(st.answered or not st.failed for st in self.per_model.values())
 
 
 def warm_imports(modules: Iterable[str]) -> threading.Thread | None:
@@ -96,34 +53,23 @@ class LocalExecutor:
         suites: list[PreparedSuite],
         store: Store,
         run_id: str,
+        options: RunOptions | None = None,
         *,
-        max_cost: float | None = None,
-        use_cache: bool = False,
-        progress=None,
-        shard: tuple[int, int] | None = None,
-        warm: Iterable[str] = (),
-        own_process: bool = False,
-        batch_wait: float | None = None,
         limits: Callable[[ModelSpec], tuple[AdaptiveLimiter, RateLimiter]] | None = None,
     ):
-        """`own_process`: this process exists for the run (the CLI), so the engine may tune it
-        process-wide: after the providers' imports it moves every object alive into the garbage
-        collector's permanent generation (and enables the collector, which the CLI disables while
-        it imports), so full collections during the run stop re-walking the hundreds of thousands
-        of objects that importing the openai client creates; and it shortens the GIL switch
-        interval while the run lasts. `batch_wait`: seconds to keep polling provider batches
-        (None: until they end); batches still running then are left for a rerun to collect.
-        `limits`: a model's concurrency window and rate buckets (default: this process's own; a
-        distributed executor passes ones shared cluster-wide)."""
+        """`options`: the run's options (executors.RunOptions); with `own_process` the process is tuned
+        for the run while it lasts (tuning.py). `limits`: a model's concurrency window and rate
+        buckets (default: this process's own; a distributed executor passes ones shared cluster-wide)."""
         self.plan, self.suites, self.store, self.run_id = plan, suites, store, run_id
-        self.own_process = own_process
-        self.max_cost = max_cost
-        self.use_cache = use_cache or plan.cache
-        self.progress = progress
-        self.shard = shard
-        self.warm = tuple(warm)
+        options = options or RunOptions()
+        self.own_process = options.own_process
+        self.max_cost = options.max_cost
+        self.use_cache = options.use_cache or plan.cache
+        self.progress = options.progress
+        self.shard = options.shard
+        self.warm = tuple(options.warm)
         self.limits = limits or _own_limits
-        self.batch_wait = batch_wait
+        self.batch_wait = options.batch_wait  # batches still running then are left for a rerun to collect
         self._writer: StoreWriter | None = None
         self._stop: asyncio.Event | None = None  # created inside the loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,13 +101,9 @@ class LocalExecutor:
         answering = {name: st for name, st in states.items() if name not in {j.name for j in self.plan.judges}}
         self._dispatching = set(answering)
         outcome.per_model = states
-        switch_interval = sys.getswitchinterval()
+        tuning = contextlib.ExitStack()
         if self.own_process:
-            gc.freeze()
-            gc.enable()  # the CLI turned it off for the start-up imports
-            # The store writer and the import-warming thread share the GIL with the event loop:
-            # hand it back to the loop within 1 ms instead of 5 when a response is waiting.
-            sys.setswitchinterval(min(switch_interval, 0.001))
+            tuning.enter_context(tuned_for_run())  # after the providers' imports: what they built is frozen
         if self.max_cost is not None and self.max_cost <= 0:
             outcome.stopped_for_cost = True
             self._stop.set()
@@ -212,7 +154,7 @@ class LocalExecutor:
             try:
                 writer.close()
             finally:
-                sys.setswitchinterval(switch_interval)
+                tuning.close()
                 if self.progress is not None:
                     self.progress.stop()
         outcome.interrupted = outcome.interrupted or self._stop_asked
@@ -238,33 +180,47 @@ class LocalExecutor:
         return remaining_samples(self.plan, self.suites, done, model)
 
     async def _run_model(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
+        """The per-model seam: a `batch:` model's units go through its provider's Batch API, the rest online.
+
+        Batch is chosen per model, not as an executor of its own: a plan mixes batched and online
+        models, its judges answer online while they grade batched answers, and all of them share
+        this run's runner, store writer and --max-cost budget.
+        """
+        if state.spec.batch is not None:
+            await self._run_batched(runner, state, outcome)
+        else:
+            await self._run_online(runner, state, done, outcome)
+
+    async def _run_batched(self, runner: UnitRunner, state: ModelState, outcome: RunOutcome) -> None:
+        from harness.engine.batch import BatchDriver
+
+        stop, writer = self._stop, self._writer
+        assert stop is not None and writer is not None  # both made by run() before any model starts
+        driver = BatchDriver(
+            self.plan,
+            self.suites,
+            runner,
+            state,
+            outcome,
+            writer.flush,
+            shard=self.shard,
+            max_cost=self.max_cost,
+            wait_s=self.batch_wait,
+        )
+        try:
+            await driver.run(stop)
+        finally:
+            self._dispatched(state.spec.name)
+
+    async def _run_online(self, runner: UnitRunner, state: ModelState, done: set, outcome: RunOutcome) -> None:
         """Dispatch a model's units: a slot, then the next unit, then its task.
 
         Items and prompts are pulled from a lazy iterator only as slots free up, and at most
         about twice the window of units are alive at once (in flight or waiting to retry),
         so memory stays flat however large the suite.
         """
-        stop, writer = self._stop, self._writer
-        assert stop is not None and writer is not None  # both made by run() before any model starts
-        if state.spec.batch is not None:
-            from harness.engine.batch import BatchDriver
-
-            driver = BatchDriver(
-                self.plan,
-                self.suites,
-                runner,
-                state,
-                outcome,
-                writer.flush,
-                shard=self.shard,
-                max_cost=self.max_cost,
-                wait_s=self.batch_wait,
-            )
-            try:
-                await driver.run(stop)
-            finally:
-                self._dispatched(state.spec.name)
-            return
+        stop = self._stop
+        assert stop is not None  # made by run() before any model starts
         units = plan_units(self.plan, state.spec, self.suites, done, self.shard)
         limiter, rate = state.limiter, state.rate
         live = asyncio.Semaphore(2 * limiter.cap + 16)
@@ -335,5 +291,20 @@ def _own_limits(spec: ModelSpec) -> tuple[AdaptiveLimiter, RateLimiter]:
     return AdaptiveLimiter(spec.concurrency), RateLimiter(spec.rpm, spec.tpm)
 
 
-def run_sync(coro):
-    return asyncio.run(coro)
+class LocalRun:
+    """The `local` executor (executors.py): the run's units on one asyncio loop in this process."""
+
+    def __init__(self, plan: Plan, store: Store, options: RunOptions):
+        if options.shard is not None and options.shard[1] > 1 and any(m.batch for m in plan.models):
+            # One process follows a model's batches: a shard would collect batches holding other shards' samples.
+            raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
+        self.options = options
+        self.shard = options.shard
+
+    def run(self, job: RunJob) -> RunOutcome:
+        executor = LocalExecutor(job.plan, job.suites, job.store, job.run_id, job.options)
+        job.lease.on_lost = executor.stop_soon
+        return asyncio.run(executor.run())
+
+    def close(self) -> None:
+        pass

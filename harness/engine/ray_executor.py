@@ -31,7 +31,8 @@ import ray
 from ray.exceptions import NodeDiedError, OwnerDiedError, RayActorError, RayTaskError, WorkerCrashedError
 from sqlalchemy.engine import make_url
 
-from harness.engine.local import LocalExecutor, RunOutcome
+from harness.engine.executors import RayOptions, RunJob, RunOptions, RunOutcome
+from harness.engine.local import LocalExecutor
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter
 from harness.engine.units import PreparedSuite, prepare_suites, remaining_samples
 from harness.errors import HarnessError
@@ -197,7 +198,7 @@ def gather_secrets(plan: Plan, db_url: str) -> Secrets:
 # -- limits shared by every worker ----------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
+@ray.remote(num_cpus=0, max_concurrency=10_000)
 class ModelGate:
     """One model's concurrency window and rate buckets for the whole cluster (an async actor)."""
 
@@ -354,10 +355,7 @@ class ShardWorker:
                 suites,
                 store,
                 job.run_id,
-                max_cost=job.max_cost,
-                use_cache=job.use_cache,
-                progress=self.progress,
-                shard=job.shard,
+                RunOptions(max_cost=job.max_cost, use_cache=job.use_cache, progress=self.progress, shard=job.shard),
                 limits=gate_limits(job.gates, job.holder),
             )
             outcome = await self.executor.run()
@@ -557,3 +555,39 @@ class RayExecutor:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return text.splitlines()[0][:300]
+
+
+class RayRun:
+    """The `ray` executor (executors.py): joins the cluster when built, before the run is recorded."""
+
+    def __init__(self, plan: Plan, store: Store, options: RunOptions):
+        batched = [m.name for m in (*plan.models, *plan.judges) if m.batch is not None]
+        if batched:  # the provider runs a batch for the whole model: nothing there to shard
+            raise HarnessError(
+                f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
+                f"without --executor ray (or without --batch / batch:)"
+            )
+        ray_options = options.ray or RayOptions()
+        self.cluster = connect(ray_options.address, ray_options.workers, store.url, ray_options.runtime_env)
+        self.shard: tuple[int, int] | None = None
+
+    def run(self, job: RunJob) -> RunOutcome:
+        options = job.options
+        executor = RayExecutor(
+            self.cluster,
+            job.plan,
+            job.suites,
+            job.store,
+            job.run_id,
+            secrets=gather_secrets(job.plan, job.store.url),
+            max_cost=options.max_cost,
+            use_cache=options.use_cache,
+            progress=options.progress,
+            data_override=options.data_override,
+        )
+        outcome = executor.run()
+        self.shard = (0, executor.shards)  # finished only once the store holds every expected sample
+        return outcome
+
+    def close(self) -> None:
+        self.cluster.close()

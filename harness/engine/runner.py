@@ -93,7 +93,7 @@ class UnitRunner:
         self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         for name, p in suites.items():
-            if self.graders[name].name == "judge":
+            if self.graders[name].needs.judge is not None:
                 self.graders[name].options["context"] = self._judge_context(p.suite)
 
     def _judge_context(self, suite: Suite):
@@ -101,12 +101,12 @@ class UnitRunner:
         from harness.graders.judge import JudgeContext
         from harness.suite.prompt import template_environment
 
-        judge = self.graders[suite.name].options.get("model")
-        if judge not in self.models:
-            raise HarnessError(
-                f"suite '{suite.name}': its judge model {judge!r} is not in the plan; add it under "
-                f"'judges:' (it then grades without answering) or under 'models:'"
-            )
+        for judge in self.graders[suite.name].judges():
+            if judge not in self.models:
+                raise HarnessError(
+                    f"suite '{suite.name}': its judge model {judge!r} is not in the plan; add it under "
+                    f"'judges:' (it then grades without answering) or under 'models:'"
+                )
         env = template_environment(suite.dir)
 
         def render(template: str, fields) -> str:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
+from harness.engine.executors import Executor, RunJob, RunOptions, RunOutcome, open_executor
 from harness.engine.lease import PlanLease
-from harness.engine.local import LocalExecutor, RunOutcome
 from harness.engine.units import prepare_suites, samples_per_model
 from harness.errors import HarnessError, install_log_redaction
 from harness.plan import Plan, plan_to_dict
+from harness.providers.registry import provider_info
 from harness.store import RunModelInfo, RunSuiteInfo, Store
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,6 @@ def default_plan_path() -> Path:
 
     bundled = REPO_ROOT / DEFAULT_PLAN
     return bundled if bundled.is_file() else here
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """`harness run --executor ray`: the cluster to join (None: a local instance) and how many shards."""
-
-    address: str | None = None
-    workers: int | None = None  # None: one per CPU of the cluster
-    runtime_env: dict | None = None  # Ray's runtime_env for the job (packages, working_dir; never secrets)
 
 
 @dataclass(frozen=True)
@@ -107,106 +99,32 @@ def finish_status(
     return "running"
 
 
-def execute_plan(
-    plan: Plan,
-    store: Store,
-    *,
-    resume: str | None = None,
-    new: bool = False,
-    tag: str = "",
-    max_cost: float | None = None,
-    use_cache: bool = False,
-    progress=None,
-    data_override: dict[str, str] | None = None,
-    shard: tuple[int, int] | None = None,
-    warm: tuple[str, ...] = (),
-    own_process: bool = False,
-    batch_wait: float | None = None,
-    ray: RayOptions | None = None,
-) -> RunResult:
+def execute_plan(plan: Plan, store: Store, options: RunOptions | None = None, **settings: Any) -> RunResult:
     """Run (or resume) the plan to the end, a cost stop or an interrupt, and mark how it ended.
 
-    `warm`: modules to import on a background thread while requests are in flight, so that
-    what runs after the requests (the summary's statistics) does not add to the user's wait.
-    `own_process`: the caller is the CLI, whose process exists for this run (see LocalExecutor).
-    `batch_wait`: how long to wait for provider batches (None: until they end; see engine/batch.py).
-    `ray`: `RayOptions` to run the shards on a Ray cluster instead.
+    `options` (executors.RunOptions) says how: which run, which executor, cost stop, cache, shard,
+    progress; keyword `settings` are RunOptions fields set on top (`execute_plan(plan, store, new=True)`).
     """
+    options = replace(options or RunOptions(), **settings)
     install_log_redaction()  # a server's echo of a key must not reach a log either
-    if shard is not None and shard[1] > 1 and any(m.batch for m in plan.models):
-        # One process follows a model's batches: a shard would collect batches holding other shards' samples.
-        raise HarnessError("--shard: models with batch: true run in one process; run the plan without --shard")
-    suites = prepare_suites(plan, data_override=data_override)  # fail on a bad suite before any request
-    api_models = [m for m in (*plan.models, *plan.judges) if m.provider == "openai"]
-    if api_models:  # a missing key is the user's to fix: say so before a run is recorded
-        from harness.providers.openai_api import resolve_api_key, resolve_extra_headers
-
-        for m in api_models:
-            resolve_api_key(m)
-            resolve_extra_headers(m)
+    suites = prepare_suites(plan, data_override=options.data_override)  # fail on a bad suite before any request
+    for m in (*plan.models, *plan.judges):  # a missing key is the user's to fix: say so before a run is recorded
+        provider_info(m.provider).prepare(m)
     store.check_names(models=[m.name for m in plan.models], suites=[p.suite.name for p in suites])
-    cluster = (
-        _join_ray(ray, plan, store) if ray is not None else None
-    )  # refuses an unsuitable store before a run is recorded
+    executor = open_executor(
+        plan, store, options
+    )  # may refuse the plan (or an unsuitable store) before a run is recorded
     try:
-        return _execute(
-            plan,
-            store,
-            suites,
-            cluster,
-            resume=resume,
-            new=new,
-            tag=tag,
-            max_cost=max_cost,
-            use_cache=use_cache,
-            progress=progress,
-            data_override=data_override,
-            shard=shard,
-            warm=warm,
-            own_process=own_process,
-            batch_wait=batch_wait,
-        )
+        return _execute(plan, store, suites, executor, options)
     finally:
-        if cluster is not None:
-            cluster.close()
+        executor.close()
 
 
-def _join_ray(options: RayOptions, plan: Plan, store: Store):
-    batched = [m.name for m in (*plan.models, *plan.judges) if m.batch is not None]
-    if batched:  # the provider runs a batch for the whole model: nothing there to shard
-        raise HarnessError(
-            f"model '{batched[0]}' goes through its provider's Batch API: run the plan "
-            f"without --executor ray (or without --batch / batch:)"
-        )
-    try:
-        from harness.engine import ray_executor
-    except ImportError as exc:
-        raise HarnessError(f"--executor ray needs Ray ({exc}): pip install 'harness[ray]'") from None
-    return ray_executor.connect(options.address, options.workers, store.url, options.runtime_env)
-
-
-def _execute(
-    plan: Plan,
-    store: Store,
-    suites,
-    cluster,
-    *,
-    resume,
-    new,
-    tag,
-    max_cost,
-    use_cache,
-    progress,
-    data_override,
-    shard,
-    warm,
-    own_process,
-    batch_wait,
-) -> RunResult:
+def _execute(plan: Plan, store: Store, suites, executor: Executor, options: RunOptions) -> RunResult:
     # Held from choosing the run to marking how it ended: a second process on the same plan and
     # database is refused before it picks (or starts) a run, so no sample is requested twice.
-    with PlanLease(store, plan.fingerprint(), plan.name, shard) as lease:
-        run_id, resumed = choose_run(store, plan, resume=resume, new=new, tag=tag)
+    with PlanLease(store, plan.fingerprint(), plan.name, options.shard) as lease:
+        run_id, resumed = choose_run(store, plan, resume=options.resume, new=options.new, tag=options.tag)
         lease.attach(run_id)
         try:
             store.record_models(
@@ -229,39 +147,7 @@ def _execute(
                     run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name, p.suite.count())
                 )
             store.mark_run(run_id, "running")
-            if cluster is not None:
-                from harness.engine.ray_executor import RayExecutor, gather_secrets
-
-                executor = RayExecutor(
-                    cluster,
-                    plan,
-                    suites,
-                    store,
-                    run_id,
-                    secrets=gather_secrets(plan, store.url),
-                    max_cost=max_cost,
-                    use_cache=use_cache,
-                    progress=progress,
-                    data_override=data_override,
-                )
-                outcome: RunOutcome = executor.run()
-                shard = (0, executor.shards)  # finished only once the store holds every expected sample
-            else:
-                local = LocalExecutor(
-                    plan,
-                    suites,
-                    store,
-                    run_id,
-                    max_cost=max_cost,
-                    use_cache=use_cache,
-                    progress=progress,
-                    shard=shard,
-                    warm=warm,
-                    own_process=own_process,
-                    batch_wait=batch_wait,
-                )
-                lease.on_lost = local.stop_soon
-                outcome = asyncio.run(local.run())
+            outcome = executor.run(RunJob(plan, suites, store, run_id, options, lease))
         except BaseException as exc:
             # Never leave a run 'running' that nothing executes; rerunning the plan resumes it either way.
             _mark_ended(store, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
@@ -269,7 +155,7 @@ def _execute(
         failures = outcome.failures()
         for m in (*plan.models, *plan.judges):
             store.mark_model_failed(run_id, m.name, failures.get(m.name))
-        status = finish_status(store, run_id, plan, suites, outcome, shard)
+        status = finish_status(store, run_id, plan, suites, outcome, executor.shard)
         store.mark_run(run_id, status)
     return RunResult(run_id, resumed, status, outcome)
 

@@ -8,6 +8,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from typing import Container, Iterator
 
+from harness.graders.grading import check_needs
 from harness.plan import ModelSpec, Plan
 from harness.records import Generation, Item, Prompt
 from harness.suite import Suite
@@ -123,9 +124,6 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
     prepared = []
     for ref in plan.suites:
         suite = load_suite(ref, data=(data_override or {}).get(ref.name))
-        if suite.grader.name == "code":  # where the sandbox refuses untrusted code, say so before any request
-            from harness.graders.code import require_sandbox
-
-            require_sandbox(suite.name)
+        check_needs(suite)  # e.g. where the sandbox refuses model-written code, say so before any request
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared

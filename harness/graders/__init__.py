@@ -1,7 +1,9 @@
 """The grader registry: turn a response to an item into a `Grade`, by grader name.
 
 A grader is a plain function `(response: str, item: Item, **options) -> Grade`, registered in
-one line with `@register("name")`. Built-ins live one family per module (exact.py: exact,
+one line with `@register("name")`, or `@register("name", needs=Needs(...))` when it needs more
+than the answer text (a sandbox, a judge model of the plan): the engine asks `needs_of(name)`,
+never the grader's name. Built-ins live one family per module (exact.py: exact,
 regex; numeric.py; mcq.py; code.py); third-party graders come from the `harness.graders`
 entry-point group and are imported only when first asked for. Built-in names win over plugins.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Mapping
 
@@ -27,13 +30,36 @@ ENTRY_POINT_GROUP = "harness.graders"
 # Modules holding built-in graders, imported on first use; a new family (e.g. judge) is one more name.
 _BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge")
 
+
+@dataclass(frozen=True)
+class Needs:
+    """What a grader needs besides the answer text, declared when it is registered.
+
+    `inline`: cheap and text-only, so a run grades on its event loop instead of a thread.
+    `sandbox`: runs model-written code: a run refuses, before any request, where the sandbox cannot
+    isolate it, and the suite's `sandbox:` limits become the grader's options.
+    `judge`: the option naming the plan model(s) (a name or a list of names) that grade; a run
+    checks they are in the plan and lends the grader a `context` (graders.judge.JudgeContext).
+    `whole_item`: reads the item's fields beyond its reference (tests, choices, rubric fields).
+    """
+
+    inline: bool = False
+    sandbox: bool = False
+    judge: str | None = None
+    whole_item: bool = False
+
+
+# A plugin function may carry its needs as an attribute of this name (else it needs nothing).
+NEEDS_ATTRIBUTE = "harness_needs"
+
 _builtins: dict[str, Grader] = {}
 _plugins: dict[str, Grader] = {}
+_needs: dict[str, Needs] = {}
 _builtins_loaded = False
 
 
-def register(name: str) -> Callable[[Grader], Grader]:
-    """Decorator: make `fn` the built-in grader called `name`."""
+def register(name: str, *, needs: Needs = Needs()) -> Callable[[Grader], Grader]:
+    """Decorator: make `fn` the built-in grader called `name`, needing `needs`."""
 
     def decorate(fn: Grader) -> Grader:
         existing = _builtins.get(name)
@@ -41,9 +67,19 @@ def register(name: str) -> Callable[[Grader], Grader]:
         if existing is not None and not same:  # a module reload re-registers the same function: fine
             raise ValueError(f"grader name '{name}' is already registered by {existing.__module__}")
         _builtins[name] = fn
+        _needs[name] = needs
         return fn
 
     return decorate
+
+
+def needs_of(name: str) -> Needs:
+    """What grader `name` declared it needs (a plugin: its `harness_needs` attribute, else nothing)."""
+    fn = get_grader(name)
+    declared = _needs.get(name) if _builtins.get(name) is fn else None
+    if declared is None:
+        declared = getattr(fn, NEEDS_ATTRIBUTE, None)
+    return declared if isinstance(declared, Needs) else Needs()
 
 
 _reference_views: dict[str, Callable[[str], str]] = {}
@@ -170,6 +206,8 @@ def call_grader(name: str, fn: Grader, response: str, item: Item, options: Mappi
 
 __all__ = [
     "Grader",
+    "Needs",
+    "needs_of",
     "register",
     "get_grader",
     "grade",

@@ -33,7 +33,7 @@ import warnings
 from typing import Any, Mapping
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import Needs, register
 from harness.graders._text import answer_text
 from harness.records import Grade, Item
 
@@ -335,16 +335,7 @@ def _program_and_tests(response: str, item: Item, style: str) -> tuple[str, str]
     raise HarnessError(f"code grader: unknown style {style!r} (known: humaneval, mbpp); fix grader.options.style")
 
 
-def require_sandbox(suite_name: str) -> None:
-    """Refuse, before any request, a code suite whose every sample the sandbox would refuse to run."""
-    from harness.graders.sandbox import default_sandbox  # starts a zygote (once) to see what isolation it gets
-
-    reason = default_sandbox().refuses()
-    if reason:
-        raise HarnessError(f"suite '{suite_name}' runs model-written code: {reason}")
-
-
-@register("code")
+@register("code", needs=Needs(sandbox=True, whole_item=True))
 def code(response: str, item: Item, style: str = "humaneval", timeout: float | None = None, **limits: Any) -> Grade:
     """Pass when the item's tests run to the end against the code in `response` (in the sandbox).
 

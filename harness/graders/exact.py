@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import Needs, register
 from harness.graders._text import answer_text, clean_answer, normalize_text, short
 from harness.records import Grade, Item
 
@@ -76,7 +76,7 @@ def _reference(item: Item) -> str:
     return str(item.reference)
 
 
-@register("exact")
+@register("exact", needs=Needs(inline=True))
 def exact(response: str, item: Item, extract: str | None = None, normalize: bool = True) -> Grade:
     """Pass when the answer equals `item.reference`.
 
@@ -120,7 +120,7 @@ def _compile(pattern: str, flags: str, group: int | str) -> re.Pattern[str]:
     return compiled
 
 
-@register("regex")
+@register("regex", needs=Needs(inline=True))
 def regex(response: str, item: Item, pattern: str, group: int | str = 1, flags: str = "") -> Grade:
     """Pass when `group` of the last match of `pattern` equals `item.reference` (normalised as in `exact`).
 

@@ -14,29 +14,49 @@ from harness.errors import HarnessError
 from harness.records import Grade, Item
 from harness.suite import Suite
 
-# Built-in graders that only read text: cheaper to run inline than to hand to a thread.
-INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq"})
+
+def require_sandbox(suite_name: str) -> None:
+    """Refuse, before any request, a suite running model-written code where the sandbox would refuse every sample."""
+    from harness.graders.sandbox import default_sandbox  # starts a zygote (once) to see what isolation it gets
+
+    reason = default_sandbox().refuses()
+    if reason:
+        raise HarnessError(f"suite '{suite_name}' runs model-written code: {reason}")
+
+
+def check_needs(suite: Suite) -> None:
+    """What the suite's grader needs that can be refused before any request (a working sandbox)."""
+    from harness.graders import needs_of
+
+    if needs_of(suite.grader.name).sandbox:
+        require_sandbox(suite.name)
 
 
 class SuiteGrader:
     """A suite's grader resolved once: options checked before any request is sent."""
 
     def __init__(self, suite: Suite):
-        from harness.graders import call_grader, check_options, get_grader
+        from harness.graders import call_grader, check_options, get_grader, needs_of
 
         self._call = call_grader  # the registry's contract: HarnessError propagates, the rest fails the grade
         self.name = suite.grader.name
+        self.fn = get_grader(self.name)
+        self.needs = needs_of(self.name)
         options = dict(suite.grader.options)
-        if self.name == "code":
-            from harness.graders.code import require_sandbox
-
+        if self.needs.sandbox:
             require_sandbox(suite.name)
             for key, value in suite.sandbox.items():  # per-suite sandbox limits, e.g. wall_s
                 options.setdefault(key, value)
-        self.fn = get_grader(self.name)
         check_options(self.name, options)
         self.options = options
-        self.inline = self.name in INLINE_GRADERS
+        self.inline = self.needs.inline  # cheap text-only graders run on the loop, not a thread
+
+    def judges(self) -> list[str | None]:
+        """The plan models this grader asks (its `needs.judge` option), in the order given; None: not set."""
+        if self.needs.judge is None:
+            return []
+        named = self.options.get(self.needs.judge)
+        return [named] if isinstance(named, str) or named is None else list(named)
 
     def __call__(self, answer: str, item: Item) -> Grade:
         return self._call(self.name, self.fn, answer, item, self.options)

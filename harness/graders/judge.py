@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import Needs, register
 from harness.providers.reasoning import split_reasoning
 from harness.records import Grade, Item, Message
 
@@ -47,7 +47,7 @@ def parse_verdict(reply: str, scale: int | None = None) -> tuple[float | None, s
     return (1.0 if verdict == "pass" else 0.0), f"VERDICT {verdict.upper()}"
 
 
-@register("judge")
+@register("judge", needs=Needs(judge="model", whole_item=True))
 def judge(
     response: str,
     item: Item,

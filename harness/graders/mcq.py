@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Mapping
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import Needs, register
 from harness.graders._text import answer_text, clean_answer, short
 from harness.records import Grade, Item
 
@@ -200,7 +200,7 @@ def read_choice(response: str, item: Item, letters: str = "ABCD") -> tuple[str, 
     return None
 
 
-@register("mcq")
+@register("mcq", needs=Needs(inline=True, whole_item=True))
 def mcq(response: str, item: Item, options: str = "ABCD") -> Grade:
     """Pass when the option letter the response chose equals `item.reference` (a letter, "(B)" allowed)."""
     letters = options.upper() if isinstance(options, str) else ""

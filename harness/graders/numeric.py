@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.graders import reference_view, register
+from harness.graders import Needs, reference_view, register
 from harness.graders._text import answer_text, short
 from harness.records import Grade, Item
 
@@ -185,7 +185,7 @@ def gold_text(reference: str) -> str:
     return _fmt(reference_number(Item(id="", fields={}, reference=reference)))
 
 
-@register("numeric")
+@register("numeric", needs=Needs(inline=True))
 def numeric(response: str, item: Item, tolerance: float = 1e-6, relative: bool = False) -> Grade:
     """Pass when the response's number is within `tolerance` of the reference's (relative: of |reference|)."""
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.load import results
 from harness.load.stats import p99_change
 from harness.store import Store
+from harness.store import loads as results
 
 METRICS = ("latency", "ttft")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from harness.errors import HarnessError
-from harness.load import results
 from harness.load.profile import Slo
 from harness.store import Store
+from harness.store import loads as results
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from harness.load import capacity
 from harness.load.generator import Budget, StageDriver
 from harness.load.profile import LoadProfile, Stage
 from harness.load.requests import Body, build_bodies, fatal_cause
-from harness.load.results import finish_load_run, load_lease_key, save_model, save_stage, start_load_run
 from harness.load.stats import StageTarget, stage_stats
 from harness.load.wire import Endpoint
 from harness.load.workers import drive
 from harness.plan import ModelSpec, Plan
 from harness.providers.http_request import target_for
+from harness.providers.registry import provider_info
 from harness.store import Store, new_run_id
+from harness.store.loads import finish_load_run, load_lease_key, save_model, save_stage, start_load_run
 
 ASSUMED_LATENCY_S = 1.0  # for estimating a closed-loop stage held for a duration
 
@@ -29,7 +30,7 @@ def loadable(plan: Plan) -> tuple[list[ModelSpec], list[str]]:
     """The models with an HTTP endpoint, and a note for each that has none."""
     models, notes = [], []
     for m in plan.models:
-        if m.provider == "openai":
+        if provider_info(m.provider).capabilities.endpoint:
             models.append(m)
         else:
             notes.append(f"model '{m.name}': provider {m.provider} has no endpoint to load; skipped")
@@ -243,7 +244,7 @@ def run_load(
     outcomes = []
     status = "failed"
     # The run's lease, taken before the run is stored: a load run whose process died (kill -9) has
-    # none alive, and is then shown as interrupted and never taken as the default (load/results.py).
+    # none alive, and is then shown as interrupted and never taken as the default (store/loads.py).
     with PlanLease(store, load_lease_key(run_id), plan.name):
         start_load_run(store, plan_name=plan.name, plan_path=plan.path, tag=tag, profile=profile_doc, run_id=run_id)
         try:

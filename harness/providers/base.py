@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from harness.records import Completion, Generation, Item, Prompt
 
@@ -54,3 +54,24 @@ class Provider(Protocol):
     async def complete(self, request: Request) -> Completion: ...
 
     async def close(self) -> None: ...
+
+
+class BatchAPI(Protocol):
+    """A provider's Batch API in OpenAI's shape: a JSONL file of request lines in, a batch, result files out.
+
+    Batch objects are the provider's own (OpenAI's fields: id, status, request_counts, errors,
+    metadata, input_file_id, output_file_id, error_file_id). Every call raises `ProviderError` on
+    failure, retryable or not by the online rules; the engine's batch driver retries.
+    """
+
+    def line_body(self, request: Request) -> dict[str, Any]: ...
+
+    async def upload(self, filename: str, data: bytes) -> str: ...
+
+    async def create(self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str]) -> Any: ...
+
+    async def retrieve(self, batch_id: str) -> Any: ...
+
+    async def find(self, match: Callable[[Any], bool]) -> Any | None: ...
+
+    async def download(self, file_id: str) -> bytes: ...

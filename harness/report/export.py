@@ -7,6 +7,7 @@ import json
 from typing import TextIO
 
 from harness.graders import shown_reference
+from harness.providers.registry import capabilities_of
 from harness.records import Prompt
 from harness.store import Store
 
@@ -75,7 +76,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
     if writer:
         writer.writeheader()
     graders = {s.suite: s.grader for s in store.run_suites(run_id)}
-    untimed = {m.model for m in store.run_models(run_id) if m.provider == "samples"}
+    untimed = {m.model for m in store.run_models(run_id) if not capabilities_of(m.provider).timed}
     prompts: dict[str, dict[str, tuple[str, str]]] = {}
     n = 0
     for r in store.samples(run_id):

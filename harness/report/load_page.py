@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from harness.load import join, results
+from harness.load import join
 from harness.report.pages import Renderer, pct, run_dir, secs
 from harness.store import Store
+from harness.store import loads as results
 
 STAGE_COLUMNS = (
     ("requests", "Requests", "int"),

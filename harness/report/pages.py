@@ -19,9 +19,10 @@ from harness import __version__
 from harness.formatting import finite, money
 from harness.formatting import percent as pct
 from harness.graders import shown_reference
+from harness.providers.registry import capabilities_of
 from harness.records import Prompt
-from harness.report import queries
 from harness.store import Store
+from harness.store import reports as queries
 
 PAGE_SIZE = 200  # samples per page
 TEXT_CAP = 20_000  # characters shown per prompt message, completion or reasoning
@@ -362,7 +363,7 @@ def render_cells(
         references: dict[tuple[str, str], str] = {}
         latencies: dict[str, array] = {}
         graders = {s.suite: s.grader for s in store.run_suites(run_id)}
-        untimed = {m.model for m in store.run_models(run_id) if m.provider == "samples"}  # replayed: never timed
+        untimed = {m.model for m in store.run_models(run_id) if not capabilities_of(m.provider).timed}  # replayed
         shown: dict[tuple[str, str], str] = {}
         for model, suite in cells:
             n_all, n_right, score_sum = counts.get((model, suite), (0, 0, 0.0))

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.formatting import money
-from harness.report import analysis, charts, pages, queries, weekly
+from harness.report import analysis, charts, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.store import Store
+from harness.store import reports as queries
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,7 @@ def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | 
 
 def _worker_url(store: Store) -> str | None:
     """The URL a worker process can open for the same data, or None (in-memory SQLite)."""
-    url = store.engine.url
-    if url.get_backend_name() == "sqlite" and (url.database in (None, "", ":memory:") or "mode=memory" in str(url)):
-        return None
-    return store.url
+    return None if store.in_memory else store.url
 
 
 def _split(counts: dict, total: int) -> tuple[list, list]:

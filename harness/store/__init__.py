@@ -4,6 +4,10 @@ Only portable SQLAlchemy constructs are used (no SQLite-only SQL), so the same c
 PostgreSQL (tests/test_store_postgres.py runs the store on a real server). Each finished sample
 is committed as soon as it is graded: a crash loses nothing that finished. API keys never reach
 this module: plans hold only the names of env variables.
+
+Every SQL statement of the project is under this package: `Store` (runs, samples, prompts, cache),
+`batches` (provider batches), `leases` (who executes a plan), `loads` (`harness load` results) and
+`reports` (the report's and checks' aggregate queries); the rest calls their functions.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from harness.errors import HarnessError, redact, redact_secrets
 from harness.records import ToolCall, tool_calls_from_json, tool_calls_json
 
 # The table classes live in tables.py; other stages import them from here.
-from harness.store.tables import (  # noqa: F401
+from harness.store.tables import (  # noqa: F401  # this module's own helpers, not for other stages
     Base,
     BatchRequestRow,
     BatchRow,
@@ -175,6 +179,14 @@ class Store:
                     raise HarnessError(
                         f"--db {self.shown_url}: cannot create the tables ({_one_line(exc.orig)})"
                     ) from None
+
+    @property
+    def in_memory(self) -> bool:
+        """An in-memory SQLite database: no other process can open the same data."""
+        url = self.engine.url
+        return url.get_backend_name() == "sqlite" and (
+            url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+        )
 
     def close(self) -> None:
         self.engine.dispose()

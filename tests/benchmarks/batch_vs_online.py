@@ -30,10 +30,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HARNESS_BATCH_POLL_S", "0.05")
     from harness.analysis.summary import summarize_run
-    from harness.engine.batch_records import list_batches
     from harness.engine.runs import execute_plan
     from harness.plan import load_plan
     from harness.store import Store
+    from harness.store.batches import list_batches
 
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(ServerState(responder=sums_responder)) as server:
         tmp_path = Path(tmp)

@@ -8,10 +8,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from harness.load import results
 from harness.load.requests import RequestResult
 from harness.load.stats import StageTarget, stage_stats
 from harness.store import RunModelInfo, RunRow, RunSuiteInfo, SampleRecord, Store
+from harness.store import loads as results
 
 XSS_COMPLETION = (
     "<script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\"> The answer is 42."

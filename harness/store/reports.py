@@ -1,12 +1,13 @@
-"""Read-only Core queries the report needs beyond Store's API (portable SQL, streamed rows)."""
+"""Read-only Core queries the report and the checks need beyond Store's API (portable SQL, streamed rows)."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 
-from harness.store import PromptRow, RunModelRow, RunRow, RunSuiteRow, SampleRow, Store
+from harness.store import Store
+from harness.store.tables import PromptRow, RunModelRow, RunRow, RunSuiteRow, SampleRow
 
 SAMPLE_COLUMNS = (
     SampleRow.model,
@@ -122,3 +123,20 @@ def sample_counts(store: Store, run_ids: list[str]) -> dict[str, int]:
     with store.engine.connect() as conn:
         q = select(SampleRow.run_id, func.count()).where(SampleRow.run_id.in_(run_ids)).group_by(SampleRow.run_id)
         return dict(conn.execute(q).all())
+
+
+def served_counts(store: Store, run_id: str) -> list[tuple[str, str, str, int, int]]:
+    """(model, suite, served model, samples, failed samples) of a run, one row per served name."""
+    q = (
+        select(
+            SampleRow.model,
+            SampleRow.suite,
+            SampleRow.served_model,
+            func.count(),
+            func.sum(case((SampleRow.error != "", 1), else_=0)),
+        )
+        .where(SampleRow.run_id == run_id)
+        .group_by(SampleRow.model, SampleRow.suite, SampleRow.served_model)
+    )
+    with store.engine.connect() as conn:
+        return [(m, su, sv or "", int(n or 0), int(e or 0)) for m, su, sv, n, e in conn.execute(q)]

@@ -1,7 +1,7 @@
 """The stored side of provider batches: which batch carries which samples, its ids, state and counts.
 
 Portable SQLAlchemy Core on the store's engine (the tables are `BatchRow` and `BatchRequestRow` in
-`harness.store`), kept apart from `Store` so that the store stays about runs and samples.
+`tables.py`), kept apart from `Store` so that the store class stays about runs and samples.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from harness.store import BatchRequestRow, BatchRow, Store
+from harness.store import Store
+from harness.store.tables import BatchRequestRow, BatchRow
 
 SampleKey = tuple[str, str, int]  # (suite, item id, sample index): one model per batch
 

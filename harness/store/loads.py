@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Iterable
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from harness.errors import HarnessError
-from harness.load.requests import RequestResult
-from harness.store import LoadModelRow, LoadRequestRow, LoadRunRow, LoadStageRow, Store, _now, new_run_id
+from harness.store import Store, new_run_id
+from harness.store.tables import LoadModelRow, LoadRequestRow, LoadRunRow, LoadStageRow, _now
 
 
 @dataclass
@@ -65,7 +66,7 @@ def save_stage(
     model: str,
     index: int,
     stats: dict,
-    results: list[RequestResult],
+    results: Iterable[Any],  # harness.load.requests.RequestResult
     *,
     meets_slo: bool | None,
     probe: bool,
