@@ -20,7 +20,6 @@ from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.engine.lease import PlanLease
-    from harness.engine.runner import ModelState
     from harness.engine.units import PreparedSuite
     from harness.plan import Plan
     from harness.store import Store
