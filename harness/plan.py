@@ -183,6 +183,7 @@ class SuiteRef:
     generation: GenerationOptions = field(default_factory=dict)
     first: PositiveInt | None = None  # the first N items of the file instead of a sample
     sample_seed: int = 0  # which fair sample `limit` draws
+    images: dict[str, Any] = field(default_factory=dict)  # image settings over the suite's (remote, max_edge, ...)
 
 
 @dataclass(frozen=True)

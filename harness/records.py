@@ -61,7 +61,12 @@ class ImagePart:
         """What goes on the wire: the URL as given, else the bytes as a base64 data URL."""
         if self.url:
             return self.url
-        return f"data:{self.media_type or 'application/octet-stream'};base64,{base64.b64encode(self.data).decode()}"
+        cached = self.__dict__.get("_data_url")
+        if cached is None:  # encoded once per part: every retry and every sample reuse it
+            mime = self.media_type or "application/octet-stream"
+            cached = f"data:{mime};base64,{base64.b64encode(self.data).decode()}"
+            object.__setattr__(self, "_data_url", cached)
+        return cached
 
 
 Part = TextPart | ImagePart
