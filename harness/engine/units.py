@@ -127,5 +127,11 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
             from harness.graders.code import require_sandbox
 
             require_sandbox(suite.name)
+        if suite.images_field:  # every image read and checked, and every model able to take them, before a request
+            from harness.providers.vision import refuse_images
+
+            for model in plan.models:
+                refuse_images(model.name, model.provider, suite.name)
+            suite.check_images()
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
