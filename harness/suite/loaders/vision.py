@@ -198,7 +198,9 @@ def load_chartqa(source: _Source, opts: dict) -> LoadedData:
             )
     images = [folder / r["images"][0] for r in rows]
     fingerprint = _images_fingerprint(opts, "chartqa", sorted(files.items()), images)
-    return LoadedData(rows=ListRows(lambda: iter(rows), len(rows)), fewshot=[], fingerprint=fingerprint, count=len(rows))
+    return LoadedData(
+        rows=ListRows(lambda: iter(rows), len(rows)), fewshot=[], fingerprint=fingerprint, count=len(rows)
+    )
 
 
 @register("docvqa", {"split": _Opt("val", _choice("val", "test", "train"))})
@@ -235,4 +237,6 @@ def load_docvqa(source: _Source, opts: dict) -> LoadedData:
         )
     images = [path.parent / r["images"][0] for r in rows]
     fingerprint = _images_fingerprint(opts, "docvqa", [("questions", path)], images)
-    return LoadedData(rows=ListRows(lambda: iter(rows), len(rows)), fewshot=[], fingerprint=fingerprint, count=len(rows))
+    return LoadedData(
+        rows=ListRows(lambda: iter(rows), len(rows)), fewshot=[], fingerprint=fingerprint, count=len(rows)
+    )
