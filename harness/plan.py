@@ -546,6 +546,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):
             if model.get(key) == default:
                 model.pop(key, None)
+    for suite in data["suites"]:  # likewise: a plan without image settings keeps its fingerprint
+        if not suite.get("images"):
+            suite.pop("images", None)
     return data
 
 
