@@ -410,3 +410,49 @@ def test_bundled_suites_have_forty_items_and_their_own_reference_answers_pass():
 def test_blind_responder_sanity():
     assert blind_responder("m", [{"role": "user", "content": "x"}]).startswith("Answer")
     assert ImagePart(data=b"x", media_type="image/png").sha256
+
+
+# -- load profiles with images ---------------------------------------------------------------------
+
+
+def test_load_sends_synthetic_images_the_server_decodes(tmp_path, fake_server):
+    seen: list[tuple] = []
+
+    def record(model, messages):
+        images = request_images(messages)
+        seen.append(tuple((i["format"], i["size"], i["position"]) for i in images))
+        return "ok " * 3
+
+    fake_server.state.responder = record
+    plan = {
+        "models": {"vl": {"provider": "openai", "model": "gpt-4o", "base_url": fake_server.base_url}},
+        "suites": [{"chart-read": {"first": 2}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    args = [
+        "load",
+        "p.yaml",
+        "--db",
+        db,
+        "--concurrency",
+        "2",
+        "--requests",
+        "4",
+        "--images",
+        "2",
+        "--image-size",
+        "64x48",
+    ]
+    dry = harness(*args, "--dry-run", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert fake_server.state.requests == 0
+    proc = harness(*args, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stage = json.loads(proc.stdout)["models"][0]["stages"][0]
+    assert stage["ok"] == 4 and stage["errors"] == 0
+    # Each request: the chart the suite names, then the two synthetic images, all decoded by the server.
+    assert seen and all(
+        s[0][:2] == ("PNG", (480, 320)) and [x[:2] for x in s[1:]] == [("JPEG", (64, 48))] * 2 for s in seen
+    )
+    one_line_error(harness(*args[:-2], "--image-size", "64by48", cwd=tmp_path), "--image-size", "WIDTHxHEIGHT")

@@ -17,6 +17,7 @@ from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
 from harness.providers.chat_format import openai_messages
 from harness.providers.tokens import estimate_tokens
+from harness.providers.vision import image_tokens, prompt_image_tokens, rule_for
 
 ERROR_KINDS = ("429", "5xx", "4xx", "timeout", "connection", "incomplete", "empty")
 
@@ -70,15 +71,18 @@ def synthetic_prompt(tokens: int, seed: int) -> str:
 
 
 def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int = 256) -> list[Body]:
-    """The request bodies a model's stages cycle through."""
+    """The request bodies a model's stages cycle through (with `workload.images` synthetic images each)."""
+    if workload.images:
+        from harness.providers.vision import refuse_images
+
+        refuse_images(model.name, model.provider, "harness load --images")
     bodies = []
     if workload.synthetic_input_tokens:
         max_tokens = workload.output_tokens or 256
         for i in range(count):
             text = synthetic_prompt(workload.synthetic_input_tokens, i)
-            bodies.append(
-                _body(model, [{"role": "user", "content": text}], max_tokens, workload, workload.synthetic_input_tokens)
-            )
+            messages, extra = _with_images([{"role": "user", "content": text}], model, workload, i)
+            bodies.append(_body(model, messages, max_tokens, workload, workload.synthetic_input_tokens + extra))
         return bodies
     plan_suites = prepare_suites(plan)
     wanted = set(workload.suites)
@@ -89,13 +93,28 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         max_tokens = workload.output_tokens or gen.max_tokens
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
-            messages = openai_messages(prompt)
-            bodies.append(
-                _body(
-                    model, messages, max_tokens, workload, estimate_tokens(prompt.text), gen.temperature, list(gen.stop)
-                )
-            )
+            messages, extra = _with_images(openai_messages(prompt), model, workload, len(bodies))
+            tokens = estimate_tokens(prompt.text) + prompt_image_tokens(prompt, model.api_model) + extra
+            bodies.append(_body(model, messages, max_tokens, workload, tokens, gen.temperature, list(gen.stop)))
     return bodies
+
+
+def _with_images(messages: list[dict], model: ModelSpec, workload: Workload, index: int) -> tuple[list[dict], int]:
+    """The messages with the workload's synthetic images after the last user message's content, and
+    their estimated tokens under the model family's rule."""
+    if not workload.images:
+        return messages, 0
+    from harness.load.images import synthetic_image
+
+    width, height = workload.image_size
+    images = [synthetic_image(width, height, index * workload.images + k) for k in range(workload.images)]
+    last = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    content = messages[last].get("content")
+    parts = list(content) if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+    parts += [{"type": "image_url", "image_url": {"url": image.data_url()}} for image in images]
+    out = [*messages[:last], {**messages[last], "content": parts}, *messages[last + 1 :]]
+    rule = rule_for(model.api_model)
+    return out, sum(image_tokens(width, height, rule) for _ in images)
 
 
 def _body(
