@@ -221,7 +221,12 @@ def check_raw(raw: RawImage, settings: ImageSettings) -> tuple[int, int]:
         return (0, 0)
     image = _open(raw, settings)
     try:
-        image.load()
+        # A PNG's chunk checksums catch truncation and corruption without inflating the pixels (0.04 ms
+        # against 7 ms for 1024x1024); other formats (JPEG's verify checks nothing) are decoded whole.
+        if image.format == "PNG":
+            image.verify()
+        else:
+            image.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageProblem(f"image {raw.source}: damaged or truncated ({exc})") from None
     return image.size
