@@ -162,6 +162,7 @@ def bad_cases(tmp_path: Path) -> dict[str, tuple[object, str]]:
         "absolute": (str(outside), "absolute path"),
         "text": ("notes.png", "not an image"),
         "truncated": ("cut.png", "truncated"),
+        "truncated-jpeg": ("cut.jpg", "truncated"),
         "huge-pixels": ("wide.png", "pixels"),
         "remote": ("https://example.com/x.png", "remote: send"),
         "bad-data-url": ("data:image/png;base64,@@@", "does not decode"),
@@ -179,6 +180,7 @@ def bad_cases(tmp_path: Path) -> dict[str, tuple[object, str]]:
         "absolute",
         "text",
         "truncated",
+        "truncated-jpeg",
         "huge-pixels",
         "remote",
         "bad-data-url",
@@ -193,6 +195,8 @@ def test_each_bad_image_is_one_line_naming_the_item(tmp_path, case):
     (folder / "link.png").symlink_to(tmp_path / "outside.png")
     (folder / "notes.png").write_text("just text")
     (folder / "cut.png").write_bytes(png(300, 300, color=(1, 2, 3))[:200])
+    jpeg = png(300, 300, fmt="JPEG")
+    (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "wide.png").write_bytes(png(9000, 5000))
     ref, needle = bad_cases(tmp_path)[case]
     rows = [
