@@ -460,3 +460,21 @@ def test_load_sends_synthetic_images_the_server_decodes(tmp_path, fake_server):
         s[0][:2] == ("PNG", (480, 320)) and [x[:2] for x in s[1:]] == [("JPEG", (64, 48))] * 2 for s in seen
     )
     one_line_error(harness(*args[:-2], "--image-size", "64by48", cwd=tmp_path), "--image-size", "WIDTHxHEIGHT")
+
+
+def test_a_server_without_usage_gets_image_tokens_estimated_and_marked(tmp_path, fake_server):
+    fake_server.state.responder = seeing_responder
+    fake_server.state.faults.stream_usage = False  # llama.cpp's server sends no usage in streams
+    plan = {
+        "models": {
+            "vl": {"provider": "openai", "model": "qwen3-vl-plus", "base_url": fake_server.base_url, "stream": True}
+        },
+        "suites": [{"chart-read": {"first": 2}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    assert harness("run", "p.yaml", "--db", db, cwd=tmp_path).returncode == 0
+    rows = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
+    for r in rows:
+        text_only = 3 + 4 + len(r["prompt"][-1]["content"][0]["text"]) // 4 + 1
+        assert r["usage_estimated"] and r["prompt_tokens"] == text_only + 152  # 480x320: 15 x 10 + 2
