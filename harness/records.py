@@ -52,9 +52,12 @@ class ImagePart:
     source: str = ""
     width: int = 0
     height: int = 0
+    digest: str = ""  # the sha256 a stored prompt recorded (its bytes are not stored)
 
     @property
     def sha256(self) -> str:
+        if not self.data and self.digest:
+            return self.digest
         return hashlib.sha256(self.data or self.url.encode()).hexdigest()
 
     def data_url(self) -> str:
@@ -220,6 +223,7 @@ def _part_from_json(data: Any) -> Part:
             source=source,
             width=int(data.get("width") or 0),
             height=int(data.get("height") or 0),
+            digest=str(data.get("sha256") or ""),
         )
     if isinstance(data, Mapping):
         return TextPart(str(data.get("text", "")))

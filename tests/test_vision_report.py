@@ -3,6 +3,7 @@ linked from the run's folder, hostile file names shown as text, an image that ch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -102,5 +103,6 @@ def test_export_names_images_by_source_and_hash(tmp_path, fake_server):
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     chart = next(r for r in rows if r["suite"] == "chart-read")
     image = chart["prompt"][-1]["content"][1]
-    assert image["source"] == "images/00-bar-revenue.png" and len(image["sha256"]) == 64
+    sent = (REPO / "suites" / "chart-read" / "images" / "00-bar-revenue.png").read_bytes()  # sent unchanged
+    assert image["source"] == "images/00-bar-revenue.png" and image["sha256"] == hashlib.sha256(sent).hexdigest()
     assert "base64" not in proc.stdout
