@@ -55,6 +55,18 @@ def png(width=40, height=30, answer=None, color=(200, 30, 30), fmt="PNG") -> byt
     return out.getvalue()
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming this size, then IEND: what a decompression bomb shows first."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def make_suite(folder: Path, rows: list[dict], template="{{ question }}", images: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -164,6 +176,8 @@ def bad_cases(tmp_path: Path) -> dict[str, tuple[object, str]]:
         "truncated": ("cut.png", "truncated"),
         "truncated-jpeg": ("cut.jpg", "truncated"),
         "huge-pixels": ("wide.png", "pixels"),
+        "bomb": ("bomb.png", "pixels"),
+        "nul": ("a\x00b.png", "not a usable path"),
         "remote": ("https://example.com/x.png", "remote: send"),
         "bad-data-url": ("data:image/png;base64,@@@", "does not decode"),
         "not-a-list": (42, "must be a list"),
@@ -182,6 +196,8 @@ def bad_cases(tmp_path: Path) -> dict[str, tuple[object, str]]:
         "truncated",
         "truncated-jpeg",
         "huge-pixels",
+        "bomb",
+        "nul",
         "remote",
         "bad-data-url",
         "not-a-list",
@@ -198,6 +214,7 @@ def test_each_bad_image_is_one_line_naming_the_item(tmp_path, case):
     jpeg = png(300, 300, fmt="JPEG")
     (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "wide.png").write_bytes(png(9000, 5000))
+    (folder / "bomb.png").write_bytes(png_header(30000, 30000))  # 900 Mpixels claimed in 60 bytes
     ref, needle = bad_cases(tmp_path)[case]
     rows = [
         {"question": "fine", "answer": "x", "images": ["ok.png"]},

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -111,11 +112,16 @@ def _resolve_file(name: str, root: Path) -> Path:
     candidate = Path(name)
     if candidate.is_absolute():
         raise ImageProblem(f"image {name}: an absolute path; give a path relative to {root}")
-    path = (root / candidate).resolve()
-    if not path.is_relative_to(root):
-        raise ImageProblem(f"image {name}: resolves outside {root} (through .. or a symlink); keep images inside it")
-    if not path.is_file():
-        raise ImageProblem(f"image {name}: no such file in {root}")
+    try:
+        path = (root / candidate).resolve()
+        if not path.is_relative_to(root):
+            raise ImageProblem(
+                f"image {name}: resolves outside {root} (through .. or a symlink); keep images inside it"
+            )
+        if not path.is_file():
+            raise ImageProblem(f"image {name}: no such file in {root}")
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of symlinks
+        raise ImageProblem(f"image {name!r}: not a usable path ({exc})") from None
     return path
 
 
@@ -202,7 +208,11 @@ def _open(raw: RawImage, settings: ImageSettings):
             f"image {raw.source}: {_mb(len(raw.data))}, over the {_mb(settings.max_bytes)} limit (images.max_bytes)"
         )
     try:
-        image = Image.open(io.BytesIO(raw.data))
+        with warnings.catch_warnings():  # Pillow warns above ~89 Mpixels; our own limit says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw.data))
+    except Image.DecompressionBombError as exc:
+        raise ImageProblem(f"image {raw.source}: too many pixels to open safely ({exc})") from None
     except UnidentifiedImageError:
         raise ImageProblem(f"image {raw.source}: not an image Pillow can read (PNG, JPEG, GIF, WebP, ...)") from None
     except (OSError, ValueError) as exc:
