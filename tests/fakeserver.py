@@ -35,8 +35,10 @@ def default_responder(model: str, messages: list[dict]) -> str:
 
 def echo_responder(model: str, messages: list[dict]) -> str:
     """Answer with the last line of the last message (benchmarks: a suite whose prompt ends with its answer)."""
-    content = str(messages[-1].get("content", "")) if messages else ""
-    return content.rsplit("\n", 1)[-1]
+    content = messages[-1].get("content", "") if messages else ""
+    if isinstance(content, list):  # content parts (text and images): the text, as a server reads it
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content).rsplit("\n", 1)[-1]
 
 
 @dataclass
