@@ -495,3 +495,27 @@ def test_a_server_without_usage_gets_image_tokens_estimated_and_marked(tmp_path,
     for r in rows:
         text_only = 3 + 4 + len(r["prompt"][-1]["content"][0]["text"]) // 4 + 1
         assert r["usage_estimated"] and r["prompt_tokens"] == text_only + 152  # 480x320: 15 x 10 + 2
+
+
+def test_images_through_the_batch_api(tmp_path, fake_server):
+    """A provider batch carries the same body: the batch lines' images are decoded by the fake's batch path."""
+    fake_server.state.responder = seeing_responder
+    plan = {
+        "models": {"vl": {"provider": "openai", "model": "gpt-4o", "base_url": fake_server.base_url, "batch": True}},
+        "suites": [{"chart-read": {"first": 3}}, {"diagram-mcq": {"first": 3}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    env_poll = {**os.environ, "HARNESS_BATCH_POLL_S": "0.02", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "p.yaml", "--db", db],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env_poll,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
+    assert len(rows) == 6 and all(r["score"] == 1.0 and not r["error"] for r in rows)
+    assert fake_server.state.batch.created == 1
