@@ -120,6 +120,8 @@ def _resolve_file(name: str, root: Path) -> Path:
             )
         if not path.is_file():
             raise ImageProblem(f"image {name}: no such file in {root}")
+    except ImageProblem:
+        raise
     except (OSError, ValueError) as exc:  # a NUL byte, a name too long, a loop of symlinks
         raise ImageProblem(f"image {name!r}: not a usable path ({exc})") from None
     return path
