@@ -520,3 +520,17 @@ def test_images_through_the_batch_api(tmp_path, fake_server):
     rows = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
     assert len(rows) == 6 and all(r["score"] == 1.0 and not r["error"] for r in rows)
     assert fake_server.state.batch.created == 1
+
+
+def test_the_fake_counts_image_tokens_as_a_vision_server_does(tmp_path, fake_server):
+    fake_server.state.responder = seeing_responder
+    plan = {
+        "models": {"vl": {"provider": "openai", "base_url": fake_server.base_url}},
+        "suites": [{"chart-read": {"first": 1}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    assert harness("run", "p.yaml", "--db", db, cwd=tmp_path).returncode == 0
+    (row,) = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
+    words = len(row["prompt"][-1]["content"][0]["text"].split())
+    assert row["prompt_tokens"] == words + 85 and not row["usage_estimated"]  # reported, not estimated
