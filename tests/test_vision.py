@@ -534,3 +534,16 @@ def test_the_fake_counts_image_tokens_as_a_vision_server_does(tmp_path, fake_ser
     (row,) = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
     words = len(row["prompt"][-1]["content"][0]["text"].split())
     assert row["prompt_tokens"] == words + 85 and not row["usage_estimated"]  # reported, not estimated
+
+
+def test_a_paced_model_counts_image_tokens_against_its_tpm(tmp_path, fake_server):
+    """tpm pacing reserves each request's image tokens too (runs through the rate limiter's path)."""
+    fake_server.state.responder = seeing_responder
+    model = {"provider": "openai", "model": "gpt-4o", "base_url": fake_server.base_url, "rpm": 60000, "tpm": 10_000_000}
+    plan = {"models": {"vl": model}, "suites": [{"chart-read": {"first": 3}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    proc = harness("run", "p.yaml", "--db", db, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
+    assert len(rows) == 3 and all(r["score"] == 1.0 for r in rows)
