@@ -189,6 +189,7 @@ class SuiteRef:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     first: PositiveInt | None = None  # the first N items of the file instead of a sample
     sample_seed: int = 0  # which fair sample `limit` draws
+    images: dict[str, Any] = field(default_factory=dict)  # image settings over the suite's (remote, max_edge, ...)
 
 
 @dataclass(frozen=True)
@@ -598,6 +599,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0), ("settings", {})):
             if model.get(key) == default:
                 model.pop(key, None)
+    for suite in data["suites"]:  # likewise: a plan without image settings keeps its fingerprint
+        if not suite.get("images"):
+            suite.pop("images", None)
     return data
 
 

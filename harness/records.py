@@ -53,16 +53,24 @@ class ImagePart:
     source: str = ""
     width: int = 0
     height: int = 0
+    digest: str = ""  # the sha256 a stored prompt recorded (its bytes are not stored)
 
     @property
     def sha256(self) -> str:
+        if not self.data and self.digest:
+            return self.digest
         return hashlib.sha256(self.data or self.url.encode()).hexdigest()
 
     def data_url(self) -> str:
         """What goes on the wire: the URL as given, else the bytes as a base64 data URL."""
         if self.url:
             return self.url
-        return f"data:{self.media_type or 'application/octet-stream'};base64,{base64.b64encode(self.data).decode()}"
+        cached = self.__dict__.get("_data_url")
+        if cached is None:  # encoded once per part: every retry and every sample reuse it
+            mime = self.media_type or "application/octet-stream"
+            cached = f"data:{mime};base64,{base64.b64encode(self.data).decode()}"
+            object.__setattr__(self, "_data_url", cached)
+        return cached
 
 
 Part = TextPart | ImagePart
@@ -216,6 +224,7 @@ def _part_from_json(data: Any) -> Part:
             source=source,
             width=int(data.get("width") or 0),
             height=int(data.get("height") or 0),
+            digest=str(data.get("sha256") or ""),
         )
     if isinstance(data, Mapping):
         return TextPart(str(data.get("text", "")))

@@ -79,6 +79,13 @@ CONTRACT_FIELDS = (
 )
 @click.option("--suite", "suites", multiple=True, help="Use only these plan suites' prompts. Repeatable.")
 @click.option(
+    "--images",
+    type=click.IntRange(min=0, max=16),
+    default=0,
+    help="Add N synthetic images (JPEG) to each request's last user message: vision requests have their own TTFT.",
+)
+@click.option("--image-size", metavar="WxH", help="Size of the --images pictures (default 1024x1024).")
+@click.option(
     "--slo",
     metavar="TERMS",
     help="Judge each stage, e.g. 'ttft_p99<=2s,latency_p99<=5s,error_rate<=1%%'; "
@@ -126,6 +133,8 @@ def load(
     output_tokens,
     ignore_eos,
     suites,
+    images,
+    image_size,
     slo,
     search,
     max_concurrency,
@@ -156,6 +165,7 @@ def load(
     """
     import dataclasses
 
+    from harness.load.images import parse_image_size
     from harness.load.profile import LoadProfile, Workload, build_stages, parse_slo
     from harness.load.runner import estimate, loadable, run_load
     from harness.plan import load_plan
@@ -183,7 +193,7 @@ def load(
     )
     profile = LoadProfile(
         stages=stages,
-        workload=Workload(input_tokens, output_tokens, ignore_eos, tuple(suites)),
+        workload=Workload(input_tokens, output_tokens, ignore_eos, tuple(suites), images, parse_image_size(image_size)),
         slo=parse_slo(slo) if slo else None,
         search=search,
         max_concurrency=max_concurrency,

@@ -49,6 +49,10 @@ def suites_show(name, data, fewshot):
     click.echo(f"\nfirst item: {first.id}")
     for m in builder.build(first).messages:
         click.echo(f"--- {m.role}\n{m.text}")
+        for image in m.images:
+            click.echo(
+                f"[image {image.source} {image.width}x{image.height} {image.media_type} sha256 {image.sha256[:12]}]"
+            )
 
 
 @suites.command("validate")

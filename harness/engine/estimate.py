@@ -8,6 +8,7 @@ from harness.engine.units import generation_for, prepare_suites
 from harness.formatting import money
 from harness.plan import Plan
 from harness.providers.tokens import estimate_tokens
+from harness.providers.vision import image_tokens, prompt_images, rule_for
 
 
 def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
@@ -22,29 +23,43 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
         n_items = 0
         prompt_tokens = 0
         first = None
+        images: list[tuple[int, int, str | None]] = []  # (width, height, detail) of every image sent
         for item in p.suite.items():
             prompt = p.builder.build(item)
             if first is None:
                 first = prompt
             n_items += 1
             prompt_tokens += estimate_tokens(prompt.text)
-        per_suite[p.suite.name] = (n_items, prompt_tokens, first)
+            images += [(i.width, i.height, i.detail) for i in prompt_images(prompt)]
+        per_suite[p.suite.name] = (n_items, prompt_tokens, first, images)
         click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
         if first is not None:
             for m in first.messages:
                 click.echo(f"--- {m.role}\n{m.text}")
-    figures = {}
+                for image in m.images:
+                    size = f"{image.width}x{image.height}" if image.width else "size unknown"
+                    click.echo(f"[image {image.source or image.url} {size} sha256 {image.sha256[:12]}]")
+    figures: dict[str, dict[str, float]] = {}
     click.echo("\nrequests and estimated cost (completions at max_tokens: an upper bound)")
     for model in plan.models:
         requests = 0
         cost = 0.0
         for p in suites:
-            n_items, prompt_tokens, _ = per_suite[p.suite.name]
+            n_items, prompt_tokens, _, images = per_suite[p.suite.name]
+            if images:
+                rule = rule_for(model.api_model)
+                image_total = sum(image_tokens(w, h, rule, d) for w, h, d in images)
+                prompt_tokens += image_total
+                figures.setdefault(model.name, {}).setdefault("image_tokens", 0)
+                figures[model.name]["image_tokens"] += image_total * plan.samples
             gen = generation_for(plan, model, p.suite)
             req = n_items * plan.samples
             requests += req
             cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
+        shown_images = figures.get(model.name, {}).get("image_tokens")
         figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
+        if shown_images:
+            figures[model.name]["image_tokens"] = shown_images
         how = ""
         if model.batch:
             from harness.engine.batch import limits_for
@@ -62,4 +77,9 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             figures[model.name]["estimated_off_peak_cost_usd"] = off_cost
             how = f" at the list price; ~{money(off_cost)} off-peak ({off.hours} UTC, {off.discount:.0%} off)"
         click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
+        if image_total:
+            click.echo(
+                f"  {'':<24} incl. ≈{image_total:,} image tokens ({rule_for(model.api_model)} rule, "
+                "estimated: the server's counts replace it)"
+            )
     return figures

@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.plan import ModelSpec, Plan
 from harness.providers import make_provider
 from harness.providers.tokens import estimate_tokens
+from harness.providers.vision import prompt_image_tokens
 from harness.store import Store
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,8 @@ class LocalExecutor:
                     live.release()
                     break
                 if rate.active:
-                    await rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
+                    images = prompt_image_tokens(unit.prompt, state.spec.api_model)  # tpm counts images too
+                    await rate.acquire(estimate_tokens(unit.prompt.text) + images + unit.generation.max_tokens)
                 ticket = await limiter.acquire()
                 if stop.is_set() or state.failed:
                     limiter.release(ticket, success=False)

@@ -17,6 +17,7 @@ from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
 from harness.providers.tokens import estimate_tokens
+from harness.providers.vision import prompt_image_tokens
 from harness.records import Completion, Generation, Grade, Item, Prompt
 from harness.store import SampleRecord, Store
 from harness.suite import Suite
@@ -171,7 +172,8 @@ class UnitRunner:
                 return Completion(error=f"not sent: the model was stopped ({state.failed})"), sent, True
             if ticket is None:
                 if state.rate.active:
-                    await state.rate.acquire(estimate_tokens(unit.prompt.text) + unit.generation.max_tokens)
+                    images = prompt_image_tokens(unit.prompt, spec.api_model)  # tpm counts images too
+                    await state.rate.acquire(estimate_tokens(unit.prompt.text) + images + unit.generation.max_tokens)
                 ticket = await state.limiter.acquire(priority=True)
                 if state.failed:
                     continue

@@ -125,5 +125,11 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
     for ref in plan.suites:
         suite = load_suite(ref, data=(data_override or {}).get(ref.name))
         check_needs(suite)  # e.g. where the sandbox refuses model-written code, say so before any request
+        if suite.images_field:  # every image read and checked, and every model able to take them, before a request
+            from harness.providers.vision import refuse_images
+
+            for model in plan.models:
+                refuse_images(model.name, model.provider, suite.name)
+            suite.check_images()
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared

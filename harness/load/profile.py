@@ -34,6 +34,8 @@ class Workload:
     output_tokens: int | None = None  # max_tokens sent (None: each suite's own)
     ignore_eos: bool = False  # ask the server not to stop before max_tokens (vLLM, llama.cpp)
     suites: tuple[str, ...] = ()  # restrict to these plan suites
+    images: int = 0  # synthetic images added to each request's last user message
+    image_size: tuple[int, int] = (1024, 1024)
 
 
 @dataclass(frozen=True)

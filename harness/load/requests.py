@@ -21,7 +21,8 @@ from harness.providers.base import ProviderError
 from harness.providers.http_request import chat_body, refusal_is_fatal
 from harness.providers.openai_body import StreamReader, completion_from_json, event_data, json_object
 from harness.providers.tokens import estimate_tokens
-from harness.records import Generation, Message, Prompt
+from harness.providers.vision import image_tokens, prompt_image_tokens, rule_for
+from harness.records import Generation, Message, Prompt, TextPart
 
 ERROR_KINDS = ("429", "5xx", "4xx", "timeout", "connection", "incomplete", "empty")
 
@@ -75,13 +76,19 @@ def synthetic_prompt(tokens: int, seed: int) -> str:
 
 
 def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int = 256) -> list[Body]:
-    """The request bodies a model's stages cycle through, built by the run's own builder (`chat_body`)."""
+    """The request bodies a model's stages cycle through, built by the run's own builder (`chat_body`), with
+    `workload.images` synthetic images each."""
+    if workload.images:
+        from harness.providers.vision import refuse_images
+
+        refuse_images(model.name, model.provider, "harness load --images")
     bodies = []
     if workload.synthetic_input_tokens:
         gen = _synthetic_generation(plan, model, workload.output_tokens or 256)
         for i in range(count):
             prompt = Prompt((Message("user", synthetic_prompt(workload.synthetic_input_tokens, i)),))
-            bodies.append(_body(model, prompt, gen, workload, workload.synthetic_input_tokens))
+            prompt, extra = _with_images(prompt, model, workload, i)
+            bodies.append(_body(model, prompt, gen, workload, workload.synthetic_input_tokens + extra))
         return bodies
     plan_suites = prepare_suites(plan)
     wanted = set(workload.suites)
@@ -93,8 +100,28 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
             gen = dataclasses.replace(gen, max_tokens=workload.output_tokens)
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
-            bodies.append(_body(model, prompt, gen, workload, estimate_tokens(prompt.text)))
+            prompt, extra = _with_images(prompt, model, workload, len(bodies))
+            tokens = estimate_tokens(prompt.text) + prompt_image_tokens(prompt, model.api_model) + extra
+            bodies.append(_body(model, prompt, gen, workload, tokens))
     return bodies
+
+
+def _with_images(prompt: Prompt, model: ModelSpec, workload: Workload, index: int) -> tuple[Prompt, int]:
+    """The prompt with the workload's synthetic images after the last user message's content, and
+    their estimated tokens under the model family's rule."""
+    if not workload.images:
+        return prompt, 0
+    from harness.load.images import synthetic_image
+
+    width, height = workload.image_size
+    images = tuple(synthetic_image(width, height, index * workload.images + k) for k in range(workload.images))
+    messages = list(prompt.messages)
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    content = messages[last].content
+    parts = (TextPart(content),) if isinstance(content, str) else tuple(content)
+    messages[last] = dataclasses.replace(messages[last], content=parts + images)
+    rule = rule_for(model.api_model)
+    return dataclasses.replace(prompt, messages=tuple(messages)), sum(image_tokens(width, height, rule) for _ in images)
 
 
 def _synthetic_generation(plan: Plan, model: ModelSpec, max_tokens: int) -> Generation:

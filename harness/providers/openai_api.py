@@ -35,6 +35,7 @@ from harness.providers.http_request import (  # noqa: F401 (resolve_*: imported 
     target_for,
 )
 from harness.providers.openai_body import SHOWN_BODY_CHARS, StreamReader, completion_from_json
+from harness.providers.vision import prompt_image_tokens
 from harness.records import Completion
 
 POOL_SIZE = 8  # connections per HTTP pool; a model with concurrency 64 gets eight pools
@@ -112,7 +113,10 @@ class OpenAIProvider:
 
     async def complete(self, request: Request) -> Completion:
         body = self.request_body(request, stream=self.spec.stream)
-        contents = [m.text for m in request.prompt.messages]
+        contents: list[Any] = [m.text for m in request.prompt.messages]
+        images = prompt_image_tokens(request.prompt, self.spec.api_model)
+        if images:  # only used when the server reports no usage: then images are estimated too
+            contents.append(images)
         busy = self._busy
         index = busy.index(min(busy)) if len(busy) > 1 else 0
         client = self.clients[index]

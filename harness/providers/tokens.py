@@ -32,11 +32,17 @@ def estimate_tokens(text: str) -> int:
     return int(cjk + (len(text) - cjk) / 4) + 1
 
 
-def estimate_prompt_tokens(contents: Iterable[str]) -> int:
-    """Estimated prompt tokens of a chat request whose messages have these contents."""
+def estimate_prompt_tokens(contents: Iterable[str | int]) -> int:
+    """Estimated prompt tokens of a chat request whose messages have these contents.
+
+    An int among them is tokens already estimated for the request's images (providers/vision.py).
+    """
     total = TOKENS_PER_REQUEST
     for content in contents:
-        total += TOKENS_PER_MESSAGE + estimate_tokens(content)
+        if isinstance(content, int):
+            total += content
+        else:
+            total += TOKENS_PER_MESSAGE + estimate_tokens(content)
     return total
 
 

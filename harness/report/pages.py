@@ -21,6 +21,7 @@ from harness.formatting import percent as pct
 from harness.graders import shown_reference
 from harness.providers.registry import capabilities_of
 from harness.records import Prompt
+from harness.report.images import ImageShelf
 from harness.store import Store
 from harness.store import reports as queries
 
@@ -160,11 +161,13 @@ SAMPLE_FIELDS = (
     "completion",
     "completion_cut",
     "ops",
+    "images",
 )
 _STATUS = {"pass": "✓ right", "fail": "✗ wrong", "error": "⚠ error"}
 _COL = {c.key: i for i, c in enumerate(queries.SAMPLE_COLUMNS)}
 _ITEM, _ERROR, _PASSED, _LATENCY = _COL["item_id"], _COL["error"], _COL["passed"], _COL["latency_s"]
 _EXTRACTED, _REFERENCE, _BATCHED = _COL["extracted"], _COL["reference"], _COL["batched"]
+_MESSAGES = _COL["messages_json"]
 
 
 def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
@@ -191,7 +194,7 @@ def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
     return out
 
 
-def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -> tuple:
+def sample_view(row, n: int, reference: str | None = None, timed: bool = True, images: tuple = ()) -> tuple:
     """A streamed sample row (queries.SAMPLE_COLUMNS) as the SAMPLE_FIELDS tuple of plain text;
     the template escapes every field. `reference`: the reference as the grader reads it (default: as
     stored); `timed`: the latency was measured (not so for completions replayed from a file)."""
@@ -270,6 +273,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True) -
         completion[:TEXT_CAP],
         max(0, len(completion) - TEXT_CAP),
         " · ".join(ops),
+        images,
     )
 
 
@@ -365,6 +369,7 @@ def render_cells(
         graders = {s.suite: s.grader for s in store.run_suites(run_id)}
         untimed = {m.model for m in store.run_models(run_id) if not capabilities_of(m.provider).timed}  # replayed
         shown: dict[tuple[str, str], str] = {}
+        shelf = ImageShelf(site, store.run(run_id).plan)
         for model, suite in cells:
             n_all, n_right, score_sum = counts.get((model, suite), (0, 0, 0.0))
             pages = CellPages(
@@ -390,7 +395,9 @@ def render_cells(
                 ref = shown.get((suite, item))
                 if ref is None:
                     ref = shown[(suite, item)] = shown_reference(graders.get(suite, ""), row[_REFERENCE] or "")
-                pages.add(render(sample_view(row, n, ref, model not in untimed)).encode("utf-8"), bool(row[_PASSED]))
+                images = tuple(shelf.shown(suite, item, row[_MESSAGES], pages.folder)) if row[_MESSAGES] else ()
+                view = sample_view(row, n, ref, model not in untimed, images)
+                pages.add(render(view).encode("utf-8"), bool(row[_PASSED]))
                 if row[_ERROR]:
                     if item not in loc:
                         loc[item] = (n, "(error)")

@@ -20,6 +20,7 @@ from harness.errors import HarnessError
 from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
 from harness.suite.config import check_suite_file
+from harness.suite.images import ImageProblem, ImageSettings, check_raw, digest_raw, image_refs, read_raw
 from harness.suite.jsonl import read_jsonl
 from harness.untrusted import bounded_lines, file_digest, inside, load_yaml, read_text, regular_file
 
@@ -89,6 +90,8 @@ class Suite:
     raw_config: Mapping[str, Any] = field(repr=False, default_factory=dict)
     first: int | None = None  # the first N items of the file instead
     sample_seed: int = 0
+    images_field: str | None = None  # the item field naming its images (suite.yaml `images_field`)
+    image_settings: ImageSettings = ImageSettings()
 
     # -- data ---------------------------------------------------------------------------
 
@@ -180,6 +183,63 @@ class Suite:
                 ) from None
         return f"{self.name}/{index}"
 
+    # -- images -------------------------------------------------------------------------
+
+    def image_root(self) -> Path:
+        """Where an item's relative image paths start: the data folder of a benchmark, else the suite folder."""
+        if self.loader and self.data:
+            data = Path(self.data).expanduser().resolve()
+            return data if data.is_dir() else data.parent
+        if self.data and Path(self.data).is_absolute():
+            return Path(self.data).parent
+        return self.dir
+
+    def item_images(self, item: Item) -> list:
+        """The raw image references of an item (paths, URLs, embedded bytes), in order."""
+        if not self.images_field:
+            return []
+        try:
+            return image_refs(item.fields.get(self.images_field))
+        except ImageProblem as exc:
+            raise HarnessError(f"suite '{self.name}', item {item.id}: {exc}") from None
+
+    def check_images(self) -> None:
+        """Read and decode every image of the chosen items once, before anything is sent.
+
+        The first unusable image is one HarnessError naming the suite, the item and what to do.
+        """
+        if not self.images_field or self.__dict__.get("_images_checked"):
+            return
+        root = self.image_root()
+        for item in self.items():
+            for ref in self.item_images(item):
+                try:
+                    check_raw(read_raw(ref, root, self.image_settings), self.image_settings)
+                except ImageProblem as exc:
+                    raise HarnessError(f"suite '{self.name}', item {item.id}: {exc}") from None
+        object.__setattr__(self, "_images_checked", True)
+
+    def _images_digest(self) -> str:
+        """sha256 over the bytes of every image of a bundled suite (all rows, whatever the limit).
+
+        A benchmark's images are covered by its loader's fingerprint instead (embedded bytes are in
+        its files; ChartQA/DocVQA loaders hash the image files they name).
+        """
+        h = hashlib.sha256()
+        root = self.image_root()
+        for index, row in enumerate(self._rows()):
+            item = self.make_item(row, index)
+            for ref in self.item_images(item):
+                if isinstance(ref, str) and ref.startswith(("http://", "https://")):
+                    h.update(f"{item.id}\0{ref}\0".encode())  # never fetched just to hash it
+                    continue
+                try:
+                    raw = read_raw(ref, root, self.image_settings)
+                except ImageProblem as exc:
+                    raise HarnessError(f"suite '{self.name}', item {item.id}: {exc}") from None
+                h.update(f"{item.id}\0{digest_raw(raw)}\0".encode())
+        return h.hexdigest()
+
     # -- identity -----------------------------------------------------------------------
 
     @property
@@ -208,6 +268,10 @@ class Suite:
             h.update(self._loaded().fingerprint.encode())
         else:
             h.update(file_digest(self._data_path(), "data file"))
+        if self.images_field:  # the images' bytes decide what is asked too (settings are in raw_config)
+            if not self.loader:
+                h.update(self._images_digest().encode())
+            h.update(json.dumps(self.image_settings.__dict__, sort_keys=True).encode())
         digest = h.hexdigest()[:16]
         object.__setattr__(self, "_hash_cache", digest)
         return digest
@@ -279,4 +343,16 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         raw_config=raw,
         first=ref.first,
         sample_seed=ref.sample_seed,
+        images_field=_images_field(raw.get("images_field"), where),
+        image_settings=ImageSettings.parse(raw.get("images"), where).merged(
+            getattr(ref, "images", None), f"plan suite '{ref.name}'"
+        ),
     )
+
+
+def _images_field(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise HarnessError(f"{where}: images_field must name an item field (e.g. images_field: images)")
+    return value

@@ -58,6 +58,8 @@ class SuiteFile(TypedDict, total=False):
     grader: Required[GraderConfig]  # `grader: NAME` is read as {name: NAME}
     generation: GenerationOptions | None
     sandbox: dict[str, Any] | None
+    images_field: str | None  # the item field naming its images (harness/suite/images.py)
+    images: dict[str, Any] | None  # image settings: max_edge, detail, max_bytes, max_pixels, remote
 
 
 def check_suite_file(raw: Any, source: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ bounded in time and in the size of what it builds.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -23,13 +24,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from harness.errors import HarnessError
-from harness.records import Item, Message, Prompt
+from harness.records import ImagePart, Item, Message, Prompt, TextPart
 from harness.suite import Suite
+from harness.suite.images import ImageProblem, image_part, read_raw
 from harness.untrusted import inside, read_text
 
 MAX_RENDER_CHARS = 8 * 1024 * 1024  # one rendered prompt, and any string or list a template builds
 MAX_RENDER_SECONDS = 5.0  # one rendering; a prompt renders in milliseconds
 _CHECK_EVERY = 4096  # loop steps between two looks at the clock
+
+# What `{{ image(n) }}` renders to in a template: split out again into an image part at that place.
+_IMAGE_MARK = "\x00image:{}\x00"
+_IMAGE_MARK_RE = re.compile("\x00image:(\\d+)\x00")
 
 
 class RenderLimit(jinja2.TemplateError):
@@ -257,8 +263,47 @@ class PromptBuilder:
         for shot in self.shots(item):
             messages.append(Message("user", self._render(self._user, shot, "prompt")))
             messages.append(Message("assistant", self._render(self._answer, shot, "few-shot answer")))
-        messages.append(Message("user", self._render(self._user, item.fields, "prompt")))
+        if self.suite.images_field:
+            messages.append(Message("user", self._with_images(item)))
+        else:
+            messages.append(Message("user", self._render(self._user, item.fields, "prompt")))
         return Prompt(tuple(messages))
+
+    def images(self, item: Item) -> list[ImagePart]:
+        """The item's images read, checked and encoded, once per item (retries reuse the Prompt)."""
+        suite, root = self.suite, self.suite.image_root()
+        try:
+            return [
+                image_part(read_raw(ref, root, suite.image_settings), suite.image_settings)
+                for ref in suite.item_images(item)
+            ]
+        except ImageProblem as exc:
+            raise HarnessError(f"suite '{suite.name}', item {item.id}: {exc}") from None
+
+    def _with_images(self, item: Item) -> tuple[TextPart | ImagePart, ...]:
+        """The user turn as parts: the template's text, each image where `{{ image(n) }}` put it (1-based),
+        and the images it did not place after the text, in the item's order."""
+        images = self.images(item)
+
+        def image(n: int) -> str:
+            if not isinstance(n, int) or not 1 <= n <= len(images):
+                raise HarnessError(
+                    f"suite '{self.suite.name}', item {item.id}: the template asks for image({n!r}) "
+                    f"but the item has {len(images)} image(s)"
+                )
+            return _IMAGE_MARK.format(n)
+
+        text = self._render(self._user, {**item.fields, "image": image}, "prompt")
+        parts: list[TextPart | ImagePart] = []
+        placed: set[int] = set()
+        for index, piece in enumerate(_IMAGE_MARK_RE.split(text)):
+            if index % 2:
+                placed.add(int(piece))
+                parts.append(images[int(piece) - 1])
+            elif piece.strip():
+                parts.append(TextPart(piece.strip()))
+        parts.extend(img for n, img in enumerate(images, 1) if n not in placed)
+        return tuple(parts)
 
     def reference_response(self, item: Item) -> str:
         """A response that must grade correct (used by `harness suites validate`)."""

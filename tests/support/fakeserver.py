@@ -35,8 +35,10 @@ def default_responder(model: str, messages: list[dict]) -> str:
 
 def echo_responder(model: str, messages: list[dict]) -> str:
     """Answer with the last line of the last message (benchmarks: a suite whose prompt ends with its answer)."""
-    content = str(messages[-1].get("content", "")) if messages else ""
-    return content.rsplit("\n", 1)[-1]
+    content = messages[-1].get("content", "") if messages else ""
+    if isinstance(content, list):  # content parts (text and images): the text, as a server reads it
+        content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content).rsplit("\n", 1)[-1]
 
 
 @dataclass
@@ -132,6 +134,19 @@ class ServerState:
             "batches_created": self.batch.created,
             "batch_lines_answered": self.batch.lines_answered,
         }
+
+
+# What a vision server counts for an image part (OpenAI's low-detail figure); real servers count them too.
+IMAGE_TOKENS = 85
+
+
+def _content_tokens(content) -> int:
+    """Words of a message's text, plus IMAGE_TOKENS per image part (the base64 is not words)."""
+    if isinstance(content, list):
+        parts = [p for p in content if isinstance(p, dict)]
+        words = sum(len(str(p.get("text", "")).split()) for p in parts if p.get("type") == "text")
+        return words + IMAGE_TOKENS * sum(1 for p in parts if p.get("type") == "image_url")
+    return len(str(content).split())
 
 
 def prompt_key(model: str, messages: list[dict]) -> str:
@@ -384,7 +399,7 @@ class FakeOpenAIServer:
         text = st.responder(model, messages)
         st.successes[prompt_key(model, messages)] += 1
         served = st.served_model(model) if st.served_model else model
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        prompt_tokens = sum(_content_tokens(m.get("content", "")) for m in messages)
         completion_tokens = max(1, len(text.split()))
         return {
             "id": f"chatcmpl-{st.requests}",

@@ -35,6 +35,9 @@ bbh        a folder of <task>.json files, the repo root holding bbh/ and cot-pro
            as {task, input, rationale, target}; option `cot_prompts` points at that folder
            when it is not next to the task files.
 
+mmmu, chartqa, docvqa  image benchmarks from local files (see vision.py): MMMU's parquet rows with
+           embedded images, ChartQA's JSON + png/ folder, DocVQA's JSON + images.
+
 Hub datasets (`openai/openai_humaneval`, `google-research-datasets/mbpp`, `openai/gsm8k`,
 `ceval/ceval-exam`, `lukaemon/bbh`, or anything with the same fields) load through
 `datasets.load_dataset`; option `config` picks the hub config for mbpp (default "full") and
@@ -69,6 +72,7 @@ from harness.suite.loaders.gsm8k import GSM8K_FIELDS, load_gsm8k
 # The order is LOADERS' order.
 from harness.suite.loaders.humaneval import HUMANEVAL_FIELDS, load_humaneval
 from harness.suite.loaders.mbpp import MBPP_FEWSHOT_IDS, MBPP_FIELDS, MBPP_OPTIONAL, MBPP_SPLITS, load_mbpp
+from harness.suite.loaders.vision import load_chartqa, load_docvqa, load_mmmu
 
 __all__ = [
     "FORMAT_VERSION",
@@ -84,6 +88,9 @@ __all__ = [
     "load_gsm8k",
     "load_ceval",
     "load_bbh",
+    "load_mmmu",
+    "load_chartqa",
+    "load_docvqa",
     "HUMANEVAL_FIELDS",
     "MBPP_FIELDS",
     "MBPP_OPTIONAL",
