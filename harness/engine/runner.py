@@ -16,7 +16,9 @@ from harness.graders.grading import SuiteGrader
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
+from harness.providers.text_calls import tool_outcome
 from harness.providers.tokens import estimate_tokens
+from harness.providers.tool_names import map_calls_back
 from harness.records import Completion, Generation, Grade, Item, Prompt
 from harness.store import SampleRecord, Store
 from harness.suite import Suite
@@ -246,6 +248,7 @@ class UnitRunner:
         reasoning = (
             f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
         )
+        completion = map_calls_back(unit.prompt, completion)  # grading and reports see the suite's tool names
         if completion.error:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
@@ -253,7 +256,9 @@ class UnitRunner:
             if grader.inline:
                 grade = grader(answer, unit.item)
             else:
-                grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
+                grade = await asyncio.get_running_loop().run_in_executor(
+                    self.grade_pool, grader, answer, unit.item, completion.tool_calls
+                )
         cost = state.spec.price.cost(
             completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
         )
@@ -285,6 +290,7 @@ class UnitRunner:
             usage_estimated=completion.usage_estimated,
             tool_calls=completion.tool_calls,
             cached_tokens=completion.cached_tokens or None,
+            tool_outcome=tool_outcome(answer, completion.tool_calls, completion.error) if unit.prompt.tools else None,
         )
         state.done += 1
         if completion.error:

@@ -127,5 +127,23 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
             from harness.graders.code import require_sandbox
 
             require_sandbox(suite.name)
+        if suite.tools:
+            refuse_tools(plan, suite.name)
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
+
+
+# Providers that replay stored text cannot offer tools or read calls back.
+_NO_TOOLS = ("samples",)
+
+
+def refuse_tools(plan: Plan, suite: str) -> None:
+    """A tool suite with a model whose provider cannot do tool calls is refused before any request."""
+    for spec in plan.models:
+        if spec.provider in _NO_TOOLS:
+            from harness.errors import HarnessError
+
+            raise HarnessError(
+                f"model '{spec.name}': provider {spec.provider} cannot offer tools, and suite '{suite}' "
+                f"grades tool calls; run that suite with an openai or llamacpp model"
+            )

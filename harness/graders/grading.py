@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import HarnessError
-from harness.records import Grade, Item
+from harness.records import Grade, Item, ToolCall
 from harness.suite import Suite
 
 # Built-in graders that only read text: cheaper to run inline than to hand to a thread.
@@ -37,9 +37,21 @@ class SuiteGrader:
         check_options(self.name, options)
         self.options = options
         self.inline = self.name in INLINE_GRADERS
+        # A grader that takes `calls` grades the tool calls a model made (the tool_calls grader).
+        self.reads_calls = _takes(self.fn, "calls")
 
-    def __call__(self, answer: str, item: Item) -> Grade:
-        return self._call(self.name, self.fn, answer, item, self.options)
+    def __call__(self, answer: str, item: Item, calls: tuple[ToolCall, ...] = ()) -> Grade:
+        options = {**self.options, "calls": calls} if self.reads_calls else self.options
+        return self._call(self.name, self.fn, answer, item, options)
+
+
+def _takes(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:

@@ -83,6 +83,7 @@ class SampleRecord:
     usage_estimated: bool | None = False
     tool_calls: tuple[ToolCall, ...] = ()  # stored as JSON in samples.tool_calls_json
     cached_tokens: int | None = None  # of prompt_tokens, read from the server's prompt cache; None: not reported
+    tool_outcome: str | None = None  # tool suites: call | no_call | bad_arguments | text_call | error (text_calls.py)
 
 
 _RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)

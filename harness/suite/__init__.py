@@ -42,7 +42,12 @@ _SUITE_KEYS = {
     "grader",
     "generation",
     "sandbox",
+    "tools",
+    "agent",
 }
+
+# suite.yaml `tools:` keys: which item fields carry the offered tools and the conversation.
+_TOOLS_KEYS = {"field", "messages_field", "choice"}
 
 
 def suite_dirs() -> list[Path]:
@@ -108,6 +113,8 @@ class Suite:
     raw_config: Mapping[str, Any] = field(repr=False, default_factory=dict)
     first: int | None = None  # the first N items of the file instead
     sample_seed: int = 0
+    tools: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `tools:` (see _TOOLS_KEYS)
+    agent: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `agent:` (harness.engine.agent)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -262,6 +269,14 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         stop=tuple(gen.get("stop") or ()),
         seed=gen.get("seed"),
     )
+    tools = raw.get("tools") or {}
+    if not isinstance(tools, dict) or set(tools) - _TOOLS_KEYS:
+        raise HarnessError(
+            f"{where}: tools must be a mapping with keys among {', '.join(sorted(_TOOLS_KEYS))}, got {tools!r}"
+        )
+    agent = raw.get("agent") or {}
+    if not isinstance(agent, dict):
+        raise HarnessError(f"{where}: agent must be a mapping (environment, max_turns, token_budget), got {agent!r}")
     loader = raw.get("loader")
     bundled_data = raw.get("data")
     chosen_data = data or ref.data
@@ -295,4 +310,6 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         raw_config=raw,
         first=ref.first,
         sample_seed=ref.sample_seed,
+        tools=tools,
+        agent=agent,
     )
