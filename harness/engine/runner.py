@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -24,6 +25,14 @@ from harness.store import SampleRecord, Store
 from harness.suite import Suite
 
 log = logging.getLogger(__name__)
+
+
+def agent_configs(suites: dict[str, PreparedSuite]) -> dict:
+    """Suite name -> AgentConfig for the suites that run agent loops (suite.yaml `agent:`)."""
+    from harness.engine.agent import AgentConfig
+
+    return {name: AgentConfig.of(p.suite) for name, p in suites.items() if p.suite.agent}
+
 
 # -- one unit ---------------------------------------------------------------------------
 
@@ -93,6 +102,7 @@ class UnitRunner:
         self.use_cache = use_cache
         self.cache_sink = cache_sink
         self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
+        self.agents = agent_configs(suites)
         self._loop: asyncio.AbstractEventLoop | None = None
         for name, p in suites.items():
             if self.graders[name].name == "judge":
@@ -231,15 +241,30 @@ class UnitRunner:
         it is not stored, so that rerunning the plan once the cause is fixed asks it again.
         """
         state = self.models[unit.model]
-        completion, attempts, fatal = await self._request(state, unit, ticket)
+        agent = None
+        if unit.suite in self.agents:
+            completion, attempts, fatal, agent = await self._agent_loop(state, unit, ticket)
+        else:
+            completion, attempts, fatal = await self._request(state, unit, ticket)
         state.note_outcome(completion, fatal)
         if fatal:
             state.unstored += 1
             return None
-        return await self.finish(unit, completion, attempts)
+        return await self.finish(unit, completion, attempts, agent=agent)
+
+    async def _agent_loop(self, state: ModelState, unit: WorkUnit, ticket: int | None):
+        """An agent suite's item: many requests (harness.engine.agent), the first on the slot already taken."""
+        from harness.engine.agent import run_agent
+
+        tickets = [ticket]
+
+        async def request(prompt: Prompt):
+            return await self._request(state, replace(unit, prompt=prompt), tickets.pop() if tickets else None)
+
+        return await run_agent(self.agents[unit.suite], unit.item, unit.prompt, request)
 
     async def finish(
-        self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False
+        self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False, agent=None
     ) -> SampleRecord:
         """Grade a unit's completion (however it was obtained), record it and hand it to the sink."""
         self._loop = self._loop or asyncio.get_running_loop()
@@ -257,7 +282,7 @@ class UnitRunner:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(
-                    self.grade_pool, grader, answer, unit.item, completion.tool_calls
+                    self.grade_pool, grader, answer, unit.item, completion.tool_calls, agent
                 )
         cost = state.spec.price.cost(
             completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
@@ -291,6 +316,7 @@ class UnitRunner:
             tool_calls=completion.tool_calls,
             cached_tokens=completion.cached_tokens or None,
             tool_outcome=tool_outcome(answer, completion.tool_calls, completion.error) if unit.prompt.tools else None,
+            transcript_json=json.dumps(agent.to_json(), ensure_ascii=False, default=str) if agent else None,
         )
         state.done += 1
         if completion.error:

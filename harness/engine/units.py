@@ -127,8 +127,8 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
             from harness.graders.code import require_sandbox
 
             require_sandbox(suite.name)
-        if suite.tools:
-            refuse_tools(plan, suite.name)
+        if suite.tools or suite.agent:
+            refuse_tools(plan, suite.name, agent=bool(suite.agent))
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
 
@@ -137,12 +137,18 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
 _NO_TOOLS = ("samples",)
 
 
-def refuse_tools(plan: Plan, suite: str) -> None:
-    """A tool suite with a model whose provider cannot do tool calls is refused before any request."""
-    for spec in plan.models:
-        if spec.provider in _NO_TOOLS:
-            from harness.errors import HarnessError
+def refuse_tools(plan: Plan, suite: str, agent: bool = False) -> None:
+    """A tool suite with a model whose provider cannot do tool calls is refused before any request;
+    so is an agent suite with a model sent through a Batch API (one request per item, no turns)."""
+    from harness.errors import HarnessError
 
+    for spec in plan.models:
+        if agent and spec.batch is not None:
+            raise HarnessError(
+                f"model '{spec.name}': suite '{suite}' runs agent loops (many turns per item), which a Batch "
+                f"API cannot; run that model online (drop batch) or leave the suite out"
+            )
+        if spec.provider in _NO_TOOLS:
             raise HarnessError(
                 f"model '{spec.name}': provider {spec.provider} cannot offer tools, and suite '{suite}' "
                 f"grades tool calls; run that suite with an openai or llamacpp model"

@@ -39,9 +39,14 @@ class SuiteGrader:
         self.inline = self.name in INLINE_GRADERS
         # A grader that takes `calls` grades the tool calls a model made (the tool_calls grader).
         self.reads_calls = _takes(self.fn, "calls")
+        self.reads_agent = _takes(self.fn, "agent")  # the agent_state grader: the loop's final state
 
-    def __call__(self, answer: str, item: Item, calls: tuple[ToolCall, ...] = ()) -> Grade:
-        options = {**self.options, "calls": calls} if self.reads_calls else self.options
+    def __call__(self, answer: str, item: Item, calls: tuple[ToolCall, ...] = (), agent=None) -> Grade:
+        options = dict(self.options)
+        if self.reads_calls:
+            options["calls"] = calls
+        if self.reads_agent:
+            options["agent"] = agent
         return self._call(self.name, self.fn, answer, item, options)
 
 

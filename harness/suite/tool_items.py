@@ -53,7 +53,12 @@ def conversation(suite: Suite, item: Item, field: str) -> list[Message]:
 def tool_prompt(suite: Suite, item: Item, head: list[Message], render_user: Callable[[], str]) -> Prompt:
     """The item's Prompt: `head` (system prompt, shots) + its conversation, with its tools offered."""
     config = suite.tools
-    tools = tool_definitions(suite, item, str(config.get("field") or "tools"))
+    if suite.agent and not config.get("field"):  # an agent suite offers its environment's tools
+        from harness.environments import get_environment
+
+        tools = get_environment(str(suite.agent.get("environment")))({}).tools()
+    else:
+        tools = tool_definitions(suite, item, str(config.get("field") or "tools"))
     messages = list(head)
     messages_field = config.get("messages_field")
     if messages_field:

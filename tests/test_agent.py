@@ -1,0 +1,140 @@
+"""Agent loops against the fake server: model -> calls -> the orders backend -> model, scripted user turns,
+the turn limit and token budget, goal-state grading, the transcript stored, pass^k; and the environment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from tool_fakes import tool_answerer
+
+from harness.engine.agent import AgentConfig, expected_state
+from harness.engine.runs import execute_plan
+from harness.environments import ToolError, get_environment
+from harness.errors import HarnessError
+from harness.plan import load_plan
+from harness.store import Store
+from harness.suite import load_suite
+
+TASKS = {it.fields["instruction"]: it for it in load_suite("agent-tasks").items()}
+
+
+def scripted_agent(break_policy: set[str] = frozenset(), loop_forever: bool = False):
+    """A model that plays each task's gold actions (after asking for the email when a task scripts it)."""
+
+    def decide(payload):
+        messages = payload["messages"]
+        first_user = next(m["content"] for m in messages if m["role"] == "user")
+        task = TASKS[first_user]
+        if loop_forever:
+            return [("list_orders", {"customer_id": "C1"})]
+        if messages[-1]["role"] == "tool":
+            return " ".join(["Done: I have handled your request.", *task.fields.get("answer_contains", ())])
+        users = [m for m in messages if m["role"] == "user"]
+        if task.fields.get("user_turns") and len(users) == 1:
+            return "Could you tell me your email address, please?"
+        calls = [(a["name"], a["arguments"]) for a in task.fields["gold_actions"]]
+        if first_user in break_policy:
+            calls.append(("refund_order", {"order_id": "A102", "amount": 35.0, "reason": "goodwill"}))
+        if task.fields.get("must_call"):
+            calls.append(("list_orders", {"customer_id": "C2"}))
+        if not calls:
+            return "Sorry, our policy does not allow that. B201 is shipped."
+        return [("find_customer", {"email": "x@example.com"})] + calls
+
+    return decide
+
+
+def plan_for(tmp_path, server, suites, samples=1, stream=False):
+    models = {"alpha": {"provider": "openai", "base_url": server.base_url, "model": "m", "stream": stream}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"name": "agents", "models": models, "suites": suites, "samples": samples}))
+    return load_plan(path)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_policy_following_agent_passes_every_task(tmp_path, fake_server, db_url, stream):
+    fake_server.state.tool_answer = tool_answerer(scripted_agent())
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, ["agent-tasks"], stream=stream), store)
+    samples = list(store.samples(result.run_id))
+    assert len(samples) == 30
+    assert all(s.passed for s in samples), [(s.item_id, s.grade_reason) for s in samples if not s.passed]
+    ask_first = next(s for s in samples if s.item_id == "agent-tasks/15")
+    transcript = json.loads(ask_first.transcript_json)
+    roles = [m["role"] if isinstance(m, dict) else m[0] for m in transcript["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "tool", "tool", "assistant"]
+    assert transcript["stop"] == "answered" and len(transcript["turns"]) == 3
+    assert transcript["final_state"]["orders"]["A100"]["status"] == "cancelled"
+    assert ask_first.prompt_tokens == sum(t["prompt_tokens"] for t in transcript["turns"])
+    five = next(s for s in samples if s.item_id == "agent-tasks/13")
+    assert [c.name for c in five.tool_calls] == ["find_customer", "cancel_order", "refund_order"]
+
+
+def test_a_policy_breach_fails_on_the_final_state(tmp_path, fake_server, db_url):
+    breach = next(k for k, v in TASKS.items() if v.id == "agent-tasks/01")
+    fake_server.state.tool_answer = tool_answerer(scripted_agent(break_policy={breach}))
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, [{"agent-tasks": {"first": 2}}]), store)
+    samples = {s.item_id: s for s in store.samples(result.run_id)}
+    assert not samples["agent-tasks/01"].passed
+    assert "final state differs: orders.A102.refunded is 35.0, expected 0.0" in samples["agent-tasks/01"].grade_reason
+    assert samples["agent-tasks/02"].passed
+
+
+def test_the_turn_limit_stops_a_model_that_never_answers(tmp_path, fake_server, db_url):
+    fake_server.state.tool_answer = tool_answerer(scripted_agent(loop_forever=True))
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, [{"agent-tasks": {"first": 1}}]), store)
+    (s,) = store.samples(result.run_id)
+    transcript = json.loads(s.transcript_json)
+    assert transcript["stop"] == "max_turns" and len(transcript["turns"]) == 12
+    assert not s.passed and fake_server.state.requests == 12
+
+
+def test_pass_hat_k_is_reported_from_repeated_samples(tmp_path, fake_server, db_url):
+    from harness.analysis.tools import pass_hat_k
+
+    fake_server.state.tool_answer = tool_answerer(scripted_agent())
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, [{"agent-tasks": {"first": 3}}], samples=2), store)
+    samples = list(store.samples(result.run_id))
+    assert len(samples) == 6
+    assert pass_hat_k([2, 2, 2], [2, 2, 2], 2) == 1.0
+
+
+def test_the_orders_backend_enforces_only_what_a_backend_would():
+    env = AgentConfig.of(load_suite("agent-tasks")).new_environment()
+    with pytest.raises(ToolError, match="only placed orders"):
+        env.call("cancel_order", {"order_id": "A101", "reason": "x"})
+    with pytest.raises(ToolError, match="at most 120.0"):
+        env.call("refund_order", {"order_id": "A101", "amount": 500, "reason": "x"})
+    with pytest.raises(ToolError, match="missing argument"):
+        env.call("get_order", {})
+    env.call("refund_order", {"order_id": "A102", "amount": 35, "reason": "policy is the model's job"})
+    assert env.snapshot()["orders"]["A102"]["status"] == "refunded"
+
+
+def test_every_task_has_a_reachable_goal_and_some_need_five_calls():
+    suite = load_suite("agent-tasks")
+    config = AgentConfig.of(suite)
+    items = list(suite.items())
+    assert len(items) == 30 and {i.group for i in items} == {"act", "refuse"}
+    for it in items:
+        expected_state(config, it)
+    assert sum(1 for i in items if i.group == "refuse") >= 8
+    assert any(len(i.fields["gold_actions"]) >= 2 for i in items)
+
+
+def test_an_unknown_environment_is_one_line(tmp_path):
+    with pytest.raises(HarnessError, match="unknown tool environment 'bank'"):
+        get_environment("bank")
+
+
+def test_an_agent_suite_refuses_a_batch_model(tmp_path, db_url, fake_server):
+    models = {"alpha": {"provider": "openai", "base_url": fake_server.base_url, "model": "m", "batch": True}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"models": models, "suites": ["agent-tasks"]}))
+    with pytest.raises(HarnessError, match="runs agent loops"):
+        execute_plan(load_plan(path), Store(db_url))
