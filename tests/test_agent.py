@@ -138,3 +138,44 @@ def test_an_agent_suite_refuses_a_batch_model(tmp_path, db_url, fake_server):
     path.write_text(yaml.safe_dump({"models": models, "suites": ["agent-tasks"]}))
     with pytest.raises(HarnessError, match="runs agent loops"):
         execute_plan(load_plan(path), Store(db_url))
+
+
+def test_the_report_and_summary_show_outcomes_calls_and_transcripts(tmp_path, fake_server, db_url):
+    """Two models on both tool suites: one clean, one whose calls stay in the text (hermes)."""
+    from harness.analysis.summary import summarize_run
+    from harness.report import write_report
+
+    answerer = tool_answerer
+
+    clean = scripted_agent()
+
+    def decide(payload):
+        if payload["model"] == "leaky" and payload["messages"][0]["content"].startswith("You are a back-office"):
+            return [("get_order_status", {"order_id": "<A1001>"})]
+        return clean(payload) if payload["messages"][0]["content"].startswith("You are the customer") else None
+
+    plain = answerer(decide)
+    leaky = answerer(decide, "hermes")
+    fake_server.state.tool_answer = lambda p: (leaky if p["model"] == "leaky" else plain)(p)
+    models = {
+        name: {"provider": "openai", "base_url": fake_server.base_url, "model": name} for name in ("clean", "leaky")
+    }
+    path = tmp_path / "plan.yaml"
+    suites = [{"agent-tasks": {"first": 2}}, {"tool-calls": {"first": 2}}]
+    path.write_text(yaml.safe_dump({"name": "r", "models": models, "suites": suites, "samples": 2}))
+    store = Store(db_url)
+    result = execute_plan(load_plan(path), store)
+    summary = summarize_run(store, result.run_id)
+    leaky_tools = summary.cell("leaky", "tool-calls")
+    assert dict(leaky_tools.tool_outcomes) == {"text_call": 4}
+    agent = summary.cell("clean", "agent-tasks")
+    assert agent.pass_hat_k == ((1, 1.0), (2, 1.0))
+    index = write_report(store, [result.run_id], tmp_path / "site")
+    html = index.read_text()
+    assert 'id="tools"' in html and "tool_outcomes.png" in html and "text_call" in html
+    pages = list((index.parent).glob("**/all-1.html"))
+    text = "\n".join(p.read_text() for p in pages)
+    assert "Tools offered" in text and "Calls made" in text and "Transcript" in text
+    assert "goal state (reached by" in text  # the leaky model changed nothing: its goal state is shown
+    assert "&lt;tool_call&gt;" in text and "<tool_call>" not in text  # what the model wrote is escaped
+    assert "[turn 1] assistant" in text and "&lt;- find_customer" in text
