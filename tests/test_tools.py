@@ -34,13 +34,18 @@ AREA = {
 TRUTH = [{"calc.area": {"base": [10], "height": [5.0], "unit": ["cm", ""], "tags": [["a", "b"], ""]}}]
 
 
+def _pick(value):
+    """One accepted value of a nested key: its list's first non-empty entry, or the value itself."""
+    return _first(value) if isinstance(value, list) and any(x != "" for x in value) else value
+
+
 def _first(accepted):
     """The first accepted value, with BFCL's nested dicts (each key's accepted list) resolved the same way."""
     value = next(v for v in accepted if v != "")
     if isinstance(value, dict):
-        return {k: _first(v) for k, v in value.items() if any(x != "" for x in v)}
+        return {k: _pick(v) for k, v in value.items() if v != [""]}
     if isinstance(value, list) and value and isinstance(value[0], dict):
-        return [{k: _first(v) for k, v in d.items() if any(x != "" for x in v)} for d in value]
+        return [{k: _pick(v) for k, v in d.items() if v != [""]} for d in value]
     return value
 
 
