@@ -88,6 +88,7 @@ def test_the_tool_calls_suite_scores_an_oracle_fully_whole_and_streamed(tmp_path
     assert parallel["tool_calls"][0]["raw_arguments"] == '{"order_id": "A1001"}'
     assert all(r["score"] in (0, 1) for r in rows)
     assert next(r for r in rows if r["item_id"] == "tool-calls/039")["tool_calls"] == []
+    assert {r["tool_outcome"] for r in rows} == {"call", "no_call"} and all(r["transcript"] is None for r in rows)
 
 
 def test_wrong_answers_fail_with_the_reason(tmp_path, fake_server, db_url):
@@ -162,3 +163,43 @@ def test_the_samples_provider_refuses_a_tool_suite(tmp_path, db_url):
     path.write_text(yaml.safe_dump(plan))
     with pytest.raises(HarnessError, match="provider samples cannot offer tools"):
         execute_plan(load_plan(path), Store(db_url))
+
+
+def test_a_plan_with_bfcl_categories_tool_calls_and_agent_tasks_runs_end_to_end(tmp_path, fake_server, db_url):
+    """BFCL through the loader with a model that answers each item's gold calls (any call for relevance)."""
+    from conftest import shared_dataset
+    from test_tools import gold_calls
+
+    from harness.plan import SuiteRef
+
+    data = shared_dataset("bfcl")
+    categories = ["simple_python", "simple_java", "parallel_multiple", "live_irrelevance", "live_relevance"]
+    options = {"categories": categories}
+    gold = {}
+    for item in load_suite(SuiteRef(name="bfcl", data=str(data), options=options)).items():
+        text = item.fields["messages"][-1]["content"]
+        calls = [(c.name, dict(c.arguments)) for c in gold_calls(item.reference)]
+        if item.group == "simple_java":
+            calls = [
+                (n, {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in a.items()}) for n, a in calls
+            ]
+        if item.group == "live_relevance":
+            calls = [(item.fields["functions"][0]["name"], {})]
+        gold[text] = [(n.replace(".", "_"), a) for n, a in calls] or "No function fits."
+
+    fake_server.state.tool_answer = tool_answerer(lambda p: gold.get(p["messages"][-1]["content"], "?"))
+    suites = [
+        {"bfcl": {"data": str(data), "options": options, "limit": 25}},
+        {"tool-calls": {"first": 2}},
+        {"agent-tasks": {"first": 2}},
+    ]
+    store = Store(db_url)
+    result = execute_plan(write_plan(tmp_path, fake_server, suites), store)
+    samples = [s for s in store.samples(result.run_id) if s.suite == "bfcl"]
+    assert len(samples) == 25 and {s.item_group for s in samples} == set(categories)
+    failed = [(s.item_id, s.grade_reason) for s in samples if not s.passed and s.item_group != "simple_java"]
+    assert not failed
+    ids = {s.item_id for s in samples}
+    assert all(i.startswith(tuple(categories)) for i in ids)  # BFCL's own ids
+    agent = [s for s in store.samples(result.run_id) if s.suite == "agent-tasks"]
+    assert len(agent) == 2 and all(s.transcript_json and s.tool_outcome == "no_call" for s in agent)
