@@ -203,3 +203,12 @@ def test_a_plan_with_bfcl_categories_tool_calls_and_agent_tasks_runs_end_to_end(
     assert all(i.startswith(tuple(categories)) for i in ids)  # BFCL's own ids
     agent = [s for s in store.samples(result.run_id) if s.suite == "agent-tasks"]
     assert len(agent) == 2 and all(s.transcript_json and s.tool_outcome == "no_call" for s in agent)
+
+
+def test_a_load_profile_refuses_a_tool_suite_in_one_line(tmp_path, fake_server):
+    from harness.load.profile import Workload
+    from harness.load.requests import build_bodies
+
+    plan = write_plan(tmp_path, fake_server, [{"tool-calls": {"first": 2}}])
+    with pytest.raises(HarnessError, match="suite 'tool-calls' offers tools"):
+        build_bodies(plan, plan.models[0], Workload())

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from harness.engine.units import generation_for, prepare_suites
+from harness.errors import HarnessError
 from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
@@ -89,6 +90,11 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
         max_tokens = workload.output_tokens or gen.max_tokens
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
+            if prompt.tools:  # a load body carries messages only: offering no tools would measure another request
+                raise HarnessError(
+                    f"suite '{prepared.suite.name}' offers tools (or runs agent loops), which load profiles do not "
+                    f"send yet; profile it with harness run, or pick a suite without tools for the workload"
+                )
             messages = openai_messages(prompt)
             bodies.append(
                 _body(
