@@ -63,7 +63,7 @@ def load(loader: str, data: Path | str, **options) -> loaders.LoadedData:
 
 
 def test_available_loaders():
-    assert loaders.available_loaders() == ["bbh", "ceval", "gsm8k", "humaneval", "mbpp"]
+    assert loaders.available_loaders() == ["bbh", "bfcl", "ceval", "gsm8k", "humaneval", "mbpp"]
 
 
 # -- HumanEval -----------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_missing_data_names_the_suite_and_how_to_give_it():
 
 
 def test_unknown_loader():
-    with pytest.raises(HarnessError, match=r"unknown loader 'mmlu' \(known: bbh, ceval, gsm8k, humaneval, mbpp\)"):
+    with pytest.raises(HarnessError, match=r"unknown loader 'mmlu' \(known: bbh, bfcl, ceval, gsm8k, humaneval, mbpp\)"):
         loaders.load("mmlu", "x")
 
 
