@@ -164,6 +164,8 @@ class ModelSpec:
     extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
     rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
+    # Tool suites: read calls this model writes in its text (a server whose tool parser misses them) as calls.
+    text_tool_calls: Literal["hermes", "qwen_xml", "json"] | None = None
 
     @property
     def api_model(self) -> str:
@@ -542,7 +544,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         }
         model["extra_headers"] = headers
         # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
-        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0)):
+        for key, default in (
+            ("extra_body", {}),
+            ("extra_headers", {}),
+            ("rate_limit_wait_s", 600.0),
+            ("text_tool_calls", None),
+        ):
             if model.get(key) == default:
                 model.pop(key, None)
     return data

@@ -338,7 +338,9 @@ def test_missing_data_names_the_suite_and_how_to_give_it():
 
 
 def test_unknown_loader():
-    with pytest.raises(HarnessError, match=r"unknown loader 'mmlu' \(known: bbh, bfcl, ceval, gsm8k, humaneval, mbpp\)"):
+    with pytest.raises(
+        HarnessError, match=r"unknown loader 'mmlu' \(known: bbh, bfcl, ceval, gsm8k, humaneval, mbpp\)"
+    ):
         loaders.load("mmlu", "x")
 
 

@@ -134,6 +134,20 @@ def test_quirk_a_call_left_in_the_text_is_its_own_outcome(tmp_path, fake_server,
     assert s.grade_reason == f"call in text ({style}), not in tool_calls"
 
 
+@pytest.mark.parametrize("quirk", ["hermes", "qwen_xml"])
+def test_a_model_that_asks_for_text_calls_is_graded_on_them_and_still_counted(tmp_path, fake_server, db_url, quirk):
+    fake_server.state.tool_answer = tool_answerer(oracle(), quirk)
+    store = Store(db_url)
+    plan = write_plan(tmp_path, fake_server, [{"tool-calls": {"first": 33}}], text_tool_calls=quirk)
+    samples = {s.item_id: s for s in store.samples(execute_plan(plan, store).run_id)}
+    assert all(s.passed for s in samples.values()), [
+        (s.item_id, s.grade_reason) for s in samples.values() if not s.passed
+    ]
+    weather = samples["tool-calls/016"]  # crm.get_weather, written in the text as crm_get_weather
+    assert weather.tool_outcome == "text_call" and weather.tool_calls[0].name == "crm.get_weather"
+    assert samples["tool-calls/029"].tool_calls[2].arguments == {"order_id": "C3300"}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_quirk_kimi_style_ids_are_kept_and_calls_graded(tmp_path, fake_server, db_url, stream):
     samples, _ = _one_item_run(tmp_path, fake_server, db_url, "kimi_ids", stream, first=30)

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from harness.environments import ToolError, get_environment
 from harness.errors import HarnessError
+from harness.providers.text_calls import text_calls
 from harness.providers.tool_names import map_calls_back
 from harness.records import Completion, Item, Message, Prompt, ToolCall
 from harness.suite import Suite
@@ -112,7 +113,7 @@ def _result_text(env, call: ToolCall) -> str:
 Request = Callable[[Prompt], Awaitable[tuple[Completion, int, bool]]]
 
 
-async def run_agent(config: AgentConfig, item: Item, first: Prompt, request: Request):
+async def run_agent(config: AgentConfig, item: Item, first: Prompt, request: Request, text_style: str | None = None):
     """Run one item's loop; returns (the task's completion, attempts, fatal, AgentOutcome).
 
     The completion sums tokens and latency over turns, carries every call made, and the last answer's
@@ -134,6 +135,12 @@ async def run_agent(config: AgentConfig, item: Item, first: Prompt, request: Req
             outcome.final_state = env.snapshot()
             return Completion(error=completion.error), totals["attempts"], fatal, outcome
         completion = map_calls_back(prompt, completion)
+        if text_style and not completion.tool_calls:  # the model's plan asks to read calls written in its text
+            parsed = text_calls(completion.text, text_style)
+            if parsed:
+                completion = replace(
+                    completion, tool_calls=map_calls_back(prompt, replace(completion, tool_calls=parsed)).tool_calls
+                )
         last = completion
         ttft = ttft if ttft is not None else completion.ttft_s
         estimated = estimated or completion.usage_estimated

@@ -17,7 +17,7 @@ from harness.graders.grading import SuiteGrader
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
-from harness.providers.text_calls import tool_outcome
+from harness.providers.text_calls import text_calls, tool_outcome
 from harness.providers.tokens import estimate_tokens
 from harness.providers.tool_names import map_calls_back
 from harness.records import Completion, Generation, Grade, Item, Prompt
@@ -261,7 +261,9 @@ class UnitRunner:
         async def request(prompt: Prompt):
             return await self._request(state, replace(unit, prompt=prompt), tickets.pop() if tickets else None)
 
-        return await run_agent(self.agents[unit.suite], unit.item, unit.prompt, request)
+        return await run_agent(
+            self.agents[unit.suite], unit.item, unit.prompt, request, text_style=state.spec.text_tool_calls
+        )
 
     async def finish(
         self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False, agent=None
@@ -274,6 +276,11 @@ class UnitRunner:
             f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
         )
         completion = map_calls_back(unit.prompt, completion)  # grading and reports see the suite's tool names
+        outcome = tool_outcome(answer, completion.tool_calls, completion.error) if unit.prompt.tools else None
+        if outcome == "text_call" and state.spec.text_tool_calls and agent is None:
+            # The model asked for its text calls to be read: graded as calls, still counted as text_call.
+            parsed = replace(completion, tool_calls=text_calls(answer, state.spec.text_tool_calls))
+            completion = map_calls_back(unit.prompt, parsed)
         if completion.error:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
@@ -315,7 +322,7 @@ class UnitRunner:
             usage_estimated=completion.usage_estimated,
             tool_calls=completion.tool_calls,
             cached_tokens=completion.cached_tokens or None,
-            tool_outcome=tool_outcome(answer, completion.tool_calls, completion.error) if unit.prompt.tools else None,
+            tool_outcome=outcome,
             transcript_json=json.dumps(agent.to_json(), ensure_ascii=False, default=str) if agent else None,
         )
         state.done += 1
