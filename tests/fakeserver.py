@@ -377,6 +377,26 @@ class FakeOpenAIServer:
         self._send(writer, 200, answer)
         return True
 
+    def _line_answer(self, body: dict) -> dict:
+        """A batch line's answer: a tool answer when the line offers tools and the state has a tool_answer."""
+        reply = self.state.tool_answer(body) if self.state.tool_answer is not None and body.get("tools") else None
+        if reply is None:
+            return self._answer(body.get("model", ""), body.get("messages", []))
+        self.state.successes[prompt_key(body.get("model", ""), body.get("messages", []))] += 1
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", **reply["message"]},
+            "finish_reason": reply.get("finish_reason", "tool_calls"),
+        }
+        usage = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
+        return {
+            "id": "chatcmpl-b",
+            "object": "chat.completion",
+            "model": body.get("model", ""),
+            "choices": [choice],
+            "usage": usage,
+        }
+
     def _answer(self, model: str, messages: list[dict]) -> dict:
         """A chat.completion for these messages, counted as answered (online or in a batch)."""
         st = self.state
@@ -620,7 +640,7 @@ class FakeOpenAIServer:
                     "response": {
                         "status_code": 200,
                         "request_id": f"req_{n}",
-                        "body": self._answer(body.get("model", ""), body.get("messages", [])),
+                        "body": self._line_answer(body),
                     },
                 }
             )

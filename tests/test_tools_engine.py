@@ -226,3 +226,16 @@ def test_a_load_profile_refuses_a_tool_suite_in_one_line(tmp_path, fake_server):
     plan = write_plan(tmp_path, fake_server, [{"tool-calls": {"first": 2}}])
     with pytest.raises(HarnessError, match="suite 'tool-calls' offers tools"):
         build_bodies(plan, plan.models[0], Workload())
+
+
+def test_a_tool_suite_through_the_batch_api_scores_like_online(tmp_path, fake_server, db_url, monkeypatch):
+    """The same request body in a batch line: tools sent with wire names, calls mapped back, graded."""
+    monkeypatch.setenv("HARNESS_BATCH_POLL_S", "0.02")
+    fake_server.state.tool_answer = tool_answerer(oracle())
+    store = Store(db_url)
+    result = execute_plan(write_plan(tmp_path, fake_server, [{"tool-calls": {"first": 20}}], batch=True), store)
+    samples = list(store.samples(result.run_id))
+    assert len(samples) == 20 and all(s.batched for s in samples)
+    assert all(s.passed for s in samples), [(s.item_id, s.grade_reason) for s in samples if not s.passed]
+    assert next(s for s in samples if s.item_id == "tool-calls/016").tool_calls[0].name == "crm.get_weather"
+    assert fake_server.state.batch.created >= 1
