@@ -152,3 +152,12 @@ def test_through_litellm_the_scores_equal_the_direct_run(llama_tools, suites_pat
             assert [c.name for c in via.tool_calls] == ["weather.current"]
             assert via.tool_calls[0].arguments == sample.tool_calls[0].arguments
             assert via.score == sample.score
+
+
+def test_the_embedded_provider_offers_tools_through_the_chatml_function_calling_handler(suites_path, tmp_path):
+    """SmolLM2's own chat template ignores tools; the provider offers them the way the server's handler does."""
+    got = run(tmp_path, {"local": {"provider": "llamacpp"}})["local"]
+    assert set(got) == {"w0", "w1", "w2"}
+    for sample in got.values():
+        assert sample.tool_outcome == "call" and [c.name for c in sample.tool_calls] == ["weather.current"]
+    assert sum(s.passed for s in got.values()) >= 2
