@@ -179,3 +179,45 @@ def test_the_report_and_summary_show_outcomes_calls_and_transcripts(tmp_path, fa
     assert "goal state (reached by" in text  # the leaky model changed nothing: its goal state is shown
     assert "&lt;tool_call&gt;" in text and "<tool_call>" not in text  # what the model wrote is escaped
     assert "[turn 1] assistant" in text and "&lt;- find_customer" in text
+
+
+def test_the_token_budget_stops_a_loop(tmp_path, fake_server, db_url, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "suites" / "agent-tasks"
+    shutil.copytree(load_suite("agent-tasks").dir, folder)
+    config = yaml.safe_load((folder / "suite.yaml").read_text())
+    config["agent"]["token_budget"] = 150  # the fake server reports 70 tokens a turn: the third turn crosses it
+    (folder / "suite.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
+    fake_server.state.tool_answer = tool_answerer(scripted_agent(loop_forever=True))
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, [{"agent-tasks": {"first": 1}}]), store)
+    (s,) = store.samples(result.run_id)
+    transcript = json.loads(s.transcript_json)
+    assert transcript["stop"] == "token_budget" and len(transcript["turns"]) == 3
+    assert s.prompt_tokens + s.completion_tokens == 210 and not s.passed
+
+
+def test_pass_hat_k_matches_brute_force_over_every_k_subset():
+    """The unbiased estimator equals the share of all k-subsets of a task's samples that are all passes."""
+    import itertools
+    import math
+    import random
+
+    from harness.analysis.tools import pass_hat_k
+
+    rng = random.Random(7)
+    for _ in range(50):
+        tasks = [[rng.random() < 0.6 for _ in range(rng.randint(1, 7))] for _ in range(rng.randint(1, 6))]
+        for k in range(1, 5):
+            eligible = [t for t in tasks if len(t) >= k]
+            if not eligible:
+                assert math.isnan(pass_hat_k([len(t) for t in tasks], [sum(t) for t in tasks], k))
+                continue
+            brute = sum(
+                sum(all(c) for c in itertools.combinations(t, k)) / math.comb(len(t), k) for t in eligible
+            ) / len(eligible)
+            got = pass_hat_k([len(t) for t in tasks], [sum(t) for t in tasks], k)
+            assert got == pytest.approx(brute, abs=1e-12)
+    assert pass_hat_k([4], [2], 1) == 0.5 and pass_hat_k([4], [2], 2) == pytest.approx(1 / 6)
