@@ -243,3 +243,19 @@ def test_the_bundled_tool_calls_suite_has_50_items_in_english_and_chinese():
         assert prompt.tools and prompt.messages[0].role == "system" and prompt.messages[-1].role == "user"
         if it.reference:  # the expected calls themselves grade correct
             assert grade("tool_calls", "", it, {"calls": gold_calls(it.reference)}).passed, it.id
+
+
+def test_suites_validate_grades_each_items_expected_calls():
+    from harness.graders.grading import validate_suite
+
+    result = validate_suite(load_suite("tool-calls"))
+    assert (result.total, result.passed) == (50, 50)
+
+
+def test_suites_validate_on_bfcl_passes_all_but_rows_whose_gold_breaks_bfcls_rules():
+    from harness.graders.grading import validate_suite
+
+    data = shared_dataset("bfcl")
+    result = validate_suite(load_suite(SuiteRef(name="bfcl", data=str(data))))
+    assert result.total == 3641 and result.passed == 3631
+    assert "parallel_multiple_12" in dict(result.failures)  # a parameter outside its own schema

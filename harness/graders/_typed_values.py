@@ -174,3 +174,28 @@ def js_value(text: str, kind: str, item_kind: str | None = None) -> Any:
             return parsed
         return text
     return text
+
+
+def java_literal(value: Any) -> str:
+    """A Python value written as Java source, the way BFCL asks for Java arguments (for reference answers)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set)):
+        return "new ArrayList<>(Arrays.asList(" + ", ".join(_java_item(v) for v in value) + "))"
+    if isinstance(value, dict):
+        puts = " ".join(f"put({_java_item(k)}, {_java_item(v)});" for k, v in value.items())
+        return "new HashMap<>() {{ " + puts + " }}"
+    return str(value)
+
+
+def _java_item(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else java_literal(value)
+
+
+def js_literal(value: Any) -> str:
+    """A Python value written as JavaScript source (for reference answers)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

@@ -94,6 +94,24 @@ def validate_suite(suite: Suite) -> ValidationResult:
     builder = PromptBuilder(suite)
     items = list(suite.items())
     result = ValidationResult(total=len(items))
+    grader = SuiteGrader(suite)
+    if grader.reads_calls and not suite.reference_response:
+        # A tool suite: its expected calls (the first accepted value of each parameter) must grade correct.
+        from harness.graders.tool_calls import reference_calls
+
+        for item in items:
+            builder.build(item)  # the item's tools and conversation must be readable too
+            calls = reference_calls(item.reference, str(item.fields.get("language") or "python"))
+            category = str(item.fields.get("category") or item.group)
+            if not calls and "relevance" in category and "irrelevance" not in category:
+                functions = item.fields.get("functions") or item.fields.get("tools") or [{}]
+                calls = reference_calls([{functions[0].get("name", ""): {}}])  # relevance: any call is right
+            grade = grader("", item, calls)
+            if grade.passed:
+                result.passed += 1
+            else:
+                result.failures.append((item.id, grade.reason))
+        return result
     pairs = ((builder.reference_response(item), item) for item in items)
     for item, grade in zip(items, _grade_all(suite, pairs)):
         if grade.passed:

@@ -20,7 +20,15 @@ from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError
 from harness.graders import register
-from harness.graders._typed_values import JAVA_TYPES, JS_TYPES, NESTED_TYPES, java_value, js_value
+from harness.graders._typed_values import (
+    JAVA_TYPES,
+    JS_TYPES,
+    NESTED_TYPES,
+    java_literal,
+    java_value,
+    js_literal,
+    js_value,
+)
 from harness.providers.text_calls import TEXT_CALL_STYLES, text_call_style, text_calls
 from harness.records import Grade, Item, ToolCall
 
@@ -198,6 +206,40 @@ def check_calls(
             break
         else:
             raise Mismatch(f"no call matches expected {next(iter(want))}: {first_error}")
+
+
+def _accepted(options: Any) -> Any:
+    """One accepted value: a list's first non-optional entry, nested dicts resolved key by key."""
+    if (
+        isinstance(options, list)
+        and options
+        and not isinstance(options[0], (dict, list))
+        or (isinstance(options, list) and any(o == "" for o in options))
+    ):
+        options = next((o for o in options if o != ""), None)
+    elif isinstance(options, list) and options:
+        options = options[0]
+    if isinstance(options, Mapping):
+        return {k: _accepted(v) for k, v in options.items() if v != [""]}
+    if isinstance(options, list) and options and isinstance(options[0], Mapping):
+        return [_accepted(d) for d in options]
+    return options
+
+
+def reference_calls(reference: Any, language: str = "python") -> tuple[ToolCall, ...]:
+    """The calls a perfect answer makes for BFCL-style expected calls (first accepted value of each parameter;
+    Java/JavaScript values written as source strings, as BFCL asks for them)."""
+    if isinstance(reference, str):
+        reference = json.loads(reference) if reference.strip() else []
+    write = {"java": java_literal, "javascript": js_literal}.get(language)
+    calls = []
+    for expected in reference or ():
+        ((name, params),) = expected.items()
+        arguments = {k: _accepted(v) for k, v in params.items() if any(x != "" for x in v)}
+        if write is not None:
+            arguments = {k: v if isinstance(v, str) else write(v) for k, v in arguments.items()}
+        calls.append(ToolCall.parse(name, json.dumps(arguments, ensure_ascii=False)))
+    return tuple(calls)
 
 
 def render_calls(calls: Sequence[ToolCall]) -> str:
