@@ -221,3 +221,22 @@ def test_pass_hat_k_matches_brute_force_over_every_k_subset():
             got = pass_hat_k([len(t) for t in tasks], [sum(t) for t in tasks], k)
             assert got == pytest.approx(brute, abs=1e-12)
     assert pass_hat_k([4], [2], 1) == 0.5 and pass_hat_k([4], [2], 2) == pytest.approx(1 / 6)
+
+
+def test_the_dry_run_counts_an_agent_item_as_its_turn_limit_and_budget(tmp_path, fake_server):
+    from harness.engine.estimate import dry_run
+
+    models = {
+        "alpha": {
+            "provider": "openai",
+            "base_url": fake_server.base_url,
+            "model": "m",
+            "price": {"input": 1.0, "output": 1.0},
+        }
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"name": "d", "models": models, "suites": [{"agent-tasks": {"first": 2}}]}))
+    figures = dry_run(load_plan(path))["alpha"]
+    assert figures["requests"] == 2 * 12
+    assert figures["estimated_cost_usd"] == pytest.approx((2 * 40_000 + 2 * 12 * 384) / 1e6)
+    assert fake_server.state.requests == 0

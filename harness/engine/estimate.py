@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from harness.engine.units import generation_for, prepare_suites
@@ -28,6 +30,8 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
                 first = prompt
             n_items += 1
             prompt_tokens += estimate_tokens(prompt.text)
+            if prompt.tools:  # the function schemas are sent (and billed) as prompt tokens too
+                prompt_tokens += estimate_tokens(json.dumps(prompt.to_json().get("tools", []), ensure_ascii=False))
         per_suite[p.suite.name] = (n_items, prompt_tokens, first)
         click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
         if first is not None:
@@ -42,6 +46,12 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             n_items, prompt_tokens, _ = per_suite[p.suite.name]
             gen = generation_for(plan, model, p.suite)
             req = n_items * plan.samples
+            if p.suite.agent:  # an agent loop: up to max_turns requests per item, stopped at its token budget
+                turns = int(p.suite.agent.get("max_turns", 12))
+                budget = int(p.suite.agent.get("token_budget", 30_000))
+                requests += req * turns
+                cost += model.price.cost(req * budget, req * turns * gen.max_tokens, batched=bool(model.batch))
+                continue
             requests += req
             cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
         figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
