@@ -224,6 +224,7 @@ def test_calls_written_in_text_are_recognised_in_each_style():
     }
     assert text_call_style(bare) == "json" and text_calls(bare, "json")[0].name == "f"
     assert text_call_style("The answer is {not a call}.") == ""
+    assert text_call_style('{"name": "Paris"}') == ""  # a JSON answer that names no arguments is not a call
     assert tool_outcome(hermes, ()) == "text_call"
     assert tool_outcome("hello", ()) == "no_call"
     assert tool_outcome("", (ToolCall.parse("f", '{}""'),)) == "bad_arguments"

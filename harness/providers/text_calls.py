@@ -74,6 +74,9 @@ def _bare_json(text: str) -> tuple[ToolCall, ...]:
     except (ValueError, RecursionError):
         return ()
     objects = data if isinstance(data, list) else [data]
+    # Only an object that names its arguments is a call: `{"name": "Paris"}` is an answer, not a call.
+    if not all(isinstance(o, dict) and ("arguments" in o or "parameters" in o) for o in objects):
+        return ()
     calls = [_call_from_object(o) for o in objects]
     return tuple(c for c in calls if c is not None) if calls and all(calls) else ()
 
