@@ -239,3 +239,8 @@ def test_a_tool_suite_through_the_batch_api_scores_like_online(tmp_path, fake_se
     assert all(s.passed for s in samples), [(s.item_id, s.grade_reason) for s in samples if not s.passed]
     assert next(s for s in samples if s.item_id == "tool-calls/016").tool_calls[0].name == "crm.get_weather"
     assert fake_server.state.batch.created >= 1
+
+
+def test_a_wrong_text_tool_calls_style_is_one_line_naming_the_field(tmp_path, fake_server):
+    with pytest.raises(HarnessError, match=r"models.alpha.text_tool_calls: must be 'hermes', 'qwen_xml' or 'json'"):
+        write_plan(tmp_path, fake_server, ["tool-calls"], text_tool_calls="yaml")
