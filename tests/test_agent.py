@@ -179,6 +179,7 @@ def test_the_report_and_summary_show_outcomes_calls_and_transcripts(tmp_path, fa
     assert "goal state (reached by" in text  # the leaky model changed nothing: its goal state is shown
     assert "&lt;tool_call&gt;" in text and "<tool_call>" not in text  # what the model wrote is escaped
     assert "[turn 1] assistant" in text and "&lt;- find_customer" in text
+    assert "get_order_status(order_id=" in text  # the expected calls, as the grader reads them
 
 
 def test_the_token_budget_stops_a_loop(tmp_path, fake_server, db_url, monkeypatch):

@@ -260,3 +260,12 @@ def test_suites_validate_on_bfcl_passes_all_but_rows_whose_gold_breaks_bfcls_rul
     result = validate_suite(load_suite(SuiteRef(name="bfcl", data=str(data))))
     assert result.total == 3641 and result.passed == 3631
     assert "parallel_multiple_12" in dict(result.failures)  # a parameter outside its own schema
+
+
+def test_the_expected_calls_are_shown_as_people_read_them():
+    from harness.graders import shown_reference
+
+    shown = shown_reference("tool_calls", json.dumps(TRUTH + TRUTH))
+    assert shown.splitlines()[0] == 'calc.area(base=10, height=5.0, unit="cm" | omitted, tags=["a", "b"] | omitted)'
+    assert len(shown.splitlines()) == 2
+    assert shown_reference("tool_calls", "[]").startswith("no expected call")

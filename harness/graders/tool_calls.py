@@ -19,7 +19,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError
-from harness.graders import register
+from harness.graders import reference_view, register
 from harness.graders._typed_values import (
     JAVA_TYPES,
     JS_TYPES,
@@ -316,3 +316,22 @@ def tool_calls(
     except Mismatch as exc:
         return Grade.of(False, f"{exc}{note}", shown)
     return Grade.of(True, f"{len(calls)} call{'s' * (len(calls) != 1)} as expected{note}", shown)
+
+
+def _options_text(options: Any) -> str:
+    shown = [json.dumps(o, ensure_ascii=False) for o in options if o != ""] if isinstance(options, list) else []
+    text = " | ".join(shown) if shown else json.dumps(options, ensure_ascii=False)
+    return f"{text} | omitted" if isinstance(options, list) and "" in options else text
+
+
+@reference_view("tool_calls")
+def expected_calls_text(reference: str) -> str:
+    """The expected calls as people read them: `f(a=1 | 2, unit="cm" | omitted)`, one call a line."""
+    data = json.loads(reference)
+    if not data:
+        return "no expected call (irrelevance: any call fails; relevance: any call passes)"
+    lines = []
+    for expected in data:
+        ((name, params),) = expected.items()
+        lines.append(f"{name}(" + ", ".join(f"{k}={_options_text(v)}" for k, v in params.items()) + ")")
+    return "\n".join(lines)
