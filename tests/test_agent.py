@@ -170,6 +170,8 @@ def test_the_report_and_summary_show_outcomes_calls_and_transcripts(tmp_path, fa
     assert dict(leaky_tools.tool_outcomes) == {"text_call": 4}
     agent = summary.cell("clean", "agent-tasks")
     assert agent.pass_hat_k == ((1, 1.0), (2, 1.0))
+    assert agent.turns_per_task == 2.0 and agent.seconds_per_turn > 0  # calls, then the answer
+    assert summary.cell("clean", "tool-calls").turns_per_task != summary.cell("clean", "tool-calls").turns_per_task
     index = write_report(store, [result.run_id], tmp_path / "site")
     html = index.read_text()
     assert 'id="tools"' in html and "tool_outcomes.png" in html and "text_call" in html

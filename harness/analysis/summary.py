@@ -6,6 +6,7 @@ of a run shows the same numbers.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ class CellSummary:
     tool_outcomes: tuple[tuple[str, int], ...] = ()
     # With several samples per item: pass^k for k = 1..min samples (all k tries of a task succeed).
     pass_hat_k: tuple[tuple[int, float], ...] = ()
+    # Agent suites: model turns per task (mean) and seconds per turn (answered tasks); NaN elsewhere.
+    turns_per_task: float = float("nan")
+    seconds_per_turn: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class _Acc:
         self.batched_tokens = [0, 0]  # prompt, completion tokens of batched samples
         self.batched_cost = 0.0
         self.outcomes: Counter = Counter()
+        self.turns: list[int] = []  # agent tasks: model turns each took
+        self.turn_seconds = 0.0
 
     @property
     def length_rate(self) -> float:
@@ -132,6 +138,10 @@ class _Acc:
         self.group_by_item[r.item_id] = r.item_group
         if r.tool_outcome:
             self.outcomes[r.tool_outcome] += 1
+        if r.transcript_json and not r.error:
+            turns = len(json.loads(r.transcript_json).get("turns") or ())
+            self.turns.append(turns)
+            self.turn_seconds += r.latency_s
         if r.usage_estimated:
             self.estimated += 1
         if not r.error:
@@ -233,6 +243,8 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                     groups=tuple(acc.group_by_item[i] for i in item_ids),
                     tool_outcomes=tuple((k, acc.outcomes[k]) for k in OUTCOMES if acc.outcomes[k]),
                     pass_hat_k=_pass_hat_ks(acc) if multi else (),
+                    turns_per_task=sum(acc.turns) / len(acc.turns) if acc.turns else float("nan"),
+                    seconds_per_turn=acc.turn_seconds / sum(acc.turns) if sum(acc.turns) else float("nan"),
                 )
             )
     ops = []

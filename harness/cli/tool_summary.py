@@ -13,7 +13,7 @@ def print_tool_table(summary, console) -> None:
     if not cells:
         return
     table = Table(title="tool calls: outcome of each sample, and pass^k (every one of k tries succeeds)")
-    for col in ("model", "suite", "n", *OUTCOMES, "pass@1 %", "pass^k %"):
+    for col in ("model", "suite", "n", *OUTCOMES, "pass@1 %", "pass^k %", "turns/task", "s/turn"):
         table.add_column(col, justify="left" if col in ("model", "suite") else "right")
     for c in cells:
         counts = dict(c.tool_outcomes)
@@ -25,5 +25,7 @@ def print_tool_table(summary, console) -> None:
             *(str(counts.get(k, 0)) for k in OUTCOMES),
             f"{100 * c.mean:.1f}",
             hat,
+            "—" if c.turns_per_task != c.turns_per_task else f"{c.turns_per_task:.2f}",
+            "—" if c.seconds_per_turn != c.seconds_per_turn else f"{c.seconds_per_turn:.2f}",
         )
     console.print(table)

@@ -58,6 +58,8 @@ def tool_context(summary, site: Path, chart_ctx) -> dict | None:
                 counts=[f"{counts.get(k, 0):,}" for k in OUTCOMES],
                 pass1=f"{100 * c.mean:.1f}%",
                 pass_hat=f"k={hat[0]}: {100 * hat[1]:.1f}%" if hat else "—",
+                turns="—" if c.turns_per_task != c.turns_per_task else f"{c.turns_per_task:.2f}",
+                per_turn="—" if c.seconds_per_turn != c.seconds_per_turn else f"{c.seconds_per_turn:.2f} s",
             )
         )
     chart = None
