@@ -243,3 +243,16 @@ def test_the_dry_run_counts_an_agent_item_as_its_turn_limit_and_budget(tmp_path,
     assert figures["requests"] == 2 * 12
     assert figures["estimated_cost_usd"] == pytest.approx((2 * 40_000 + 2 * 12 * 384) / 1e6)
     assert fake_server.state.requests == 0
+
+
+def test_kimi_style_call_ids_go_back_unchanged_in_the_next_turn(tmp_path, fake_server, db_url):
+    fake_server.state.tool_answer = tool_answerer(scripted_agent(), "kimi_ids")
+    store = Store(db_url)
+    result = execute_plan(plan_for(tmp_path, fake_server, [{"agent-tasks": {"first": 1}}]), store)
+    (s,) = store.samples(result.run_id)
+    assert s.passed
+    second = next(b for b in fake_server.state.bodies if any(m["role"] == "tool" for m in b["messages"]))
+    sent = [m for m in second["messages"] if m["role"] in ("assistant", "tool")]
+    ids = [c["id"] for c in sent[0]["tool_calls"]]
+    assert ids == ["functions.find_customer:0", "functions.cancel_order:1"]
+    assert [m["tool_call_id"] for m in sent[1:]] == ids  # each result answers its call by the id the server gave
