@@ -256,3 +256,30 @@ def test_kimi_style_call_ids_go_back_unchanged_in_the_next_turn(tmp_path, fake_s
     ids = [c["id"] for c in sent[0]["tool_calls"]]
     assert ids == ["functions.find_customer:0", "functions.cancel_order:1"]
     assert [m["tool_call_id"] for m in sent[1:]] == ids  # each result answers its call by the id the server gave
+
+
+def test_a_turn_that_fails_fails_the_task_but_keeps_the_tokens_already_spent(tmp_path, fake_server, db_url):
+    agent = scripted_agent()
+    turns = []
+
+    def decide(payload):
+        turns.append(1)
+        if len(turns) > 1:
+            return {"empty": True}  # not a valid decision: the fake answers finish_reason tool_calls, no call
+        return agent(payload)
+
+    def answer(payload):
+        decided = decide(payload)
+        if isinstance(decided, dict):
+            return {"message": {"content": None, "tool_calls": []}, "finish_reason": "tool_calls", "deltas": []}
+        return tool_answerer(lambda p: decided)(payload)
+
+    fake_server.state.tool_answer = answer
+    models = {"alpha": {"provider": "openai", "base_url": fake_server.base_url, "model": "m", "max_attempts": 2}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"name": "f", "models": models, "suites": [{"agent-tasks": {"first": 1}}]}))
+    store = Store(db_url)
+    (s,) = store.samples(execute_plan(load_plan(path), store).run_id)
+    assert s.error and "finish_reason tool_calls with no call" in s.error and not s.passed
+    assert s.prompt_tokens == 50 and s.completion_tokens == 20  # the first turn's usage, not zero
+    assert json.loads(s.transcript_json)["stop"] == "error" and s.tool_outcome == "error"

@@ -133,7 +133,16 @@ async def run_agent(config: AgentConfig, item: Item, first: Prompt, request: Req
         if completion.error:
             outcome.stop = "error"
             outcome.final_state = env.snapshot()
-            return Completion(error=completion.error), totals["attempts"], fatal, outcome
+            # The turns already answered were paid for: their tokens stay on the failed task.
+            failed = Completion(
+                error=completion.error,
+                prompt_tokens=totals["prompt"],
+                completion_tokens=totals["completion"],
+                latency_s=totals["latency"],
+                usage_estimated=estimated,
+                tool_calls=tuple(outcome.calls),
+            )
+            return failed, totals["attempts"], fatal, outcome
         completion = map_calls_back(prompt, completion)
         if text_style and not completion.tool_calls:  # the model's plan asks to read calls written in its text
             parsed = text_calls(completion.text, text_style)
