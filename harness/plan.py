@@ -165,6 +165,8 @@ class ModelSpec:
     settings: dict[str, Any] = field(
         default_factory=dict
     )  # a plugin provider's own keys (its registration checks them)
+    # Tool suites: read calls this model writes in its text (a server whose tool parser misses them) as calls.
+    text_tool_calls: Literal["hermes", "qwen_xml", "json"] | None = None
 
     @property
     def api_model(self) -> str:
@@ -596,7 +598,13 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         }
         model["extra_headers"] = headers
         # Left out at their defaults, like the batch keys: a plan that uses none keeps its fingerprint.
-        for key, default in (("extra_body", {}), ("extra_headers", {}), ("rate_limit_wait_s", 600.0), ("settings", {})):
+        for key, default in (
+            ("extra_body", {}),
+            ("extra_headers", {}),
+            ("rate_limit_wait_s", 600.0),
+            ("settings", {}),
+            ("text_tool_calls", None),
+        ):
             if model.get(key) == default:
                 model.pop(key, None)
     for suite in data["suites"]:  # likewise: a plan without image settings keeps its fingerprint

@@ -373,6 +373,8 @@ EXPORT_FIELDS = [
     "usage_estimated",
     "tool_calls",
     "cached_tokens",
+    "tool_outcome",
+    "transcript",
 ]
 
 

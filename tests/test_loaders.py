@@ -63,7 +63,17 @@ def load(loader: str, data: Path | str, **options) -> loaders.LoadedData:
 
 
 def test_available_loaders():
-    assert loaders.available_loaders() == ["bbh", "ceval", "chartqa", "docvqa", "gsm8k", "humaneval", "mbpp", "mmmu"]
+    assert loaders.available_loaders() == [
+        "bbh",
+        "bfcl",
+        "ceval",
+        "chartqa",
+        "docvqa",
+        "gsm8k",
+        "humaneval",
+        "mbpp",
+        "mmmu",
+    ]
 
 
 # -- HumanEval -----------------------------------------------------------------------------
@@ -340,7 +350,7 @@ def test_missing_data_names_the_suite_and_how_to_give_it():
 def test_unknown_loader():
     with pytest.raises(
         HarnessError,
-        match=r"unknown loader 'mmlu' \(known: bbh, ceval, chartqa, docvqa, gsm8k, humaneval, mbpp, mmmu\)",
+        match=r"unknown loader 'mmlu' \(known: bbh, bfcl, ceval, chartqa, docvqa, gsm8k, humaneval, mbpp, mmmu\)",
     ):
         loaders.load("mmlu", "x")
 

@@ -6,10 +6,12 @@ of a run shows the same numbers.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from harness.providers.registry import capabilities_of
+from harness.providers.text_calls import OUTCOMES
 from harness.store import RunInfo, RunModelInfo, RunSuiteInfo, Store
 
 
@@ -43,6 +45,13 @@ class CellSummary:
     scores: tuple[float, ...] = field(repr=False, default=())  # per item (mean over samples), item order
     item_ids: tuple[str, ...] = field(repr=False, default=())
     groups: tuple[str, ...] = field(repr=False, default=())
+    # Tool suites: samples per outcome class (call, no_call, bad_arguments, text_call, error), in that order.
+    tool_outcomes: tuple[tuple[str, int], ...] = ()
+    # With several samples per item: pass^k for k = 1..min samples (all k tries of a task succeed).
+    pass_hat_k: tuple[tuple[int, float], ...] = ()
+    # Agent suites: model turns per task (mean) and seconds per turn (answered tasks); NaN elsewhere.
+    turns_per_task: float = float("nan")
+    seconds_per_turn: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,9 @@ class _Acc:
         self.batched = 0
         self.batched_tokens = [0, 0]  # prompt, completion tokens of batched samples
         self.batched_cost = 0.0
+        self.outcomes: Counter = Counter()
+        self.turns: list[int] = []  # agent tasks: model turns each took
+        self.turn_seconds = 0.0
 
     @property
     def length_rate(self) -> float:
@@ -125,6 +137,12 @@ class _Acc:
         self.suite_hash = r.suite_hash
         self.scores_by_item[r.item_id].append(r.score)
         self.group_by_item[r.item_id] = r.item_group
+        if r.tool_outcome:
+            self.outcomes[r.tool_outcome] += 1
+        if r.transcript_json and not r.error:
+            turns = len(json.loads(r.transcript_json).get("turns") or ())
+            self.turns.append(turns)
+            self.turn_seconds += r.latency_s
         if r.usage_estimated:
             self.estimated += 1
         if not r.error:
@@ -148,6 +166,16 @@ class _Acc:
         self.reasoning_tokens += r.reasoning_tokens
         self.cost += r.cost_usd
         self.correct += r.score
+
+
+def _pass_hat_ks(acc: _Acc) -> tuple[tuple[int, float], ...]:
+    """pass^k for k = 1..the fewest samples any item has (a sample passes when its score is 1)."""
+    from harness.analysis.tools import pass_hat_k
+
+    runs = list(acc.scores_by_item.values())
+    ns = [len(v) for v in runs]
+    cs = [sum(1 for x in v if x >= 1.0) for v in runs]
+    return tuple((k, pass_hat_k(ns, cs, k)) for k in range(1, min(ns) + 1))
 
 
 def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
@@ -214,6 +242,10 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                     scores=per_item,
                     item_ids=item_ids,
                     groups=tuple(acc.group_by_item[i] for i in item_ids),
+                    tool_outcomes=tuple((k, acc.outcomes[k]) for k in OUTCOMES if acc.outcomes[k]),
+                    pass_hat_k=_pass_hat_ks(acc) if multi else (),
+                    turns_per_task=sum(acc.turns) / len(acc.turns) if acc.turns else float("nan"),
+                    seconds_per_turn=acc.turn_seconds / sum(acc.turns) if sum(acc.turns) else float("nan"),
                 )
             )
     ops = []

@@ -100,6 +100,9 @@ def print_summary(summary) -> None:
             per_correct if per_correct == "—" else f"{mark}{per_correct}",
         )
     console.print(ops)
+    from harness.cli.tool_summary import print_tool_table
+
+    print_tool_table(summary, console)
     if any(o.estimated_samples for o in summary.ops):
         console.print(
             f"{ESTIMATE_MARK} the server reported no token usage for some samples: their tokens and "

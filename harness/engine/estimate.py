@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from harness.engine.units import generation_for, prepare_suites
@@ -31,6 +33,8 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             n_items += 1
             prompt_tokens += estimate_tokens(prompt.text)
             images += [(i.width, i.height, i.detail) for i in prompt_images(prompt)]
+            if prompt.tools:  # the function schemas are sent (and billed) as prompt tokens too
+                prompt_tokens += estimate_tokens(json.dumps(prompt.to_json().get("tools", []), ensure_ascii=False))
         per_suite[p.suite.name] = (n_items, prompt_tokens, first, images)
         click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
         if first is not None:
@@ -54,6 +58,12 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
                 figures[model.name]["image_tokens"] += image_total * plan.samples
             gen = generation_for(plan, model, p.suite)
             req = n_items * plan.samples
+            if p.suite.agent:  # an agent loop: up to max_turns requests per item, stopped at its token budget
+                turns = int(p.suite.agent.get("max_turns", 12))
+                budget = int(p.suite.agent.get("token_budget", 30_000))
+                requests += req * turns
+                cost += model.price.cost(req * budget, req * turns * gen.max_tokens, batched=bool(model.batch))
+                continue
             requests += req
             cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
         shown_images = figures.get(model.name, {}).get("image_tokens")
@@ -77,9 +87,9 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             figures[model.name]["estimated_off_peak_cost_usd"] = off_cost
             how = f" at the list price; ~{money(off_cost)} off-peak ({off.hours} UTC, {off.discount:.0%} off)"
         click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
-        if image_total:
+        if shown_images:
             click.echo(
-                f"  {'':<24} incl. ≈{image_total:,} image tokens ({rule_for(model.api_model)} rule, "
+                f"  {'':<24} incl. ≈{shown_images:,} image tokens ({rule_for(model.api_model)} rule, "
                 "estimated: the server's counts replace it)"
             )
     return figures

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -16,13 +17,23 @@ from harness.graders.grading import SuiteGrader
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
+from harness.providers.text_calls import text_calls, tool_outcome
 from harness.providers.tokens import estimate_tokens
+from harness.providers.tool_names import map_calls_back
 from harness.providers.vision import prompt_image_tokens
 from harness.records import Completion, Generation, Grade, Item, Prompt
 from harness.store import SampleRecord, Store
 from harness.suite import Suite
 
 log = logging.getLogger(__name__)
+
+
+def agent_configs(suites: dict[str, PreparedSuite]) -> dict:
+    """Suite name -> AgentConfig for the suites that run agent loops (suite.yaml `agent:`)."""
+    from harness.engine.agent import AgentConfig
+
+    return {name: AgentConfig.of(p.suite) for name, p in suites.items() if p.suite.agent}
+
 
 # -- one unit ---------------------------------------------------------------------------
 
@@ -92,6 +103,7 @@ class UnitRunner:
         self.use_cache = use_cache
         self.cache_sink = cache_sink
         self.graders = {name: SuiteGrader(p.suite) for name, p in suites.items()}
+        self.agents = agent_configs(suites)
         self._loop: asyncio.AbstractEventLoop | None = None
         for name, p in suites.items():
             if self.graders[name].needs.judge is not None:
@@ -232,15 +244,32 @@ class UnitRunner:
         it is not stored, so that rerunning the plan once the cause is fixed asks it again.
         """
         state = self.models[unit.model]
-        completion, attempts, fatal = await self._request(state, unit, ticket)
+        agent = None
+        if unit.suite in self.agents:
+            completion, attempts, fatal, agent = await self._agent_loop(state, unit, ticket)
+        else:
+            completion, attempts, fatal = await self._request(state, unit, ticket)
         state.note_outcome(completion, fatal)
         if fatal:
             state.unstored += 1
             return None
-        return await self.finish(unit, completion, attempts)
+        return await self.finish(unit, completion, attempts, agent=agent)
+
+    async def _agent_loop(self, state: ModelState, unit: WorkUnit, ticket: int | None):
+        """An agent suite's item: many requests (harness.engine.agent), the first on the slot already taken."""
+        from harness.engine.agent import run_agent
+
+        tickets = [ticket]
+
+        async def request(prompt: Prompt):
+            return await self._request(state, replace(unit, prompt=prompt), tickets.pop() if tickets else None)
+
+        return await run_agent(
+            self.agents[unit.suite], unit.item, unit.prompt, request, text_style=state.spec.text_tool_calls
+        )
 
     async def finish(
-        self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False
+        self, unit: WorkUnit, completion: Completion, attempts: int, batched: bool = False, agent=None
     ) -> SampleRecord:
         """Grade a unit's completion (however it was obtained), record it and hand it to the sink."""
         self._loop = self._loop or asyncio.get_running_loop()
@@ -249,6 +278,12 @@ class UnitRunner:
         reasoning = (
             f"{completion.reasoning}\n\n{think}" if completion.reasoning and think else completion.reasoning or think
         )
+        completion = map_calls_back(unit.prompt, completion)  # grading and reports see the suite's tool names
+        outcome = tool_outcome(answer, completion.tool_calls, completion.error) if unit.prompt.tools else None
+        if outcome == "text_call" and state.spec.text_tool_calls and agent is None:
+            # The model asked for its text calls to be read: graded as calls, still counted as text_call.
+            parsed = replace(completion, tool_calls=text_calls(answer, state.spec.text_tool_calls))
+            completion = map_calls_back(unit.prompt, parsed)
         if completion.error:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
@@ -256,7 +291,9 @@ class UnitRunner:
             if grader.inline:
                 grade = grader(answer, unit.item)
             else:
-                grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
+                grade = await asyncio.get_running_loop().run_in_executor(
+                    self.grade_pool, grader, answer, unit.item, completion.tool_calls, agent
+                )
         cost = state.spec.price.cost(
             completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
         )
@@ -288,6 +325,8 @@ class UnitRunner:
             usage_estimated=completion.usage_estimated,
             tool_calls=completion.tool_calls,
             cached_tokens=completion.cached_tokens or None,
+            tool_outcome=outcome,
+            transcript_json=json.dumps(agent.to_json(), ensure_ascii=False, default=str) if agent else None,
         )
         state.done += 1
         if completion.error:

@@ -131,5 +131,26 @@ def prepare_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -
             for model in plan.models:
                 refuse_images(model.name, model.provider, suite.name)
             suite.check_images()
+        if suite.tools or suite.agent:
+            refuse_tools(plan, suite.name, agent=bool(suite.agent))
         prepared.append(PreparedSuite(suite, PromptBuilder(suite), suite.content_hash))
     return prepared
+
+
+def refuse_tools(plan: Plan, suite: str, agent: bool = False) -> None:
+    """A tool suite with a model whose provider cannot do tool calls is refused before any request;
+    so is an agent suite with a model sent through a Batch API (one request per item, no turns)."""
+    from harness.errors import HarnessError
+    from harness.providers.registry import capabilities_of
+
+    for spec in plan.models:
+        if agent and spec.batch is not None:
+            raise HarnessError(
+                f"model '{spec.name}': suite '{suite}' runs agent loops (many turns per item), which a Batch "
+                f"API cannot; run that model online (drop batch) or leave the suite out"
+            )
+        if not capabilities_of(spec.provider).tools:  # e.g. replayed samples cannot offer tools or read calls
+            raise HarnessError(
+                f"model '{spec.name}': provider {spec.provider} cannot offer tools, and suite '{suite}' "
+                f"grades tool calls; run that suite with a provider that has tools (openai, llamacpp)"
+            )

@@ -28,7 +28,7 @@ Grader = Callable[..., Grade]
 ENTRY_POINT_GROUP = "harness.graders"
 
 # Modules holding built-in graders, imported on first use; a new family (e.g. judge) is one more name.
-_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge", "vision")
+_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge", "vision", "tool_calls", "agent_state")
 
 
 @dataclass(frozen=True)

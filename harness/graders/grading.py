@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import HarnessError
-from harness.records import Grade, Item
+from harness.records import Grade, Item, ToolCall
 from harness.suite import Suite
 
 
@@ -50,6 +50,9 @@ class SuiteGrader:
         check_options(self.name, options)
         self.options = options
         self.inline = self.needs.inline  # cheap text-only graders run on the loop, not a thread
+        # A grader that takes `calls` grades the tool calls a model made (the tool_calls grader).
+        self.reads_calls = _takes(self.fn, "calls")
+        self.reads_agent = _takes(self.fn, "agent")  # the agent_state grader: the loop's final state
 
     def judges(self) -> list[str | None]:
         """The plan models this grader asks (its `needs.judge` option), in the order given; None: not set."""
@@ -58,8 +61,22 @@ class SuiteGrader:
         named = self.options.get(self.needs.judge)
         return [named] if isinstance(named, str) or named is None else list(named)
 
-    def __call__(self, answer: str, item: Item) -> Grade:
-        return self._call(self.name, self.fn, answer, item, self.options)
+    def __call__(self, answer: str, item: Item, calls: tuple[ToolCall, ...] = (), agent=None) -> Grade:
+        options = dict(self.options)
+        if self.reads_calls:
+            options["calls"] = calls
+        if self.reads_agent:
+            options["agent"] = agent
+        return self._call(self.name, self.fn, answer, item, options)
+
+
+def _takes(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:
@@ -97,6 +114,24 @@ def validate_suite(suite: Suite) -> ValidationResult:
     builder = PromptBuilder(suite)
     items = list(suite.items())
     result = ValidationResult(total=len(items))
+    grader = SuiteGrader(suite)
+    if grader.reads_calls and not suite.reference_response:
+        # A tool suite: its expected calls (the first accepted value of each parameter) must grade correct.
+        from harness.graders.tool_calls import reference_calls
+
+        for item in items:
+            builder.build(item)  # the item's tools and conversation must be readable too
+            calls = reference_calls(item.reference, str(item.fields.get("language") or "python"))
+            category = str(item.fields.get("category") or item.group)
+            if not calls and "relevance" in category and "irrelevance" not in category:
+                functions = item.fields.get("functions") or item.fields.get("tools") or [{}]
+                calls = reference_calls([{functions[0].get("name", ""): {}}])  # relevance: any call is right
+            grade = grader("", item, calls)
+            if grade.passed:
+                result.passed += 1
+            else:
+                result.failures.append((item.id, grade.reason))
+        return result
     pairs = ((builder.reference_response(item), item) for item in items)
     for item, grade in zip(items, _grade_all(suite, pairs)):
         if grade.passed:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.engine.units import generation_for, prepare_suites
+from harness.errors import HarnessError
 from harness.load.profile import Workload
 from harness.load.wire import Response
 from harness.plan import ModelSpec, Plan
@@ -100,6 +101,11 @@ def build_bodies(plan: Plan, model: ModelSpec, workload: Workload, *, count: int
             gen = dataclasses.replace(gen, max_tokens=workload.output_tokens)
         for item in prepared.suite.items():
             prompt = prepared.builder.build(item)
+            if prompt.tools:  # offered tools would come back as calls, which a load profile does not time
+                raise HarnessError(
+                    f"suite '{prepared.suite.name}' offers tools (or runs agent loops), which load profiles do not "
+                    f"send yet; profile it with harness run, or pick a suite without tools for the workload"
+                )
             prompt, extra = _with_images(prompt, model, workload, len(bodies))
             tokens = estimate_tokens(prompt.text) + prompt_image_tokens(prompt, model.api_model) + extra
             bodies.append(_body(model, prompt, gen, workload, tokens))

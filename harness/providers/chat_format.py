@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.providers.tool_names import wire_names
 from harness.records import ImagePart, Message, Prompt, TextPart, ToolCall
 
 
-def openai_message(message: Message) -> dict[str, Any]:
-    """One message in the chat/completions form."""
+def openai_message(message: Message, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """One message in the chat/completions form; `names` maps the suite's tool names to the ones sent."""
     out: dict[str, Any] = {"role": message.role}
     if isinstance(message.content, str):
         out["content"] = message.content
@@ -33,7 +34,7 @@ def openai_message(message: Message) -> dict[str, Any]:
             {
                 "id": call.id or f"call_{index}",
                 "type": "function",
-                "function": {"name": call.name, "arguments": call.raw_arguments},
+                "function": {"name": (names or {}).get(call.name, call.name), "arguments": call.raw_arguments},
             }
             for index, call in enumerate(message.tool_calls)
         ]
@@ -47,18 +48,20 @@ def openai_message(message: Message) -> dict[str, Any]:
 
 
 def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
-    return [openai_message(m) for m in prompt.messages]
+    names = wire_names(prompt) if prompt.tools else None
+    return [openai_message(m, names) for m in prompt.messages]
 
 
 def openai_prompt_fields(prompt: Prompt) -> dict[str, Any]:
     """`messages`, and `tools` / `tool_choice` / `response_format` when the prompt has them."""
     fields: dict[str, Any] = {"messages": openai_messages(prompt)}
+    names = wire_names(prompt) if prompt.tools else {}
     if prompt.tools:
         fields["tools"] = [
             {
                 "type": "function",
                 "function": {
-                    "name": tool.name,
+                    "name": names.get(tool.name, tool.name),
                     "description": tool.description,
                     "parameters": dict(tool.parameters) or {"type": "object", "properties": {}},
                 },
@@ -66,7 +69,7 @@ def openai_prompt_fields(prompt: Prompt) -> dict[str, Any]:
             for tool in prompt.tools
         ]
     if prompt.tool_choice is not None:
-        fields["tool_choice"] = prompt.tool_choice
+        fields["tool_choice"] = _mapped_choice(prompt.tool_choice, names)
     if prompt.response_format is not None:
         fields["response_format"] = prompt.response_format
     return fields
@@ -138,6 +141,14 @@ class ToolCallDeltas:
         if self.legacy is not None:
             return (ToolCall.parse(self.legacy.name, "".join(self.legacy.arguments)),)
         return ()
+
+
+def _mapped_choice(choice: Any, names: dict[str, str]) -> Any:
+    """A forced `{"type": "function", "function": {"name": ...}}` names the function as it is sent."""
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(function, dict) and function.get("name") in names:
+        return {**choice, "function": {**function, "name": names[function["name"]]}}
+    return choice
 
 
 def _text(value: Any) -> str:

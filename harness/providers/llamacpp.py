@@ -110,15 +110,25 @@ class LlamaCppProvider:
         gen = request.generation
         fields = openai_prompt_fields(request.prompt)
         start = time.perf_counter()
+        settings = dict(
+            max_tokens=gen.max_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p if gen.top_p is not None else 1.0,
+            stop=list(gen.stop) or None,
+        )
         try:
-            out = self._llama.create_chat_completion(
-                **fields,
-                max_tokens=gen.max_tokens,
-                temperature=gen.temperature,
-                top_p=gen.top_p if gen.top_p is not None else 1.0,
-                stop=list(gen.stop) or None,
-                seed=(gen.seed or 0) + request.sample_index,
-            )
+            if request.prompt.tools:
+                # The GGUF's own chat template may ignore tools (SmolLM2's does): offer them through
+                # llama-cpp-python's ChatML function-calling handler, as its server's
+                # `--chat_format chatml-function-calling` does, so the model sees the functions.
+                from llama_cpp.llama_chat_format import chatml_function_calling
+
+                self._llama.set_seed((gen.seed or 0) + request.sample_index)
+                out = chatml_function_calling(llama=self._llama, **fields, **settings)
+            else:
+                out = self._llama.create_chat_completion(
+                    **fields, **settings, seed=(gen.seed or 0) + request.sample_index
+                )
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             raise ProviderError(f"llama.cpp: {exc}", retryable=False) from None
         latency = time.perf_counter() - start

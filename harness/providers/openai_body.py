@@ -139,6 +139,9 @@ def build_completion(
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Completion:
     """The Completion of an answer read whole, with the server's token counts or estimated ones."""
+    if finish == "tool_calls" and not tool_calls and not text.strip():
+        # DeepSeek sometimes ends with finish_reason tool_calls and an empty call list: no answer was given.
+        raise ProviderError("incomplete answer: finish_reason tool_calls with no call", retryable=True)
     # A call's name and arguments are output tokens too: an estimate must count them.
     called = "".join(f"{c.name}({c.raw_arguments})" for c in tool_calls)
     counts = read_usage(usage, prompt_contents, text, reasoning + called)

@@ -34,6 +34,7 @@ COMMON_FIELDS = frozenset(
         "price",
         "generation",
         "rate_limit_wait_s",
+        "text_tool_calls",  # read calls a model writes in its text as calls (harness/providers/text_calls.py)
         "batch",  # taken by every provider, refused with one line unless it has the `batch` capability
     }
 )

@@ -38,6 +38,8 @@ COLUMNS = (
     "usage_estimated",
     "tool_calls",
     "cached_tokens",
+    "tool_outcome",
+    "transcript",
 )
 
 
@@ -87,6 +89,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
             "run": r.run_id,
             "prompt": _prompt(messages_json),
             "tool_calls": _tool_calls(r.tool_calls),
+            "transcript": json.loads(r.transcript_json) if r.transcript_json else None,
             "reference": shown_reference(graders.get(r.suite, ""), stored_reference or ""),
         }
         if r.model in untimed:
@@ -98,6 +101,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
                     **row,
                     "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False),
                     "tool_calls": json.dumps(row["tool_calls"], ensure_ascii=False) if row["tool_calls"] else "",
+                    "transcript": r.transcript_json or "",
                 }
             )
         else:

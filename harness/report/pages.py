@@ -162,6 +162,7 @@ SAMPLE_FIELDS = (
     "completion_cut",
     "ops",
     "images",
+    "tools",  # tool suites: (label, text) sections: tools offered, calls made, outcome, agent transcript
 )
 _STATUS = {"pass": "✓ right", "fail": "✗ wrong", "error": "⚠ error"}
 _COL = {c.key: i for i, c in enumerate(queries.SAMPLE_COLUMNS)}
@@ -194,6 +195,13 @@ def messages_of(messages_json: str | None) -> list[tuple[str, str, int]]:
     return out
 
 
+def tool_sections(messages_json, calls_json=None, outcome=None, transcript_json=None) -> list[tuple[str, str]]:
+    """What a tool sample page shows beyond the prompt: tools offered, calls made, outcome, the agent transcript."""
+    from harness.report.tool_view import sections
+
+    return sections(messages_json, calls_json, outcome, transcript_json, TEXT_CAP)
+
+
 def sample_view(row, n: int, reference: str | None = None, timed: bool = True, images: tuple = ()) -> tuple:
     """A streamed sample row (queries.SAMPLE_COLUMNS) as the SAMPLE_FIELDS tuple of plain text;
     the template escapes every field. `reference`: the reference as the grader reads it (default: as
@@ -223,6 +231,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True, i
         messages_json,
         stored_reference,
         batched,
+        *tool_columns,
     ) = row
     reference = stored_reference if reference is None else reference
     status = "error" if error else ("pass" if passed else "fail")
@@ -274,6 +283,7 @@ def sample_view(row, n: int, reference: str | None = None, timed: bool = True, i
         max(0, len(completion) - TEXT_CAP),
         " · ".join(ops),
         images,
+        tool_sections(messages_json, *tool_columns) if tool_columns else [],
     )
 
 

@@ -17,6 +17,7 @@ from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.formatting import money
 from harness.report import analysis, charts, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
+from harness.report.tool_section import tool_context
 from harness.store import Store
 from harness.store import reports as queries
 
@@ -336,6 +337,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         models=summary.models,
         weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
         load=_under_load(store, summary),
+        tools=tool_context(summary, site, _chart_ctx),
     )
     return summary
 

@@ -87,6 +87,8 @@ class SampleRecord:
     usage_estimated: bool | None = False
     tool_calls: tuple[ToolCall, ...] = ()  # stored as JSON in samples.tool_calls_json
     cached_tokens: int | None = None  # of prompt_tokens, read from the server's prompt cache; None: not reported
+    tool_outcome: str | None = None  # tool suites: call | no_call | bad_arguments | text_call | error (text_calls.py)
+    transcript_json: str | None = None  # agent suites: messages, per-turn figures, stop, final/expected state
 
 
 _RECORD_FIELDS = tuple(SampleRecord.__dataclass_fields__)
@@ -503,7 +505,7 @@ def _redact_row(row: dict) -> None:
     for name in ("error", "grade_reason"):
         if row.get(name):
             row[name] = redact(row[name])
-    for name in ("completion", "reasoning", "extracted", "tool_calls_json"):
+    for name in ("completion", "reasoning", "extracted", "tool_calls_json", "transcript_json"):
         if row.get(name):
             row[name] = redact_secrets(row[name])
 

@@ -34,6 +34,9 @@ SAMPLE_COLUMNS = (
     PromptRow.messages_json,
     PromptRow.reference,
     SampleRow.batched,
+    SampleRow.tool_calls_json,
+    SampleRow.tool_outcome,
+    SampleRow.transcript_json,
 )
 
 

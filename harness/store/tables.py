@@ -114,6 +114,10 @@ class SampleRow(Base):
     # Of prompt_tokens, those the server read from its prompt cache (billed at the cached-input price);
     # NULL when the server did not say.
     cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Tool suites: what the answer was (call, no_call, bad_arguments, text_call, error); NULL elsewhere.
+    tool_outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # Agent suites: the loop as JSON (messages, per-turn latency and tokens, why it stopped, final and goal state).
+    transcript_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (
         UniqueConstraint("run_id", "model", "suite", "item_id", "sample_index", name="uq_sample"),
         Index("ix_samples_run_model_suite", "run_id", "model", "suite"),

@@ -26,6 +26,9 @@ from harness.untrusted import bounded_lines, file_digest, inside, load_yaml, rea
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# suite.yaml `tools:` keys: which item fields carry the offered tools and the conversation.
+_TOOLS_KEYS = {"field", "messages_field", "choice"}
+
 
 def suite_dirs() -> list[Path]:
     """Where suites are looked up, first match wins: $HARNESS_SUITES_PATH, ./suites, the bundled ones."""
@@ -92,6 +95,8 @@ class Suite:
     sample_seed: int = 0
     images_field: str | None = None  # the item field naming its images (suite.yaml `images_field`)
     image_settings: ImageSettings = ImageSettings()
+    tools: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `tools:` (see _TOOLS_KEYS)
+    agent: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `agent:` (harness.engine.agent)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -306,6 +311,14 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         stop=tuple(gen.get("stop") or ()),
         seed=gen.get("seed"),
     )
+    tools = raw.get("tools") or {}
+    if not isinstance(tools, dict) or set(tools) - _TOOLS_KEYS:
+        raise HarnessError(
+            f"{where}: tools must be a mapping with keys among {', '.join(sorted(_TOOLS_KEYS))}, got {tools!r}"
+        )
+    agent = raw.get("agent") or {}
+    if not isinstance(agent, dict):
+        raise HarnessError(f"{where}: agent must be a mapping (environment, max_turns, token_budget), got {agent!r}")
     loader = raw.get("loader")
     bundled_data = raw.get("data")
     chosen_data = data or ref.data
@@ -347,6 +360,8 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         image_settings=ImageSettings.parse(raw.get("images"), where).merged(
             getattr(ref, "images", None), f"plan suite '{ref.name}'"
         ),
+        tools=tools,
+        agent=agent,
     )
 
 

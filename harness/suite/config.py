@@ -60,6 +60,8 @@ class SuiteFile(TypedDict, total=False):
     sandbox: dict[str, Any] | None
     images_field: str | None  # the item field naming its images (harness/suite/images.py)
     images: dict[str, Any] | None  # image settings: max_edge, detail, max_bytes, max_pixels, remote
+    tools: dict[str, Any] | None  # which item fields carry the offered tools and the conversation (suite/tool_items.py)
+    agent: dict[str, Any] | None  # the tool environment and loop limits of an agent suite (engine/agent.py)
 
 
 def check_suite_file(raw: Any, source: str) -> dict[str, Any]:

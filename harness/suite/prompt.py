@@ -263,6 +263,10 @@ class PromptBuilder:
         for shot in self.shots(item):
             messages.append(Message("user", self._render(self._user, shot, "prompt")))
             messages.append(Message("assistant", self._render(self._answer, shot, "few-shot answer")))
+        if self.suite.tools or self.suite.agent:
+            from harness.suite.tool_items import tool_prompt
+
+            return tool_prompt(self.suite, item, messages, lambda: self._render(self._user, item.fields, "prompt"))
         if self.suite.images_field:
             messages.append(Message("user", self._with_images(item)))
         else:

@@ -120,6 +120,9 @@ class ServerState:
     max_in_flight: int = 0  # the most chat requests being answered at once
     log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
     batch: BatchState = field(default_factory=BatchState)
+    # Requests offering tools: payload -> {"message": {...}, "finish_reason": str, "deltas": [...]} or None
+    # (None: answer as text). See tests/tool_fakes.py for the tool-call quirks of real servers.
+    tool_answer: Callable[[dict], dict | None] | None = None
 
     def snapshot(self) -> dict:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
@@ -370,6 +373,11 @@ class FakeOpenAIServer:
                     return False
         self._log(key, "200")
         st.status_counts["200"] += 1
+        tool_reply = st.tool_answer(payload) if st.tool_answer is not None and payload.get("tools") else None
+        if tool_reply is not None:
+            st.successes[key] += 1
+            await self._tool_reply(writer, model, payload, tool_reply)
+            return True
         answer = self._answer(model, messages)
         if payload.get("stream"):
             usage = answer["usage"]
@@ -392,6 +400,26 @@ class FakeOpenAIServer:
             return True
         self._send(writer, 200, answer)
         return True
+
+    def _line_answer(self, body: dict) -> dict:
+        """A batch line's answer: a tool answer when the line offers tools and the state has a tool_answer."""
+        reply = self.state.tool_answer(body) if self.state.tool_answer is not None and body.get("tools") else None
+        if reply is None:
+            return self._answer(body.get("model", ""), body.get("messages", []))
+        self.state.successes[prompt_key(body.get("model", ""), body.get("messages", []))] += 1
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", **reply["message"]},
+            "finish_reason": reply.get("finish_reason", "tool_calls"),
+        }
+        usage = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
+        return {
+            "id": "chatcmpl-b",
+            "object": "chat.completion",
+            "model": body.get("model", ""),
+            "choices": [choice],
+            "usage": usage,
+        }
 
     def _answer(self, model: str, messages: list[dict]) -> dict:
         """A chat.completion for these messages, counted as answered (online or in a batch)."""
@@ -638,7 +666,7 @@ class FakeOpenAIServer:
                     "response": {
                         "status_code": 200,
                         "request_id": f"req_{n}",
-                        "body": self._answer(body.get("model", ""), body.get("messages", [])),
+                        "body": self._line_answer(body),
                     },
                 }
             )
@@ -708,6 +736,34 @@ class FakeOpenAIServer:
                 }
             )
         event(None)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def _tool_reply(self, writer, model: str, payload: dict, reply: dict) -> None:
+        """A tool answer, whole or as the given stream deltas (after the role chunk), then usage."""
+        usage = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
+        finish = reply.get("finish_reason", "tool_calls")
+        if not payload.get("stream"):
+            message = {"role": "assistant", **reply["message"]}
+            body = {"id": "chatcmpl-t", "object": "chat.completion", "created": int(time.time()), "model": model}
+            choices = [{"index": 0, "message": message, "finish_reason": finish}]
+            self._send(writer, 200, {**body, "choices": choices, "usage": usage})
+            return
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        )
+        writer.write(head.encode())
+        base = {"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        deltas = [{"role": "assistant"}, *reply["deltas"]]
+        for index, delta in enumerate(deltas):
+            last = index == len(deltas) - 1
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish if last else None}]}
+            data = f"data: {json.dumps(chunk)}\n\n".encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        for obj in ({**base, "choices": [], "usage": usage}, None):
+            data = f"data: {json.dumps(obj)}\n\n".encode() if obj is not None else b"data: [DONE]\n\n"
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

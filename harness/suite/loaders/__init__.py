@@ -55,6 +55,7 @@ from typing import Any, Mapping
 
 from harness.errors import HarnessError
 from harness.suite.loaders.bbh import BBH_FIELDS, load_bbh, parse_cot_prompt
+from harness.suite.loaders.bfcl import load_bfcl
 from harness.suite.loaders.ceval import CEVAL_CATEGORIES, CEVAL_COLUMNS, load_ceval
 from harness.suite.loaders.common import (
     FORMAT_VERSION,
@@ -91,6 +92,7 @@ __all__ = [
     "load_mmmu",
     "load_chartqa",
     "load_docvqa",
+    "load_bfcl",
     "HUMANEVAL_FIELDS",
     "MBPP_FIELDS",
     "MBPP_OPTIONAL",
