@@ -164,6 +164,8 @@ class ModelSpec:
     extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
     rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
+    # False when the plan gives no `price:`: the model's cost is unknown (not zero), so it is never "cheapest".
+    priced: bool = True
 
     @property
     def api_model(self) -> str:
@@ -228,7 +230,7 @@ class _PlanFile(TypedDict):
 
 
 # Fields filled from the file's structure (a mapping key, the file name), never written as keys.
-_IMPLIED = {Plan: {"path"}, ModelSpec: {"name"}, SuiteRef: {"name"}}
+_IMPLIED = {Plan: {"path"}, ModelSpec: {"name", "priced"}, SuiteRef: {"name"}}
 # What to write, for fields whose type alone does not say it.
 _EXPECTED = {"stop": "a string or a list of strings"}
 
@@ -341,7 +343,8 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
         if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
             spec = {**spec, "batch": {} if spec["batch"] else None}
-        entries.append({**_unset_empty(spec), "name": str(name)})
+        spec = _unset_empty(spec)
+        entries.append({**spec, "name": str(name), **({} if "price" in spec else {"priced": False})})
     return entries
 
 
@@ -532,6 +535,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     for model in (*data["models"], *data["judges"]):
         if model.get("batch") is None:
             model.pop("batch", None)
+        if model.get("priced", True):
+            model.pop("priced", None)
         for key in ("batch_discount", "batch_input", "batch_output", "off_peak"):
             if model["price"].get(key) is None:
                 model["price"].pop(key, None)
@@ -546,6 +551,19 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             if model.get(key) == default:
                 model.pop(key, None)
     return data
+
+
+def unpriced_warning(plan: Plan) -> str:
+    """One line naming the models without a `price:` whose cost is compared with others' ("" when none).
+
+    A plan of one model compares no costs, so it is not warned about."""
+    names = [m.name for m in plan.models if not m.priced]
+    if not names or len(plan.models) < 2:
+        return ""
+    return (
+        f"warning: no price for {', '.join(names)}: cost unknown, shown as —, never routed as cheapest; "
+        f"add price: {{input: X, output: Y}} ($ per million tokens), or price: {{output: 0}} for a free model"
+    )
 
 
 def with_batch(plan: Plan) -> Plan:

@@ -137,7 +137,14 @@ def recommend(
     rec = do_recommend(store, run, margin=margin, alpha=alpha, limits=limits)
     load = None
     if at_level or load_run or slo:
-        rec, load = _join_load(store, rec, at_level, load_run, slo)
+        rec, load = _join_load(
+            store,
+            rec,
+            at_level,
+            load_run,
+            slo,
+            lambda excluded: do_recommend(store, run, margin=margin, alpha=alpha, limits=limits, excluded=excluded),
+        )
     if as_json:
         doc = to_json(rec)
         if load is not None:
@@ -152,7 +159,7 @@ def recommend(
         _print_load(rec, load)
 
 
-def _join_load(store, rec, at_level, load_run, slo):
+def _join_load(store, rec, at_level, load_run, slo, recompute):
     from harness.errors import HarnessError
     from harness.load.join import load_view, parse_level, recommend_under_load
     from harness.load.profile import parse_slo
@@ -165,7 +172,7 @@ def _join_load(store, rec, at_level, load_run, slo):
             f"plan {rec.run.plan_name!r} has no finished load run in {store.shown_url} "
             f"(run `harness load PLAN` first, or name one with --load-run)"
         )
-    return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None)
+    return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None, recompute)
 
 
 def _print_load(rec, load) -> None:

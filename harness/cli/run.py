@@ -127,10 +127,12 @@ def run(
     run is split over a Ray cluster's workers; a worker that dies has its shard started again.
     """
     from harness.engine.runs import default_plan_path
-    from harness.plan import load_plan, with_batch
+    from harness.plan import load_plan, unpriced_warning, with_batch
 
     plan_path = Path(plan) if plan else default_plan_path()
     p = load_plan(plan_path, limit=limit)
+    if unpriced_warning(p):
+        echo_err(unpriced_warning(p))
     if batch:
         p = with_batch(p)
     if not no_report and not dry_run:
