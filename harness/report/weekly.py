@@ -41,7 +41,7 @@ def _run_href(out: Path, run_id: str | None) -> str | None:
 
 
 def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: Path) -> dict:
-    from harness.analysis.checks import check_run, headline
+    from harness.analysis.checks import check_run, describe_watch, headline
 
     try:
         result = check_run(store, run_id, summaries=cache)
@@ -70,6 +70,7 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
             )
             for c in result.regressions
         ],
+        watch=[describe_watch(c, len(comparison.comparisons)) for c in result.watch],
         alarms=[
             dict(
                 kind=a.kind,
