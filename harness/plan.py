@@ -164,7 +164,7 @@ class ModelSpec:
     extra_headers: dict[str, str] = field(default_factory=dict)  # openai: "$VAR" values read at run time
     rate_limit_wait_s: NonNegativeFloat = 600.0  # how long one sample may wait out 429s before it fails
     batch: BatchSettings | None = None  # None: online requests; `batch: true` means the default settings
-    # False when the plan gives no `price:`: the model's cost is unknown (not zero), so it is never "cheapest".
+    # False when a server model (base_url) has no `price:`: its cost is unknown (not zero), never "cheapest".
     priced: bool = True
 
     @property
@@ -344,7 +344,10 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
             spec = {**spec, "batch": {} if spec["batch"] else None}
         spec = _unset_empty(spec)
-        entries.append({**spec, "name": str(name), **({} if "price" in spec else {"priced": False})})
+        # A model behind a server (base_url) without `price:` has an unknown cost; a local model or
+        # completions read from files cost nothing to call, so they stay priced at zero.
+        unknown = "price" not in spec and bool(spec.get("base_url"))
+        entries.append({**spec, "name": str(name), **({"priced": False} if unknown else {})})
     return entries
 
 

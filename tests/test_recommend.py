@@ -419,3 +419,19 @@ def test_the_route_never_names_a_model_that_misses_the_slo(tmp_path, db_url, fak
     # A level the load run never measured: nobody is known to meet the SLO there.
     unmeasured, _ = recommend_under_load(rec, view, (64, None), slo, lambda ex: recommend(store, run, excluded=ex))
     assert unmeasured.routes == {SUITE: None}
+
+
+def test_the_run_page_star_names_the_routing_tables_best(tmp_path, db_url, fake_server, weekly):
+    # A tie on score: the plan lists the dearer model first; the routing's best is the cheaper one.
+    from harness.report import write_report
+
+    weekly.wrong = {}
+    models = {"dear": {"price": {"output": 2.0}}, "cheap": {"price": {"output": 0.5}}}
+    run = run_plan(write_plan(tmp_path / "p.yaml", fake_server, models, suites=[{SUITE: {"limit": 10}}]), db_url)
+    (s,) = recommend(Store(db_url), run).suites
+    assert s.best == "cheap"
+    page = write_report(Store(db_url), [run], tmp_path / "site").read_text("utf-8")
+    board = page[page.index('<table class="leaderboard"') :]
+    board = board[: board.index("</table>")]
+    starred = board[board.rindex("<tr", 0, board.index("★ best")) :]
+    assert ">cheap<" in starred[: starred.index("★ best")]

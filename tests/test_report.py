@@ -16,9 +16,10 @@ import markupsafe
 import pytest
 from test_report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
+from harness.analysis import leaderboard as analysis
 from harness.analysis import paired, stats
 from harness.analysis.summary import summarize_run
-from harness.report import analysis, pages, site, write_report
+from harness.report import pages, site, write_report
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -207,8 +208,10 @@ def test_comparisons_align_items_by_id_and_use_groups(store):
     summary = summarize_run(store, run_id)
     ((a, b, per_suite),) = analysis.pairs(summary)
     ps = per_suite[0]
+    # One sign convention: A − B with B the reference (the earlier model of the plan), as `harness compare`.
+    assert (a, b) == ("b", "a") and ps.comparison.diff == pytest.approx(-0.5)
     assert ps.comparison.method == "cluster-permutation" and len(ps.disagree) == 20
-    assert ps.a_better == 20 and ps.b_better == 0
+    assert ps.a_better == 0 and ps.b_better == 20
 
 
 def test_pareto_front():

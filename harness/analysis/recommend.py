@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 
 from harness.analysis import paired
-from harness.analysis.compare import json_safe
+from harness.analysis.compare import json_safe, shared_items
 from harness.analysis.summary import CellSummary, RunSummary, summarize_run, unpriced_models
 from harness.errors import HarnessError
 from harness.store import RunInfo, RunModelInfo, Store
@@ -305,7 +305,6 @@ def recommend_suite(
         key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis), _nan_last(c.latency_p99), c.model),
         default=None,
     )
-    best_index = {item: i for i, item in enumerate(best.item_ids)} if best else {}
     candidates = []
     for c in cells:
         if c is best:
@@ -336,9 +335,9 @@ def recommend_suite(
                 )
             )
             continue
-        keep = [i for i, item in enumerate(c.item_ids) if item in best_index]
+        keep, best_keep = shared_items(c, best)
         mine = [c.scores[i] for i in keep]
-        theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
+        theirs = [best.scores[j] for j in best_keep]
         groups = [c.groups[i] for i in keep]
         ni = paired.noninferiority(
             mine, theirs, margin=margin, alpha=alpha, clusters=groups if clusters and any(groups) else None

@@ -13,9 +13,10 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from harness.analysis import leaderboard as analysis
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.records import money
-from harness.report import analysis, charts, pages, queries, weekly
+from harness.report import charts, pages, queries, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.store import Store
 
@@ -167,7 +168,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
             if suite not in suite_names:
                 suite_names.append(suite)
         cells = {(c.model, c.suite): c for c in summary.cells}
-        boards = analysis.leaderboards(summary)
+        boards = analysis.leaderboards(summary, prefer=_routing_bests(store, summary))
         pair_list = analysis.pairs(summary)
 
         # ---- charts from the summary
@@ -224,7 +225,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
                 a=a,
                 b=b,
                 href=f"compare/{stem}-1.html",
-                n=f"{sum(ps.comparison.n for ps in per_suite):,}",
+                n=f"{sum(ps.comparison.n_paired for ps in per_suite):,}",
                 a_better=f"{sum(ps.a_better for ps in per_suite):,}",
                 b_better=f"{sum(ps.b_better for ps in per_suite):,}",
                 disagree=sum(len(ps.disagree) for ps in per_suite),
@@ -342,6 +343,18 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
     return summary
 
 
+def _routing_bests(store: Store, summary: RunSummary) -> dict[str, str]:
+    """suite -> the model the Routing section calls best: the leaderboard's ★ goes to it on a tie."""
+    from harness.analysis.recommend import recommend
+    from harness.errors import HarnessError
+
+    try:
+        rec = recommend(store, summary.run.id, summary=summary)
+    except HarnessError:
+        return {}
+    return {s.suite: s.best for s in rec.suites if s.best}
+
+
 def _under_load(store: Store, summary: RunSummary) -> dict | None:
     """The join with the plan's latest load run; its load page is written by build_site."""
     from harness.report.load_page import under_load_section
@@ -397,11 +410,12 @@ def _write_compare(
         stats_rows.append(
             dict(
                 suite=ps.suite,
-                n=f"{cmp.n:,}",
-                a_score=pct(ps.a.mean),
-                b_score=pct(ps.b.mean),
-                diff=points(cmp.diff, cmp.lo, cmp.hi),
-                p=pval(cmp.p_value),
+                n=f"{cmp.n_paired:,}",
+                a_score=pct(cmp.b.mean),
+                b_score=pct(cmp.a.mean),
+                diff=points(cmp.diff, cmp.diff_lo, cmp.diff_hi),
+                p=pval(cmp.p_adjusted),
+                p_raw=pval(cmp.p_value),
                 method=cmp.method,
                 a_better=f"{ps.a_better:,}",
                 b_better=f"{ps.b_better:,}",
@@ -451,8 +465,8 @@ def _write_compare(
             rows_total=f"{len(flat):,}",
             page_size=COMPARE_PAGE_SIZE,
             method_note=(
-                "exact McNemar for pass/fail scores, sign-flip permutation with "
-                f"{analysis.PAIR_RESAMPLES:,} draws otherwise, whole groups flipped when items are grouped"
+                "exact McNemar for pass/fail scores, sign-flip permutation otherwise, whole groups flipped "
+                "when items are grouped; the same comparisons as `harness compare`"
             ),
         )
 
