@@ -96,15 +96,9 @@ class CheckResult:
         return sorted(found, key=lambda c: c.diff)
 
 
-WATCH_MIN_DROP = 0.10  # a drop of 10 points or more is worth a line even when it is not significant
-
-
 def is_watch(c) -> bool:
-    """A drop the correction hides or too few items cannot confirm: not a regression, yet its raw
-    p-value is below alpha (the interval excludes 0) or it is at least WATCH_MIN_DROP."""
-    if c.significant or not c.diff < 0:
-        return False
-    return c.diff_hi < 0 or -c.diff >= WATCH_MIN_DROP
+    """A drop the correction hides or too few items cannot confirm (`PairComparison.watch`, downwards)."""
+    return c.watch and c.diff < 0
 
 
 # --------------------------------------------------------------------------- served names

@@ -31,6 +31,7 @@ from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 
 CORRECTIONS = ("holm", "bh")
+WATCH_MIN_DIFF = 0.10  # 10 points: a difference this large gets a "watch" line even when not significant
 NAN = float("nan")
 
 
@@ -83,6 +84,14 @@ class PairComparison:
     @property
     def is_drop(self) -> bool:
         return self.significant and self.diff < 0
+
+    @property
+    def watch(self) -> bool:
+        """Worth a look though not significant after correction: the raw interval excludes 0, or the
+        difference is at least WATCH_MIN_DIFF (too few items, or too many comparisons, to confirm it)."""
+        if self.significant or self.diff != self.diff:
+            return False
+        return self.diff_lo > 0 or self.diff_hi < 0 or abs(self.diff) >= WATCH_MIN_DIFF
 
 
 @dataclass(frozen=True)
