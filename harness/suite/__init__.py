@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, yaml_error
 from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
 from harness.suite.jsonl import read_jsonl
@@ -72,8 +72,15 @@ def find_suite_dir(name: str) -> Path:
     for d in suite_dirs():
         if (d / name / "suite.yaml").is_file():
             return d / name
-    known = ", ".join(list_suites()) or "none found"
-    raise HarnessError(f"unknown suite '{name}' (known: {known}); a suite is a folder suites/<name>/ with a suite.yaml")
+    import difflib
+
+    names = list_suites()
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    known = ", ".join(names) or "none found"
+    raise HarnessError(
+        f"unknown suite '{name}': {hint}(known: {known}); a suite is a folder suites/<name>/ with a suite.yaml"
+    )
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     try:
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{config_path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise yaml_error(str(config_path), exc) from None
     where = str(config_path)
     unknown = sorted(set(raw) - _SUITE_KEYS)
     if unknown:
