@@ -189,11 +189,15 @@ def _print(result, show_all: bool = False) -> None:
     name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[result.correction]
     if across:
         old, new = result.runs
-        console.print(f"run {new.id} against {old.id} (plan {new.plan_name}): Δ = A − B = new − old, per model")
+        names = list(dict.fromkeys(c.a.model for c in result.comparisons))
+        console.print(
+            f"run {new.id} against {old.id} (plan {new.plan_name}): {', '.join(names)}; Δ = A − B = new − old, per model"
+        )
     else:
         run = result.runs[0]
         ref = f"B = {result.baseline}" if result.baseline else "B = the model earlier in the plan"
-        console.print(f"models in run {run.id} (plan {run.plan_name}): Δ = A − B, {ref}")
+        names = list(dict.fromkeys(m for c in result.comparisons for m in (c.a.model, c.b.model)))
+        console.print(f"models in run {run.id} (plan {run.plan_name}): {', '.join(names)}; Δ = A − B, {ref}")
     console.print(
         f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; ▲/▼ = corrected p < "
         f"{result.alpha:g}; watch = not significant but the raw interval excludes 0 or |Δ| >= 10 points. "
