@@ -31,7 +31,7 @@ from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 
 CORRECTIONS = ("holm", "bh")
-WATCH_MIN_DIFF = 0.10  # 10 points: a difference this large gets a "watch" line even when not significant
+WATCH_MIN_DIFF = 0.20  # 20 points: a difference this large gets a "watch" line even when not significant
 NAN = float("nan")
 
 

@@ -200,7 +200,7 @@ def _print(result, show_all: bool = False) -> None:
         console.print(f"models in run {run.id} (plan {run.plan_name}): {', '.join(names)}; Δ = A − B, {ref}")
     console.print(
         f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; ▲/▼ = corrected p < "
-        f"{result.alpha:g}; watch = not significant but the raw interval excludes 0 or |Δ| >= 10 points. "
+        f"{result.alpha:g}; watch = not significant but the raw interval excludes 0 or |Δ| >= 20 points. "
         f"Percent and points, 95% CI."
     )
     shown = [c for c in result.comparisons if show_all or c.significant or c.watch]

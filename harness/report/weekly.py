@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.records import money
-from harness.report.pages import pct, points, pval, run_dir, secs
+from harness.report.pages import ci_text, pct, points, pval, run_dir, secs
 from harness.store import RunInfo, Store
 
 ALARM_LABELS = {
@@ -88,7 +88,9 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
 def _cost(c, basis: str) -> str:
     if basis == "list price":
         return f"${c.price_output:g} / M out (list)" + (f", ${c.price_input:g} / M in" if c.price_input else "")
-    return f"{money(1000 * c.cost_per_sample)} / 1k" if c.cost_per_sample == c.cost_per_sample else "—"
+    if not getattr(c, "cost_known", True):
+        return "— (no price)"
+    return f"{money(1000 * c.cost_per_sample)} / 1k req" if c.cost_per_sample == c.cost_per_sample else "—"
 
 
 def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> dict:
@@ -102,10 +104,23 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
     for s in rec.suites:
         c = s.chosen
         b = s.candidate(s.best) if s.best else None
+        per_1k = "—"
+        if c is not None:
+            per_1k = (
+                _cost(c, s.cost_basis)
+                if s.cost_basis == "list price"
+                else money(1000 * c.cost_per_sample)
+                if c.cost_per_sample == c.cost_per_sample
+                else "— (no price)"
+            )
         rows.append(
             dict(
                 suite=s.suite,
-                model=c.model if c else "— (none eligible)",
+                routed=c is not None,
+                ci=ci_text(c.lo, c.hi) if c else "",
+                error_rate=pct(c.error_rate) if c else "—",
+                per_1k=per_1k,
+                model=c.model if c else "no route",
                 score=pct(c.mean) if c else "—",
                 diff="" if c is None or c.is_best else points(c.diff),
                 cost=_cost(c, s.cost_basis) if c else "—",
