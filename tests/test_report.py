@@ -321,7 +321,8 @@ def test_trend_page_follows_the_plan_across_runs(store, tmp_path):
     assert other not in page
     assert page.count("Suite content changed in run") == 2  # once per suite
     assert re.search(r'h-math-word</span> → <span class="mono">h-math-word-v2<', page)
-    assert page.count('<img src="data:image/png;base64,') == 2
+    # one chart per suite, and the operations across runs (p99, error rate, cost per 1,000 requests)
+    assert page.count('<img src="data:image/png;base64,') == 3
     assert f'href="../{ids[-1]}/index.html"' in page  # the reported run is linked
     index = (out / "index.html").read_text("utf-8")
     assert f'href="trends/{pages.slug("weekly")}.html"' in index
