@@ -662,11 +662,30 @@ def _write_trend(
 # --------------------------------------------------------------------------- index and entry point
 
 
-def _write_index(store: Store, r: Renderer, out: Path) -> None:
+INDEX_CHECKS = 20  # the newest runs whose check (regressions, alarms, watch) the index shows
+
+
+def _check_counts(store: Store, run_id: str, cache: dict) -> dict | None:
+    """Regressions, alarms and watch lines of a run's check against its previous run (None: no check)."""
+    from harness.analysis.checks import check_run
+    from harness.errors import HarnessError
+
+    try:
+        result = check_run(store, run_id, summaries=cache)
+    except HarnessError:
+        return None
+    return dict(regressions=len(result.regressions), alarms=len(result.alarms), watch=len(result.watch))
+
+
+def _write_index(store: Store, r: Renderer, out: Path, cache: dict | None = None) -> None:
+    from harness.load import results
+
+    cache = {} if cache is None else cache
     runs = queries.runs_overview(store)
     rows, plans = [], {}
-    for x in runs:
+    for i, x in enumerate(runs):
         d = run_dir(x["id"])
+        check = _check_counts(store, x["id"], cache) if i < INDEX_CHECKS and x["status"] == "finished" else None
         rows.append(
             dict(
                 id=x["id"],
@@ -679,14 +698,47 @@ def _write_index(store: Store, r: Renderer, out: Path) -> None:
                 models=x["models"],
                 suites=x["suites"],
                 samples=f"{x['samples']:,}",
+                check=check,
             )
         )
         plans[x["plan"]] = plans.get(x["plan"], 0) + 1
     plan_rows = []
     for plan in sorted(plans):
         page = f"trends/{slug(plan)}.html"
-        plan_rows.append(dict(name=plan, runs=plans[plan], href=page if (out / page).exists() else None))
-    r.write("index.html.j2", out / "index.html", root="", runs=rows, plans=plan_rows)
+        # The answer first: the route of the plan's latest finished run (the latest run if none finished).
+        latest = next((x for x in runs if x["plan"] == plan and x["status"] == "finished"), None)
+        latest = latest or next(x for x in runs if x["plan"] == plan)
+        route = weekly.routing_context(store, latest["id"], cache)
+        d = run_dir(latest["id"])
+        plan_rows.append(
+            dict(
+                name=plan,
+                runs=plans[plan],
+                href=page if (out / page).exists() else None,
+                latest=latest["id"],
+                latest_href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
+                latest_started=_when(latest["started"]),
+                route=route,
+            )
+        )
+    load_rows = []
+    for lr in reversed(results.load_runs(store)):
+        page = f"load/{run_dir(lr.id)}.html"
+        load_rows.append(
+            dict(
+                id=lr.id,
+                href=page if (out / page).exists() else None,
+                plan=lr.plan_name,
+                tag=lr.tag,
+                status=lr.status,
+                started=_when(lr.started_at),
+                models=[m.model for m in results.models(store, lr.id)],
+                slo=((lr.profile or {}).get("slo") or {}).get("text")
+                if isinstance((lr.profile or {}).get("slo"), dict)
+                else None,
+            )
+        )
+    r.write("index.html.j2", out / "index.html", root="", runs=rows, plans=plan_rows, load_runs=load_rows)
 
 
 def model_palette(store: Store) -> list[str]:
@@ -719,5 +771,5 @@ def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> 
         from harness.report.load_page import write_plan_load_pages
 
         write_plan_load_pages(store, r, out, plan, palette)
-    _write_index(store, r, out)
+    _write_index(store, r, out, cache)
     return out / run_dir(ids[0]) / "index.html"

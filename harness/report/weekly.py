@@ -93,6 +93,14 @@ def _cost(c, basis: str) -> str:
     return f"{money(1000 * c.cost_per_sample)} / 1k req" if c.cost_per_sample == c.cost_per_sample else "—"
 
 
+def _short_reason(s) -> str:
+    """The route's reason in one line: the decisive clause; who was not eligible is counted, not listed
+    (the Routing section lists each model with its own reason)."""
+    head, _, _ = s.reason.partition("; not eligible: ")
+    out = sum(1 for c in s.candidates if not c.eligible)
+    return head + (f"; {out} model{'s' if out != 1 else ''} not eligible" if out else "")
+
+
 def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> dict:
     from harness.analysis.recommend import recommend
 
@@ -129,6 +137,7 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
                 best_score=pct(b.mean) if b else "—",
                 best_cost=_cost(b, s.cost_basis) if b else "—",
                 reason=s.reason,
+                short_reason=_short_reason(s),
                 basis=s.cost_basis,
                 candidates=[
                     dict(
