@@ -35,30 +35,31 @@ def palette_order(models: list[str], palette: list[str] | None) -> list[str]:
     return order + [m for m in models if m not in order]
 
 
-def _place_labels(fig, ax, labels: list) -> None:
-    """Move annotations that overlap one placed earlier to the first free spot around their point."""
+def _place_labels(fig, groups: list[tuple]) -> None:
+    """Move annotations that overlap a point or a label placed earlier to the first free spot around
+    their point. groups: [(axes, [annotation, ...])]; the figure is laid out once for all of them."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     fig.canvas.draw()  # lay the figure out first: overlaps are judged where the labels will be drawn
     renderer = fig.canvas.get_renderer()
-    from matplotlib.transforms import Bbox
-
-    # The markers themselves are taken: no label is placed over a point.
-    placed = []
-    for ann in labels:
-        x, y = ax.transData.transform(ann.xy)
-        placed.append(Bbox.from_extents(x - 6, y - 6, x + 6, y + 6))
     spots = ((8, 6), (8, -14), (-8, 6), (-8, -14), (8, 18), (8, -26), (-8, 18), (-8, -26))
-    for ann in labels:
-        for dx, dy in spots:
-            ann.set_position((dx, dy))
-            ann.set_horizontalalignment("left" if dx > 0 else "right")
-            box = ann.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
-                break
-        placed.append(ann.get_window_extent(renderer))
+    for ax, labels in groups:
+        # The markers themselves are taken: no label is placed over a point.
+        placed = []
+        for ann in labels:
+            x, y = ax.transData.transform(ann.xy)
+            placed.append(Bbox.from_extents(x - 6, y - 6, x + 6, y + 6))
+        for ann in labels:
+            for dx, dy in spots:
+                ann.set_position((dx, dy))
+                ann.set_horizontalalignment("left" if dx > 0 else "right")
+                box = ann.get_window_extent(renderer)
+                if not any(box.overlaps(other) for other in placed):
+                    break
+            placed.append(ann.get_window_extent(renderer))
 
 
 def _label(text: str, limit: int = 42) -> str:
@@ -222,7 +223,7 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
     ax.set_ylabel("Accuracy over all samples (%)")
     ax.grid(color="#e3e3e3")
     ax.set_title("Cost against accuracy per model", fontsize=10)
-    _place_labels(fig, ax, labels)
+    _place_labels(fig, [(ax, labels)])
     return _render(fig, "Total cost against accuracy per model, Pareto front marked")
 
 
@@ -365,8 +366,10 @@ def suite_cost_score_chart(points: dict[str, list[tuple[str, float, float]]], pa
     fig = _figure(3.9 * cols + 0.4, 3.1 * rows + 0.6)
     axes = list(fig.subplots(rows, cols, squeeze=False).flat)
     models = palette_order([m for pts in panels.values() for m, _, _ in pts], palette)
+    groups = []
     for ax, (suite, pts) in zip(axes, panels.items()):
         labels = []
+        groups.append((ax, labels))
         for m, cost, score in pts:
             colour, marker = style(models.index(m))
             ax.plot([cost], [100 * score], marker=marker, markersize=8, color=colour, linestyle="none", zorder=3)
@@ -389,9 +392,9 @@ def suite_cost_score_chart(points: dict[str, list[tuple[str, float, float]]], pa
         ax.set_ylabel("score (%)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(color="#e3e3e3")
-        _place_labels(fig, ax, labels)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
+    _place_labels(fig, groups)
     fig.suptitle("Cost against score per suite (dashed: cheapest for its score)", fontsize=10)
     return _render(fig, "Cost per 1,000 requests against score, one panel per suite")
 

@@ -146,7 +146,9 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
                         score=pct(x.mean),
                         diff="" if x.is_best else points(x.diff),
                         lower="" if x.is_best else points(x.lower),
-                        verdict="best" if x.is_best else ("yes" if x.noninferior else "no"),
+                        verdict="best"
+                        if x.is_best
+                        else ("—" if not x.eligible else ("yes" if x.noninferior else "no")),
                         rejected=x.rejected,
                         cost=_cost(x, s.cost_basis),
                         p99=secs(x.latency_p99),
