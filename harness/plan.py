@@ -21,7 +21,7 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from typing_extensions import Annotated, TypedDict, is_typeddict
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, yaml_error
 
 ProviderName = Literal["openai", "llamacpp", "samples"]
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
@@ -246,10 +246,7 @@ def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise HarnessError(f"{path}: line {line} is not valid UTF-8; save the plan as UTF-8") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise yaml_error(str(path), exc) from None
     return parse_plan(raw, source=str(path), limit=limit)
 
 
