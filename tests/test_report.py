@@ -382,3 +382,24 @@ def test_report_writes_into_new_empty_readme_only_and_earlier_report_folders(sto
     (older / ".harness-report").unlink()
     write_report(store, [make_run(store, n_items=3, plan_name="other")], older)
     assert (older / "index.html").is_file() and (older / ".harness-report").is_file()
+
+
+def test_trend_spaces_runs_by_run_and_marks_drift_events(store, tmp_path):
+    # Two runs a minute apart (not collapsed into one x position), then a price change a week later.
+    start = datetime(2026, 3, 2, 6, 0)
+    models = {"steady": (0.8, 0.1, 0.4, 0.5), "moving": (0.7, 0.2, 1.0, 0.8)}
+    repriced = {**models, "moving": (0.7, 0.2, 1.5, 0.8)}
+    ids = [
+        make_run(store, plan_name="drift", models=m, n_items=10, seed=i, started_at=t)
+        for i, (m, t) in enumerate(
+            [(models, start), (models, start + timedelta(minutes=1)), (repriced, start + timedelta(days=7))]
+        )
+    ]
+    out = tmp_path / "site"
+    write_report(store, [ids[-1]], out)
+    per_run = [(store.run(r), site._run_data(store, out, store.run(r), store.count_samples(r))) for r in ids]
+    assert site.drift_events(per_run) == [(2, "moving: price changed")]
+    page = (out / "trends" / f"{pages.slug('drift')}.html").read_text("utf-8")
+    assert "⚠ moving: price changed" in page and ids[2] in page
+    # The operations chart (p99, error rate, cost per 1,000 requests) and one chart per suite.
+    assert "Latency p99, error rate and cost per 1,000 requests per model across runs" in page
