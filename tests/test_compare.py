@@ -429,10 +429,12 @@ def test_compact_default_shows_significant_and_watch_rows_with_a_minus_b(tmp_pat
     sets = {"a": A_RIGHT, "b": B_RIGHT, "c": C_RIGHT, "d": set(range(29))}
     make_run(tmp_path, db_url, sets, limit=30)
     doc = compare_json(db_url)
+    from harness.analysis.compare import WATCH_MIN_DIFF
+
     keep = [
         c
         for c in doc["comparisons"]
-        if c["significant"] or c["diff_lo"] > 0 or c["diff_hi"] < 0 or abs(c["diff"]) >= 0.1
+        if c["significant"] or c["diff_lo"] > 0 or c["diff_hi"] < 0 or abs(c["diff"]) >= WATCH_MIN_DIFF
     ]
     assert 0 < len(keep) < len(doc["comparisons"])
     text = invoke("compare", "--db", db_url).stdout
