@@ -323,13 +323,13 @@ def test_a_large_drop_that_is_not_significant_gets_a_watch_line(tmp_path, db_url
     run_plan(plan, db_url)
     weekly.wrong = {"m3": set(item_ids(n=10)[:8])}
     week2 = run_plan(plan, db_url)
+    out = invoke("check", "--db", db_url).output
+    assert "1 to watch" in out and "WATCH" in out, out  # today: silence
     result = check_run(Store(db_url), week2)
     assert result.regressions == [] and len(result.comparison.comparisons) == 18
     (w,) = result.watch
     assert (w.a.model, w.suite) == ("m3", SUITE) and w.diff == pytest.approx(-0.8)
     assert w.p_value == pytest.approx(binomtest(8, 8, 0.5).pvalue) and w.p_adjusted > 0.05
-    out = invoke("check", "--db", db_url).output
-    assert "1 to watch" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("WATCH"))
     assert "m3 on math-word: 100.0% -> 20.0% (-80.0 points" in line and "over 18 comparisons" in line
     assert f"is {100 * w.mde:.0f} points" in line and w.mde > 0.5

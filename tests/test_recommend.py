@@ -378,38 +378,46 @@ def test_a_suite_whose_best_score_is_zero_gets_no_route(tmp_path, db_url, fake_s
     assert f"{SUITE} → —" in out and "best score is 0%" in out and "scores highest and is the cheapest" not in out
 
 
+def _stored_load_run(store, plan: str, stages: dict[str, tuple[float, float]]) -> str:
+    """A finished load run of PLAN at 32 users: model -> (error rate, p99 latency s), as `harness load` stores it."""
+    from harness.load import results
+
+    run = results.start_load_run(store, plan_name=plan, plan_path="p.yaml", tag="", profile={})
+    for model, (error_rate, p99) in stages.items():
+        stats = {"concurrency": 32, "rate": None, "requests": 400, "latency_p99": p99, "error_rate": error_rate}
+        results.save_stage(store, run, model, 0, stats, [], meets_slo=None, probe=False)
+        results.save_model(store, run, model, model)
+    results.finish_load_run(store, run)
+    return run
+
+
 def test_the_route_never_names_a_model_that_misses_the_slo(tmp_path, db_url, fake_server, weekly):
     # The issue's scenario: three models tie on score over 10 items; the cheapest misses the SLO under load.
-    from datetime import datetime, timezone
-
-    from harness.load.join import LoadView, recommend_under_load
+    from harness.load.join import load_view, recommend_under_load
     from harness.load.profile import parse_slo
-    from harness.load.results import LoadRunInfo
 
     weekly.wrong = {}
     models = {"flaky": {"price": {"output": 0.1}}, "ok1": {"price": {"output": 0.5}}, "ok2": {"price": {"output": 1}}}
     plan = write_plan(tmp_path / "p.yaml", fake_server, models, suites=[{SUITE: {"limit": 10}}])
     run = run_plan(plan, db_url)
     store = Store(db_url)
+    assert recommend(store, run).routes == {SUITE: "flaky"}  # without load figures, the cheapest of equals
+    _stored_load_run(store, "weekly-test", {"flaky": (0.025, 0.3), "ok1": (0.0, 0.4), "ok2": (0.0, 0.45)})
+    slo = "latency_p99<=0.5s,error_rate<=1%"
+    doc = json.loads(invoke("recommend", "--db", db_url, "--at", "32", "--slo", slo, "--json").stdout)
+    assert doc["load"]["models"]["flaky"]["meets_slo"] is False
+    assert doc["routes"] == {SUITE: "ok1"} and doc["suites"][0]["best"] == "ok1"
+    cand = {c["model"]: c for c in doc["suites"][0]["candidates"]}
+    assert cand["flaky"]["rejected"].startswith("misses the SLO at 32 concurrent users: error_rate 0.025 > 0.01")
+    assert not cand["flaky"]["eligible"] and cand["ok1"]["recommended"]
+    text = invoke("recommend", "--db", db_url, "--at", "32", "--slo", slo).output
+    assert f"{SUITE} → ok1" in text and "flaky: misses the SLO" in text
+
+    view = load_view(store, "weekly-test")
     rec = recommend(store, run)
-    assert rec.routes == {SUITE: "flaky"}  # without load figures, the cheapest of equals
-
-    def stage(error_rate, p99):
-        return {"concurrency": 32, "rate": None, "requests": 400, "latency_p99": p99, "error_rate": error_rate}
-
-    view = LoadView(
-        LoadRunInfo("L1", "weekly-test", "", "finished", datetime.now(timezone.utc)),
-        {"flaky": [stage(0.025, 0.3)], "ok1": [stage(0.0, 0.4)], "ok2": [stage(0.0, 0.45)]},
-        {},
+    joined, _ = recommend_under_load(
+        rec, view, (32, None), parse_slo(slo), lambda ex: recommend(store, run, excluded=ex)
     )
-    slo = parse_slo("latency_p99<=0.5s,error_rate<=1%")
-    joined, details = recommend_under_load(
-        rec, view, (32, None), slo, lambda excluded: recommend(store, run, excluded=excluded)
-    )
-    assert details["models"]["flaky"]["meets_slo"] is False
-    (s,) = joined.suites
-    assert joined.routes == {SUITE: "ok1"} and s.best == "ok1"
-    assert s.candidate("flaky").rejected.startswith("misses the SLO at 32 concurrent users: error_rate 0.025 > 0.01")
     assert_reasons_true(joined)
     # Nobody meets a 0.1 s p99: no route, and every candidate says it misses the SLO.
     none, _ = recommend_under_load(
@@ -418,7 +426,9 @@ def test_the_route_never_names_a_model_that_misses_the_slo(tmp_path, db_url, fak
     assert none.routes == {SUITE: None}
     assert all(c.rejected.startswith("misses the SLO") for c in none.suites[0].candidates)
     # A level the load run never measured: nobody is known to meet the SLO there.
-    unmeasured, _ = recommend_under_load(rec, view, (64, None), slo, lambda ex: recommend(store, run, excluded=ex))
+    unmeasured, _ = recommend_under_load(
+        rec, view, (64, None), parse_slo(slo), lambda ex: recommend(store, run, excluded=ex)
+    )
     assert unmeasured.routes == {SUITE: None}
 
 
