@@ -108,9 +108,14 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
         rec = recommend(store, run_id, summary=_summary(store, run_id, cache))
     except HarnessError as exc:
         return dict(error=str(exc))
+    from harness.analysis.checks import served_name_matches
+
+    asked = {m.model: m.api_model for m in _summary(store, run_id, cache).models}
     rows = []
     for s in rec.suites:
         c = s.chosen
+        # A routed model the server answers as another one: say so beside the route, not only in the check.
+        swapped = [x for x in (c.served_models if c else ()) if not served_name_matches(asked.get(c.model, ""), x)]
         b = s.candidate(s.best) if s.best else None
         per_1k = "—"
         if c is not None:
@@ -125,6 +130,7 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
             dict(
                 suite=s.suite,
                 routed=c is not None,
+                served_warning=f"served as {', '.join(swapped)}" if swapped else "",
                 ci=ci_text(c.lo, c.hi) if c else "",
                 error_rate=pct(c.error_rate) if c else "—",
                 per_1k=per_1k,
