@@ -20,6 +20,14 @@ class HarnessError(Exception):
     """A user-fixable problem. The message names the file/field/model and says what to do."""
 
 
+def yaml_error(where: str, exc: Exception) -> HarnessError:
+    """A YAML syntax error as one line in our words: the file, the line and column, what is wrong."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return HarnessError(f"{where}: invalid YAML{at}: {problem} (check the indentation and quoting there)")
+
+
 REDACTED = "[REDACTED]"
 # Shorter values are too likely to occur in ordinary text ("1", "yes") to be worth replacing.
 MIN_SECRET_LENGTH = 6

@@ -21,7 +21,7 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from typing_extensions import Annotated, TypedDict, is_typeddict
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, yaml_error
 from harness.providers.registry import Capabilities, find_provider, provider_info, provider_names
 
 # pydantic settings for every part of a plan: unknown keys are errors, NaN and infinity are not numbers.
@@ -167,6 +167,8 @@ class ModelSpec:
     )  # a plugin provider's own keys (its registration checks them)
     # Tool suites: read calls this model writes in its text (a server whose tool parser misses them) as calls.
     text_tool_calls: Literal["hermes", "qwen_xml", "json"] | None = None
+    # False when a server model (base_url) has no `price:`: its cost is unknown (not zero), never "cheapest".
+    priced: bool = True
 
     @property
     def api_model(self) -> str:
@@ -237,7 +239,7 @@ class _PlanFile(TypedDict):
 
 
 # Fields filled from the file's structure (a mapping key, the file name), never written as keys.
-_IMPLIED = {Plan: {"path"}, ModelSpec: {"name"}, SuiteRef: {"name"}}
+_IMPLIED = {Plan: {"path"}, ModelSpec: {"name", "priced"}, SuiteRef: {"name"}}
 # What to write, for fields whose type alone does not say it.
 _EXPECTED = {"stop": "a string or a list of strings"}
 
@@ -252,10 +254,7 @@ def load_plan(path: str | Path, *, limit: int | None = None) -> Plan:
     try:
         raw = load_yaml(read_text(path, "plan file"), str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise yaml_error(str(path), exc) from None
     return parse_plan(raw, source=str(path), limit=limit)
 
 
@@ -357,7 +356,11 @@ def _named_entries(raw: Any, key: str, source: str, shape: str) -> list[dict[str
         _reject_implied(spec, ModelSpec, source, (key, str(name)))
         if isinstance(spec.get("batch"), bool):  # `batch: true` = the default settings, `false` = online
             spec = {**spec, "batch": {} if spec["batch"] else None}
-        entries.append({**_unset_empty(spec), "name": str(name)})
+        spec = _unset_empty(spec)
+        # A model behind a server (base_url) without `price:` has an unknown cost; a local model or
+        # completions read from files cost nothing to call, so they stay priced at zero.
+        unknown = "price" not in spec and bool(spec.get("base_url"))
+        entries.append({**spec, "name": str(name), **({"priced": False} if unknown else {})})
     return entries
 
 
@@ -588,6 +591,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     for model in (*data["models"], *data["judges"]):
         if model.get("batch") is None:
             model.pop("batch", None)
+        if model.get("priced", True):
+            model.pop("priced", None)
         for key in ("batch_discount", "batch_input", "batch_output", "off_peak"):
             if model["price"].get(key) is None:
                 model["price"].pop(key, None)
@@ -611,6 +616,19 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         if not suite.get("images"):
             suite.pop("images", None)
     return data
+
+
+def unpriced_warning(plan: Plan) -> str:
+    """One line naming the models without a `price:` whose cost is compared with others' ("" when none).
+
+    A plan of one model compares no costs, so it is not warned about."""
+    names = [m.name for m in plan.models if not m.priced]
+    if not names or len(plan.models) < 2:
+        return ""
+    return (
+        f"warning: no price for {', '.join(names)}: cost unknown, shown as —, never routed as cheapest; "
+        f"add price: {{input: X, output: Y}} ($ per million tokens), or price: {{output: 0}} for a free model"
+    )
 
 
 def with_batch(plan: Plan) -> Plan:

@@ -314,3 +314,29 @@ def test_a_model_that_never_answered_raises_an_alarm_on_its_first_run(tmp_path, 
     assert "stopped after fatal errors" in result.alarms[0].detail and "401" in result.alarms[0].detail
     out = invoke("check", "--db", db_url, "--fail-on-alarm", ok_codes=(1,)).output
     assert "unavailable" in out and "broken" in out
+
+
+def test_a_large_drop_that_is_not_significant_gets_a_watch_line(tmp_path, db_url, fake_server, weekly):
+    # The scenario: 9 models x 2 suites = 18 comparisons; one model drops 100% -> 20% on 10 items.
+    weekly.suites = (SUITE, "zh-mcq")
+    models = {f"m{i}": {} for i in range(9)}
+    suites = [{SUITE: {"limit": 10}}, {"zh-mcq": {"limit": 10}}]
+    plan = write_plan(tmp_path / "p.yaml", fake_server, models, suites=suites)
+    run_plan(plan, db_url)
+    weekly.wrong = {"m3": set(item_ids(n=10)[:8])}
+    week2 = run_plan(plan, db_url)
+    out = invoke("check", "--db", db_url).output
+    assert "1 to watch" in out and "WATCH" in out, out  # today: silence
+    result = check_run(Store(db_url), week2)
+    assert result.regressions == [] and len(result.comparison.comparisons) == 18
+    (w,) = result.watch
+    assert (w.a.model, w.suite) == ("m3", SUITE) and w.diff == pytest.approx(-0.8)
+    assert w.p_value == pytest.approx(binomtest(8, 8, 0.5).pvalue) and w.p_adjusted > 0.05
+    line = next(x for x in out.splitlines() if x.strip().startswith("WATCH"))
+    assert "m3 on math-word: 100.0% -> 20.0% (-80.0 points" in line and "over 18 comparisons" in line
+    assert f"is {100 * w.mde:.0f} points" in line and w.mde > 0.5
+    doc = json.loads(invoke("check", "--db", db_url, "--json").stdout)
+    assert [x["a"]["model"] for x in doc["watch"]] == ["m3"] and doc["watch"][0]["mde"] == pytest.approx(w.mde)
+    # A small non-significant wobble is no watch line.
+    weekly.wrong = {"m3": set(item_ids(n=10)[:7])}
+    assert check_run(Store(db_url), run_plan(plan, db_url)).watch == []

@@ -268,3 +268,78 @@ def test_run_refuses_a_report_folder_holding_other_files_before_any_request(tmp_
         proc = harness(*command, "--db", f"sqlite:///{tmp_path}/h.db", "--out", str(tmp_path / "home"), cwd=tmp_path)
         assert_clean_error(proc, "--out", "holds other files (.bashrc)")
     assert fake_server.state.requests == 0 and [p.name for p in (tmp_path / "home").iterdir()] == [".bashrc"]
+
+
+def test_a_suite_name_typo_suggests_the_nearest_name(tmp_path):
+    (tmp_path / "p.yaml").write_text("models: {m: {provider: llamacpp}}\nsuites: [math-wrod]\n")
+    assert_clean_error(
+        harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path),
+        "unknown suite 'math-wrod': did you mean 'math-word'?",
+    )
+
+
+def test_a_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: x\nmodels:\n  m: {provider: llamacpp\nsuites: [math-word]\n")
+    assert_clean_error(harness("run", "p.yaml", cwd=tmp_path), "p.yaml: invalid YAML at line 4, column")
+    # The same in a user's own suite.yaml, found through ./suites; and `suites list` calls it theirs.
+    mine = tmp_path / "suites" / "intent"
+    mine.mkdir(parents=True)
+    (mine / "suite.yaml").write_text("family: classification\ngrader: {name: exact\ntemplate: prompt.j2\n")
+    (tmp_path / "p2.yaml").write_text("models: {m: {provider: llamacpp}}\nsuites: [intent]\n")
+    proc = harness("run", "p2.yaml", "--db", f"sqlite:///{tmp_path}/h.db", cwd=tmp_path)
+    assert_clean_error(proc, "suite.yaml: invalid YAML at line 3, column")
+    (mine / "suite.yaml").write_text("family: classification\ngrader: exact\ntemplate: prompt.j2\n")
+    (mine / "prompt.j2").write_text("{{ text }}\n")
+    (mine / "items.jsonl").write_text('{"id": "1", "text": "hi", "reference": "greet"}\n')
+    listing = harness("suites", "list", cwd=tmp_path).stdout
+    line = next(x for x in listing.splitlines() if x.startswith("intent"))
+    assert "yours:" in line and "bundled" not in line
+    assert "bundled" in next(x for x in listing.splitlines() if x.startswith("math-word"))
+
+
+def test_a_failed_run_says_failed(tmp_path, fake_server):
+    from dataclasses import replace
+
+    fake_server.state.faults = replace(fake_server.state.faults, unauthorized_models=frozenset({"m"}))
+    plan = {
+        "models": {"m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}}},
+        "suites": [{"math-word": {"limit": 3}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    proc = harness("run", "p.yaml", "--db", f"sqlite:///{tmp_path}/h.db", "--no-report", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert " failed after " in proc.stdout and " finished in " not in proc.stdout
+
+
+def test_runs_show_json_and_the_summary_export(tmp_path, fake_server):
+    import csv
+    import io
+
+    fake_server.state.responder = oracle_responder(["math-word"], wrong={"math-word/0"})
+    plan = {
+        "name": "dash",
+        "models": {
+            "m": {"provider": "openai", "base_url": fake_server.base_url, "price": {"output": 1.0}},
+            "n": {"provider": "openai", "base_url": fake_server.base_url},  # no price: cost unknown
+        },
+        "suites": [{"math-word": {"first": 4}}],
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(plan))
+    db = f"sqlite:///{tmp_path}/h.db"
+    ran = harness("run", "p.yaml", "--db", db, "--no-report", cwd=tmp_path)
+    assert ran.returncode == 0 and "no price for n: cost unknown" in ran.stderr
+    doc = json.loads(harness("runs", "show", "--db", db, "--json").stdout)
+    assert doc["plan"] == "dash" and doc["status"] == "finished" and doc["samples"] == 8
+    models = {m["model"]: m for m in doc["models"]}
+    assert models["m"]["price"] == {"input": 0.0, "output": 1.0} and models["n"]["price"] is None
+    cells = {c["model"]: c for c in doc["cells"]}
+    assert cells["m"]["score"] == 0.75 and cells["m"]["n_items"] == 4 and cells["m"]["cost_usd"] > 0
+    assert cells["n"]["cost_usd"] is None and cells["n"]["cost_known"] is False
+    assert cells["m"]["cost_per_1k_requests"] == pytest.approx(1000 * cells["m"]["cost_usd"] / 4)
+    rows = [json.loads(x) for x in harness("export", "--summary", "--db", db).stdout.splitlines()]
+    assert rows == doc["cells"]
+    table = list(csv.DictReader(io.StringIO(harness("export", "--summary", "--format", "csv", "--db", db).stdout)))
+    assert [r["model"] for r in table] == ["m", "n"] and table[1]["cost_usd"] == "" and table[0]["score"] == "0.75"
+    # Per sample, the unpriced model's cost is null too, never 0.
+    samples = [json.loads(x) for x in harness("export", "--db", db).stdout.splitlines()]
+    assert {r["cost_usd"] for r in samples if r["model"] == "n"} == {None}

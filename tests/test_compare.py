@@ -229,7 +229,7 @@ def test_baseline_mode_compares_each_model_against_the_baseline(tmp_path, db_url
     two = compare_json(db_url, "--models", "a,c")
     assert [(c["a"]["model"], c["b"]["model"]) for c in two["comparisons"]] == [("a", "c")]
     # Text output: the table names the models and the significance marker.
-    text = invoke("compare", "--db", db_url, "--baseline", "b").stdout
+    text = invoke("compare", "--db", db_url, "--baseline", "b", "--all").stdout
     assert "math-word" in text and "Holm" in text and "p adj" in text and "per correct" in text
     bad = CliRunner().invoke(cli, ["compare", "--db", db_url, "--baseline", "nope"])
     assert isinstance(bad.exception, HarnessError) and "no model 'nope'" in str(bad.exception)
@@ -422,3 +422,29 @@ def test_runs_list_show_and_export(tmp_path, db_url):
     out = tmp_path / "export.csv"
     res = invoke("export", "--db", db_url, "--format", "csv", "--out", str(out))
     assert "wrote 10 rows" in res.stderr and out.read_text(encoding="utf-8") == text
+
+
+def test_compact_default_shows_significant_and_watch_rows_with_a_minus_b(tmp_path, db_url):
+    sets = {"a": A_RIGHT, "b": B_RIGHT, "c": C_RIGHT, "d": set(range(29))}
+    make_run(tmp_path, db_url, sets, limit=30)
+    doc = compare_json(db_url)
+    from harness.analysis.compare import WATCH_MIN_DIFF
+
+    keep = [
+        c
+        for c in doc["comparisons"]
+        if c["significant"] or c["diff_lo"] > 0 or c["diff_hi"] < 0 or abs(c["diff"]) >= WATCH_MIN_DIFF
+    ]
+    assert 0 < len(keep) < len(doc["comparisons"])
+    text = invoke("compare", "--db", db_url).stdout
+    rows = [line for line in text.splitlines() if line.startswith("│ math-word")]
+    assert len(rows) == len(keep)
+    assert f"{len(doc['comparisons']) - len(keep)} other comparisons" in text and "--all" in text
+    # A − B, B the model earlier in the plan: the JSON's diff (b − a, a the reference) with the names swapped.
+    for c, line in zip(keep, rows):
+        cells = [x.strip() for x in line.strip("│").split("│")]
+        assert cells[1:3] == [c["b"]["model"], c["a"]["model"]]
+        assert cells[5].startswith(f"{100 * c['diff']:+.1f}")
+    assert max(len(line) for line in text.splitlines() if line.startswith(("│", "┃", "┏", "└"))) <= 100
+    full = invoke("compare", "--db", db_url, "--all").stdout
+    assert len([x for x in full.splitlines() if x.startswith("│ math-word")]) >= len(doc["comparisons"])

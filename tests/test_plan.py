@@ -235,7 +235,11 @@ def _every_field(owner):
     return [f.name for f in dc_fields(owner)]
 
 
-@pytest.mark.parametrize("field", [f for f in _every_field(__import__("harness.plan").plan.ModelSpec) if f != "name"])
+@pytest.mark.parametrize(
+    "field",
+    # Fields the plan file implies (name: the mapping key; priced: whether `price:` is written) are not keys.
+    [f for f in _every_field(__import__("harness.plan").plan.ModelSpec) if f not in ("name", "priced")],
+)
 def test_every_model_field_is_type_checked(tmp_path, field):
     # A nested list is the wrong type for every field: each must be refused by name.
     spec = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", field: [["x"]]}
@@ -336,3 +340,17 @@ def test_an_empty_mapping_key_is_the_same_as_leaving_it_out():
     plan = parse_plan(raw, source="p.yaml")
     assert plan.generation == {} and plan.models[0].generation == {} and plan.models[0].price.input == 0.0
     assert plan.suites[0].options == {} and plan.suites[0].generation == {}
+
+
+def test_a_model_without_price_has_an_unknown_cost_and_cannot_claim_one(tmp_path):
+    from harness.plan import plan_to_dict, unpriced_warning
+
+    base = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    plan = parse_plan({"models": {"a": base, "b": {**base, "price": {"output": 0}}}, "suites": ["x"]}, source="p.yaml")
+    assert [m.priced for m in plan.models] == [False, True]
+    assert unpriced_warning(plan).startswith("warning: no price for a: cost unknown")
+    assert [m.get("priced", True) for m in plan_to_dict(plan)["models"]] == [False, True]
+    # One model compares no costs: no warning; `priced:` is not a key a user writes.
+    assert unpriced_warning(parse_plan({"models": {"a": base}, "suites": ["x"]})) == ""
+    with pytest.raises(HarnessError, match="unknown key"):
+        parse_plan({"models": {"a": {**base, "priced": True}}, "suites": ["x"]}, source="p.yaml")

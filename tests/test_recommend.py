@@ -256,3 +256,195 @@ def test_latency_and_error_limits_from_the_plan_and_the_command_line(tmp_path, d
     assert relaxed["routes"] == {SUITE: "steady"}
     bad = CliRunner().invoke(cli, ["recommend", "--db", db_url, "--max-p99", "fast"])
     assert bad.exit_code == 2 and "--max-p99" in bad.output
+
+
+# --------------------------------------------------------------------------- issue 23: wrong routes, wrong reasons
+
+
+def assert_reasons_true(rec) -> None:
+    """Every rejection reason is true of the numbers beside it (diff, lower, margin, cost, eligibility)."""
+    from harness.analysis.recommend import _cost_key
+
+    m = rec.margin
+    for s in rec.suites:
+        chosen = s.chosen
+        for c in s.candidates:
+            r = c.rejected
+            if c.model == s.model:
+                assert r == "" and c.eligible and (c.noninferior or c.is_best), c
+                continue
+            assert r, c  # a model not chosen always says why
+            if r.startswith("worse than"):
+                assert c.diff < -m and c.lower < -m, c
+            elif r.startswith("as good as"):
+                assert c.diff >= 0 and c.lower < -m and not c.noninferior, c
+            elif "may be more than" in r:
+                assert -m <= c.diff < 0 and c.lower < -m and not c.noninferior, c
+            elif r.startswith("dearer than"):
+                other = s.candidate(r.removeprefix("dearer than "))
+                assert c.cost_known and _cost_key(c, s.cost_basis) > _cost_key(other, s.cost_basis), c
+            elif r.startswith("cost unknown"):
+                assert not c.cost_known and c.cost_per_sample != c.cost_per_sample, c
+            elif r.startswith(("unavailable", "too slow", "not measured", "misses the SLO")):
+                assert not c.eligible, c
+            elif r.startswith("scores "):
+                assert s.model is None and not c.mean > 0, c
+            else:
+                assert r.startswith(("as cheap as", "tied with", "not comparable")), c
+            if chosen is not None and c.eligible and (r.startswith(("worse", "as good")) or "may be more than" in r):
+                # a score reason is given only where cost did not decide: the model is not dearer than the chosen
+                assert _cost_key(c, s.cost_basis) <= _cost_key(chosen, s.cost_basis)
+
+
+def test_an_unpriced_model_is_never_cheapest_and_is_said_so(tmp_path, db_url, fake_server, weekly):
+    # The issue's scenario: `price:` left out on one model; both answer all 20 items right.
+    weekly.wrong = {}
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        {"noprice": {}, "priced": {"price": {"output": 1.0}}},
+        suites=[{SUITE: {"limit": 20}}],
+    )
+    ran = invoke("run", plan, "--db", db_url, "--no-report")
+    assert "no price for noprice: cost unknown" in ran.output  # said at plan load
+    rec = recommend(Store(db_url))
+    (s,) = rec.suites
+    assert rec.routes == {SUITE: "priced"} and s.cost_basis == "measured"
+    noprice = s.candidate("noprice")
+    assert not noprice.cost_known and noprice.cost_per_sample != noprice.cost_per_sample
+    assert noprice.rejected.startswith("cost unknown") and "worse" not in s.candidate("priced").rejected
+    assert "cost unknown (no price in the plan): noprice" in s.reason
+    assert_reasons_true(rec)
+    # Said at run (the summary shows — for its cost, not $0) and at recommend (text and JSON).
+    shown = invoke("runs", "show", "--db", db_url).output
+    assert "noprice" in shown and "$0 " not in shown
+    out = invoke("recommend", "--db", db_url).output
+    assert "noprice: cost unknown" in out
+    doc = json.loads(invoke("recommend", "--db", db_url, "--json").stdout)
+    cand = {c["model"]: c for c in doc["suites"][0]["candidates"]}
+    assert cand["noprice"]["cost_known"] is False and cand["noprice"]["cost_per_sample"] is None
+    # Writing `price: {output: 0}` says the model is free: then it is the cheapest, as the user said.
+    free = write_plan(
+        tmp_path / "free.yaml",
+        fake_server,
+        {"noprice": {"price": {"output": 0}}, "priced": {"price": {"output": 1.0}}},
+        suites=[{SUITE: {"limit": 20}}],
+        name="free",
+    )
+    rec2 = recommend(Store(db_url), run_plan(free, db_url))
+    assert rec2.routes == {SUITE: "noprice"} and rec2.suites[0].candidate("noprice").cost_known
+
+
+def test_three_ties_on_ten_items_are_rejected_for_the_true_reason(tmp_path, db_url, fake_server, weekly):
+    # Three models score 100% on the same 10 items; 'sloppy' (cheapest) misses 3 of them, 'close' 1.
+    ids = item_ids(n=10)
+    weekly.wrong = {"sloppy": set(ids[:3]), "close": {ids[0]}}
+    models = {
+        "a": {"price": {"output": 0.5}},
+        "b": {"price": {"output": 1.0}},
+        "c": {"price": {"output": 2.0}},
+        "close": {"price": {"output": 0.2}},
+        "sloppy": {"price": {"output": 0.05}},
+    }
+    plan = write_plan(tmp_path / "p.yaml", fake_server, models, suites=[{SUITE: {"limit": 10}}])
+    run = run_plan(plan, db_url)
+    for margin in (0.02, 0.15, 0.5):
+        rec = recommend(Store(db_url), run, margin=margin)
+        assert_reasons_true(rec)
+        s = rec.suites[0]
+        assert s.best == "a"
+        # b and c tie with the best on score: they lost on price, never "worse by more than 2 points".
+        assert s.candidate("b").rejected in ("dearer than a", f"dearer than {s.model}")
+        assert s.candidate("c").diff == 0 and not s.candidate("c").rejected.startswith("worse")
+    tight = recommend(Store(db_url), run, margin=0.02).suites[0]
+    assert tight.model == "a"
+    assert tight.candidate("close").rejected.startswith("worse than a by more than 2 points")
+    assert tight.candidate("close").diff == pytest.approx(-0.1)
+
+
+def test_a_suite_whose_best_score_is_zero_gets_no_route(tmp_path, db_url, fake_server, weekly):
+    ids = item_ids(n=10)
+    weekly.wrong = {"x": set(ids), "y": set(ids)}
+    plan = write_plan(
+        tmp_path / "p.yaml",
+        fake_server,
+        {"x": {"price": {"output": 0.1}}, "y": {"price": {"output": 1.0}}},
+        suites=[{SUITE: {"limit": 10}}],
+    )
+    rec = recommend(Store(db_url), run_plan(plan, db_url))
+    (s,) = rec.suites
+    assert rec.routes == {SUITE: None} and "best score is 0%" in s.reason
+    assert all(c.rejected == "scores 0% on this suite" for c in s.candidates)
+    assert_reasons_true(rec)
+    out = invoke("recommend", "--db", db_url).output
+    assert f"{SUITE} → —" in out and "best score is 0%" in out and "scores highest and is the cheapest" not in out
+
+
+def _stored_load_run(store, plan: str, stages: dict[str, tuple[float, float]]) -> str:
+    """A finished load run of PLAN at 32 users: model -> (error rate, p99 latency s), as `harness load` stores it."""
+    from harness.store import loads as results
+
+    run = results.start_load_run(store, plan_name=plan, plan_path="p.yaml", tag="", profile={})
+    for model, (error_rate, p99) in stages.items():
+        stats = {"concurrency": 32, "rate": None, "requests": 400, "latency_p99": p99, "error_rate": error_rate}
+        results.save_stage(store, run, model, 0, stats, [], meets_slo=None, probe=False)
+        results.save_model(store, run, model, model)
+    results.finish_load_run(store, run)
+    return run
+
+
+def test_the_route_never_names_a_model_that_misses_the_slo(tmp_path, db_url, fake_server, weekly):
+    # The issue's scenario: three models tie on score over 10 items; the cheapest misses the SLO under load.
+    from harness.load.join import load_view, recommend_under_load
+    from harness.load.profile import parse_slo
+
+    weekly.wrong = {}
+    models = {"flaky": {"price": {"output": 0.1}}, "ok1": {"price": {"output": 0.5}}, "ok2": {"price": {"output": 1}}}
+    plan = write_plan(tmp_path / "p.yaml", fake_server, models, suites=[{SUITE: {"limit": 10}}])
+    run = run_plan(plan, db_url)
+    store = Store(db_url)
+    assert recommend(store, run).routes == {SUITE: "flaky"}  # without load figures, the cheapest of equals
+    _stored_load_run(store, "weekly-test", {"flaky": (0.025, 0.3), "ok1": (0.0, 0.4), "ok2": (0.0, 0.45)})
+    slo = "latency_p99<=0.5s,error_rate<=1%"
+    doc = json.loads(invoke("recommend", "--db", db_url, "--at", "32", "--slo", slo, "--json").stdout)
+    assert doc["load"]["models"]["flaky"]["meets_slo"] is False
+    assert doc["routes"] == {SUITE: "ok1"} and doc["suites"][0]["best"] == "ok1"
+    cand = {c["model"]: c for c in doc["suites"][0]["candidates"]}
+    assert cand["flaky"]["rejected"].startswith("misses the SLO at 32 concurrent users: error_rate 0.025 > 0.01")
+    assert not cand["flaky"]["eligible"] and cand["ok1"]["recommended"]
+    text = invoke("recommend", "--db", db_url, "--at", "32", "--slo", slo).output
+    assert f"{SUITE} → ok1" in text and "flaky: misses the SLO" in text
+
+    view = load_view(store, "weekly-test")
+    rec = recommend(store, run)
+    joined, _ = recommend_under_load(
+        rec, view, (32, None), parse_slo(slo), lambda ex: recommend(store, run, excluded=ex)
+    )
+    assert_reasons_true(joined)
+    # Nobody meets a 0.1 s p99: no route, and every candidate says it misses the SLO.
+    none, _ = recommend_under_load(
+        rec, view, (32, None), parse_slo("latency_p99<=0.1s"), lambda ex: recommend(store, run, excluded=ex)
+    )
+    assert none.routes == {SUITE: None}
+    assert all(c.rejected.startswith("misses the SLO") for c in none.suites[0].candidates)
+    # A level the load run never measured: nobody is known to meet the SLO there.
+    unmeasured, _ = recommend_under_load(
+        rec, view, (64, None), parse_slo(slo), lambda ex: recommend(store, run, excluded=ex)
+    )
+    assert unmeasured.routes == {SUITE: None}
+
+
+def test_the_run_page_star_names_the_routing_tables_best(tmp_path, db_url, fake_server, weekly):
+    # A tie on score: the plan lists the dearer model first; the routing's best is the cheaper one.
+    from harness.report import write_report
+
+    weekly.wrong = {}
+    models = {"dear": {"price": {"output": 2.0}}, "cheap": {"price": {"output": 0.5}}}
+    run = run_plan(write_plan(tmp_path / "p.yaml", fake_server, models, suites=[{SUITE: {"limit": 10}}]), db_url)
+    (s,) = recommend(Store(db_url), run).suites
+    assert s.best == "cheap"
+    page = write_report(Store(db_url), [run], tmp_path / "site").read_text("utf-8")
+    board = page[page.index('<table class="leaderboard"') :]
+    board = board[: board.index("</table>")]
+    starred = board[board.rindex("<tr", 0, board.index("★ best")) :]
+    assert ">cheap<" in starred[: starred.index("★ best")]

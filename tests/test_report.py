@@ -17,9 +17,10 @@ import pytest
 from support.postgres import on_both_databases
 from support.report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
+from harness.analysis import leaderboard as analysis
 from harness.analysis import paired, stats
 from harness.analysis.summary import summarize_run
-from harness.report import analysis, pages, site, write_report
+from harness.report import pages, site, write_report
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -208,8 +209,10 @@ def test_comparisons_align_items_by_id_and_use_groups(store):
     summary = summarize_run(store, run_id)
     ((a, b, per_suite),) = analysis.pairs(summary)
     ps = per_suite[0]
+    # One sign convention: A − B with B the reference (the earlier model of the plan), as `harness compare`.
+    assert (a, b) == ("b", "a") and ps.comparison.diff == pytest.approx(-0.5)
     assert ps.comparison.method == "cluster-permutation" and len(ps.disagree) == 20
-    assert ps.a_better == 20 and ps.b_better == 0
+    assert ps.a_better == 0 and ps.b_better == 20
 
 
 def test_pareto_front():
@@ -320,7 +323,8 @@ def test_trend_page_follows_the_plan_across_runs(store, tmp_path):
     assert other not in page
     assert page.count("Suite content changed in run") == 2  # once per suite
     assert re.search(r'h-math-word</span> → <span class="mono">h-math-word-v2<', page)
-    assert page.count('<img src="data:image/png;base64,') == 2
+    # one chart per suite, and the operations across runs (p99, error rate, cost per 1,000 requests)
+    assert page.count('<img src="data:image/png;base64,') == 3
     assert f'href="../{ids[-1]}/index.html"' in page  # the reported run is linked
     index = (out / "index.html").read_text("utf-8")
     assert f'href="trends/{pages.slug("weekly")}.html"' in index
@@ -381,3 +385,24 @@ def test_report_writes_into_new_empty_readme_only_and_earlier_report_folders(sto
     (older / ".harness-report").unlink()
     write_report(store, [make_run(store, n_items=3, plan_name="other")], older)
     assert (older / "index.html").is_file() and (older / ".harness-report").is_file()
+
+
+def test_trend_spaces_runs_by_run_and_marks_drift_events(store, tmp_path):
+    # Two runs a minute apart (not collapsed into one x position), then a price change a week later.
+    start = datetime(2026, 3, 2, 6, 0)
+    models = {"steady": (0.8, 0.1, 0.4, 0.5), "moving": (0.7, 0.2, 1.0, 0.8)}
+    repriced = {**models, "moving": (0.7, 0.2, 1.5, 0.8)}
+    ids = [
+        make_run(store, plan_name="drift", models=m, n_items=10, seed=i, started_at=t)
+        for i, (m, t) in enumerate(
+            [(models, start), (models, start + timedelta(minutes=1)), (repriced, start + timedelta(days=7))]
+        )
+    ]
+    out = tmp_path / "site"
+    write_report(store, [ids[-1]], out)
+    per_run = [(store.run(r), site._run_data(store, out, store.run(r), store.count_samples(r))) for r in ids]
+    assert site.drift_events(per_run) == [(2, "moving: price changed")]
+    page = (out / "trends" / f"{pages.slug('drift')}.html").read_text("utf-8")
+    assert "⚠ moving: price changed" in page and ids[2] in page
+    # The operations chart (p99, error rate, cost per 1,000 requests) and one chart per suite.
+    assert "Latency p99, error rate and cost per 1,000 requests per model across runs" in page

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.browser import check_page, screenshot_dir
+from support.browser import WebDriver, check_page, screenshot_dir
 from support.report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, XSS_COMPLETION, make_run
 
 from harness.report import pages, write_report
@@ -162,3 +162,100 @@ def test_one_free_replayed_model_and_a_model_that_never_answered(browser, tmp_pa
     routing = browser.js("return document.getElementById('routing').parentElement.innerText")
     assert "unavailable: stopped after fatal errors" in routing
     browser.screenshot(shots / "duel-run.png")
+
+
+# The issue-23 layout: the answer visible without scrolling, nothing that matters behind a horizontal scroll.
+WIDE_MODELS = {
+    "deepseek-v4-flash-2025-preview": (0.84, 0.07, 0.28, 0.9),
+    "qwen3-8b-instruct": (0.70, 0.01, 0.01, 0.4),
+    "glm-5-air-0711": (0.88, 0.6, 1.92, 1.6),
+    "kimi-k2.5-thinking": (0.90, 0.6, 3.0, 3.0),
+}
+
+
+def _load_run(store: Store, plan: str, models: list[str]) -> str:
+    """A stored load run of `plan`: every model at 1, 8 and 32 users, the slowest one missing the SLO."""
+    from harness.report.load_page import STAGE_COLUMNS
+    from harness.store import loads as results
+
+    run = results.start_load_run(
+        store,
+        plan_name=plan,
+        plan_path=f"evals/{plan}.yaml",
+        tag="",
+        profile={"slo": {"text": "latency_p99<=5s,error_rate<=1%"}},
+    )
+    for i, model in enumerate(models):
+        for level in (1, 8, 32):
+            stats = {key: 0.1 * (i + 1) * level**0.5 for key, _, _ in STAGE_COLUMNS}
+            stats.update(concurrency=level, rate=None, requests=200, ok=199, error_rate=0.005 * i, goodput=0.98)
+            failures = [
+                f"{key} {stats[key]:.4g} > {limit:g}"
+                for key, limit in (("latency_p99", 5), ("error_rate", 0.01))
+                if stats[key] > limit
+            ]
+            misses = bool(failures)
+            stats.update(meets_slo=not misses, slo_failures=failures)
+            results.save_stage(store, run, model, level, stats, [], meets_slo=not misses, probe=False)
+        results.save_model(store, run, model, model)
+    results.finish_load_run(store, run)
+    return run
+
+
+def _layout(browser: WebDriver, page: Path) -> dict:
+    check_page(browser, page)
+    return browser.js("""
+        const scrolls = Array.from(document.querySelectorAll('.scroll'))
+          .filter(el => el.offsetParent !== null && !el.closest('details:not([open])'))
+          .filter(el => el.scrollWidth > el.clientWidth + 1)
+          .map(el => el.querySelector('table') ? el.querySelector('table').className || 'table' : 'div');
+        const route = document.querySelector('table.route');
+        const header = name => Array.from(document.querySelectorAll('th')).find(th => th.innerText.trim() == name);
+        const right = name => { const th = header(name); return th ? th.getBoundingClientRect().right : null; };
+        return {
+          width: window.innerWidth, height: window.innerHeight, cut: scrolls,
+          route_bottom: route ? route.getBoundingClientRect().bottom : null,
+          route_rows: route ? route.querySelectorAll('tbody tr').length : 0,
+          served_right: right('Served as'), p99_right: right('Latency p99'), goodput_right: right('Goodput'),
+          slo_right: right('SLO'),
+        };""")
+
+
+def test_the_route_first_and_no_column_that_matters_cut_off_at_1400_px(browser, tmp_path):
+    from datetime import datetime, timedelta
+
+    shots = screenshot_dir(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    suites = ("math-word", "zh-mcq", "en-reasoning")
+    start = datetime(2026, 11, 2, 6, 0)
+    runs = [
+        make_run(store, plan_name="gateway", models=WIDE_MODELS, suites=suites, n_items=40, seed=w, started_at=t)
+        for w, t in enumerate((start, start + timedelta(days=7), start + timedelta(days=7, minutes=1)))
+    ]
+    load = _load_run(store, "gateway", list(WIDE_MODELS))
+    index = write_report(store, runs, tmp_path / "site")
+    store.close()
+    browser.cmd("POST", "/window/rect", {"width": 1400, "height": 1000})
+    site = tmp_path / "site"
+    try:
+        pages_ = {
+            "run": index,
+            "index": site / "index.html",
+            "trend": site / "trends" / f"{pages.slug('gateway')}.html",
+            "load": site / "load" / f"{load}.html",
+        }
+        seen = {}
+        for name, page in pages_.items():
+            seen[name] = _layout(browser, page)
+            browser.screenshot(shots / f"route-{name}-1400.png", full_height=False)
+        for name in ("run", "index", "trend"):
+            got = seen[name]
+            assert got["route_rows"] == len(suites), name
+            assert got["route_bottom"] <= got["height"], f"{name}: the route is below the fold: {got}"
+        for name, got in seen.items():
+            assert got["cut"] == [], f"{name}: tables behind a horizontal scroll: {got['cut']}"
+        assert seen["run"]["served_right"] <= seen["run"]["width"]
+        for column in ("p99_right", "goodput_right", "slo_right"):
+            assert seen["load"][column] is not None and seen["load"][column] <= seen["load"]["width"], seen["load"]
+    finally:
+        browser.cmd("POST", "/window/rect", {"width": 1280, "height": 1600})

@@ -91,6 +91,17 @@ class CheckResult:
     def ok(self) -> bool:
         return not self.regressions and not self.alarms
 
+    @property
+    def watch(self) -> list:
+        """Drops worth watching: not significant after correction, but large (`is_watch`), largest first."""
+        found = [c for c in self.comparison.comparisons if is_watch(c)] if self.comparison else []
+        return sorted(found, key=lambda c: c.diff)
+
+
+def is_watch(c) -> bool:
+    """A drop the correction hides or too few items cannot confirm (`PairComparison.watch`, downwards)."""
+    return c.watch and c.diff < 0
+
 
 # --------------------------------------------------------------------------- served names
 
@@ -405,6 +416,7 @@ def to_json(result: CheckResult) -> dict:
             "correction": result.correction,
             "alpha": result.alpha,
             "regressions": [comparison_dict(c) for c in result.regressions],
+            "watch": [comparison_dict(c) for c in result.watch],
             "alarms": [{"kind": a.kind, "model": a.model, "suite": a.suite, "detail": a.detail} for a in result.alarms],
             "comparisons": [comparison_dict(c) for c in result.comparison.comparisons] if result.comparison else [],
             "notes": list(result.notes),
@@ -428,6 +440,16 @@ def describe_regression(c) -> str:
     )
 
 
+def describe_watch(c, n_comparisons: int) -> str:
+    """One line for a large drop that is not significant: how large, why not confirmed, what would be."""
+    mde = "—" if c.mde != c.mde else f"{100 * c.mde:.0f} points"
+    return (
+        f"{c.a.model} on {c.suite}: {100 * c.a.mean:.1f}% -> {100 * c.b.mean:.1f}% ({_points(c.diff)} points, "
+        f"raw p {_p(c.p_value)}, corrected p {_p(c.p_adjusted)} over {n_comparisons} comparisons, n={c.n_paired}): "
+        f"not significant; the smallest drop {c.n_paired} items detect (80% power) is {mde}: add items to confirm"
+    )
+
+
 def headline(result: CheckResult) -> str:
     """One line: what the check found."""
     against = f"against {result.previous_run_id}" if result.previous else "first run of its plan"
@@ -437,6 +459,8 @@ def headline(result: CheckResult) -> str:
     if result.alarms:
         parts.append(f"{len(result.alarms)} alarm{'s' if len(result.alarms) != 1 else ''}")
     found = ", ".join(parts) if parts else "no regression, no alarm"
+    if result.watch:
+        found += f", {len(result.watch)} to watch"
     return f"harness check: plan {result.run.plan_name}, run {result.run_id} ({against}): {found}"
 
 
@@ -449,6 +473,8 @@ def format_text(result: CheckResult) -> str:
         lines.append(f"  {n} model x suite comparison{'s' if n != 1 else ''}, {name}-corrected, alpha {result.alpha:g}")
     for c in result.regressions:
         lines.append(f"  REGRESSION {describe_regression(c)}")
+    for c in result.watch:
+        lines.append(f"  WATCH {describe_watch(c, len(result.comparison.comparisons))}")
     for a in result.alarms:
         lines.append(f"  ALARM {a}")
     for note in result.notes:

@@ -6,8 +6,10 @@ and the weekly regression check calls `compare_runs` directly.
 How one comparison is made (model A against model B on one suite):
 - pairing: per-item scores (the mean over an item's samples, from `summarize_run`) are matched by
   item id; only items present on both sides count (`n_paired`);
-- `diff` = mean(B) - mean(A) on those items, i.e. "b minus a": the other model minus the baseline,
-  or the new run minus the old one. Its CI and p-value come from one method of `paired.paired_compare`
+- `diff` = mean(b) - mean(a) on those items: `a` is the reference (the baseline, the earlier model of
+  the plan, the old run) and `b` the other side, so every view reads it as "Δ = A − B" with A the
+  compared model (or the new run) and B the reference; the report's leaderboards and A-vs-B pages
+  (`leaderboard.py`) use these same comparisons. Its CI and p-value come from one method of `paired.paired_compare`
   and agree (the CI is the inverted test): exact McNemar for 0/1 scores, a sign-flip permutation test
   otherwise, and a permutation test over whole groups when the suite groups its items (C-Eval
   subject, BBH task) into at least 10 groups, unless `clusters=False`;
@@ -29,6 +31,7 @@ from harness.errors import HarnessError
 from harness.store import RunInfo, Store
 
 CORRECTIONS = ("holm", "bh")
+WATCH_MIN_DIFF = 0.20  # 20 points: a difference this large gets a "watch" line even when not significant
 NAN = float("nan")
 
 
@@ -81,6 +84,14 @@ class PairComparison:
     @property
     def is_drop(self) -> bool:
         return self.significant and self.diff < 0
+
+    @property
+    def watch(self) -> bool:
+        """Worth a look though not significant after correction: the raw interval excludes 0, or the
+        difference is at least WATCH_MIN_DIFF (too few items, or too many comparisons, to confirm it)."""
+        if self.significant or self.diff != self.diff:
+            return False
+        return self.diff_lo > 0 or self.diff_hi < 0 or abs(self.diff) >= WATCH_MIN_DIFF
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,13 @@ def _side(cell: CellSummary, run_id: str, keep: list[int], clusters: bool) -> Si
     )
 
 
+def shared_items(a: CellSummary, b: CellSummary) -> tuple[list[int], list[int]]:
+    """The one way items are paired: by item id, in a's order; (indices into a, indices into b)."""
+    b_index = {item: i for i, item in enumerate(b.item_ids)}
+    a_keep = [i for i, item in enumerate(a.item_ids) if item in b_index]
+    return a_keep, [b_index[a.item_ids[i]] for i in a_keep]
+
+
 def pair_cells(
     a: CellSummary,
     a_run: str,
@@ -163,9 +181,7 @@ def pair_cells(
     note: str = "",
 ) -> PairComparison:
     """Compare two cells of one suite on the items they share (p_adjusted is filled in later)."""
-    b_index = {item: i for i, item in enumerate(b.item_ids)}
-    a_keep = [i for i, item in enumerate(a.item_ids) if item in b_index]
-    b_keep = [b_index[a.item_ids[i]] for i in a_keep]
+    a_keep, b_keep = shared_items(a, b)
     a_scores = [a.scores[i] for i in a_keep]
     b_scores = [b.scores[i] for i in b_keep]
     groups = [a.groups[i] for i in a_keep]

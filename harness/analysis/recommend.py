@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from dataclasses import replace as _replace
 
 from harness.analysis import paired
-from harness.analysis.compare import json_safe
-from harness.analysis.summary import CellSummary, RunSummary, summarize_run
+from harness.analysis.compare import json_safe, shared_items
+from harness.analysis.summary import CellSummary, RunSummary, summarize_run, unpriced_models
 from harness.errors import HarnessError
 from harness.formatting import percent
 from harness.store import RunInfo, RunModelInfo, Store
@@ -116,6 +116,7 @@ class Candidate:
     errors: int = 0
     eligible: bool = True
     rejected: str = ""  # why this model was not chosen ("" for the chosen one)
+    cost_known: bool = True  # False: the plan gives it no price (its cost is unknown, never "cheapest")
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,17 @@ def _nan_last(x: float) -> float:
 
 
 def _cost_key(c, basis: str) -> tuple:
-    """Sort key of a Candidate (or its field dict) on the cost basis: lower is cheaper."""
+    """Sort key of a Candidate (or its field dict) on the cost basis: lower is cheaper.
+
+    A model without a price has an unknown cost: it sorts after every priced one, never "cheapest"."""
     get = c.get if isinstance(c, dict) else lambda k: getattr(c, k)
+    if not get("cost_known"):
+        return (1,)
     if basis == "measured":
-        return (_nan_last(get("cost_per_sample")),)
+        return (0, _nan_last(get("cost_per_sample")))
     if basis == "list price":
-        return (get("price_output"), get("price_input"))
-    return ()
+        return (0, get("price_output"), get("price_input"))
+    return (0,)
 
 
 def _score_key(mean: float) -> float:
@@ -174,6 +179,10 @@ def _score_key(mean: float) -> float:
 def plan_margin(run: RunInfo) -> float:
     value = (run.plan or {}).get("noninferiority_margin")
     return DEFAULT_MARGIN if value is None else float(value)
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
 
 
 def ineligibility(c: CellSummary, limits: Limits) -> str:
@@ -198,6 +207,42 @@ def ineligibility(c: CellSummary, limits: Limits) -> str:
     return ""
 
 
+def inferiority_reason(x: "Candidate", best: str, margin: float) -> str:
+    """Why a model was not shown non-inferior to the best, in words true of its diff and lower bound."""
+    m = f"{100 * margin:g}"
+    if x.lower != x.lower:
+        return f"not comparable with {best}: {x.n_paired} shared items"
+    if x.diff < -margin:
+        return f"worse than {best} by more than {m} points"
+    if x.diff >= 0:
+        return (
+            f"as good as {best} on the {x.n_paired} shared items ({_pts(x.diff)} points), but {x.n_paired} items "
+            f"cannot show non-inferiority at a {m}-point margin (lower bound {_pts(x.lower)})"
+        )
+    return (
+        f"{_pts(x.diff)} points against {best} on {x.n_paired} shared items; it may be more than {m} points "
+        f"worse (lower bound {_pts(x.lower)})"
+    )
+
+
+def _not_chosen_reason(x: "Candidate", chosen: "Candidate", best: str, basis: str, margin: float) -> str:
+    """The decisive reason a model lost to the chosen one; each clause is true of the numbers shown beside it."""
+    if not x.eligible:
+        return x.rejected
+    mine, theirs = _cost_key(x, basis), _cost_key(chosen, basis)
+    if mine > theirs:
+        if not x.cost_known:
+            return f"cost unknown (no price in the plan), so not routed over {chosen.model}"
+        return f"dearer than {chosen.model}"
+    if not x.noninferior:
+        return inferiority_reason(x, best, margin)
+    if x.mean < chosen.mean:
+        return f"as cheap as {chosen.model}, which scores higher"
+    if _nan_last(x.latency_p99) > _nan_last(chosen.latency_p99):
+        return f"as cheap as {chosen.model} and no better in score; {chosen.model} is faster at p99"
+    return f"tied with {chosen.model} on cost, score and p99; {chosen.model} comes first by name"
+
+
 def recommend_suite(
     cells: list[CellSummary],
     prices: dict[str, RunModelInfo],
@@ -206,31 +251,38 @@ def recommend_suite(
     alpha: float = 0.05,
     clusters: bool = True,
     limits: Limits = Limits(),
+    unpriced: frozenset[str] = frozenset(),
+    excluded: dict[str, str] | None = None,
 ) -> SuiteRecommendation:
-    """The recommendation for one suite from its cells (one per model, at least one)."""
+    """The recommendation for one suite from its cells (one per model, at least one).
+
+    `unpriced`: models the plan gave no price (cost unknown); `excluded`: model -> why it may not be
+    routed to at all (e.g. it misses the SLO under load), on top of the route's limits."""
     if not cells:
         raise ValueError("no results to recommend from")
     suite = cells[0].suite
+    priced = [c for c in cells if c.model not in unpriced]
     basis = (
         "measured"
-        if any(c.cost_usd > 0 for c in cells)
+        if any(c.cost_usd > 0 for c in priced)
         else (
-            "list price" if any(prices[c.model].price_output or prices[c.model].price_input for c in cells) else "none"
+            "list price" if any(prices[c.model].price_output or prices[c.model].price_input for c in priced) else "none"
         )
     )
 
     def base(c: CellSummary) -> dict:
         info = prices[c.model]
+        known = c.model not in unpriced
         return dict(
             model=c.model,
             mean=c.mean,
             lo=c.lo,
             hi=c.hi,
             n_items=c.n_items,
-            cost_per_sample=c.cost_usd / c.n_samples if c.n_samples else NAN,
-            cost_usd=c.cost_usd,
-            price_input=info.price_input,
-            price_output=info.price_output,
+            cost_per_sample=c.cost_usd / c.n_samples if c.n_samples and known else NAN,
+            cost_usd=c.cost_usd if known else NAN,
+            price_input=info.price_input if known else NAN,
+            price_output=info.price_output if known else NAN,
             latency_p50=c.latency_p50,
             latency_p99=c.latency_p99,
             error_rate=c.error_rate,
@@ -238,10 +290,11 @@ def recommend_suite(
             ttft_p99=c.ttft_p99,
             n_samples=c.n_samples,
             errors=c.errors,
+            cost_known=known,
         )
 
     fields = {c.model: base(c) for c in cells}
-    why_not = {c.model: ineligibility(c, limits) for c in cells}
+    why_not = {c.model: ineligibility(c, limits) or (excluded or {}).get(c.model, "") for c in cells}
     eligible = [c for c in cells if not why_not[c.model]]
     # The best: the highest-scoring eligible model, then the cheapest, then the fastest.
     best = min(
@@ -249,7 +302,6 @@ def recommend_suite(
         key=lambda c: (_score_key(c.mean), _cost_key(fields[c.model], basis), _nan_last(c.latency_p99), c.model),
         default=None,
     )
-    best_index = {item: i for i, item in enumerate(best.item_ids)} if best else {}
     candidates = []
     for c in cells:
         if c is best:
@@ -280,9 +332,9 @@ def recommend_suite(
                 )
             )
             continue
-        keep = [i for i, item in enumerate(c.item_ids) if item in best_index]
+        keep, best_keep = shared_items(c, best)
         mine = [c.scores[i] for i in keep]
-        theirs = [best.scores[best_index[c.item_ids[i]]] for i in keep]
+        theirs = [best.scores[j] for j in best_keep]
         groups = [c.groups[i] for i in keep]
         ni = paired.noninferiority(
             mine, theirs, margin=margin, alpha=alpha, clusters=groups if clusters and any(groups) else None
@@ -301,6 +353,24 @@ def recommend_suite(
             )
         )
     candidates.sort(key=lambda x: (_cost_key(x, basis), _score_key(x.mean), _nan_last(x.latency_p99), x.model))
+    unknown = [x.model for x in candidates if not x.cost_known]
+    unknown_note = f"; cost unknown (no price in the plan): {', '.join(unknown)}" if unknown else ""
+    if best is not None and not best.mean > 0:
+        # Nothing answered right: the cheapest of equals would be a route to a model that is always wrong.
+        out = [
+            x if not x.eligible else _replace(x, rejected=f"scores {percent(x.mean, significant=3)} on this suite")
+            for x in candidates
+        ]
+        return SuiteRecommendation(
+            suite=suite,
+            model=None,
+            best=None,
+            cost_basis=basis,
+            candidates=out,
+            reason=f"no route: the best score is 0% (no eligible model answered an item right); "
+            f"check the suite's grader and prompt before routing its traffic{unknown_note}",
+            limits=limits,
+        )
     chosen = next((x for x in candidates if x.eligible and x.noninferior), None)
     if chosen is None:
         return SuiteRecommendation(
@@ -314,36 +384,25 @@ def recommend_suite(
         )
     out = []
     for x in candidates:
-        if x is chosen:
-            why = ""
-        elif not x.eligible:
-            why = x.rejected
-        elif not x.noninferior:
-            why = (
-                f"worse than {best.model} by more than {100 * margin:g} points"
-                if x.lower == x.lower
-                else f"not comparable with {best.model}: too few shared items"
-            )
-        else:
-            why = (
-                f"dearer than {chosen.model}"
-                if _cost_key(x, basis) > _cost_key(chosen, basis)
-                else f"as cheap as {chosen.model}, but lower in score or slower"
-            )
+        why = "" if x is chosen else _not_chosen_reason(x, chosen, best.model, basis, margin)
         out.append(x if x.rejected == why else _replace(x, rejected=why))
     if chosen.is_best:
         cheaper = [x for x in out if _cost_key(x, basis) < _cost_key(chosen, basis)]
-        reason = (
-            f"{chosen.model} scores highest and is the cheapest"
-            if not cheaper or basis == "none"
-            else f"{chosen.model} scores highest; every cheaper model is ineligible or may be more than "
-            f"{100 * margin:g} points worse"
-        )
+        if not chosen.cost_known:
+            reason = f"{chosen.model} scores highest; its cost is unknown (no price in the plan)"
+        elif not cheaper or basis == "none":
+            reason = f"{chosen.model} scores highest and is the cheapest"
+        else:
+            reason = (
+                f"{chosen.model} scores highest; every cheaper model is ineligible or may be more than "
+                f"{100 * margin:g} points worse"
+            )
     else:
         reason = (
             f"{chosen.model} is the cheapest model not significantly worse than {best.model} "
             f"by more than {100 * margin:g} points"
         )
+    reason += unknown_note
     rejected = [x for x in out if not x.eligible]
     if rejected:
         reason += "; not eligible: " + ", ".join(f"{x.model} ({x.rejected})" for x in rejected)
@@ -361,11 +420,13 @@ def recommend(
     clusters: bool = True,
     summary: RunSummary | None = None,
     limits: RoutingLimits | None = None,
+    excluded: dict[str, str] | None = None,
 ) -> Recommendation:
     """Per suite of RUN (default: the latest), the cheapest eligible model not significantly worse than the best.
 
     `margin` defaults to the plan's `noninferiority_margin` (0.02 = 2 points when the plan has none);
-    `limits` to the plan's `routing:` section (99.9% availability, no latency limit, when it has none).
+    `limits` to the plan's `routing:` section (99.9% availability, no latency limit, when it has none);
+    `excluded`: model -> why it may not be routed to at all (the SLO under load it misses).
     """
     summary = summary or summarize_run(store, store.resolve_run(run_id))
     run = summary.run
@@ -386,7 +447,14 @@ def recommend(
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
             rec = recommend_suite(
-                cells, prices, margin=margin, alpha=alpha, clusters=clusters, limits=limits.for_suite(s.suite)
+                cells,
+                prices,
+                margin=margin,
+                alpha=alpha,
+                clusters=clusters,
+                limits=limits.for_suite(s.suite),
+                unpriced=unpriced_models(run),
+                excluded=excluded,
             )
             out.append(_with_stopped_models(rec, stopped, prices))
     return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)
@@ -485,6 +553,7 @@ def to_json(rec: Recommendation) -> dict:
                             "ttft_p99": c.ttft_p99,
                             "eligible": c.eligible,
                             "rejected": c.rejected,
+                            "cost_known": c.cost_known,
                         }
                         for c in s.candidates
                     ],

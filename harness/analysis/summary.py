@@ -178,10 +178,16 @@ def _pass_hat_ks(acc: _Acc) -> tuple[tuple[int, float], ...]:
     return tuple((k, pass_hat_k(ns, cs, k)) for k in range(1, min(ns) + 1))
 
 
+def unpriced_models(run: RunInfo) -> frozenset[str]:
+    """Models the run's plan gave no `price:`: their cost is unknown (NaN, shown "—"), not zero."""
+    return frozenset(str(m.get("name")) for m in (run.plan or {}).get("models") or () if m.get("priced") is False)
+
+
 def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
     from harness.analysis import stats
 
     run = store.run(run_id)
+    unknown_cost = unpriced_models(run)
     cells_acc: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
     model_acc: dict[str, _Acc] = defaultdict(_Acc)
     models = store.run_models(run.id)
@@ -234,8 +240,10 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                     prompt_tokens=acc.prompt_tokens,
                     completion_tokens=acc.completion_tokens,
                     reasoning_tokens=acc.reasoning_tokens,
-                    cost_usd=acc.cost,
-                    cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+                    cost_usd=float("nan") if m.model in unknown_cost else acc.cost,
+                    cost_per_correct=(
+                        acc.cost / acc.correct if acc.correct and m.model not in unknown_cost else float("nan")
+                    ),
                     served_models=tuple(sorted(acc.served)),
                     estimated_samples=acc.estimated,
                     length_rate=acc.length_rate,
@@ -268,8 +276,10 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                 latency_p99=lat[99],
                 ttft_p50=ttft[50],
                 tokens_per_s=acc.completion_tokens / acc.gen_time if acc.gen_time else float("nan"),
-                cost_usd=acc.cost,
-                cost_per_correct=acc.cost / acc.correct if acc.correct else float("nan"),
+                cost_usd=float("nan") if m.model in unknown_cost else acc.cost,
+                cost_per_correct=(
+                    acc.cost / acc.correct if acc.correct and m.model not in unknown_cost else float("nan")
+                ),
                 accuracy=acc.correct / acc.n if acc.n else float("nan"),
                 served_models=tuple(sorted(acc.served)),
                 latency_p90=lat[90],
@@ -288,3 +298,68 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
             )
         )
     return RunSummary(run, models, suites, cells, ops)
+
+
+SUMMARY_COLUMNS = (
+    "run",
+    "plan",
+    "tag",
+    "status",
+    "started",
+    "model",
+    "suite",
+    "suite_hash",
+    "n_items",
+    "n_samples",
+    "score",
+    "score_lo",
+    "score_hi",
+    "errors",
+    "error_rate",
+    "latency_p50",
+    "latency_p99",
+    "ttft_p99",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cost_per_1k_requests",
+    "cost_known",
+    "served_models",
+)
+
+
+def summary_rows(summary: RunSummary) -> list[dict]:
+    """One row per model x suite (the `harness export --summary` rows, for dashboards); NaN = unknown."""
+    r = summary.run
+    unknown = unpriced_models(r)
+    rows = []
+    for c in summary.cells:
+        rows.append(
+            {
+                "run": r.id,
+                "plan": r.plan_name,
+                "tag": r.tag,
+                "status": r.status,
+                "started": r.started_at.isoformat(timespec="seconds"),
+                "model": c.model,
+                "suite": c.suite,
+                "suite_hash": c.suite_hash,
+                "n_items": c.n_items,
+                "n_samples": c.n_samples,
+                "score": c.mean,
+                "score_lo": c.lo,
+                "score_hi": c.hi,
+                "errors": c.errors,
+                "error_rate": c.error_rate,
+                "latency_p50": c.latency_p50,
+                "latency_p99": c.latency_p99,
+                "ttft_p99": c.ttft_p99,
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+                "cost_usd": c.cost_usd,
+                "cost_per_1k_requests": 1000 * c.cost_usd / c.n_samples if c.n_samples else float("nan"),
+                "cost_known": c.model not in unknown,
+                "served_models": list(c.served_models),
+            }
+        )
+    return rows

@@ -1,4 +1,4 @@
-"""`harness compare`: which model wins, and is the difference real? (logic in harness/compare.py)."""
+"""`harness compare`: which model wins, and is the difference real? (logic in harness/analysis/compare.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,13 @@ def _split(values) -> list[str]:
 @click.option(
     "--fail-on-regression", is_flag=True, help="Across runs: exit 1 when a model got significantly worse on a suite."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="List every comparison and the operations, not only the significant and watch rows.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in docs/json.md).")
 def compare(
     runs,
     db_url,
@@ -71,6 +77,7 @@ def compare(
     no_clusters,
     fail_on_regression,
     as_json,
+    show_all=False,
 ):
     """Paired comparisons with corrected p-values: models within a run, or one run against another.
 
@@ -80,9 +87,12 @@ def compare(
     harness compare RUN_OLD RUN_NEW        each model in both runs against itself (new - old)
     harness compare [RUN] --against-previous   RUN against the previous run of its plan
 
-    Per suite: score with 95% CI for each side, difference b - a with its CI, raw and corrected
-    p-value (McNemar for right/wrong scores, permutation otherwise), a marker (▲ better, ▼ worse,
-    corrected p < alpha), the minimum detectable effect, and latency, error rate and cost.
+    One sign convention: Δ = A − B, B the reference (the baseline, the model earlier in the plan,
+    the old run). By default the significant rows (▲/▼: corrected p < alpha) and the "watch" rows
+    (large or raw-significant, not confirmed after correction), with the corrected p-value (McNemar
+    for right/wrong scores, permutation otherwise) and the minimum detectable effect; --all lists
+    every comparison and the latency, error rate and cost per suite. In --json, `a` is the
+    reference and `diff` = b − a (= A − B).
     """
     from harness.analysis.compare import compare_models, compare_runs, previous_run, to_json
     from harness.store import Store
@@ -131,7 +141,7 @@ def compare(
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2, ensure_ascii=False, allow_nan=False))
     else:
-        _print(result)
+        _print(result, show_all)
     if fail_on_regression and result.regressions:
         if as_json:
             click.echo(f"{len(result.regressions)} significant regression(s)", err=True)
@@ -163,91 +173,73 @@ def _num(x: float, fmt: str) -> str:
     return "—" if x != x or math.isinf(x) else format(x, fmt)
 
 
-def _print(result) -> None:
+def _print(result, show_all: bool = False) -> None:
+    """Compact by default: the significant and the "watch" rows in one table that fits a terminal;
+    `--all` adds every other comparison and the operations per suite. Δ = A − B throughout."""
     from rich.table import Table
     from rich.text import Text
 
-    console = data_console(160)
+    console = data_console(100)
     across = result.kind == "runs"
     n = len(result.comparisons)
     name = {"holm": "Holm", "bh": "Benjamini-Hochberg"}[result.correction]
     if across:
         old, new = result.runs
-        console.print(f"run {new.id} against {old.id} (plan {new.plan_name}): diff = new - old, per model")
+        names = list(dict.fromkeys(c.a.model for c in result.comparisons))
+        console.print(
+            f"run {new.id} against {old.id} (plan {new.plan_name}): {', '.join(names)}; Δ = A − B = new − old, per model"
+        )
     else:
         run = result.runs[0]
-        pairing = f"each model - {result.baseline}" if result.baseline else "b - a for every pair of models"
-        console.print(f"models in run {run.id} (plan {run.plan_name}): diff = {pairing}")
+        ref = f"B = {result.baseline}" if result.baseline else "B = the model earlier in the plan"
+        names = list(dict.fromkeys(m for c in result.comparisons for m in (c.a.model, c.b.model)))
+        console.print(f"models in run {run.id} (plan {run.plan_name}): {', '.join(names)}; Δ = A − B, {ref}")
     console.print(
-        f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; "
-        f"▲/▼ = corrected p < {result.alpha:g}. Scores and differences in percent (points), 95% CI."
+        f"{n} comparison{'s' if n != 1 else ''}, p-values {name}-corrected together; ▲/▼ = corrected p < "
+        f"{result.alpha:g}; watch = not significant but the raw interval excludes 0 or |Δ| >= 20 points. "
+        f"Percent and points, 95% CI."
     )
-    for suite in result.suites():
-        rows = [c for c in result.comparisons if c.suite == suite]
-        table = Table(title=f"{suite}  (hash {rows[0].suite_hash})", title_justify="left")
-        widest = min(24, max(len(s.model) for c in rows for s in (c.a, c.b)))
-        for col in (("model",) if across else ("a", "b")) + (
-            "old %" if across else "a %",
-            "new %" if across else "b %",
-            "diff (95% CI)",
-            "p",
-            "p adj",
-            "",
-            "MDE",
-            "n",
-            "lost/won" if across else "a>b/b>a",
-            "test",
-        ):
-            names = col in ("model", "a", "b")
-            table.add_column(
-                col,
-                justify="left" if names or col == "test" else "right",
-                no_wrap=not names,
-                min_width=widest if names else None,
-            )
-        for c in rows:
-            names = (c.a.model,) if across else (c.a.model, c.b.model)
+    shown = [c for c in result.comparisons if show_all or c.significant or c.watch]
+    hidden = n - len(shown)
+    if shown:
+        table = Table(title=None if show_all else "significant and watch", title_justify="left")
+        heads = ("suite", "model", "old %", "new %") if across else ("suite", "A", "B", "A %", "B %")
+        for col in (*heads, "Δ A − B (95% CI)", "p adj", "", "MDE", "n"):
+            names = col in ("suite", "model", "A", "B")
+            table.add_column(col, justify="left" if names else "right", no_wrap=not names, overflow="fold")
+        for c in shown:
+            names = (c.a.model,) if across else (c.b.model, c.a.model)
+            sides = (c.a, c.b) if across else (c.b, c.a)
             diff = (
                 _diff(c.diff)
                 if c.diff_lo != c.diff_lo
                 else f"{_diff(c.diff)} ({_diff(c.diff_lo)} to {_diff(c.diff_hi)})"
             )
             table.add_row(
+                c.suite,
                 *names,
-                _est(c.a.mean, c.a.lo, c.a.hi),
-                _est(c.b.mean, c.b.lo, c.b.hi),
+                *(_est(s.mean, s.lo, s.hi) if show_all else percent_value(s.mean) for s in sides),
                 diff,
-                _p(c.p_value),
                 _p(c.p_adjusted),
-                c.marker,
+                c.marker or ("watch" if c.watch else ""),
                 percent_value(c.mde),
                 str(c.n_paired),
-                f"{c.discordant_a}/{c.discordant_b}",
-                c.method,
             )
         console.print(table)
-        ops = Table(title=f"{suite}: operations", title_justify="left")
-        for col in ("model", "run", "p50 s", "p99 s", "errors %", "cost", "per correct"):
-            ops.add_column(col, justify="left" if col in ("model", "run") else "right")
-        seen = set()
-        for c in rows:
-            for s in (c.a, c.b):
-                if (s.model, s.run) in seen:
-                    continue
-                seen.add((s.model, s.run))
-                ops.add_row(
-                    s.model,
-                    s.run,
-                    _num(s.latency_p50, ".2f"),
-                    _num(s.latency_p99, ".2f"),
-                    percent_value(s.error_rate),
-                    money(s.cost_usd),
-                    money(s.cost_per_correct),
-                )
-        console.print(ops)
-        for c in rows:
-            if c.note:
-                console.print(f"  note: {c.a.model}" + ("" if across else f" vs {c.b.model}") + f": {c.note}")
+    if hidden:
+        console.print(
+            f"{hidden} other comparison{'s' if hidden != 1 else ''}: not significant, small (--all lists them)"
+        )
+    if show_all:
+        _print_ops(result, console, across)
+    # A note shared by many comparisons is printed once, with how many it concerns.
+    notes: dict[str, list[str]] = {}
+    for c in result.comparisons:
+        for part in filter(None, (x.strip() for x in c.note.split(";"))):
+            who = c.a.model if across else f"{c.b.model} vs {c.a.model}"
+            notes.setdefault(part, []).append(f"{who} on {c.suite}")
+    for text, where in notes.items():
+        console.print(f"note: {text} ({where[0] if len(where) == 1 else f'{len(where)} comparisons'})")
     for note in result.notes:
         console.print(f"note: {note}")
     if across:
@@ -263,3 +255,28 @@ def _print(result) -> None:
                 )
         else:
             console.print("no significant regression")
+
+
+def _print_ops(result, console, across: bool) -> None:
+    from rich.table import Table
+
+    ops = Table(title="operations", title_justify="left")
+    for col in ("suite", "model", "run", "p50 s", "p99 s", "errors %", "cost", "per correct"):
+        ops.add_column(col, justify="left" if col in ("suite", "model", "run") else "right")
+    seen = set()
+    for c in result.comparisons:
+        for s in (c.a, c.b):
+            if (c.suite, s.model, s.run) in seen:
+                continue
+            seen.add((c.suite, s.model, s.run))
+            ops.add_row(
+                c.suite,
+                s.model,
+                s.run,
+                _num(s.latency_p50, ".2f"),
+                _num(s.latency_p99, ".2f"),
+                percent_value(s.error_rate),
+                money(s.cost_usd),
+                money(s.cost_per_correct),
+            )
+    console.print(ops)

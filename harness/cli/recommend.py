@@ -20,12 +20,14 @@ def _s(x: float) -> str:
 
 
 def cost_text(c, basis: str) -> str:
-    """What the recommendation compared: measured $ per 1000 samples, or the list price."""
+    """What the recommendation compared: measured $ per 1,000 requests (samples), or the list price."""
+    if not getattr(c, "cost_known", True):
+        return "— (no price)"
     if basis == "list price":
         return f"${c.price_output:g}/M out" + (f", ${c.price_input:g}/M in" if c.price_input else "") + " (list)"
     if c.cost_per_sample != c.cost_per_sample:
         return "—"
-    return f"{money(1000 * c.cost_per_sample)}/1k"
+    return f"{money(1000 * c.cost_per_sample)}/1k req"
 
 
 def _limit_option(name: str, what: str):
@@ -133,7 +135,14 @@ def recommend(
     rec = do_recommend(store, run, margin=margin, alpha=alpha, limits=limits)
     load = None
     if at_level or load_run or slo:
-        rec, load = _join_load(store, rec, at_level, load_run, slo)
+        rec, load = _join_load(
+            store,
+            rec,
+            at_level,
+            load_run,
+            slo,
+            lambda excluded: do_recommend(store, run, margin=margin, alpha=alpha, limits=limits, excluded=excluded),
+        )
     if as_json:
         doc = to_json(rec)
         if load is not None:
@@ -148,7 +157,7 @@ def recommend(
         _print_load(rec, load)
 
 
-def _join_load(store, rec, at_level, load_run, slo):
+def _join_load(store, rec, at_level, load_run, slo, recompute):
     from harness.errors import HarnessError
     from harness.load.join import load_view, parse_level, recommend_under_load
     from harness.load.profile import parse_slo
@@ -161,7 +170,7 @@ def _join_load(store, rec, at_level, load_run, slo):
             f"plan {rec.run.plan_name!r} has no finished load run in {store.shown_url} "
             f"(run `harness load PLAN` first, or name one with --load-run)"
         )
-    return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None)
+    return recommend_under_load(rec, view, parse_level(at_level), parse_slo(slo) if slo else None, recompute)
 
 
 def _print_load(rec, load) -> None:
@@ -190,29 +199,38 @@ def _print(rec, show_all: bool) -> None:
         f"run {rec.run.id} (plan {rec.run.plan_name}): per suite, the cheapest model not significantly "
         f"worse than the best by more than {100 * rec.margin:g} points (one-sided alpha {rec.alpha:g})"
     )
+    unknown = sorted({c.model for s in rec.suites for c in s.candidates if not c.cost_known})
+    if unknown:
+        console.print(
+            f"note: no price in the plan for {', '.join(unknown)}: cost unknown, never routed as cheapest "
+            f"(add price: {{input: X, output: Y}}, or price: {{output: 0}} for a free model)"
+        )
     table = Table(title="routing", title_justify="left")
-    for col in ("suite", "→ model", "score %", "vs best", "cost", "p99 s", "best", "best %", "best cost"):
+    for col in ("suite", "→ model", "score % (95% CI)", "p99 s", "errors %", "cost", "best"):
         table.add_column(col, justify="left" if col in ("suite", "→ model", "best") else "right")
     for s in rec.suites:
         c = s.chosen
         if c is None:
-            table.add_row(s.suite, "— (none eligible)", *[""] * 7)
+            table.add_row(s.suite, "— (no route)", *[""] * 5)
             continue
         b = s.candidate(s.best)
+        ci = (
+            percent_value(c.mean)
+            if c.lo != c.lo
+            else f"{percent_value(c.mean)} ({percent_value(c.lo)}–{percent_value(c.hi)})"
+        )
         table.add_row(
             s.suite,
             c.model,
-            percent_value(c.mean),
-            "" if c.is_best else _points(c.diff),
-            cost_text(c, s.cost_basis),
+            ci,
             _s(c.latency_p99),
-            b.model,
-            percent_value(b.mean),
-            cost_text(b, s.cost_basis),
+            percent_value(c.error_rate),
+            cost_text(c, s.cost_basis),
+            "itself" if c.is_best else f"{b.model} ({percent_value(b.mean)}%, {cost_text(b, s.cost_basis)})",
         )
     console.print(table)
     for s in rec.suites:
-        click.echo(f"{s.suite} → {s.model or '— (no model meets the limits)'}   ({s.reason})")
+        click.echo(f"{s.suite} → {s.model or '— (no route)'}   ({s.reason})")
         for c in s.candidates:
             if c.rejected:
                 click.echo(f"    {c.model}: {c.rejected}")

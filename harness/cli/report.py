@@ -60,15 +60,21 @@ def report(runs, db_url, out_dir, load_run=None):
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
-def export(run_id, db_url, fmt, out_path):
-    """Export one row per sample of RUN (default: the latest) as JSONL or CSV."""
-    from harness.report.export import export_run
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="One row per model x suite (score and CI, errors, p99, cost per 1,000 requests) instead of per sample.",
+)
+def export(run_id, db_url, fmt, out_path, summary=False):
+    """Export one row per sample of RUN (default: the latest) as JSONL or CSV; --summary: per model x suite."""
+    from harness.report.export import export_run, export_summary
 
     store = open_store(db_url, read_only=True)
     rid = store.resolve_run(run_id)
+    write = export_summary if summary else export_run
     if out_path:
         with open(out_path, "w", encoding="utf-8", newline="") as fh:
-            n = export_run(store, rid, fmt, fh)
+            n = write(store, rid, fmt, fh)
         echo_err(f"wrote {n} rows to {out_path}")
     else:
-        export_run(store, rid, fmt, sys.stdout)
+        write(store, rid, fmt, sys.stdout)

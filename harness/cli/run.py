@@ -128,10 +128,12 @@ def run(
     run is split over a Ray cluster's workers; a worker that dies has its shard started again.
     """
     from harness.engine.runs import default_plan_path
-    from harness.plan import load_plan, with_batch
+    from harness.plan import load_plan, unpriced_warning, with_batch
 
     plan_path = Path(plan) if plan else default_plan_path()
     p = load_plan(plan_path, limit=limit)
+    if unpriced_warning(p):
+        echo_err(unpriced_warning(p))
     if batch:
         p = with_batch(p)
     if not no_report and not dry_run:
@@ -185,7 +187,12 @@ def run(
         signal.signal(signal.SIGTERM, on_term)
     elapsed = time.perf_counter() - started
     tuning.spare_exit()
-    verb = "resumed" if result.resumed else "finished"
+    # Say how the run ended: a run that failed (a model stopped for fatal errors) did not "finish".
+    verb = {"failed": "failed", "stopped": "stopped", "interrupted": "was interrupted"}.get(
+        result.status, "resumed" if result.resumed else "finished"
+    )
+    if result.status in ("running", "waiting"):
+        verb = "is incomplete (shard done)" if result.status == "running" else "is waiting for batches"
     for note in result.outcome.notes:
         echo_err(note)
     if result.status == "stopped":
@@ -210,7 +217,8 @@ def run(
 
     summary = summarize_run(store, result.run_id)
     print_summary(summary)
-    click.echo(f"run {result.run_id} {verb} in {elapsed:.1f} s; stored in {store.shown_url}")
+    took = f"in {elapsed:.1f} s" if verb in ("finished", "resumed") else f"after {elapsed:.1f} s"
+    click.echo(f"run {result.run_id} {verb} {took}; stored in {store.shown_url}")
     if not no_report:
         from harness.report import write_report
 
@@ -268,7 +276,9 @@ def _ray_options(executor, address, workers, runtime_env, shard):
         try:
             env = yaml.safe_load(Path(runtime_env).read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise HarnessError(f"--runtime-env {runtime_env}: invalid JSON/YAML: {str(exc).splitlines()[0]}") from None
+            from harness.errors import yaml_error
+
+            raise yaml_error(f"--runtime-env {runtime_env}", exc) from None
         if not isinstance(env, dict):
             raise HarnessError(f'--runtime-env {runtime_env}: give a mapping, e.g. {{"working_dir": "."}}')
     return RayOptions(address=address, workers=workers, runtime_env=env)

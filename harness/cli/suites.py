@@ -17,11 +17,17 @@ def suites():
 @suites.command("list")
 def suites_list():
     """List the suites that can be named in a plan."""
-    from harness.suite import list_suites, load_suite
+    from harness.suite import REPO_ROOT, list_suites, load_suite
 
+    bundled = (REPO_ROOT / "suites").resolve()
     for name in list_suites():
         s = load_suite(name)
-        kind = f"benchmark ({s.loader}; needs data)" if s.loader else "bundled"
+        # A suite of the user's own (./suites, $HARNESS_SUITES_PATH) is theirs, not "bundled".
+        mine = s.dir.resolve().parent != bundled
+        if s.loader:
+            kind = f"benchmark ({s.loader}; needs data)"
+        else:
+            kind = f"yours: {s.dir}" if mine else "bundled"
         click.echo(
             f"{name:<16} {s.family:<10} {s.grader.name:<8} {kind:<28} {s.description.splitlines()[0] if s.description else ''}"
         )

@@ -83,9 +83,12 @@ def parse_level(text: str) -> tuple:
         raise HarnessError(f"--at {text!r}: give a concurrency (e.g. 128) or a rate (e.g. 5/s)") from None
 
 
-def recommend_under_load(rec, view: LoadView, level: tuple, slo: Slo | None) -> tuple[object, dict]:
-    """The recommendation with each candidate's figures at `level`; with an SLO, a model that misses
-    it there (or was not measured there) is not recommended. Returns (new recommendation, details)."""
+def recommend_under_load(rec, view: LoadView, level: tuple, slo: Slo | None, recompute=None) -> tuple[object, dict]:
+    """The recommendation with each candidate's figures at `level`, and those figures.
+
+    With an SLO, a model that misses it there (or was not measured there) may not be routed to:
+    `recompute(excluded)` (model -> why) chooses the best and the route again without it, so the
+    best, the non-inferiority tests and the reasons all speak of the models that remain."""
     details: dict = {
         "load_run": view.run.id,
         "level": {"concurrency": level[0], "rate": level[1]},
@@ -113,24 +116,31 @@ def recommend_under_load(rec, view: LoadView, level: tuple, slo: Slo | None) -> 
         )
         if entry is not None and slo is not None:
             entry["slo_failures"] = slo.failures(st)
-            entry["meets_slo"] = not entry["slo_failures"] and not st.get("stopped_early")
+            if st.get("stopped_early"):
+                entry["slo_failures"].append("the stage was stopped early")
+            entry["meets_slo"] = not entry["slo_failures"]
         details["models"][model] = entry
     if slo is None:
         return rec, details
-    suites = []
-    for s in rec.suites:
-        fit = [c for c in s.candidates if c.noninferior and (details["models"].get(c.model) or {}).get("meets_slo")]
-        if not fit:
-            suites.append(replace(s, reason=s.reason + f"; no model that good meets the SLO at {level_text(level)}"))
-            continue
-        chosen = fit[0]  # candidates are cheapest first
-        reason = (
-            s.reason
-            if chosen.model == s.model
-            else (
-                f"{chosen.model} is the cheapest model not significantly worse than {s.best} that meets the SLO "
-                f"at {level_text(level)}"
-            )
-        )
-        suites.append(replace(s, model=chosen.model, reason=reason))
+    excluded = slo_exclusions(details, level)
+    if recompute is not None:
+        return recompute(excluded), details
+    # Without a way to recompute, only drop routes to excluded models (never route to one).
+    suites = [
+        s
+        if s.model not in excluded
+        else replace(s, model=None, reason=f"no route: {s.model} {excluded[s.model]}; rerun with the SLO")
+        for s in rec.suites
+    ]
     return replace(rec, suites=suites), details
+
+
+def slo_exclusions(details: dict, level: tuple) -> dict[str, str]:
+    """model -> why it may not take traffic under the SLO at this level ("misses the SLO ...")."""
+    out = {}
+    for model, entry in details["models"].items():
+        if entry is None:
+            out[model] = f"misses the SLO: not measured at {level_text(level)} in load run {details['load_run']}"
+        elif not entry.get("meets_slo"):
+            out[model] = f"misses the SLO at {level_text(level)}: " + "; ".join(entry.get("slo_failures") or ())
+    return out

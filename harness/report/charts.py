@@ -29,6 +29,40 @@ def style(i: int) -> tuple[str, str]:
     return OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i // len(OKABE_ITO) + i) % len(MARKERS)]
 
 
+def palette_order(models: list[str], palette: list[str] | None) -> list[str]:
+    """The model order that decides colours: the site-wide one (every model of the database by first
+    appearance, so a model keeps its colour on every page and in later reports), then any other."""
+    order = list(palette or [])
+    return order + [m for m in models if m not in order]
+
+
+def _place_labels(fig, groups: list[tuple]) -> None:
+    """Move annotations that overlap a point or a label placed earlier to the first free spot around
+    their point. groups: [(axes, [annotation, ...])]; the figure is laid out once for all of them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()  # lay the figure out first: overlaps are judged where the labels will be drawn
+    renderer = fig.canvas.get_renderer()
+    spots = ((8, 6), (8, -14), (-8, 6), (-8, -14), (8, 18), (8, -26), (-8, 18), (-8, -26))
+    for ax, labels in groups:
+        # The markers themselves are taken: no label is placed over a point.
+        placed = []
+        for ann in labels:
+            x, y = ax.transData.transform(ann.xy)
+            placed.append(Bbox.from_extents(x - 6, y - 6, x + 6, y + 6))
+        for ann in labels:
+            for dx, dy in spots:
+                ann.set_position((dx, dy))
+                ann.set_horizontalalignment("left" if dx > 0 else "right")
+                box = ann.get_window_extent(renderer)
+                if not any(box.overlaps(other) for other in placed):
+                    break
+            placed.append(ann.get_window_extent(renderer))
+
+
 def _label(text: str, limit: int = 42) -> str:
     """Model/suite names as plain text: no mathtext, bounded length."""
     text = text if len(text) <= limit else text[: limit - 1] + "…"
@@ -118,7 +152,10 @@ def accuracy_chart(suites: list[str], models: list[str], values: dict, worse: se
     ax.invert_yaxis()
     lo_x = max(0.0, min(lows, default=0.0) - 5)
     hi_x = min(100.0, max(highs, default=100.0) + 6)
-    ax.set_xlim(lo_x, hi_x if hi_x > lo_x else lo_x + 1)
+    hi_x = hi_x if hi_x > lo_x else lo_x + 1
+    # Room right of the highest value for its label, inside the axes: no label under the legend.
+    ax.set_xlim(lo_x, hi_x + 0.09 * (hi_x - lo_x))
+    ax.set_xticks([t for t in ax.get_xticks() if lo_x <= t <= 100])
     ax.set_xlabel("Accuracy (%), 95% CI")
     ax.set_ylabel("Suite")
     ax.grid(axis="x", color="#dddddd")
@@ -136,6 +173,7 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
     fig = _figure(6.4, 4.4)
     ax = fig.add_subplot()
     pts = [(m, c, a, f) for (m, c, a), f in zip(points, front) if finite(c) and finite(a)]
+    labels = []
     for m, c, a, on_front in pts:
         colour, marker = style(models.index(m))
         ax.plot([c], [100 * a], marker=marker, markersize=9, color=colour, linestyle="none", zorder=3)
@@ -151,7 +189,7 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
                 linestyle="none",
                 zorder=2,
             )
-        ax.annotate(_label(m, 28), (c, 100 * a), xytext=(8, 6), textcoords="offset points", fontsize=8)
+        labels.append(ax.annotate(_label(m, 28), (c, 100 * a), xytext=(8, 6), textcoords="offset points", fontsize=8))
     fr = sorted((c, 100 * a) for m, c, a, f in pts if f)
     if fr:
         ax.plot(
@@ -182,6 +220,7 @@ def cost_accuracy_chart(points: list[tuple[str, float, float]], models: list[str
     ax.set_ylabel("Accuracy over all samples (%)")
     ax.grid(color="#e3e3e3")
     ax.set_title("Cost against accuracy per model", fontsize=10)
+    _place_labels(fig, [(ax, labels)])
     return _render(fig, "Total cost against accuracy per model, Pareto front marked")
 
 
@@ -308,3 +347,164 @@ def trend_chart(suite: str, models: list[str], series: dict[str, list[tuple]], c
             loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model", title_fontsize=9
         )
     return _render(fig, f"Score of each model on {suite} across runs with 95% confidence bands")
+
+
+def suite_cost_score_chart(points: dict[str, list[tuple[str, float, float]]], palette: list[str]) -> Chart | None:
+    """Cost per 1,000 requests against score, one panel per suite (no pooling across workloads).
+
+    points: suite -> [(model, cost per 1,000 requests in USD, score in [0, 1])]; models without a known
+    cost are left out (they are listed under the chart). Each panel's Pareto front is dashed."""
+    panels = {s: [p for p in pts if finite(p[1]) and finite(p[2])] for s, pts in points.items()}
+    panels = {s: pts for s, pts in panels.items() if pts and any(p[1] > 0 for p in pts)}
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(3.9 * cols + 0.4, 3.1 * rows + 0.6)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    models = palette_order([m for pts in panels.values() for m, _, _ in pts], palette)
+    groups = []
+    for ax, (suite, pts) in zip(axes, panels.items()):
+        labels = []
+        groups.append((ax, labels))
+        for m, cost, score in pts:
+            colour, marker = style(models.index(m))
+            ax.plot([cost], [100 * score], marker=marker, markersize=8, color=colour, linestyle="none", zorder=3)
+            labels.append(
+                ax.annotate(_label(m, 22), (cost, 100 * score), xytext=(8, 6), textcoords="offset points", fontsize=7)
+            )
+        front = []
+        for _, cost, score in pts:
+            if not any(c2 <= cost and s2 >= score and (c2 < cost or s2 > score) for _, c2, s2 in pts):
+                front.append((cost, 100 * score))
+        front.sort()
+        if len(front) > 1:
+            ax.plot(*zip(*front), linestyle="--", color="#222222", linewidth=1, drawstyle="steps-post", zorder=1)
+        costs = [p[1] for p in pts]
+        if min(costs) > 0 and max(costs) / min(costs) > 50:
+            ax.set_xscale("log")
+        ax.margins(x=0.3, y=0.25)
+        ax.set_title(_label(suite, 40), fontsize=9)
+        ax.set_xlabel("$ per 1,000 requests" + (" (log)" if ax.get_xscale() == "log" else ""), fontsize=8)
+        ax.set_ylabel("score (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(color="#e3e3e3")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    _place_labels(fig, groups)
+    fig.suptitle("Cost against score per suite (dashed: cheapest for its score)", fontsize=10)
+    return _render(fig, "Cost per 1,000 requests against score, one panel per suite")
+
+
+def _run_axis(ax, labels: list[str], events: list[tuple[int, str]]) -> None:
+    """Runs spaced evenly by run (two runs a minute apart stay apart), drift events as dotted lines."""
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlim(-0.4, len(labels) - 0.6 if len(labels) > 1 else 0.4)
+    for x, _text in events:
+        ax.axvline(x - 0.5, color="#8a5a00", linestyle=":", linewidth=1.3, zorder=1)
+    if events:
+        # One label per run with events, stacked from the top so labels do not collide.
+        by_run: dict[int, list[str]] = {}
+        for x, text in events:
+            by_run.setdefault(x, []).append(text)
+        for x, texts in by_run.items():
+            if not any(texts):
+                continue
+            ax.annotate(
+                "\n".join(_label(t, 48) for t in texts[:4]) + ("\n…" if len(texts) > 4 else ""),
+                (x - 0.5, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -4),
+                textcoords="offset points",
+                va="top",
+                fontsize=7,
+                color="#8a5a00",
+            )
+
+
+def trend_runs_chart(
+    suite: str, models: list[str], series: dict[str, list[tuple]], labels: list[str], events: list[tuple[int, str]]
+) -> Chart:
+    """Score per model across runs for one suite, x = run (evenly spaced), 95% CI as error bars.
+
+    series: model -> [(run index, mean, lo, hi, segment)]; lines break between suite versions
+    (segments). events: (run index, text) drift events (suite, API model, served model or price changed)."""
+    fig = _figure(9.0, 4.0)
+    ax = fig.add_subplot()
+    for m in models:
+        pts = series.get(m) or []
+        if not pts:
+            continue
+        colour, marker = style(models.index(m))
+        labelled = False
+        for seg in sorted({p[4] for p in pts}):
+            part = [p for p in pts if p[4] == seg]
+            ax.plot(
+                [p[0] for p in part],
+                [100 * p[1] for p in part],
+                marker=marker,
+                color=colour,
+                linewidth=1.8,
+                markersize=6,
+                label=None if labelled else _label(m),
+            )
+            labelled = True
+            band = [p for p in part if finite(p[2]) and finite(p[3])]
+            if band:
+                ax.errorbar(
+                    [p[0] for p in band],
+                    [100 * p[1] for p in band],
+                    yerr=[[100 * (p[1] - p[2]) for p in band], [100 * (p[3] - p[1]) for p in band]],
+                    fmt="none",
+                    ecolor=colour,
+                    elinewidth=1.2,
+                    capsize=3,
+                    alpha=0.6,
+                )
+    _run_axis(ax, labels, events)
+    ax.set_ylim(-2, 112)  # room above 100% for the drift labels, none of them on a marker
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel("Run (evenly spaced; start time UTC)")
+    ax.set_ylabel("Score (%), 95% CI")
+    ax.grid(color="#e3e3e3")
+    ax.set_title(f"{_label(suite, 60)}: score per model across runs", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, title="Model", title_fontsize=9
+        )
+    return _render(fig, f"Score of each model on {suite} across runs, with drift events")
+
+
+OPS_PANELS = (  # (key, title, y label, scale)
+    ("latency_p99", "Latency p99", "seconds", 1.0),
+    ("error_rate", "Error rate", "% of requests", 100.0),
+    ("cost_per_1k", "Cost per 1,000 requests", "US dollars", 1.0),
+)
+
+
+def trend_ops_chart(
+    models: list[str], series: dict[str, list[tuple[int, dict]]], labels: list[str], events: list[tuple[int, str]]
+) -> Chart:
+    """p99 latency, error rate and cost per 1,000 requests per model across runs (all suites of a run)."""
+    fig = _figure(9.0, 7.2)
+    axes = fig.subplots(3, 1, sharex=True)
+    for ax, (key, title, ylabel, scale) in zip(axes, OPS_PANELS):
+        for m in models:
+            pts = [(x, ops[key] * scale) for x, ops in series.get(m, ()) if finite(ops.get(key))]
+            if not pts:
+                continue
+            colour, marker = style(models.index(m))
+            ax.plot(*zip(*pts), marker=marker, color=colour, linewidth=1.6, markersize=5, label=_label(m))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.grid(color="#e3e3e3")
+        ax.tick_params(labelsize=7)
+    for ax in axes:
+        _run_axis(ax, labels, events if ax is axes[0] else [(x, "") for x, _ in events])
+    axes[-1].set_xlabel("Run (evenly spaced; start time UTC)")
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside right upper", fontsize=8, frameon=False, title="Model")
+    fig.suptitle("Operations per model across runs (dotted: drift events)", fontsize=10)
+    return _render(fig, "Latency p99, error rate and cost per 1,000 requests per model across runs")

@@ -78,6 +78,9 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
     if writer:
         writer.writeheader()
     graders = {s.suite: s.grader for s in store.run_suites(run_id)}
+    from harness.analysis.summary import unpriced_models
+
+    unknown_cost = unpriced_models(store.run(run_id))  # no price in the plan: cost unknown (null), not 0
     untimed = {m.model for m in store.run_models(run_id) if not capabilities_of(m.provider).timed}
     prompts: dict[str, dict[str, tuple[str, str]]] = {}
     n = 0
@@ -94,6 +97,8 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
         }
         if r.model in untimed:
             computed["latency_s"] = computed["ttft_s"] = None
+        if r.model in unknown_cost:
+            computed["cost_usd"] = None
         row = {c: computed[c] if c in computed else getattr(r, c) for c in COLUMNS}
         if writer:
             writer.writerow(
@@ -108,3 +113,20 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         n += 1
     return n
+
+
+def export_summary(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
+    """Write one row per model x suite (`summary_rows`) as JSONL or CSV; unknown numbers are null / empty."""
+    from harness.analysis.compare import json_safe
+    from harness.analysis.summary import SUMMARY_COLUMNS, summarize_run, summary_rows
+
+    rows = [json_safe(r) for r in summary_rows(summarize_run(store, run_id))]
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "served_models": " ".join(row["served_models"])})
+    else:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(rows)

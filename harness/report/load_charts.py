@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.report.charts import Chart, _figure, _label, _render, style
+from harness.report.charts import Chart, _figure, _label, _render, palette_order, style
 
 PANELS = (  # (title, [(stat key, line style, legend suffix)], y label, scale)
     ("End-to-end latency", [("latency_p50", "-", "p50"), ("latency_p99", "--", "p99")], "seconds", 1.0),
@@ -18,14 +18,37 @@ def _x(stats: dict) -> float | None:
     return stats.get("concurrency") if stats.get("concurrency") is not None else stats.get("rate")
 
 
-def load_curves_chart(per_model: dict[str, list[dict]], models: list[str], closed: bool) -> Chart:
-    """Four panels against the load level: latency p50/p99, TTFT p50/p99, output tokens/s, error rate."""
+def load_curves_chart(
+    per_model: dict[str, list[dict]],
+    models: list[str],
+    closed: bool,
+    slo_terms: tuple = (),
+    palette: list[str] | None = None,
+) -> Chart:
+    """Four panels against the load level: latency p50/p99, TTFT p50/p99, output tokens/s, error rate.
+
+    `slo_terms` (load.profile.SloTerm) are drawn as red dashed thresholds on the panel of their metric;
+    `palette`: the site-wide model order that gives each model its colour on every page."""
     fig = _figure(10.0, 6.6)
     axes = fig.subplots(2, 2)
+    colours = palette_order(models, palette)
     xs_all = sorted({x for stats in per_model.values() for st in stats if (x := _x(st))})
     for ax, (title, series, ylabel, scale) in zip(axes.flat, PANELS):
-        for i, model in enumerate(models):
-            colour, marker = style(i)
+        keys = {key for key, _, _ in series}
+        for term in slo_terms:
+            if term.metric in keys:
+                ax.axhline(term.limit * scale, color="#D55E00", linestyle="--", linewidth=1.3, zorder=1)
+                ax.annotate(
+                    f"SLO {term.metric} ≤ {term.limit * scale:g}",
+                    (0, term.limit * scale),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#D55E00",
+                )
+        for model in models:
+            colour, marker = style(colours.index(model))
             stats = [st for st in per_model.get(model, ()) if _x(st)]
             for key, line, suffix in series:
                 pts = [(_x(st), st[key] * scale) for st in stats if st.get(key) is not None]
@@ -41,6 +64,9 @@ def load_curves_chart(per_model: dict[str, list[dict]], models: list[str], close
         ax.set_xlabel("concurrent users" if closed else "requests / s (offered)", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_ylim(bottom=0)
+        for term in slo_terms:  # keep the threshold in view even when every model is far below it
+            if term.metric in keys:
+                ax.set_ylim(top=max(ax.get_ylim()[1], 1.15 * term.limit * scale))
         ax.grid(color="#e3e3e3")
         ax.tick_params(labelsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -49,7 +75,9 @@ def load_curves_chart(per_model: dict[str, list[dict]], models: list[str], close
     return _render(fig, "Latency, time to first token, throughput and error rate against load, all models")
 
 
-def ttft_distribution_chart(ttfts: dict[tuple, dict[str, list[float]]], models: list[str], closed: bool) -> Chart:
+def ttft_distribution_chart(
+    ttfts: dict[tuple, dict[str, list[float]]], models: list[str], closed: bool, palette: list[str] | None = None
+) -> Chart:
     """Empirical CDF of TTFT per model, one panel per load level (up to six levels)."""
     levels = sorted(ttfts, key=lambda lv: (lv[0] or 0, lv[1] or 0))
     if len(levels) > 6:
@@ -60,11 +88,11 @@ def ttft_distribution_chart(ttfts: dict[tuple, dict[str, list[float]]], models: 
     fig = _figure(3.4 * cols, 2.5 * rows + 0.5)
     axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).flat)
     for ax, level in zip(axes, levels):
-        for i, model in enumerate(models):
+        for model in models:
             values = np.sort(np.asarray(ttfts[level].get(model, ()), dtype=float))
             if len(values) == 0:
                 continue
-            colour, _ = style(i)
+            colour, _ = style(palette_order(models, palette).index(model))
             ax.step(
                 values, np.arange(1, len(values) + 1) / len(values), where="post", color=colour, label=_label(model, 28)
             )

@@ -61,7 +61,11 @@ def _chart(chart, path: Path, href: str) -> dict:
     )
 
 
-def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> Path:
+# What a reader of the load page needs first (the rest is one click away): speed, errors, goodput, verdict.
+KEY_COLUMNS = ("requests", "requests_per_s", "ttft_p99", "latency_p50", "latency_p99", "error_rate", "goodput")
+
+
+def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str, palette: list[str] | None = None) -> Path:
     from harness.report.load_charts import load_curves_chart, ttft_distribution_chart
 
     run = results.resolve_load_run(store, load_run_id)
@@ -84,17 +88,32 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
         values = [row["ttft"] for row in results.stage_requests(store, s.id) if not row["error"] and row["ttft"]]
         ttfts.setdefault(level, {})[s.model] = values
     name = run_dir(run.id)
+    profile = run.profile or {}
+    slo = (profile.get("slo") or {}).get("text") if isinstance(profile.get("slo"), dict) else None
+    slo_terms = ()
+    if slo:
+        from harness.errors import HarnessError
+        from harness.load.profile import parse_slo
+
+        try:
+            slo_terms = parse_slo(slo).terms
+        except HarnessError:  # stored by an older version in another form: no threshold line
+            slo_terms = ()
     charts = []
     if stored:
         charts.append(
             _chart(
-                load_curves_chart(per_model, models, closed), out / "load" / name / "curves.png", f"{name}/curves.png"
+                load_curves_chart(per_model, models, closed, slo_terms, palette),
+                out / "load" / name / "curves.png",
+                f"{name}/curves.png",
             )
         )
         if any(v for d in ttfts.values() for v in d.values()):
             charts.append(
                 _chart(
-                    ttft_distribution_chart(ttfts, models, closed), out / "load" / name / "ttft.png", f"{name}/ttft.png"
+                    ttft_distribution_chart(ttfts, models, closed, palette),
+                    out / "load" / name / "ttft.png",
+                    f"{name}/ttft.png",
                 )
             )
     tables = []
@@ -111,13 +130,18 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
             if st.get("generator_behind"):
                 notes.append("generator behind: offered load below target")
             if st.get("slo_failures"):
-                notes.append("misses SLO: " + "; ".join(st["slo_failures"]))
-            elif st.get("meets_slo"):
-                notes.append("meets SLO")
+                notes.append("; ".join(st["slo_failures"]))
+            verdict = (
+                "—"
+                if st.get("meets_slo") is None and not st.get("slo_failures")
+                else ("✓ meets" if st.get("meets_slo") else "✗ misses")
+            )
             rows.append(
                 dict(
                     level=level,
                     cells=[_cell(st.get(k), kind) for k, _, kind in STAGE_COLUMNS],
+                    key=[_cell(st.get(k), kind) for k, _, kind in STAGE_COLUMNS if k in KEY_COLUMNS],
+                    verdict=verdict,
                     notes=", ".join(notes),
                     meets=st.get("meets_slo"),
                 )
@@ -131,8 +155,6 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
                 else f"{cap.capacity_rate:g} requests/s"
             )
         tables.append(dict(model=m, rows=rows, capacity=cap_text, note=cap.note if cap else ""))
-    profile = run.profile or {}
-    slo = (profile.get("slo") or {}).get("text") if isinstance(profile.get("slo"), dict) else None
     workload = profile.get("workload") or {}
     page = out / load_href(run.id)
     r.write(
@@ -149,6 +171,11 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str) -> P
         slo=slo,
         workload=workload,
         columns=[c[1] for c in STAGE_COLUMNS],
+        key_columns=[
+            {"ttft_p99": "TTFT p99", "latency_p99": "Latency p99", "requests_per_s": "Done req/s"}.get(k, c)
+            for k, c, _ in STAGE_COLUMNS
+            if k in KEY_COLUMNS
+        ],
         tables=tables,
         charts=charts,
         closed=closed,
@@ -192,7 +219,9 @@ def under_load_section(store: Store, plan_name: str, scores: dict[str, dict[str,
     )
 
 
-def write_plan_load_pages(store: Store, r: Renderer, out: Path, plan_name: str) -> Path | None:
+def write_plan_load_pages(
+    store: Store, r: Renderer, out: Path, plan_name: str, palette: list[str] | None = None
+) -> Path | None:
     """The load page of the plan's latest finished load run (the one the run page links to)."""
     view = join.load_view(store, plan_name)
-    return None if view is None else write_load_page(store, r, out, view.run.id)
+    return None if view is None else write_load_page(store, r, out, view.run.id, palette)

@@ -13,9 +13,10 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from harness.analysis import leaderboard as analysis
 from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.formatting import money
-from harness.report import analysis, charts, pages, weekly
+from harness.report import charts, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.report.tool_section import tool_context
 from harness.store import Store
@@ -24,7 +25,7 @@ from harness.store import reports as queries
 log = logging.getLogger(__name__)
 
 COMPARE_PAGE_SIZE = 500  # disagreeing items per A-vs-B page
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: with per-model operations, prices and served names (trend charts, drift events)
 # Runs with at least this many samples render part of their sample pages in a second process
 # while this one summarizes the run (the machine has two cores; 100k samples must take < 10 s).
 PARALLEL_MIN_SAMPLES = 20_000
@@ -62,7 +63,9 @@ def _chart_ctx(chart: charts.Chart | None, path: Path, href: str) -> dict | None
 # --------------------------------------------------------------------------- one run
 
 
-def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | None = None) -> RunSummary:
+def _write_run(
+    store: Store, r: Renderer, out: Path, run_id: str, cache: dict | None = None, palette: list[str] | None = None
+) -> RunSummary:
     """Build the run's folder next to the old one and swap it in: no stale pages, no half-written site."""
     name = run_dir(run_id)
     for stale in out.glob(f".{name}.tmp-*"):
@@ -70,7 +73,7 @@ def _write_run(store: Store, r: Renderer, out: Path, run_id: str, cache: dict | 
     tmp = out / f".{name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
     try:
-        summary = _build_run(store, r, tmp, run_id, cache)
+        summary = _build_run(store, r, tmp, run_id, cache, palette)
         final = out / name
         old = None
         if final.exists():
@@ -151,7 +154,9 @@ class _SamplePages:
         return located, references, {m: [x for arr in v for x in arr] for m, v in latencies.items()}
 
 
-def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict | None = None) -> RunSummary:
+def _build_run(
+    store: Store, r: Renderer, site: Path, run_id: str, cache: dict | None = None, palette: list[str] | None = None
+) -> RunSummary:
     max_id = queries.max_sample_id(store, run_id)
     counts = queries.cell_counts(store, run_id, max_id)
     sample_pages = _SamplePages(store, run_id, max_id, counts, site)
@@ -166,7 +171,8 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
             if suite not in suite_names:
                 suite_names.append(suite)
         cells = {(c.model, c.suite): c for c in summary.cells}
-        boards = analysis.leaderboards(summary)
+        colours = charts.palette_order(models, palette)  # one colour per model on every page
+        boards = analysis.leaderboards(summary, prefer=_routing_bests(store, summary))
         pair_list = analysis.pairs(summary)
 
         # ---- charts from the summary
@@ -175,19 +181,24 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         chart_ctx = {"accuracy": None, "cost": None, "latency": None}
         if values:
             chart_ctx["accuracy"] = _chart_ctx(
-                charts.accuracy_chart(suite_names, models, values, worse),
+                charts.accuracy_chart(suite_names, colours, values, worse),
                 site / "charts" / "accuracy.png",
                 "charts/accuracy.png",
             )
-        ops_points = [(o.model, o.cost_usd, o.accuracy) for o in summary.ops]
-        # Cost against accuracy says nothing when nothing was spent (local or replayed models).
-        if any(c > 0 for _, c, _ in ops_points):
-            front = analysis.pareto_front([(c, a) for _, c, a in ops_points])
-            chart_ctx["cost"] = _chart_ctx(
-                charts.cost_accuracy_chart(ops_points, models, front),
-                site / "charts" / "cost_accuracy.png",
-                "charts/cost_accuracy.png",
-            )
+        # Cost against score per suite (a workload each, never pooled); nothing when nothing was spent.
+        per_suite = {
+            s: [
+                (c.model, 1000 * c.cost_usd / c.n_samples if c.n_samples else float("nan"), c.mean)
+                for c in summary.cells
+                if c.suite == s and c.n_items
+            ]
+            for s in suite_names
+        }
+        chart_ctx["cost"] = _chart_ctx(
+            charts.suite_cost_score_chart(per_suite, colours),
+            site / "charts" / "cost_accuracy.png",  # the name it always had: links to it keep working
+            "charts/cost_accuracy.png",
+        )
         # ---- the samples (this process's share; then the worker's results)
         located, references, latencies = sample_pages.render_here()
     except BaseException:
@@ -195,7 +206,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         raise
     if any(latencies.values()):
         chart_ctx["latency"] = _chart_ctx(
-            charts.latency_chart(latencies, models), site / "charts" / "latency.png", "charts/latency.png"
+            charts.latency_chart(latencies, colours), site / "charts" / "latency.png", "charts/latency.png"
         )
 
     folders = {key: cell_folder(*key) for key in counts}
@@ -223,7 +234,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
                 a=a,
                 b=b,
                 href=f"compare/{stem}-1.html",
-                n=f"{sum(ps.comparison.n for ps in per_suite):,}",
+                n=f"{sum(ps.comparison.n_paired for ps in per_suite):,}",
                 a_better=f"{sum(ps.a_better for ps in per_suite):,}",
                 b_better=f"{sum(ps.b_better for ps in per_suite):,}",
                 disagree=sum(len(ps.disagree) for ps in per_suite),
@@ -342,6 +353,18 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
     return summary
 
 
+def _routing_bests(store: Store, summary: RunSummary) -> dict[str, str]:
+    """suite -> the model the Routing section calls best: the leaderboard's ★ goes to it on a tie."""
+    from harness.analysis.recommend import recommend
+    from harness.errors import HarnessError
+
+    try:
+        rec = recommend(store, summary.run.id, summary=summary)
+    except HarnessError:
+        return {}
+    return {s.suite: s.best for s in rec.suites if s.best}
+
+
 def _under_load(store: Store, summary: RunSummary) -> dict | None:
     """The join with the plan's latest load run; its load page is written by build_site."""
     from harness.report.load_page import under_load_section
@@ -397,11 +420,12 @@ def _write_compare(
         stats_rows.append(
             dict(
                 suite=ps.suite,
-                n=f"{cmp.n:,}",
-                a_score=pct(ps.a.mean),
-                b_score=pct(ps.b.mean),
-                diff=points(cmp.diff, cmp.lo, cmp.hi),
-                p=pval(cmp.p_value),
+                n=f"{cmp.n_paired:,}",
+                a_score=pct(cmp.b.mean),
+                b_score=pct(cmp.a.mean),
+                diff=points(cmp.diff, cmp.diff_lo, cmp.diff_hi),
+                p=pval(cmp.p_adjusted),
+                p_raw=pval(cmp.p_value),
                 method=cmp.method,
                 a_better=f"{ps.a_better:,}",
                 b_better=f"{ps.b_better:,}",
@@ -451,8 +475,8 @@ def _write_compare(
             rows_total=f"{len(flat):,}",
             page_size=COMPARE_PAGE_SIZE,
             method_note=(
-                "exact McNemar for pass/fail scores, sign-flip permutation with "
-                f"{analysis.PAIR_RESAMPLES:,} draws otherwise, whole groups flipped when items are grouped"
+                "exact McNemar for pass/fail scores, sign-flip permutation otherwise, whole groups flipped "
+                "when items are grouped; the same comparisons as `harness compare`"
             ),
         )
 
@@ -469,13 +493,30 @@ def _save_cache(out: Path, summary: RunSummary, n_samples: int) -> list[dict]:
         dict(model=c.model, suite=c.suite, suite_hash=c.suite_hash, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items)
         for c in summary.cells
     ]
+    info = {m.model: m for m in summary.models}
+    ops = {
+        o.model: dict(
+            latency_p99=o.latency_p99,
+            error_rate=o.error_rate,
+            cost_per_1k=1000 * o.cost_usd / o.n_samples if o.n_samples else float("nan"),
+            served=list(o.served_models),
+            api_model=f"{info[o.model].provider}/{info[o.model].api_model}" if o.model in info else "",
+            price=[info[o.model].price_input, info[o.model].price_output] if o.model in info else None,
+        )
+        for o in summary.ops
+    }
     path = _cache_path(out, summary.run.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(
         json.dumps(
             dict(
-                format=CACHE_FORMAT, run_id=summary.run.id, status=summary.run.status, n_samples=n_samples, cells=cells
+                format=CACHE_FORMAT,
+                run_id=summary.run.id,
+                status=summary.run.status,
+                n_samples=n_samples,
+                cells=cells,
+                ops=ops,
             )
         ),
         encoding="utf-8",
@@ -484,8 +525,8 @@ def _save_cache(out: Path, summary: RunSummary, n_samples: int) -> list[dict]:
     return cells
 
 
-def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
-    """A run's per-cell scores: from the cache that its last report left, else summarized now."""
+def _run_data(store: Store, out: Path, run, n_samples: int) -> dict:
+    """A run's per-cell scores and per-model operations: from the cache its last report left, else now."""
     path = _cache_path(out, run.id)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -495,30 +536,63 @@ def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
             and data.get("status") == run.status
             and data.get("n_samples") == n_samples
         ):
-            return data["cells"]
+            return data
     except (OSError, ValueError, AttributeError):
         pass
-    return _save_cache(out, summarize_run(store, run.id), n_samples)
+    _save_cache(out, summarize_run(store, run.id), n_samples)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | None = None) -> None:
+def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
+    return _run_data(store, out, run, n_samples)["cells"]
+
+
+def drift_events(per_run: list[tuple]) -> list[tuple[int, str]]:
+    """(run index, what changed) between consecutive runs of a plan: the API model asked for, the
+    served model names, the price. The check's alarms say the same for one pair of runs."""
+    events = []
+    for i in range(1, len(per_run)):
+        before, now = per_run[i - 1][1].get("ops", {}), per_run[i][1].get("ops", {})
+        for model, o in now.items():
+            b = before.get(model)
+            if b is None:
+                continue
+            if b.get("api_model") != o.get("api_model"):
+                events.append((i, f"{model}: API model changed"))
+            if b.get("served") and o.get("served") and b.get("served") != o.get("served"):
+                events.append((i, f"{model}: served model changed"))
+            if b.get("price") != o.get("price"):
+                events.append((i, f"{model}: price changed"))
+    return events
+
+
+def _write_trend(
+    store: Store, r: Renderer, out: Path, plan: str, cache: dict | None = None, palette: list[str] | None = None
+) -> None:
     runs = store.runs(plan_name=plan)
     counts = queries.sample_counts(store, [x.id for x in runs])
-    per_run = [(x, _run_cells(store, out, x, counts.get(x.id, 0))) for x in runs]
+    per_run = [(x, _run_data(store, out, x, counts.get(x.id, 0))) for x in runs]
+    labels = [x.started_at.strftime("%m-%d %H:%M") for x in runs]
+    events = drift_events(per_run)
     suites: list[str] = []
-    for _, cells in per_run:
-        for c in cells:
+    all_models: list[str] = []
+    for _, data in per_run:
+        for c in data["cells"]:
             if c["suite"] not in suites:
                 suites.append(c["suite"])
+            if c["model"] not in all_models:
+                all_models.append(c["model"])
+    colours = charts.palette_order(all_models, palette)
     stem = slug(plan)
     suite_ctx = []
     for suite in suites:
         models: list[str] = []
-        rows, changes, change_dates = [], [], []
+        rows, changes = [], []
+        suite_events = list(events)
         series: dict[str, list[tuple]] = {}
         prev_hash, segment = None, 0
-        for run, cells in per_run:
-            here = {c["model"]: c for c in cells if c["suite"] == suite}
+        for index, (run, data) in enumerate(per_run):
+            here = {c["model"]: c for c in data["cells"] if c["suite"] == suite}
             if not here:
                 continue
             suite_hash = next(iter(here.values()))["suite_hash"]
@@ -526,13 +600,13 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
             if changed:
                 segment += 1
                 changes.append(dict(run=run.id, started=_when(run.started_at), old=prev_hash, new=suite_hash))
-                change_dates.append(run.started_at)
+                suite_events.append((index, "suite content changed"))
             prev_hash = suite_hash
             for m in here:
                 if m not in models:
                     models.append(m)
                 c = here[m]
-                series.setdefault(m, []).append((run.started_at, c["mean"], c["lo"], c["hi"], segment))
+                series.setdefault(m, []).append((index, c["mean"], c["lo"], c["hi"], segment))
             href = f"../{run_dir(run.id)}/index.html" if (out / run_dir(run.id) / "index.html").exists() else None
             rows.append(
                 dict(run=run.id, href=href, started=_when(run.started_at), hash=suite_hash, changed=changed, here=here)
@@ -545,7 +619,11 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
             ]
         n_runs = len({p[0] for pts in series.values() for p in pts})
         # One run is a point, not a trend: the table shows it, the chart starts with the second run.
-        chart = charts.trend_chart(suite, models, series, change_dates) if n_runs > 1 else None
+        chart = (
+            charts.trend_runs_chart(suite, [m for m in colours if m in models], series, labels, suite_events)
+            if n_runs > 1
+            else None
+        )
         name = slug(suite)
         suite_ctx.append(
             dict(
@@ -557,6 +635,17 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
                 chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png"),
             )
         )
+    ops_series: dict[str, list[tuple[int, dict]]] = {}
+    for index, (_, data) in enumerate(per_run):
+        for model, o in (data.get("ops") or {}).items():
+            ops_series.setdefault(model, []).append((index, o))
+    ops_chart = None
+    if len(per_run) > 1 and ops_series:
+        ops_chart = _chart_ctx(
+            charts.trend_ops_chart([m for m in colours if m in ops_series], ops_series, labels, events),
+            out / "trends" / stem / "operations.png",
+            f"{stem}/operations.png",
+        )
     r.write(
         "trend.html.j2",
         out / "trends" / f"{stem}.html",
@@ -565,17 +654,38 @@ def _write_trend(store: Store, r: Renderer, out: Path, plan: str, cache: dict | 
         suites=suite_ctx,
         runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],
         latest=weekly.trend_sections(store, runs, {} if cache is None else cache, out),
+        ops_chart=ops_chart,
+        events=[dict(run=runs[i].id, started=_when(runs[i].started_at), what=text) for i, text in events],
     )
 
 
 # --------------------------------------------------------------------------- index and entry point
 
 
-def _write_index(store: Store, r: Renderer, out: Path) -> None:
+INDEX_CHECKS = 20  # the newest runs whose check (regressions, alarms, watch) the index shows
+
+
+def _check_counts(store: Store, run_id: str, cache: dict) -> dict | None:
+    """Regressions, alarms and watch lines of a run's check against its previous run (None: no check)."""
+    from harness.analysis.checks import check_run
+    from harness.errors import HarnessError
+
+    try:
+        result = check_run(store, run_id, summaries=cache)
+    except HarnessError:
+        return None
+    return dict(regressions=len(result.regressions), alarms=len(result.alarms), watch=len(result.watch))
+
+
+def _write_index(store: Store, r: Renderer, out: Path, cache: dict | None = None) -> None:
+    from harness.store import loads as results
+
+    cache = {} if cache is None else cache
     runs = queries.runs_overview(store)
     rows, plans = [], {}
-    for x in runs:
+    for i, x in enumerate(runs):
         d = run_dir(x["id"])
+        check = _check_counts(store, x["id"], cache) if i < INDEX_CHECKS and x["status"] == "finished" else None
         rows.append(
             dict(
                 id=x["id"],
@@ -588,14 +698,56 @@ def _write_index(store: Store, r: Renderer, out: Path) -> None:
                 models=x["models"],
                 suites=x["suites"],
                 samples=f"{x['samples']:,}",
+                check=check,
             )
         )
         plans[x["plan"]] = plans.get(x["plan"], 0) + 1
     plan_rows = []
     for plan in sorted(plans):
         page = f"trends/{slug(plan)}.html"
-        plan_rows.append(dict(name=plan, runs=plans[plan], href=page if (out / page).exists() else None))
-    r.write("index.html.j2", out / "index.html", root="", runs=rows, plans=plan_rows)
+        # The answer first: the route of the plan's latest finished run (the latest run if none finished).
+        latest = next((x for x in runs if x["plan"] == plan and x["status"] == "finished"), None)
+        latest = latest or next(x for x in runs if x["plan"] == plan)
+        route = weekly.routing_context(store, latest["id"], cache)
+        d = run_dir(latest["id"])
+        plan_rows.append(
+            dict(
+                name=plan,
+                runs=plans[plan],
+                href=page if (out / page).exists() else None,
+                latest=latest["id"],
+                latest_href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
+                latest_started=_when(latest["started"]),
+                route=route,
+            )
+        )
+    load_rows = []
+    for lr in reversed(results.load_runs(store)):
+        page = f"load/{run_dir(lr.id)}.html"
+        load_rows.append(
+            dict(
+                id=lr.id,
+                href=page if (out / page).exists() else None,
+                plan=lr.plan_name,
+                tag=lr.tag,
+                status=lr.status,
+                started=_when(lr.started_at),
+                models=[m.model for m in results.models(store, lr.id)],
+                slo=((lr.profile or {}).get("slo") or {}).get("text")
+                if isinstance((lr.profile or {}).get("slo"), dict)
+                else None,
+            )
+        )
+    r.write("index.html.j2", out / "index.html", root="", runs=rows, plans=plan_rows, load_runs=load_rows)
+
+
+def model_palette(store: Store) -> list[str]:
+    """Every model of the database by first appearance (oldest run first): the colour order of every
+    chart, so a model keeps its colour across pages and later reports (a new model gets the next one)."""
+    order: list[str] = []
+    for x in reversed(queries.runs_overview(store)):
+        order += [m for m in x["models"] if m not in order]
+    return order
 
 
 def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> Path:
@@ -607,16 +759,17 @@ def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> 
     ids = [store.resolve_run(x) for x in run_ids] if run_ids else [store.resolve_run(None)]
     ids = list(dict.fromkeys(ids))
     r = Renderer()
+    palette = model_palette(store)
     plans: list[str] = []
     cache: dict = {}  # run id -> RunSummary, shared by the check and routing sections (report/weekly.py)
     for run_id in ids:
-        summary = _write_run(store, r, out, run_id, cache)
+        summary = _write_run(store, r, out, run_id, cache, palette)
         if summary.run.plan_name not in plans:
             plans.append(summary.run.plan_name)
     for plan in plans:
-        _write_trend(store, r, out, plan, cache)
+        _write_trend(store, r, out, plan, cache, palette)
         from harness.report.load_page import write_plan_load_pages
 
-        write_plan_load_pages(store, r, out, plan)
-    _write_index(store, r, out)
+        write_plan_load_pages(store, r, out, plan, palette)
+    _write_index(store, r, out, cache)
     return out / run_dir(ids[0]) / "index.html"

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.analysis.summary import RunSummary, summarize_run
 from harness.errors import HarnessError
 from harness.formatting import money
-from harness.report.pages import pct, points, pval, run_dir, secs
+from harness.report.pages import ci_text, pct, points, pval, run_dir, secs
 from harness.store import RunInfo, Store
 
 ALARM_LABELS = {
@@ -41,7 +41,7 @@ def _run_href(out: Path, run_id: str | None) -> str | None:
 
 
 def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: Path) -> dict:
-    from harness.analysis.checks import check_run, headline
+    from harness.analysis.checks import check_run, describe_watch, headline
 
     try:
         result = check_run(store, run_id, summaries=cache)
@@ -70,6 +70,7 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
             )
             for c in result.regressions
         ],
+        watch=[describe_watch(c, len(comparison.comparisons)) for c in result.watch],
         alarms=[
             dict(
                 kind=a.kind,
@@ -87,7 +88,17 @@ def check_context(store: Store, run_id: str, cache: dict[str, RunSummary], out: 
 def _cost(c, basis: str) -> str:
     if basis == "list price":
         return f"${c.price_output:g} / M out (list)" + (f", ${c.price_input:g} / M in" if c.price_input else "")
-    return f"{money(1000 * c.cost_per_sample)} / 1k" if c.cost_per_sample == c.cost_per_sample else "—"
+    if not getattr(c, "cost_known", True):
+        return "— (no price)"
+    return f"{money(1000 * c.cost_per_sample)} / 1k req" if c.cost_per_sample == c.cost_per_sample else "—"
+
+
+def _short_reason(s) -> str:
+    """The route's reason in one line: the decisive clause; who was not eligible is counted, not listed
+    (the Routing section lists each model with its own reason)."""
+    head, _, _ = s.reason.partition("; not eligible: ")
+    out = sum(1 for c in s.candidates if not c.eligible)
+    return head + (f"; {out} model{'s' if out != 1 else ''} not eligible" if out else "")
 
 
 def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> dict:
@@ -97,14 +108,33 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
         rec = recommend(store, run_id, summary=_summary(store, run_id, cache))
     except HarnessError as exc:
         return dict(error=str(exc))
+    from harness.analysis.checks import served_name_matches
+
+    asked = {m.model: m.api_model for m in _summary(store, run_id, cache).models}
     rows = []
     for s in rec.suites:
         c = s.chosen
+        # A routed model the server answers as another one: say so beside the route, not only in the check.
+        swapped = [x for x in (c.served_models if c else ()) if not served_name_matches(asked.get(c.model, ""), x)]
         b = s.candidate(s.best) if s.best else None
+        per_1k = "—"
+        if c is not None:
+            per_1k = (
+                _cost(c, s.cost_basis)
+                if s.cost_basis == "list price"
+                else money(1000 * c.cost_per_sample)
+                if c.cost_per_sample == c.cost_per_sample
+                else "— (no price)"
+            )
         rows.append(
             dict(
                 suite=s.suite,
-                model=c.model if c else "— (none eligible)",
+                routed=c is not None,
+                served_warning=f"served as {', '.join(swapped)}" if swapped else "",
+                ci=ci_text(c.lo, c.hi) if c else "",
+                error_rate=pct(c.error_rate) if c else "—",
+                per_1k=per_1k,
+                model=c.model if c else "no route",
                 score=pct(c.mean) if c else "—",
                 diff="" if c is None or c.is_best else points(c.diff),
                 cost=_cost(c, s.cost_basis) if c else "—",
@@ -113,6 +143,7 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
                 best_score=pct(b.mean) if b else "—",
                 best_cost=_cost(b, s.cost_basis) if b else "—",
                 reason=s.reason,
+                short_reason=_short_reason(s),
                 basis=s.cost_basis,
                 candidates=[
                     dict(
@@ -121,7 +152,9 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
                         score=pct(x.mean),
                         diff="" if x.is_best else points(x.diff),
                         lower="" if x.is_best else points(x.lower),
-                        verdict="best" if x.is_best else ("yes" if x.noninferior else "no"),
+                        verdict="best"
+                        if x.is_best
+                        else ("—" if not x.eligible else ("yes" if x.noninferior else "no")),
                         rejected=x.rejected,
                         cost=_cost(x, s.cost_basis),
                         p99=secs(x.latency_p99),

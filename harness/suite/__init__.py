@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, yaml_error
 from harness.plan import SuiteRef, check_generation
 from harness.records import Generation, GraderSpec, Item
 from harness.suite.config import check_suite_file
@@ -57,8 +57,15 @@ def find_suite_dir(name: str) -> Path:
     for d in suite_dirs():
         if (d / name / "suite.yaml").is_file():
             return d / name
-    known = ", ".join(list_suites()) or "none found"
-    raise HarnessError(f"unknown suite '{name}' (known: {known}); a suite is a folder suites/<name>/ with a suite.yaml")
+    import difflib
+
+    names = list_suites()
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    known = ", ".join(names) or "none found"
+    raise HarnessError(
+        f"unknown suite '{name}': {hint}(known: {known}); a suite is a folder suites/<name>/ with a suite.yaml"
+    )
 
 
 @dataclass(frozen=True)
@@ -291,7 +298,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     try:
         raw = load_yaml(read_text(config_path, "suite file"), str(config_path)) or {}
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{config_path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise yaml_error(str(config_path), exc) from None
     where = str(config_path)
     check_suite_file(raw, where)  # keys, types, required ones: one line naming the file and the field
     for tpl_key in ("template", "system"):
