@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Callable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, rate_limit_delay
@@ -95,6 +96,13 @@ class UnitRunner:
         for name, p in suites.items():
             if self.graders[name].name == "judge":
                 self.graders[name].options["context"] = self._judge_context(p.suite)
+        from harness.engine.pairwise_run import PairwiseRun
+
+        self.pairwise = {
+            name: PairwiseRun(self, p.suite, self.graders[name].options)
+            for name, p in suites.items()
+            if self.graders[name].name == "pairwise"
+        }
 
     def _judge_context(self, suite: Suite):
         """Lend the judge grader (running on a grading thread) the plan's models and the suite's templates."""
@@ -229,7 +237,12 @@ class UnitRunner:
         it is not stored, so that rerunning the plan once the cause is fixed asks it again.
         """
         state = self.models[unit.model]
-        completion, attempts, fatal = await self._request(state, unit, ticket)
+        self._loop = self._loop or asyncio.get_running_loop()
+        shared = self.pairwise.get(unit.suite)
+        if shared is not None and unit.model == shared.incumbent:  # candidates' grades may have asked it already
+            completion, attempts, fatal = await shared.shared_request(unit, ticket)
+        else:
+            completion, attempts, fatal = await self._request(state, unit, ticket)
         state.note_outcome(completion, fatal)
         if fatal:
             state.unstored += 1
@@ -250,7 +263,11 @@ class UnitRunner:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
             grader = self.graders[unit.suite]
-            if grader.inline:
+            if unit.suite in self.pairwise:
+                context = self.pairwise[unit.suite].context(unit, self._loop)
+                grader = partial(grader.with_context, context)
+                grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
+            elif grader.inline:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)

@@ -15,7 +15,7 @@ from harness.records import Grade, Item
 from harness.suite import Suite
 
 # Built-in graders that only read text: cheaper to run inline than to hand to a thread.
-INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq"})
+INLINE_GRADERS = frozenset({"exact", "regex", "numeric", "mcq", "label"})
 
 
 class SuiteGrader:
@@ -40,6 +40,10 @@ class SuiteGrader:
 
     def __call__(self, answer: str, item: Item) -> Grade:
         return self._call(self.name, self.fn, answer, item, self.options)
+
+    def with_context(self, context, answer: str, item: Item) -> Grade:
+        """Grade with a per-sample `context` option (the pairwise grader's judges and incumbent)."""
+        return self._call(self.name, self.fn, answer, item, {**self.options, "context": context})
 
 
 def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:

@@ -42,6 +42,7 @@ _SUITE_KEYS = {
     "grader",
     "generation",
     "sandbox",
+    "request_field",
 }
 
 
@@ -108,6 +109,7 @@ class Suite:
     raw_config: Mapping[str, Any] = field(repr=False, default_factory=dict)
     first: int | None = None  # the first N items of the file instead
     sample_seed: int = 0
+    request_field: str | None = None  # items hold a whole logged chat request: replayed as is, no template
 
     # -- data ---------------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
     unknown = sorted(set(raw) - _SUITE_KEYS)
     if unknown:
         raise HarnessError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_SUITE_KEYS))})")
-    for required in ("template", "grader"):
+    for required in ("grader",) if raw.get("request_field") else ("template", "grader"):
         if required not in raw:
             raise HarnessError(f"{where}: missing '{required}'")
     for tpl_key in ("template", "system"):
@@ -272,7 +274,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         dir=folder,
         family=str(raw.get("family", "")),
         description=str(raw.get("description", "")).strip(),
-        template=raw["template"],
+        template=raw.get("template", ""),
         system=raw.get("system"),
         grader=GraderSpec(grader_raw["name"], dict(grader_raw.get("options") or {})),
         generation=generation,
@@ -295,4 +297,5 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         raw_config=raw,
         first=ref.first,
         sample_seed=ref.sample_seed,
+        request_field=raw.get("request_field"),
     )

@@ -31,6 +31,10 @@ class PromptBuilder:
     def __init__(self, suite: Suite):
         self.suite = suite
         env = template_environment(suite.dir)
+        if suite.request_field:  # replayed traffic: the item is the request, there is nothing to render
+            self._system = self._answer = self._reference = None
+            self._pool, self._system_text = [], None
+            return
         self._user = self._load(env, suite.template)
         self._system = self._load(env, suite.system) if suite.system else None
         self._answer = self._load(env, suite.fewshot.answer_template) if suite.fewshot.answer_template else None
@@ -74,6 +78,8 @@ class PromptBuilder:
         return pool[:k]
 
     def build(self, item: Item) -> Prompt:
+        if self.suite.request_field:
+            return self._replayed(item)
         messages: list[Message] = []
         if self._system_text:
             messages.append(Message("system", self._system_text))
@@ -82,6 +88,17 @@ class PromptBuilder:
             messages.append(Message("assistant", self._render(self._answer, shot, "few-shot answer")))
         messages.append(Message("user", self._render(self._user, item.fields, "prompt")))
         return Prompt(tuple(messages))
+
+    def _replayed(self, item: Item) -> Prompt:
+        from harness.traffic.request import RequestError, prompt_from_openai
+
+        try:
+            return prompt_from_openai(item.fields.get(self.suite.request_field) or {})
+        except RequestError as exc:
+            raise HarnessError(
+                f"suite '{self.suite.name}': item {item.id}: its {self.suite.request_field} cannot be sent ({exc}); "
+                f"fix or drop the item in {self.suite.dir}"
+            ) from None
 
     def reference_response(self, item: Item) -> str:
         """A response that must grade correct (used by `harness suites validate`)."""
