@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
-
 from harness.engine.units import WorkUnit, generation_for, replayed_generation
 from harness.errors import HarnessError
 from harness.graders.pairwise import JudgeReply, PairwiseContext
 from harness.records import Completion, Generation, Item, Message, Prompt
 from harness.suite import Suite
-
-if TYPE_CHECKING:
-    from harness.engine.runner import UnitRunner
 
 JUDGE_GENERATION = Generation(max_tokens=1024, temperature=0.0)
 
@@ -27,7 +22,7 @@ JUDGE_GENERATION = Generation(max_tokens=1024, temperature=0.0)
 class PairwiseRun:
     """One pairwise suite's judging inside a run (grading threads call `ask`; requests run on the loop)."""
 
-    def __init__(self, runner: "UnitRunner", suite: Suite, options: dict):
+    def __init__(self, runner, suite: Suite, options: dict):  # runner: the UnitRunner that owns this suite
         from harness.suite.prompt import template_environment
 
         self.runner, self.suite = runner, suite
