@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
 import click
-
-from harness.cli.common import data_console, db_option, open_store
 
 
 @click.command("import")

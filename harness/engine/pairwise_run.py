@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+
 from harness.engine.units import WorkUnit, generation_for, replayed_generation
 from harness.errors import HarnessError
 from harness.graders.pairwise import JudgeReply, PairwiseContext

@@ -1,0 +1,186 @@
+"""Pairwise judging against the incumbent in real runs on the fake server, and its statistics against statsmodels."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from fake_judges import answer, traffic_responder
+
+from harness.traffic import stats
+
+
+def _log(path, n, quality=5):
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(
+                json.dumps(
+                    {
+                        "messages": [{"role": "user", "content": f"Ticket #{i}: my invoice is wrong"}],
+                        "temperature": 0.2,
+                        "max_tokens": 64,
+                        "model": "incumbent-model",
+                        "response": {"choices": [{"message": {"role": "assistant", "content": answer(i, quality)}}]},
+                        "metadata": {"route": "billing" if i % 2 else "support"},
+                    }
+                )
+                + "\n"
+            )
+
+
+def _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, judges, extra=None):
+    from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
+    from harness.store import Store
+    from harness.traffic.importer import import_log
+
+    _log(tmp_path / "log.jsonl", n)
+    import_log(tmp_path / "log.jsonl", "tickets", tmp_path / "suites")
+    monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
+    fake_server.state.responder = traffic_responder(answers, judges)
+    endpoint = {"provider": "openai", "base_url": fake_server.base_url, "concurrency": 8}
+    plan = {
+        "models": {m: {**endpoint, "price": {"input": 0.1, "output": 0.2}} for m in answers},
+        "judges": {j: {**endpoint, "price": {"input": 1.0, "output": 2.0}} for j in judges},
+        "suites": ["tickets"],
+        **(extra or {}),
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    store = Store(db_url)
+    result = execute_plan(load_plan(tmp_path / "plan.yaml"), store)
+    return store, result
+
+
+def test_both_orders_cancel_a_judge_that_prefers_the_first_answer(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 40
+    # Planted: the candidate is better on a quarter, worse on a quarter, as good on half the items.
+    quality = {i: 6 if i % 4 == 0 else 4 if i % 4 == 1 else 5 for i in range(n)}
+    answers = {"cand": {i: answer(i, q) for i, q in quality.items()}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"posjudge": "position"})
+    report = pairwise_report(store, result.run_id)
+    (r,) = report.results
+    assert (r.model, r.n, r.wins, r.losses, r.ties) == ("cand", n, n // 4, n // 4, n // 2)
+    assert r.win_rate == pytest.approx(0.5) and r.order_flips == pytest.approx(0.5)
+    assert r.win_rate_lo < 0.5 < r.win_rate_hi
+    # The incumbent's answers came from the log: the candidate and the judge (twice per item) were asked.
+    assert fake_server.state.requests == n + 2 * n
+    assert r.judge_requests == 2 * n and r.judge_cost > 0
+
+
+def test_length_control_moves_a_length_biased_judge_back_toward_the_truth(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 100
+    # Planted truth: better on even items, worse on odd ones (true win rate 0.5); padding independent of it.
+    answers = {"cand": {i: answer(i, 6 if i % 2 == 0 else 4, padding=100 * ((i // 2) % 5)) for i in range(n)}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"lenjudge": "length"})
+    (r,) = pairwise_report(store, result.run_id).results
+    assert r.win_rate > 0.6  # the judge's taste for length inflates the raw rate
+    assert abs(r.lc_win_rate - 0.5) < abs(r.win_rate - 0.5) / 2
+    assert r.order_flips == 0  # this judge is consistent across orders: its bias is length, not position
+
+
+def test_incumbent_model_several_candidates_bradley_terry_and_cache(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 30
+    answers = {
+        "inc": {i: answer(i, 5) for i in range(n)},
+        "strong": {i: answer(i, 6 if i % 3 else 5, padding=0 if i % 3 else 2) for i in range(n)},
+        "weak": {i: answer(i, 4 if i % 3 else 5, padding=0 if i % 3 else 3) for i in range(n)},
+    }
+    judges = {"judge-a": "truthful", "judge-b": "position"}
+    store, result = _run(
+        tmp_path, fake_server, db_url, monkeypatch, n, answers, judges, {"incumbent": "inc", "cache": True}
+    )
+    first = fake_server.state.requests
+    # Each of 3 models once per item (the incumbent's answer shared with the grading), 2 judges x 2 orders x 2 candidates.
+    assert first == 3 * n + 2 * 2 * 2 * n
+    report = pairwise_report(store, result.run_id)
+    by = {r.model: r for r in report.results}
+    assert set(by) == {"strong", "weak"}  # the incumbent is the baseline, not a candidate
+    assert by["strong"].win_rate > 0.5 > by["weak"].win_rate
+    assert by["strong"].bt[0] > 0 > by["weak"].bt[0] and by["strong"].bt[1] < by["strong"].bt[0] < by["strong"].bt[2]
+    (agree,) = report.agreement
+    assert (agree.first, agree.second, agree.n) == ("judge-a", "judge-b", 2 * n)
+    assert agree.agreement == pytest.approx(1.0)  # equal answers: one says TIE, the other flips to a tie
+    # A new run of the same plan answers everything from the cache: no candidate, no judge request.
+    from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
+
+    again = execute_plan(load_plan(tmp_path / "plan.yaml"), store, new=True)
+    assert fake_server.state.requests == first
+    again_report = pairwise_report(store, again.run_id)
+    assert [r.win_rate for r in again_report.results] == [r.win_rate for r in report.results]
+    assert all(r.judge_requests == 0 and r.judge_cost == 0 for r in again_report.results)
+
+
+def test_self_preference_is_flagged():
+    from harness.traffic.pairwise import family
+
+    assert family("Qwen/Qwen3-8B") == family("qwen-plus") == "qwen"
+    assert family("glm-4-9b") == "glm" and family("openai/gpt-4o") == "gpt"
+
+
+# --------------------------------------------------------------------------- statistics vs statsmodels
+
+
+def test_win_rate_interval_matches_statsmodels_clustered_ols():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    y = rng.choice([0.0, 0.5, 1.0], size=120, p=[0.3, 0.2, 0.5])
+    clusters = np.repeat(np.arange(40), 3)
+    wr = stats.win_rate(y, clusters)
+    fit = sm.OLS(y, np.ones_like(y)).fit(cov_type="cluster", cov_kwds={"groups": clusters, "use_correction": False})
+    g = 40
+    assert wr.rate == pytest.approx(fit.params[0])
+    assert wr.se == pytest.approx(fit.bse[0] * np.sqrt(g / (g - 1)), rel=1e-9)
+    assert (wr.wins, wr.ties, wr.losses) == (int((y == 1).sum()), int((y == 0.5).sum()), int((y == 0).sum()))
+
+
+def test_length_controlled_rate_matches_statsmodels_logistic_regression():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(2)
+    diff = rng.normal(100, 200, size=300)
+    p = 1 / (1 + np.exp(-(0.2 + 0.004 * diff)))
+    y = (rng.random(300) < p).astype(float)
+    y[::7] = 0.5  # ties
+    fit = sm.GLM(y, sm.add_constant(diff / np.std(diff)), family=sm.families.Binomial()).fit()
+    expected = 1 / (1 + np.exp(-fit.params[0]))
+    assert stats.length_controlled(y, diff) == pytest.approx(expected, rel=1e-7)
+    b0, b1 = stats.logistic_fit(y, diff)
+    ref = sm.GLM(y, sm.add_constant(diff), family=sm.families.Binomial()).fit().params
+    assert (b0, b1) == pytest.approx(tuple(ref), rel=1e-6)
+
+
+def test_bradley_terry_matches_statsmodels_on_the_same_design():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    names = ["inc", "a", "b", "c"]
+    truth = {"inc": 0.0, "a": 0.8, "b": -0.5, "c": 0.2}
+    battles = []
+    for _ in range(600):
+        i, j = rng.choice(4, 2, replace=False)
+        pa = 1 / (1 + np.exp(truth[names[j]] - truth[names[i]]))
+        battles.append((names[i], names[j], float(rng.random() < pa)))
+    fitted = stats.bradley_terry(battles, "inc")
+    free = names[1:]
+    X = np.array([[(a == m) - (b == m) for m in free] for a, b, _ in battles], dtype=float)
+    y = np.array([s for _, _, s in battles])
+    ref = sm.GLM(y, X, family=sm.families.Binomial()).fit().params
+    assert [fitted[m] for m in free] == pytest.approx(list(ref), abs=1e-4)  # the ridge is 1e-6
+
+
+def test_cohen_kappa_matches_statsmodels():
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    a = ["win", "tie", "loss", "win", "win", "loss", "tie", "win", "loss", "loss"]
+    b = ["win", "loss", "loss", "win", "tie", "loss", "tie", "win", "win", "loss"]
+    cats = ["win", "tie", "loss"]
+    table = np.array([[sum(x == p and y == q for x, y in zip(a, b)) for q in cats] for p in cats])
+    assert stats.cohen_kappa(a, b) == pytest.approx(cohens_kappa(table).kappa)
