@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import click
+
+from harness.cli.common import data_console, db_option, open_store
 
 
 @click.command("import")
@@ -33,3 +37,126 @@ def import_(log, suite, out, sample, by, seed, strict, force):
 
     result = import_log(log, suite, out, sample=sample, by=by, seed=seed, strict=strict, force=force)
     click.echo(result.summary())
+
+
+def _pct(x: float) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f}"
+
+
+@click.command()
+@click.argument("run_id", required=False, metavar="[RUN]")
+@db_option
+@click.option("--human", type=click.Path(dir_okay=False), help="JSONL of {item, model, verdict: win|tie|loss}.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def pairwise(run_id, db_url, human, as_json):
+    """Candidates against the incumbent on RUN's pairwise suites: win/tie/loss, intervals, length control.
+
+    \b
+    win % counts a tie as half; the 95% interval is clustered by item (judges and orders of one item
+    are not independent). LC % is the win rate at zero length difference (a logistic regression of
+    the verdict on the difference in characters). flips % is the share of pairs whose verdict
+    changed when the answers swapped places (those count as ties). BT is the Bradley-Terry strength
+    against the incumbent (0) with a bootstrap interval, when there are several candidates.
+    """
+    from harness.records import money
+    from harness.traffic.pairwise import pairwise_report
+
+    report = pairwise_report(open_store(db_url, read_only=True), run_id, human=human)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    from rich.table import Table
+
+    console = data_console(110)
+    table = Table(title=f"run {report.run}: candidates vs {report.incumbent}")
+    for col in (
+        "model",
+        "suite",
+        "pairs",
+        "W/T/L",
+        "win %",
+        "95% CI",
+        "LC %",
+        "flips %",
+        "BT",
+        "unjudged",
+        "judge cost",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "suite") else "right")
+    for r in report.results:
+        bt = "—" if r.bt is None else f"{r.bt[0]:+.2f} [{r.bt[1]:+.2f}, {r.bt[2]:+.2f}]"
+        table.add_row(
+            r.model,
+            r.suite,
+            str(r.n),
+            f"{r.wins}/{r.ties}/{r.losses}",
+            _pct(r.win_rate),
+            f"{_pct(r.win_rate_lo)}–{_pct(r.win_rate_hi)}",
+            _pct(r.lc_win_rate),
+            _pct(r.order_flips),
+            bt,
+            str(r.unjudged + r.errors),
+            money(r.judge_cost),
+        )
+    console.print(table)
+    if report.judge_costs:
+        costs = ", ".join(f"{j} {money(c)}" for j, c in sorted(report.judge_costs.items()))
+        console.print(f"judging cost: {money(sum(report.judge_costs.values()))} ({costs}; cached verdicts cost $0)")
+    for a in report.agreement:
+        console.print(
+            f"agreement {a.suite}: {a.first} vs {a.second}: {_pct(a.agreement)}% of {a.n} pairs, kappa {a.kappa:.2f}"
+            if a.kappa == a.kappa
+            else f"agreement {a.suite}: {a.first} vs {a.second}: {_pct(a.agreement)}% of {a.n} pairs, kappa —"
+        )
+    for w in report.warnings:
+        console.print(f"warning: {w}")
+
+
+@click.command()
+@click.argument("run_id", required=False, metavar="[RUN]")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def labels(run_id, db_url, as_json):
+    """Classification on RUN's label suites: macro-F1, per-class precision/recall, confusion matrix, cost per 1,000."""
+    from harness.records import money
+    from harness.traffic.labels import label_results, to_json
+
+    run, results = label_results(open_store(db_url, read_only=True), run_id)
+    if as_json:
+        click.echo(json.dumps(to_json(run, results), indent=2))
+        return
+    from rich.table import Table
+
+    console = data_console(100)
+    table = Table(title=f"run {run}: classification")
+    for col in ("model", "suite", "n", "accuracy %", "macro-F1 %", "JSON valid", "errors", "cost / 1k"):
+        table.add_column(col, justify="left" if col in ("model", "suite") else "right")
+    for r in results:
+        m = r.metrics
+        table.add_row(
+            r.model,
+            r.suite,
+            str(m.n),
+            _pct(m.accuracy),
+            _pct(m.macro_f1),
+            f"{r.json_valid}/{r.json_requests}" if r.json_requests else "—",
+            str(r.errors),
+            ("≈" if r.cost_estimated else "") + money(r.cost_per_1000),
+        )
+    console.print(table)
+    for r in results:
+        m = r.metrics
+        matrix = Table(title=f"{r.model} on {r.suite}: gold (rows) x predicted (columns)")
+        matrix.add_column("gold \\ predicted")
+        for label in m.labels:
+            matrix.add_column(label, justify="right")
+        matrix.add_column("precision %", justify="right")
+        matrix.add_column("recall %", justify="right")
+        for label, row in zip(m.labels, m.matrix):
+            matrix.add_row(
+                label,
+                *(str(v) for v in row),
+                _pct(m.precision.get(label, float("nan"))),
+                _pct(m.recall.get(label, float("nan"))),
+            )
+        console.print(matrix)
