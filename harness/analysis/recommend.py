@@ -209,8 +209,13 @@ def recommend_suite(
     alpha: float = 0.05,
     clusters: bool = True,
     limits: Limits = Limits(),
+    baseline: str | None = None,
 ) -> SuiteRecommendation:
-    """The recommendation for one suite from its cells (one per model, at least one)."""
+    """The recommendation for one suite from its cells (one per model, at least one).
+
+    `baseline` (pairwise suites): scores are win rates against this incumbent, so a model is compared
+    with 0.5 (as good as the incumbent), not with the best, and the margin is one of win rate.
+    """
     if not cells:
         raise ValueError("no results to recommend from")
     suite = cells[0].suite
@@ -255,6 +260,30 @@ def recommend_suite(
     best_index = {item: i for i, item in enumerate(best.item_ids)} if best else {}
     candidates = []
     for c in cells:
+        if baseline is not None and best is not None:  # against the incumbent: win rate vs 0.5 on its own items
+            groups = list(c.groups)
+            own = c.model == baseline
+            ni = paired.noninferiority(
+                list(c.scores),
+                [0.5] * len(c.scores),
+                margin=margin,
+                alpha=alpha,
+                clusters=groups if clusters and any(groups) else None,
+            )
+            candidates.append(
+                Candidate(
+                    **fields[c.model],
+                    n_paired=c.n_items,
+                    diff=0.0 if own else ni.diff,
+                    lower=0.0 if own else ni.lower_bound,
+                    p_value=0.0 if own else ni.p_value,
+                    noninferior=own or bool(ni.noninferior),
+                    is_best=c is best,
+                    eligible=not why_not[c.model],
+                    rejected=why_not[c.model],
+                )
+            )
+            continue
         if c is best:
             candidates.append(
                 Candidate(
@@ -321,6 +350,8 @@ def recommend_suite(
             why = ""
         elif not x.eligible:
             why = x.rejected
+        elif not x.noninferior and baseline is not None:
+            why = f"may lose to the incumbent {baseline}: win rate possibly below {50 - 100 * margin:g}%"
         elif not x.noninferior:
             why = (
                 f"worse than {best.model} by more than {100 * margin:g} points"
@@ -334,7 +365,14 @@ def recommend_suite(
                 else f"as cheap as {chosen.model}, but lower in score or slower"
             )
         out.append(x if x.rejected == why else _replace(x, rejected=why))
-    if chosen.is_best:
+    if baseline is not None:
+        reason = (
+            f"{chosen.model} is the incumbent and no cheaper model is shown not to lose to it"
+            if chosen.model == baseline
+            else f"{chosen.model} is the cheapest model whose win rate against the incumbent {baseline} is not "
+            f"below {50 - 100 * margin:g}% (one-sided alpha {alpha:g})"
+        )
+    elif chosen.is_best:
         cheaper = [x for x in out if _cost_key(x, basis) < _cost_key(chosen, basis)]
         reason = (
             f"{chosen.model} scores highest and is the cheapest"
@@ -385,11 +423,19 @@ def recommend(
     # A model stopped for fatal errors (bad key, unknown model, unreachable) stored no samples: it is
     # still a model the user asked about, shown as unavailable with the server's reason.
     stopped = store.model_failures(run.id)
+    graders = {s.suite: s.grader for s in store.run_suites(run.id)}
+    incumbent = (run.plan or {}).get("incumbent") or "the logged incumbent"
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
             rec = recommend_suite(
-                cells, prices, margin=margin, alpha=alpha, clusters=clusters, limits=limits.for_suite(s.suite)
+                cells,
+                prices,
+                margin=margin,
+                alpha=alpha,
+                clusters=clusters,
+                limits=limits.for_suite(s.suite),
+                baseline=incumbent if graders.get(s.suite) == "pairwise" else None,
             )
             out.append(_with_stopped_models(rec, stopped, prices))
     return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)
