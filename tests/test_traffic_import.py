@@ -41,7 +41,12 @@ def test_a_log_becomes_a_suite_that_replays_each_request_with_its_own_settings(t
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     log = _write(
         tmp_path / "log.jsonl",
-        [_line(0), _line(0), _line(1, tools=tools, tool_choice="auto"), _line(2, response_format={"type": "json_object"})],
+        [
+            _line(0),
+            _line(0),
+            _line(1, tools=tools, tool_choice="auto"),
+            _line(2, response_format={"type": "json_object"}),
+        ],
     )
     result = _import(tmp_path, log)
     assert result.exit_code == 0, result.output
@@ -66,7 +71,11 @@ def test_a_log_becomes_a_suite_that_replays_each_request_with_its_own_settings(t
     gen = replayed_generation(plan, spec, suite, items[0], generation_for(plan, spec, suite))
     assert (gen.temperature, gen.max_tokens) == (0.7, 80)  # the request's own settings
     plan = parse_plan(
-        {"models": {"m": {"provider": "openai", "base_url": "http://x"}}, "suites": ["t"], "generation": {"temperature": 0}}
+        {
+            "models": {"m": {"provider": "openai", "base_url": "http://x"}},
+            "suites": ["t"],
+            "generation": {"temperature": 0},
+        }
     )
     gen = replayed_generation(plan, spec, suite, items[0], generation_for(plan, spec, suite))
     assert (gen.temperature, gen.max_tokens) == (0.0, 80)  # unless the plan says otherwise

@@ -34,7 +34,9 @@ def _macro_f1(gold, pred, labels):
     return float(np.mean(f1s))
 
 
-def test_a_classification_run_gives_macro_f1_confusion_json_validity_and_cost(tmp_path, fake_server, db_url, monkeypatch):
+def test_a_classification_run_gives_macro_f1_confusion_json_validity_and_cost(
+    tmp_path, fake_server, db_url, monkeypatch
+):
     from harness.engine.runs import execute_plan
     from harness.plan import load_plan
     from harness.store import Store
@@ -70,7 +72,9 @@ def test_a_classification_run_gives_macro_f1_confusion_json_validity_and_cost(tm
 
     fake_server.state.responder = respond
     plan = {
-        "models": {"cheap": {"provider": "openai", "base_url": fake_server.base_url, "price": {"input": 0.01, "output": 0.01}}},
+        "models": {
+            "cheap": {"provider": "openai", "base_url": fake_server.base_url, "price": {"input": 0.01, "output": 0.01}}
+        },
         "suites": ["intent"],
     }
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
