@@ -10,7 +10,6 @@ import urllib.request
 
 import pytest
 import yaml
-
 from fake_judges import answer, traffic_responder
 from fakeserver import FakeOpenAIServer, Faults, ServerState
 
