@@ -17,6 +17,7 @@ from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
 from harness.records import money
 from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
+from harness.report.traffic_page import write_traffic_page
 from harness.store import Store
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         models=summary.models,
         weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
         load=_under_load(store, summary),
+        traffic_href=write_traffic_page(store, r, site, run.id, _chart_ctx),
     )
     return summary
 
