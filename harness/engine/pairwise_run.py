@@ -38,6 +38,12 @@ class PairwiseRun:
             if judge not in runner.models:
                 raise HarnessError(f"suite '{suite.name}': judge {judge!r} is not in the plan; add it under 'judges:'")
         self.incumbent = plan.incumbent
+        if self.incumbent is not None and plan.model(self.incumbent).batch is not None:
+            raise HarnessError(
+                f"suite '{suite.name}': the incumbent {self.incumbent} is sent through a Batch API, but pairwise "
+                f"judging needs its answers during the run; drop batch from that model (or --batch), or judge "
+                f"against logged answers"
+            )
         self.incumbent_field = options.get("incumbent_field", "incumbent")
         self._env = template_environment(suite.dir)
         self._shared: dict[tuple[str, int], asyncio.Task] = {}
