@@ -91,7 +91,7 @@ def test_recommend_routes_to_the_cheapest_model_not_losing_to_the_incumbent(tmp_
     (s,) = rec.suites
     assert s.model == "glm-cheap", s.reason  # all ties with the incumbent: not worse, and cheapest
     bad = s.candidate("bad")
-    assert not bad.noninferior and "may lose to the incumbent" in bad.rejected
+    assert not bad.noninferior and "may lose to the logged incumbent" in bad.rejected
     text = router_yaml(rec)
     assert "test-key-value-123" not in text and "os.environ/TRAFFIC_KEY" in text
     config = yaml.safe_load(text)
@@ -100,6 +100,7 @@ def test_recommend_routes_to_the_cheapest_model_not_losing_to_the_incumbent(tmp_
     assert config["model_list"][0]["litellm_params"]["rpm"] == 600
     assert config["router_settings"]["fallbacks"] == [{"summaries": ["summaries--qwen-mid", "summaries--big"]}]
     assert "# route summaries -> glm-cheap" in text
+    assert config["general_settings"] == {"master_key": "os.environ/LITELLM_MASTER_KEY"}
     out = subprocess.run(
         [sys.executable, "-m", "harness", "recommend", "--db", db, "--export", "litellm"],
         capture_output=True,
@@ -126,12 +127,15 @@ def test_litellm_runs_the_exported_config_and_falls_back_when_the_route_model_is
     from harness.traffic.litellm import router_yaml
 
     store, _ = _traffic_run(tmp_path, monkeypatch, *servers)
-    config = yaml.safe_load(router_yaml(recommend(store)))
-    config["general_settings"] = {"master_key": "sk-master"}  # the proxy's own key, for this test
-    (tmp_path / "router.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "router.yaml").write_text(router_yaml(recommend(store)))
     exe = litellm_executable()
     port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_MASTER_KEY": "sk-master",  # what the exported config reads its master key from
+    }
     log = open(tmp_path / "proxy.log", "w")
     proc = subprocess.Popen(
         [str(exe), "--config", str(tmp_path / "router.yaml"), "--host", "127.0.0.1", "--port", str(port)],

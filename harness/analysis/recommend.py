@@ -262,7 +262,7 @@ def recommend_suite(
     for c in cells:
         if baseline is not None and best is not None:  # against the incumbent: win rate vs 0.5 on its own items
             groups = list(c.groups)
-            own = c.model == baseline
+            own = baseline.endswith(f"incumbent {c.model}")
             ni = paired.noninferiority(
                 list(c.scores),
                 [0.5] * len(c.scores),
@@ -351,7 +351,7 @@ def recommend_suite(
         elif not x.eligible:
             why = x.rejected
         elif not x.noninferior and baseline is not None:
-            why = f"may lose to the incumbent {baseline}: win rate possibly below {50 - 100 * margin:g}%"
+            why = f"may lose to {baseline}: win rate possibly below {50 - 100 * margin:g}%"
         elif not x.noninferior:
             why = (
                 f"worse than {best.model} by more than {100 * margin:g} points"
@@ -368,8 +368,8 @@ def recommend_suite(
     if baseline is not None:
         reason = (
             f"{chosen.model} is the incumbent and no cheaper model is shown not to lose to it"
-            if chosen.model == baseline
-            else f"{chosen.model} is the cheapest model whose win rate against the incumbent {baseline} is not "
+            if baseline.endswith(f"incumbent {chosen.model}")
+            else f"{chosen.model} is the cheapest model whose win rate against {baseline} is not "
             f"below {50 - 100 * margin:g}% (one-sided alpha {alpha:g})"
         )
     elif chosen.is_best:
@@ -424,7 +424,8 @@ def recommend(
     # still a model the user asked about, shown as unavailable with the server's reason.
     stopped = store.model_failures(run.id)
     graders = {s.suite: s.grader for s in store.run_suites(run.id)}
-    incumbent = (run.plan or {}).get("incumbent") or "the logged incumbent"
+    named = (run.plan or {}).get("incumbent")
+    incumbent = f"the incumbent {named}" if named else "the logged incumbent"
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:

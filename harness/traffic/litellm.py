@@ -3,7 +3,8 @@
 Per route (suite) with a recommendation: the group `ROUTE` is the recommended model; each fallback
 is a group `ROUTE--MODEL` named under `router_settings.fallbacks`, in the order the evidence
 supports: the next cheapest models shown not to be worse (non-inferior, eligible), then the best
-scoring. Keys are `os.environ/VAR` references to the variable the plan names, never values;
+scoring. Keys are `os.environ/VAR` references to the variable the plan names, never values (the
+proxy's own master key is `os.environ/LITELLM_MASTER_KEY`);
 rpm/tpm come from the plan. A comment block above each group gives the evidence.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.analysis.recommend import Recommendation, SuiteRecommendation
+from harness.records import money
 
 
 def _num(x: float, pct: bool = False) -> str:
@@ -68,8 +70,9 @@ def router_yaml(rec: Recommendation) -> str:
                 continue
             lines.append(
                 f"#   {c.model}: score {_num(c.mean, True)} (95% CI {_num(c.lo, True)}-{_num(c.hi, True)}), "
-                f"lower bound {_num(c.lower, True)}, p99 {_num(c.latency_p99)} s, "
-                f"errors {_num(c.error_rate, True)}, cost/sample ${_num(c.cost_per_sample)}"
+                f"difference {_num(c.diff, True)} (one-sided lower bound {_num(c.lower, True)}), "
+                f"p99 {_num(c.latency_p99)} s, errors {_num(c.error_rate, True)}, "
+                f"cost per 1,000 requests {money(1000 * c.cost_per_sample)}"
             )
         model_list.append({"model_name": s.suite, "litellm_params": _params(specs[s.model])})
         groups = []
@@ -81,5 +84,10 @@ def router_yaml(rec: Recommendation) -> str:
             fallbacks.append({s.suite: groups})
     if skipped:
         lines.append(f"# no route for: {', '.join(skipped)} (no eligible model, or not an openai endpoint)")
-    config: dict[str, Any] = {"model_list": model_list, "router_settings": {"fallbacks": fallbacks}}
+    config: dict[str, Any] = {
+        "model_list": model_list,
+        "router_settings": {"fallbacks": fallbacks},
+        # The key your clients present to the proxy: LiteLLM refuses to start without one.
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
     return "\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
