@@ -23,18 +23,24 @@ import yaml
 from harness.errors import HarnessError
 from harness.traffic.request import REPLAYED_SETTINGS, RequestError, canonical, prompt_from_openai, replay_settings
 
-# What a key or token looks like in a log: (name shown to the user, pattern). The values are never printed.
-_SECRETS = (
-    ("an OpenAI-style API key (sk-...)", re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}")),
-    ("a bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}")),
-    ("an AWS access key id", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}")),
-    ("a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
-    ("a Slack token", re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}")),
-    (
-        "an api_key field",
-        re.compile(r'(?i)"(?:api[_-]?key|x-api-key|authorization)"\s*:\s*"(?!\[REDACTED\])[^"\s]{12,}"'),
-    ),
+# What a key or token looks like in a log: (what the user is told, pattern, lower-case literals one of
+# which every match contains). The literals are a cheap first test: most lines hold none of them, and
+# the regular expression then never runs (it was most of the import's time). Values are never printed.
+_SECRETS = tuple(
+    (kind, re.compile(pattern), needles)
+    for kind, pattern, needles in (
+        ("an OpenAI-style API key (sk-...)", r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}", ("sk-",)),
+        ("a bearer token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", ("bearer",)),
+        ("an AWS access key id", r"\bAKIA[0-9A-Z]{16}\b", ("akia",)),
+        ("a GitHub token", r"\bgh[pousr]_[A-Za-z0-9]{30,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+        ("a Google API key", r"\bAIza[0-9A-Za-z_-]{35}\b", ("aiza",)),
+        ("a Slack token", r"\bxox[baprs]-[A-Za-z0-9-]{10,}", ("xox",)),
+        (
+            "an api_key field",
+            r'(?i)"(?:api[_-]?key|x-api-key|authorization)"\s*:\s*"(?!\[REDACTED\])[^"\s]{12,}"',
+            ("apikey", "api_key", "api-key", "authorization"),
+        ),
+    )
 )
 
 # Where a log names the route a request took: the first present wins.
@@ -183,8 +189,9 @@ def read_logged(record: Any) -> LoggedRequest | None:
 
 def scan_secrets(text: str) -> str | None:
     """The kind of secret `text` holds (never the value), or None."""
-    for kind, pattern in _SECRETS:
-        if pattern.search(text):
+    lower = text.lower()
+    for kind, pattern, needles in _SECRETS:
+        if any(n in lower for n in needles) and pattern.search(text):
             return kind
     return None
 
