@@ -184,3 +184,77 @@ def test_cohen_kappa_matches_statsmodels():
     cats = ["win", "tie", "loss"]
     table = np.array([[sum(x == p and y == q for x, y in zip(a, b)) for q in cats] for p in cats])
     assert stats.cohen_kappa(a, b) == pytest.approx(cohens_kappa(table).kappa)
+
+
+# --------------------------------------------------------------------------- the grader and the contract
+
+
+def test_verdicts_both_orders_and_missing_incumbent():
+    from harness.graders import grade
+    from harness.graders.pairwise import JudgeReply, PairwiseContext, outcome, parse_choice
+    from harness.records import Item
+
+    assert parse_choice("Reasoning.\nVERDICT: B") == "B" and parse_choice("**Verdict: tie**") == "TIE"
+    assert parse_choice("VERDICT: A\nVERDICT: B") is None and parse_choice("A is better") is None
+    assert outcome("A", "B") == "win" and outcome("B", "A") == "loss" and outcome("A", "A") == "tie"
+    assert outcome("TIE", "B") == "tie" and outcome(None, "B") is None
+    seen = []
+
+    def ask(judge, messages):
+        seen.append(messages[-1].content)
+        return JudgeReply("VERDICT: A", 0.001, 1)  # a judge that always prefers the first answer
+
+    context = PairwiseContext(("j",), ask, lambda t, f: f"{f['answer_a']} | {f['answer_b']}", lambda: ("old", ""))
+    g = grade("pairwise", "new", Item(id="1", fields={}), {"context": context})
+    assert seen == ["new | old", "old | new"] and g.score == 0.5 and "j: tie" in g.reason
+    detail = json.loads(g.extracted)
+    assert detail["judges"][0]["cost"] == pytest.approx(0.002) and detail["len_candidate"] == 3
+    missing = PairwiseContext(("j",), ask, lambda t, f: "", lambda: (None, "the incumbent failed: 500"))
+    g = grade("pairwise", "new", Item(id="1", fields={}), {"context": missing})
+    assert not g.passed and "not judged: the incumbent failed" in g.reason
+
+
+def test_incumbent_must_be_a_plan_model(tmp_path):
+    import subprocess
+    import sys
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        yaml.safe_dump(
+            {"models": {"a": {"provider": "openai", "base_url": "http://x"}}, "suites": ["gsm8k"], "incumbent": "b"}
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(plan), "--dry-run"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "incumbent: 'b' is not one of the plan's models" in proc.stderr
+
+
+def test_pairwise_json_contract_and_human_agreement(tmp_path, fake_server, db_url, monkeypatch):
+    import subprocess
+    import sys
+
+    n = 12
+    answers = {"cand": {i: answer(i, 6 if i % 2 else 4) for i in range(n)}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"judge": "truthful"})
+    items = {s.item_id: s for s in store.samples(result.run_id)}
+    human = tmp_path / "human.jsonl"
+    # The human agrees with the judge on every item but one.
+    rows = []
+    for k, (item, s) in enumerate(sorted(items.items())):
+        verdict = "win" if s.score == 1 else "loss"
+        if k == 0:
+            verdict = "tie"
+        rows.append(json.dumps({"item": item, "model": "cand", "verdict": verdict}))
+    human.write_text("\n".join(rows) + "\n")
+    cmd = [sys.executable, "-m", "harness", "pairwise", "--db", db_url, "--json", "--human", str(human)]
+    doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout)
+    assert doc["run"] == result.run_id
+    (r,) = doc["results"]
+    for key in ("model", "suite", "n", "wins", "ties", "losses", "win_rate", "win_rate_lo", "win_rate_hi"):
+        assert key in r
+    assert "lc_win_rate" in r and "order_flips" in r
+    assert (r["wins"], r["losses"], r["win_rate"]) == (n // 2, n // 2, 0.5)
+    (agree,) = [a for a in doc["agreement"] if a["second"] == "human"]
+    assert agree["n"] == n and agree["agreement"] == pytest.approx((n - 1) / n)
