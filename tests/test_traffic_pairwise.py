@@ -67,6 +67,11 @@ def test_both_orders_cancel_a_judge_that_prefers_the_first_answer(tmp_path, fake
     # The incumbent's answers came from the log: the candidate and the judge (twice per item) were asked.
     assert fake_server.state.requests == n + 2 * n
     assert r.judge_requests == 2 * n and r.judge_cost > 0
+    # The candidate's requests went out with the logged request's own settings; the judges' with theirs.
+    sent = [b for b in fake_server.state.bodies if b["model"] == "cand"]
+    assert sent and all((b["temperature"], b["max_tokens"]) == (0.2, 64) for b in sent)
+    judged = [b for b in fake_server.state.bodies if b["model"] == "posjudge"]
+    assert judged and all(b["temperature"] == 0.0 for b in judged)
 
 
 def test_length_control_moves_a_length_biased_judge_back_toward_the_truth(tmp_path, fake_server, db_url, monkeypatch):
