@@ -103,10 +103,10 @@ def _response_text(response: Any) -> str | None:
     """The assistant's answer in a logged response (a chat completion object or plain text)."""
     if isinstance(response, str):
         return response
-    if not isinstance(response, Mapping):
+    if not isinstance(response, dict):
         return None
     choices = response.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         message = choices[0].get("message") or {}
         content = message.get("content")
         if isinstance(content, str) and content:
@@ -131,18 +131,18 @@ def read_logged(record: Any) -> LoggedRequest | None:
 
     RequestError says what is wrong with a record that is neither format.
     """
-    if not isinstance(record, Mapping):
+    if not isinstance(record, dict):
         raise RequestError("not a JSON object")
-    if "request" in record and isinstance(record["request"], Mapping):  # {request: {...}, response: ...}
+    if "request" in record and isinstance(record["request"], dict):  # {request: {...}, response: ...}
         record = {**record["request"], **{k: v for k, v in record.items() if k != "request"}}
     litellm = "model_parameters" in record or "call_type" in record or "standard_logging_object" in record
-    if "standard_logging_object" in record and isinstance(record["standard_logging_object"], Mapping):
+    if "standard_logging_object" in record and isinstance(record["standard_logging_object"], dict):
         record = record["standard_logging_object"]
-    metadata = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
     if litellm:
         if record.get("status") == "failure":
             return None
-        params = record.get("model_parameters") if isinstance(record.get("model_parameters"), Mapping) else {}
+        params = record.get("model_parameters") if isinstance(record.get("model_parameters"), dict) else {}
         messages = record.get("messages")
         if isinstance(messages, str):  # LiteLLM logs a text-completion prompt as a string
             messages = [{"role": "user", "content": messages}]

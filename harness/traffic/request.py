@@ -26,29 +26,29 @@ def _content(raw: Any) -> str | tuple[Part, ...]:
     for part in raw:
         if isinstance(part, str):
             parts.append(TextPart(part))
-        elif isinstance(part, Mapping) and part.get("type") in ("text", "input_text"):
+        elif isinstance(part, dict) and part.get("type") in ("text", "input_text"):
             parts.append(TextPart(str(part.get("text", ""))))
-        elif isinstance(part, Mapping) and part.get("type") == "image_url":
+        elif isinstance(part, dict) and part.get("type") == "image_url":
             image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            detail = image.get("detail") if isinstance(image, Mapping) else None
+            url = image.get("url") if isinstance(image, dict) else image
+            detail = image.get("detail") if isinstance(image, dict) else None
             if not isinstance(url, str) or not url:
                 raise RequestError("an image_url part has no url")
             parts.append(ImagePart(url=url, detail=detail, source=url if not url.startswith("data:") else "data URL"))
         else:
-            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise RequestError(f"message part of type {kind!r} is not supported (text and image_url are)")
     return tuple(parts)
 
 
 def message_from_openai(raw: Any) -> Message:
     """One chat/completions message (as a gateway logged it) as a `Message`."""
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("role"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
         raise RequestError("a message is not an object with a role")
     calls = []
     for call in raw.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
             raise RequestError("a tool call has no function")
         calls.append(ToolCall.parse(str(function.get("name", "")), function.get("arguments"), str(call.get("id", ""))))
     return Message(
@@ -67,8 +67,8 @@ def prompt_from_openai(request: Mapping[str, Any]) -> Prompt:
         raise RequestError("no messages")
     tools = []
     for tool in request.get("tools") or ():
-        function = tool.get("function") if isinstance(tool, Mapping) else None
-        if not isinstance(function, Mapping) or not function.get("name"):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not function.get("name"):
             raise RequestError("a tool is not {type: function, function: {name, ...}}")
         tools.append(
             ToolDefinition(
@@ -76,7 +76,7 @@ def prompt_from_openai(request: Mapping[str, Any]) -> Prompt:
             )
         )
     response_format = request.get("response_format")
-    if response_format is not None and not isinstance(response_format, Mapping):
+    if response_format is not None and not isinstance(response_format, dict):
         raise RequestError("response_format is not an object")
     return Prompt(
         tuple(message_from_openai(m) for m in messages),

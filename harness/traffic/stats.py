@@ -143,7 +143,9 @@ def bradley_terry_intervals(
     by_cluster: dict[Hashable, list[tuple[str, str, float]]] = {}
     for a, b, s, c in battles:
         by_cluster.setdefault(c, []).append((a, b, s))
-    keys = list(by_cluster)
+    keys = sorted(by_cluster, key=str)  # the store's order varies with concurrency: the draw must not
+    for key in keys:
+        by_cluster[key].sort()
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {m: [] for m in point}
     for _ in range(n_resamples):
