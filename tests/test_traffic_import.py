@@ -159,3 +159,34 @@ def test_a_200_mb_log_is_streamed_in_bounded_memory(tmp_path):
     written, distinct, peak_kb = map(int, out)
     assert (written, distinct) == (1000, 220_000)
     assert peak_kb < 150_000, f"peak RSS {peak_kb} kB: the import is not streaming"
+
+
+def test_wrapped_records_and_what_cannot_be_replayed():
+    from harness.traffic.importer import read_logged
+    from harness.traffic.request import RequestError
+
+    inner = {
+        "call_type": "completion",
+        "status": "success",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "model_parameters": {"temperature": 0.1, "response_format": {"type": "json_object"}},
+        "response": {
+            "choices": [{"message": {"content": None, "tool_calls": [{"id": "1", "function": {"name": "f"}}]}}]
+        },
+        "metadata": {"tags": ["route-a"]},
+    }
+    logged = read_logged({"standard_logging_object": inner})
+    assert logged.fmt == "litellm" and logged.group == "route-a"
+    assert logged.request["temperature"] == 0.1 and logged.request["response_format"] == {"type": "json_object"}
+    assert '"name": "f"' in logged.answer  # an answer that only called tools is kept as its calls
+    wrapped = read_logged(
+        {"request": {"messages": [{"role": "user", "content": "x"}], "max_tokens": 9}, "response": "y"}
+    )
+    assert wrapped.request["max_tokens"] == 9 and wrapped.answer == "y"
+    for bad in (
+        {"messages": []},
+        {"messages": [{"content": "no role"}]},
+        {"messages": [{"role": "user", "content": 3}]},
+    ):
+        with pytest.raises(RequestError):
+            read_logged(bad)
