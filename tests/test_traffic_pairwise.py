@@ -263,3 +263,19 @@ def test_pairwise_json_contract_and_human_agreement(tmp_path, fake_server, db_ur
     assert (r["wins"], r["losses"], r["win_rate"]) == (n // 2, n // 2, 0.5)
     (agree,) = [a for a in doc["agreement"] if a["second"] == "human"]
     assert agree["n"] == n and agree["agreement"] == pytest.approx((n - 1) / n)
+
+
+def test_a_failing_incumbent_makes_errors_not_losses(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 6
+    fake_server.state.faults.unauthorized_models = frozenset({"inc"})  # a revoked key: the incumbent never answers
+    answers = {"inc": {i: answer(i, 5) for i in range(n)}, "cand": {i: answer(i, 6) for i in range(n)}}
+    store, result = _run(
+        tmp_path, fake_server, db_url, monkeypatch, n, answers, {"judge": "truthful"}, {"incumbent": "inc"}
+    )
+    cand = [s for s in store.samples(result.run_id) if s.model == "cand"]
+    assert len(cand) == n and all(s.error.startswith("pairwise: not judged: the incumbent inc failed") for s in cand)
+    assert not any(b["model"] == "judge" for b in fake_server.state.bodies)  # nothing to compare: no judge asked
+    (r,) = pairwise_report(store, result.run_id).results
+    assert (r.n, r.errors) == (0, n)

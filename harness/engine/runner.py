@@ -14,6 +14,7 @@ from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, r
 from harness.engine.units import PreparedSuite, WorkUnit, cache_key
 from harness.errors import HarnessError
 from harness.graders.grading import SuiteGrader
+from harness.graders.pairwise import NOT_JUDGED
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
@@ -274,6 +275,9 @@ class UnitRunner:
         cost = state.spec.price.cost(
             completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
         )
+        error = completion.error
+        if not error and unit.suite in self.pairwise and grade.reason.startswith(NOT_JUDGED):
+            error = grade.reason  # no comparison was received: an error, counted and shown, not a loss
         record = SampleRecord(
             run_id=self.run_id,
             model=unit.model,
@@ -291,7 +295,7 @@ class UnitRunner:
             latency_s=completion.latency_s,
             ttft_s=completion.ttft_s,
             served_model=completion.served_model,
-            error=completion.error,
+            error=error,
             attempts=attempts,
             cost_usd=cost,
             score=grade.score,
@@ -304,7 +308,7 @@ class UnitRunner:
             cached_tokens=completion.cached_tokens or None,
         )
         state.done += 1
-        if completion.error:
+        if error:
             state.errors += 1
         if completion.usage_estimated:
             state.estimated += 1

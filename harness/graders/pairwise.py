@@ -21,6 +21,7 @@ from harness.providers.reasoning import split_reasoning
 from harness.records import Grade, Item, Message
 
 MARK = "pairwise"  # first key of the extracted JSON: how readers recognise a pairwise grade
+NOT_JUDGED = "pairwise: not judged"  # the reason's start when no comparison came back (the run stores an error)
 _VERDICT = re.compile(r"^\W*verdict\W*:\W*(a|b|tie)\W*$", re.IGNORECASE | re.MULTILINE)
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
@@ -97,7 +98,7 @@ def pairwise(
     baseline, why = context.incumbent()
     if baseline is None:
         detail = {MARK: 1, "judges": [], "unjudged": why}
-        return Grade(0.0, False, f"pairwise: not judged: {why}", json.dumps(detail))
+        return Grade(0.0, False, f"{NOT_JUDGED}: {why}", json.dumps(detail))
     fields = {**item.fields, "request": request_text(item.fields.get(request_field)), "reference": item.reference}
     rows = []
     for judge in context.judges:
@@ -120,7 +121,7 @@ def pairwise(
     detail = {MARK: 1, "judges": rows, "len_candidate": len(response), "len_incumbent": len(baseline)}
     if not judged:
         detail["unjudged"] = "no judge gave a readable verdict in both orders"
-        return Grade(0.0, False, "pairwise: not judged: no readable verdict in both orders", json.dumps(detail))
+        return Grade(0.0, False, f"{NOT_JUDGED}: no readable verdict in both orders", json.dumps(detail))
     score = sum(OUTCOME_SCORE[o] for o in judged) / len(judged)
     summary = ", ".join(f"{r['judge']}: {r['outcome'] or 'unreadable'}" for r in rows)
     return Grade(score, score > 0.5, f"pairwise vs incumbent: {summary}", json.dumps(detail))
