@@ -90,3 +90,43 @@ def test_a_classification_run_gives_macro_f1_confusion_json_validity_and_cost(
     bad_json = sum(1 for i in range(60) if i % 2 == 1 and i % 7 == 3)
     assert (r.json_requests, r.json_valid) == (30, 30 - bad_json)
     assert r.cost_per_1000 > 0 and r.errors == 0
+
+
+def test_macro_f1_across_runs_flags_a_drop(tmp_path, fake_server, db_url, monkeypatch):
+    import subprocess
+    import sys
+
+    from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
+    from harness.store import Store
+    from harness.traffic.importer import import_log
+
+    labels = ["a", "b", "c"]
+    with open(tmp_path / "log.jsonl", "w") as fh:
+        for i in range(90):
+            fh.write(
+                json.dumps({"messages": [{"role": "user", "content": f"Ticket {i}"}], "label": labels[i % 3]}) + "\n"
+            )
+    import_log(tmp_path / "log.jsonl", "cls", tmp_path / "suites")
+    monkeypatch.setenv("HARNESS_SUITES_PATH", str(tmp_path / "suites"))
+    wrong_every = {"k": 10}
+
+    def respond(model, messages):
+        i = int(re.search(r"Ticket (\d+)", messages[-1]["content"]).group(1))
+        return labels[(i + (i % wrong_every["k"] == 0)) % 3]
+
+    fake_server.state.responder = respond
+    plan = {"models": {"m": {"provider": "openai", "base_url": fake_server.base_url}}, "suites": ["cls"]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    store = Store(db_url)
+    execute_plan(load_plan(tmp_path / "plan.yaml"), store)
+    execute_plan(load_plan(tmp_path / "plan.yaml"), store, new=True)  # the same answers: no regression
+    cmd = [sys.executable, "-m", "harness", "labels", "--db", db_url, "--against-previous", "--fail-on-regression"]
+    same = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stderr
+    (change,) = json.loads(same.stdout)["results"]
+    assert change["diff"] == 0 and not change["regression"] and change["n"] == 90
+    wrong_every["k"] = 2  # half the answers wrong now
+    execute_plan(load_plan(tmp_path / "plan.yaml"), store, new=True)
+    worse = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert worse.returncode == 1 and "▼ regression" in worse.stdout

@@ -116,12 +116,25 @@ def pairwise(run_id, db_url, human, as_json):
 @click.argument("run_id", required=False, metavar="[RUN]")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def labels(run_id, db_url, as_json):
-    """Classification on RUN's label suites: macro-F1, per-class precision/recall, confusion matrix, cost per 1,000."""
+@click.option("--against", "against", metavar="RUN", help="Compare macro-F1 with this earlier run.")
+@click.option("--against-previous", is_flag=True, help="Compare macro-F1 with the previous finished run of the plan.")
+@click.option("--fail-on-regression", is_flag=True, help="With a comparison: exit 1 when macro-F1 dropped for sure.")
+def labels(run_id, db_url, as_json, against, against_previous, fail_on_regression):
+    """Classification on RUN's label suites: macro-F1, per-class precision/recall, confusion matrix, cost per 1,000.
+
+    
+    With --against RUN or --against-previous: each model's macro-F1 before and after on the items both
+    runs classified, the difference with a 95% paired bootstrap interval (items resampled together);
+    a regression is a difference whose whole interval is below zero.
+    """
     from harness.records import money
     from harness.traffic.labels import label_results, to_json
 
-    run, results = label_results(open_store(db_url, read_only=True), run_id)
+    store = open_store(db_url, read_only=True)
+    if against or against_previous:
+        _compare_labels(store, run_id, against, as_json, fail_on_regression)
+        return
+    run, results = label_results(store, run_id)
     if as_json:
         click.echo(json.dumps(to_json(run, results), indent=2))
         return
@@ -160,3 +173,39 @@ def labels(run_id, db_url, as_json):
                 _pct(m.recall.get(label, float("nan"))),
             )
         console.print(matrix)
+
+
+def _compare_labels(store, run_id, against, as_json, fail_on_regression) -> None:
+    import sys
+
+    from harness.analysis.checks import find_previous
+    from harness.analysis.compare import json_safe
+    from harness.errors import HarnessError
+    from harness.traffic.labels import compare_f1
+
+    new = store.resolve_run(run_id)
+    if against:
+        old = store.resolve_run(against)
+    else:
+        previous = find_previous(store, new)
+        if previous is None:
+            raise HarnessError(f"run {new} has no earlier finished run of its plan to compare with (use --against RUN)")
+        old = previous.id
+    changes = compare_f1(store, old, new)
+    if as_json:
+        doc = {"old": old, "new": new, "results": [c.__dict__ for c in changes]}
+        click.echo(json.dumps(json_safe(doc), indent=2))
+    else:
+        from rich.table import Table
+
+        console = data_console(100)
+        table = Table(title=f"macro-F1: run {old} -> {new}")
+        for col in ("model", "suite", "items", "before %", "after %", "diff (95% CI)", ""):
+            table.add_column(col, justify="left" if col in ("model", "suite", "") else "right")
+        for c in changes:
+            diff = "—" if c.diff != c.diff else f"{100 * c.diff:+.1f} ({100 * c.lo:+.1f} to {100 * c.hi:+.1f})"
+            mark = "▼ regression" if c.regression else c.note
+            table.add_row(c.model, c.suite, str(c.n), _pct(c.old), _pct(c.new), diff, mark)
+        console.print(table)
+    if fail_on_regression and any(c.regression for c in changes):
+        sys.exit(1)

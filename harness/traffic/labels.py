@@ -10,6 +10,8 @@ from harness.graders.label import JSON_INVALID, JSON_VALID
 from harness.store import Store
 from harness.traffic import stats
 
+NAN = float("nan")
+
 
 @dataclass(frozen=True)
 class LabelResult:
@@ -22,6 +24,8 @@ class LabelResult:
     cost_usd: float
     cost_per_1000: float
     cost_estimated: bool  # some token counts were estimated (cost marked ≈)
+    answers: dict | None = None  # item id -> (gold, predicted or None), for comparisons across runs
+    suite_hash: str = ""
 
 
 def label_results(store: Store, run_id: str | None = None) -> tuple[str, list[LabelResult]]:
@@ -35,7 +39,18 @@ def label_results(store: Store, run_id: str | None = None) -> tuple[str, list[La
         rows: dict[str, dict] = {}
         for s in store.samples(run_id, suite=info.suite):
             acc = rows.setdefault(
-                s.model, {"gold": [], "pred": [], "errors": 0, "json": 0, "valid": 0, "cost": 0.0, "est": False, "n": 0}
+                s.model,
+                {
+                    "gold": [],
+                    "pred": [],
+                    "items": {},
+                    "errors": 0,
+                    "json": 0,
+                    "valid": 0,
+                    "cost": 0.0,
+                    "est": False,
+                    "n": 0,
+                },
             )
             acc["n"] += 1
             acc["cost"] += s.cost_usd
@@ -49,6 +64,8 @@ def label_results(store: Store, run_id: str | None = None) -> tuple[str, list[La
             gold = gold_of.get(s.item_id, "")
             acc["gold"].append(str(gold))
             acc["pred"].append(s.extracted or None)
+            if s.sample_index == 0:
+                acc["items"][s.item_id] = (str(gold), s.extracted or None)
         for model, acc in sorted(rows.items()):
             labels = sorted(set(acc["gold"]))
             out.append(
@@ -62,6 +79,8 @@ def label_results(store: Store, run_id: str | None = None) -> tuple[str, list[La
                     cost_usd=acc["cost"],
                     cost_per_1000=1000 * acc["cost"] / acc["n"] if acc["n"] else float("nan"),
                     cost_estimated=acc["est"],
+                    answers=acc["items"],
+                    suite_hash=info.suite_hash,
                 )
             )
     return run_id, out
@@ -101,3 +120,58 @@ def to_json(run_id: str, results: list[LabelResult]) -> dict:
             ],
         }
     )
+
+
+@dataclass(frozen=True)
+class F1Change:
+    model: str
+    suite: str
+    n: int  # items both runs classified
+    old: float
+    new: float
+    diff: float
+    lo: float
+    hi: float
+    regression: bool  # the whole interval below zero
+    note: str = ""
+
+
+def _macro(pairs: list[tuple[str, str | None]], labels: list[str]) -> float:
+    return stats.classification([g for g, _ in pairs], [p for _, p in pairs], labels).macro_f1
+
+
+def compare_f1(
+    store: Store, old_run: str, new_run: str, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> list[F1Change]:
+    """Per model and label suite of both runs: macro-F1 before and after on the items both classified,
+    with a paired bootstrap interval of the difference (items resampled together in both runs)."""
+    import numpy as np
+
+    _, before = label_results(store, old_run)
+    _, after = label_results(store, new_run)
+    old_by = {(r.model, r.suite): r for r in before}
+    out = []
+    for r in after:
+        o = old_by.get((r.model, r.suite))
+        if o is None:
+            continue
+        if o.suite_hash != r.suite_hash:
+            out.append(F1Change(r.model, r.suite, 0, NAN, NAN, NAN, NAN, NAN, False, "suite content changed"))
+            continue
+        items = sorted(set(o.answers) & set(r.answers))
+        labels = sorted({o.answers[i][0] for i in items})
+        a = [o.answers[i] for i in items]
+        b = [r.answers[i] for i in items]
+        if len(items) < 2:
+            out.append(F1Change(r.model, r.suite, len(items), NAN, NAN, NAN, NAN, NAN, False, "too few shared items"))
+            continue
+        old_f1, new_f1 = _macro(a, labels), _macro(b, labels)
+        rng = np.random.default_rng(seed)
+        diffs = []
+        for _ in range(n_resamples):
+            pick = rng.integers(0, len(items), len(items))
+            diffs.append(_macro([b[i] for i in pick], labels) - _macro([a[i] for i in pick], labels))
+        tail = (1 - confidence) / 2 * 100
+        lo, hi = float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail))
+        out.append(F1Change(r.model, r.suite, len(items), old_f1, new_f1, new_f1 - old_f1, lo, hi, hi < 0))
+    return out
