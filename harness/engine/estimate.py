@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from harness.engine.units import generation_for, prepare_suites
+from harness.engine.units import generation_for, prepare_suites, replayed_generation
 from harness.plan import Plan
 from harness.providers.tokens import estimate_tokens
 from harness.records import money
@@ -18,11 +18,15 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
     """
     suites = prepare_suites(plan, data_override=data_override)
     per_suite = {}
+    replayed: dict[str, list] = {}
     for p in suites:
         n_items = 0
         prompt_tokens = 0
         first = None
+        replayed[p.suite.name] = []
         for item in p.suite.items():
+            if p.suite.request_field:  # each logged request keeps its own max_tokens
+                replayed[p.suite.name].append(item)
             prompt = p.builder.build(item)
             if first is None:
                 first = prompt
@@ -43,7 +47,12 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             gen = generation_for(plan, model, p.suite)
             req = n_items * plan.samples
             requests += req
-            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
+            answer_tokens = req * gen.max_tokens
+            if replayed.get(p.suite.name):
+                answer_tokens = plan.samples * sum(
+                    replayed_generation(plan, model, p.suite, item, gen).max_tokens for item in replayed[p.suite.name]
+                )
+            cost += model.price.cost(prompt_tokens * plan.samples, answer_tokens, batched=bool(model.batch))
         figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
         how = ""
         if model.batch:
@@ -62,4 +71,13 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             figures[model.name]["estimated_off_peak_cost_usd"] = off_cost
             how = f" at the list price; ~{money(off_cost)} off-peak ({off.hours} UTC, {off.discount:.0%} off)"
         click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
+    pairwise = [p for p in suites if p.suite.grader.name == "pairwise"]
+    if pairwise and plan.judges:
+        candidates = len([m for m in plan.models if m.name != plan.incumbent])
+        items = sum(per_suite[p.suite.name][0] for p in pairwise) * plan.samples
+        asks = items * candidates * 2  # both orders
+        click.echo(
+            f"  judges (pairwise, both orders): up to {asks:,} requests each ({items:,} items x {candidates} "
+            f"candidates x 2), not priced here; cached verdicts are not asked again"
+        )
     return figures
