@@ -57,7 +57,8 @@ def test_both_orders_cancel_a_judge_that_prefers_the_first_answer(tmp_path, fake
     n = 40
     # Planted: the candidate is better on a quarter, worse on a quarter, as good on half the items.
     quality = {i: 6 if i % 4 == 0 else 4 if i % 4 == 1 else 5 for i in range(n)}
-    answers = {"cand": {i: answer(i, q) for i, q in quality.items()}}
+    # " (c)": never the incumbent's very text, whose two orders would be one prompt (asked once, cached).
+    answers = {"cand": {i: answer(i, q) + " (c)" for i, q in quality.items()}}
     store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"posjudge": "position"})
     report = pairwise_report(store, result.run_id)
     (r,) = report.results
@@ -279,3 +280,18 @@ def test_a_failing_incumbent_makes_errors_not_losses(tmp_path, fake_server, db_u
     assert not any(b["model"] == "judge" for b in fake_server.state.bodies)  # nothing to compare: no judge asked
     (r,) = pairwise_report(store, result.run_id).results
     assert (r.n, r.errors) == (0, n)
+
+
+def test_verdicts_are_cached_even_without_the_plans_cache(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.engine.runs import execute_plan
+    from harness.plan import load_plan
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 8
+    answers = {"cand": {i: answer(i, 6 if i % 2 else 5) + " (c)" for i in range(n)}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"judge": "truthful"})
+    assert fake_server.state.requests == n + 2 * n
+    again = execute_plan(load_plan(tmp_path / "plan.yaml"), store, new=True)
+    assert fake_server.state.requests == 2 * n + 2 * n  # the candidate is asked again (no cache:), the judge is not
+    first, second = pairwise_report(store, result.run_id).results[0], pairwise_report(store, again.run_id).results[0]
+    assert second.win_rate == first.win_rate and second.judge_requests == 0 and second.judge_cost == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from harness.engine.units import WorkUnit, generation_for, replayed_generation
+from harness.engine.units import WorkUnit, cache_key, generation_for, replayed_generation
 from harness.errors import HarnessError
 from harness.graders.pairwise import JudgeReply, PairwiseContext
 from harness.records import Completion, Generation, Item, Message, Prompt
@@ -102,8 +102,16 @@ class PairwiseRun:
                 Prompt(tuple(messages)),
                 JUDGE_GENERATION,
             )
+            # Verdicts are always cached, whatever the plan's `cache:` says: a judge at temperature 0 shown
+            # the same rubric and answers is asked once; a rerun or a new run re-reads its verdict for free.
+            key = None if self.runner.use_cache else cache_key(state.spec, judge_unit)
+            hit = self.runner.store.cache_get(key) if key else None
+            if hit is not None:
+                return JudgeReply(Completion.from_json(hit).text, 0.0, 0)
             future = asyncio.run_coroutine_threadsafe(self.runner._request(state, judge_unit, None), loop)
             completion, sent, _ = future.result()
+            if key and not completion.error and self.runner.cache_sink is not None:
+                self.runner.cache_sink(key, completion)
             if completion.error:
                 return JudgeReply("", 0.0, sent, completion.error)
             cost = 0.0
