@@ -28,7 +28,7 @@ def _log(path, n, quality=5):
             )
 
 
-def _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, judges, extra=None):
+def _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, judges, extra=None, batched=False):
     from harness.engine.runs import execute_plan
     from harness.plan import load_plan
     from harness.store import Store
@@ -40,7 +40,10 @@ def _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, judges, extra=N
     fake_server.state.responder = traffic_responder(answers, judges)
     endpoint = {"provider": "openai", "base_url": fake_server.base_url, "concurrency": 8}
     plan = {
-        "models": {m: {**endpoint, "price": {"input": 0.1, "output": 0.2}} for m in answers},
+        "models": {
+            m: {**endpoint, "price": {"input": 0.1, "output": 0.2}, **({"batch": True} if batched else {})}
+            for m in answers
+        },
         "judges": {j: {**endpoint, "price": {"input": 1.0, "output": 2.0}} for j in judges},
         "suites": ["tickets"],
         **(extra or {}),
@@ -295,3 +298,23 @@ def test_verdicts_are_cached_even_without_the_plans_cache(tmp_path, fake_server,
     assert fake_server.state.requests == 2 * n + 2 * n  # the candidate is asked again (no cache:), the judge is not
     first, second = pairwise_report(store, result.run_id).results[0], pairwise_report(store, again.run_id).results[0]
     assert second.win_rate == first.win_rate and second.judge_requests == 0 and second.judge_cost == 0
+
+
+def test_a_batched_candidate_is_judged_when_its_batch_returns(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    monkeypatch.setenv("HARNESS_BATCH_POLL_S", "0.02")
+    n = 10
+    answers = {"cand": {i: answer(i, 6 if i % 2 else 4) for i in range(n)}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"judge": "truthful"}, batched=True)
+    assert fake_server.state.batch.lines_answered == n  # the candidate answered through the Batch API
+    (r,) = pairwise_report(store, result.run_id).results
+    assert (r.n, r.wins, r.losses, r.judge_requests) == (n, n // 2, n // 2, 2 * n)  # judges asked online
+
+
+def test_a_batched_incumbent_is_refused_in_one_line(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.errors import HarnessError
+
+    answers = {"inc": {0: answer(0, 5)}, "cand": {0: answer(0, 6)}}
+    with pytest.raises(HarnessError, match="the incumbent inc is sent through a Batch API"):
+        _run(tmp_path, fake_server, db_url, monkeypatch, 1, answers, {"judge": "truthful"}, {"incumbent": "inc"}, True)
