@@ -5,7 +5,8 @@ Judges read the two answers out of the pairwise rubric (`[Answer A]` ... `[Answe
 - `position`: names the better answer; when they are equally good it says A (prefers whatever is first);
 - `length`: with probability |diff| / LENGTH_SCALE (drawn from the item number, the same in both
   orders) prefers the longer answer, otherwise names the better one;
-- `truthful`: names the better one, TIE when equal.
+- `truthful`: names the better one, TIE when equal;
+- `mute`: reads both answers and never says a verdict line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def judge_reply(kind: str, prompt: str) -> str:
     qa, qb = int(_QUALITY.search(a).group(1)), int(_QUALITY.search(b).group(1))
     item = int(_TICKET.search(a).group(1))
     better = "A" if qa > qb else "B" if qb > qa else "TIE"
+    if kind == "mute":
+        return "Both answers have merit; I would rather not choose."
     if kind == "position" and better == "TIE":
         better = "A"
     if kind == "length" and _draw(item) < abs(len(a) - len(b)):

@@ -318,3 +318,15 @@ def test_a_batched_incumbent_is_refused_in_one_line(tmp_path, fake_server, db_ur
     answers = {"inc": {0: answer(0, 5)}, "cand": {0: answer(0, 6)}}
     with pytest.raises(HarnessError, match="the incumbent inc is sent through a Batch API"):
         _run(tmp_path, fake_server, db_url, monkeypatch, 1, answers, {"judge": "truthful"}, {"incumbent": "inc"}, True)
+
+
+def test_a_judge_without_verdicts_gives_errors_and_its_calls_are_still_paid(tmp_path, fake_server, db_url, monkeypatch):
+    from harness.traffic.pairwise import pairwise_report
+
+    n = 5
+    answers = {"cand": {i: answer(i, 6) for i in range(n)}}
+    store, result = _run(tmp_path, fake_server, db_url, monkeypatch, n, answers, {"mum": "mute"})
+    samples = list(store.samples(result.run_id))
+    assert all(s.error.startswith("pairwise: not judged: no readable verdict") and s.score == 0 for s in samples)
+    (r,) = pairwise_report(store, result.run_id).results
+    assert (r.n, r.errors, r.judge_requests) == (0, n, 2 * n) and r.judge_cost > 0

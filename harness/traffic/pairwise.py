@@ -132,6 +132,8 @@ def pairwise_report(store: Store, run_id: str | None = None, *, human: str | Pat
     pairs: dict[tuple[str, str], list[dict]] = {}  # (model, suite) -> pair rows
     unjudged: dict[tuple[str, str], int] = {}
     errors: dict[tuple[str, str], int] = {}
+    spent: dict[tuple[str, str], float] = {}  # judging cost per (model, suite)
+    asked: dict[tuple[str, str], int] = {}  # judge requests sent per (model, suite)
     per_judge_item: dict[tuple[str, str, str], str] = {}  # (suite, model, item) per judge below
     judges_seen: set[str] = set()
     for suite in suites:
@@ -140,22 +142,25 @@ def pairwise_report(store: Store, run_id: str | None = None, *, human: str | Pat
                 continue
             key = (s.model, suite)
             pairs.setdefault(key, [])
-            if s.error:
-                errors[key] = errors.get(key, 0) + 1
-                continue
             try:
                 detail = json.loads(s.extracted) if s.extracted else None
             except ValueError:
                 detail = None
-            if not isinstance(detail, dict) or MARK not in detail:
+            judged = isinstance(detail, dict) and MARK in detail
+            for r in detail.get("judges", []) if judged else ():  # every call is paid for, verdict or not
+                judges_seen.add(r["judge"])
+                report.judge_costs[r["judge"]] = report.judge_costs.get(r["judge"], 0.0) + float(r.get("cost") or 0)
+                spent[key] = spent.get(key, 0.0) + float(r.get("cost") or 0)
+                asked[key] = asked.get(key, 0) + int(r.get("requests") or 0)
+            if s.error:  # the candidate's request failed, or no comparison came back (stored as an error)
+                errors[key] = errors.get(key, 0) + 1
+                continue
+            if not judged:
                 unjudged[key] = unjudged.get(key, 0) + 1
                 continue
             rows = [r for r in detail.get("judges", []) if r.get("outcome")]
             if not rows:
                 unjudged[key] = unjudged.get(key, 0) + 1
-            for r in detail.get("judges", []):
-                judges_seen.add(r["judge"])
-                report.judge_costs[r["judge"]] = report.judge_costs.get(r["judge"], 0.0) + float(r.get("cost") or 0)
             diff = float(detail.get("len_candidate", 0)) - float(detail.get("len_incumbent", 0))
             for r in rows:
                 first = {"A": "win", "B": "loss", "TIE": "tie"}[r["ab"]]
@@ -192,8 +197,8 @@ def pairwise_report(store: Store, run_id: str | None = None, *, human: str | Pat
                 items=len(items),
                 unjudged=unjudged.get((model, suite), 0),
                 errors=errors.get((model, suite), 0),
-                judge_cost=sum(r["cost"] for r in rows),
-                judge_requests=sum(r["requests"] for r in rows),
+                judge_cost=spent.get((model, suite), 0.0),
+                judge_requests=asked.get((model, suite), 0),
             )
         )
     _bradley_terry(report, pairs, incumbent)
