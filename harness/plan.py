@@ -211,6 +211,7 @@ class Plan:
     webhook: str | None = None
     judges: tuple[ModelSpec, ...] = ()  # models that only grade (the `judge` grader), never answer
     routing: Routing = field(default_factory=Routing)  # `harness recommend`'s error-rate and latency limits
+    incumbent: str | None = None  # the model whose answers are the pairwise baseline (traffic suites)
 
     def fingerprint(self) -> str:
         """Identifies the plan's content (not its file name): a rerun of the same plan resumes."""
@@ -467,6 +468,11 @@ def _check_relations(plan: Plan, source: str) -> None:
                 f"{source}: suites.{s.name}: give limit (a fair sample of N items) or first "
                 f"(the first N items of the file), not both"
             )
+    if plan.incumbent is not None and plan.incumbent not in {m.name for m in plan.models}:
+        raise HarnessError(
+            f"{source}: incumbent: {plan.incumbent!r} is not one of the plan's models "
+            f"({', '.join(m.name for m in plan.models)}); name the model whose answers are the baseline"
+        )
     clash = {m.name for m in plan.models} & {j.name for j in plan.judges}
     if clash:
         raise HarnessError(f"{source}: {', '.join(sorted(clash))} is both a model and a judge; rename one")

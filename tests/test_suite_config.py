@@ -27,7 +27,7 @@ def make_suite(tmp_path: Path, config: str) -> Path:
 @pytest.mark.parametrize(
     "config, needle",
     [
-        (BASE + "grader_options: {}\n", "unknown key(s) grader_options (known: data, description,"),
+        (BASE + "grader_options: {}\n", "unknown key(s) grader_options (known: agent, data, description,"),
         (BASE.replace("template: prompt.j2\n", ""), "template: is required"),
         (BASE.replace("grader: {name: exact}\n", ""), "grader: is required"),
         (BASE.replace("template: prompt.j2", "template: [prompt.j2]"), "template: must be a valid string, got"),

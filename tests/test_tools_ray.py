@@ -11,7 +11,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.
 
 from support.tools import oracle, scripted_agent, tool_answerer  # noqa: E402
 
-from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
+from harness.engine.executors import RayOptions  # noqa: E402
+from harness.engine.runs import execute_plan  # noqa: E402
 from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402
 

@@ -10,7 +10,8 @@ from support.vision import seeing_responder
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (it is in the test extra)")
 
-from harness.engine.runs import RayOptions, execute_plan  # noqa: E402
+from harness.engine.executors import RayOptions  # noqa: E402
+from harness.engine.runs import execute_plan  # noqa: E402
 from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402
 

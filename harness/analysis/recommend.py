@@ -253,11 +253,14 @@ def recommend_suite(
     limits: Limits = Limits(),
     unpriced: frozenset[str] = frozenset(),
     excluded: dict[str, str] | None = None,
+    baseline: str | None = None,
 ) -> SuiteRecommendation:
     """The recommendation for one suite from its cells (one per model, at least one).
 
     `unpriced`: models the plan gave no price (cost unknown); `excluded`: model -> why it may not be
-    routed to at all (e.g. it misses the SLO under load), on top of the route's limits."""
+    routed to at all (e.g. it misses the SLO under load), on top of the route's limits. `baseline`
+    (pairwise suites): scores are win rates against this incumbent, so a model is compared with 0.5
+    (as good as the incumbent), not with the best, and the margin is one of win rate."""
     if not cells:
         raise ValueError("no results to recommend from")
     suite = cells[0].suite
@@ -304,6 +307,30 @@ def recommend_suite(
     )
     candidates = []
     for c in cells:
+        if baseline is not None and best is not None:  # against the incumbent: win rate vs 0.5 on its own items
+            groups = list(c.groups)
+            own = baseline.endswith(f"incumbent {c.model}")
+            ni = paired.noninferiority(
+                list(c.scores),
+                [0.5] * len(c.scores),
+                margin=margin,
+                alpha=alpha,
+                clusters=groups if clusters and any(groups) else None,
+            )
+            candidates.append(
+                Candidate(
+                    **fields[c.model],
+                    n_paired=c.n_items,
+                    diff=0.0 if own else ni.diff,
+                    lower=0.0 if own else ni.lower_bound,
+                    p_value=0.0 if own else ni.p_value,
+                    noninferior=own or bool(ni.noninferior),
+                    is_best=c is best,
+                    eligible=not why_not[c.model],
+                    rejected=why_not[c.model],
+                )
+            )
+            continue
         if c is best:
             candidates.append(
                 Candidate(
@@ -384,9 +411,19 @@ def recommend_suite(
         )
     out = []
     for x in candidates:
-        why = "" if x is chosen else _not_chosen_reason(x, chosen, best.model, basis, margin)
+        if x is not chosen and baseline is not None and x.eligible and not x.noninferior:
+            why = f"may lose to {baseline}: win rate possibly below {50 - 100 * margin:g}%"
+        else:
+            why = "" if x is chosen else _not_chosen_reason(x, chosen, best.model, basis, margin)
         out.append(x if x.rejected == why else _replace(x, rejected=why))
-    if chosen.is_best:
+    if baseline is not None:
+        reason = (
+            f"{chosen.model} is the incumbent and no cheaper model is shown not to lose to it"
+            if baseline.endswith(f"incumbent {chosen.model}")
+            else f"{chosen.model} is the cheapest model whose win rate against {baseline} is not "
+            f"below {50 - 100 * margin:g}% (one-sided alpha {alpha:g})"
+        )
+    elif chosen.is_best:
         cheaper = [x for x in out if _cost_key(x, basis) < _cost_key(chosen, basis)]
         if not chosen.cost_known:
             reason = f"{chosen.model} scores highest; its cost is unknown (no price in the plan)"
@@ -443,6 +480,9 @@ def recommend(
     # A model stopped for fatal errors (bad key, unknown model, unreachable) stored no samples: it is
     # still a model the user asked about, shown as unavailable with the server's reason.
     stopped = store.model_failures(run.id)
+    graders = {s.suite: s.grader for s in store.run_suites(run.id)}
+    named = (run.plan or {}).get("incumbent")
+    incumbent = f"the incumbent {named}" if named else "the logged incumbent"
     for s in summary.suites:
         cells = [c for c in summary.cells if c.suite == s.suite and c.n_items]
         if cells:
@@ -455,6 +495,7 @@ def recommend(
                 limits=limits.for_suite(s.suite),
                 unpriced=unpriced_models(run),
                 excluded=excluded,
+                baseline=incumbent if graders.get(s.suite) == "pairwise" else None,
             )
             out.append(_with_stopped_models(rec, stopped, prices))
     return Recommendation(run=run, margin=margin, alpha=alpha, suites=out, limits=limits)

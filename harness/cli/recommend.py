@@ -85,6 +85,13 @@ def parse_limits(values: tuple[str, ...], option: str, *, fraction: bool = False
 @click.option("--all", "show_all", is_flag=True, help="Also list every model considered for each suite.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (fields in README.md).")
 @click.option(
+    "--export",
+    "export",
+    type=click.Choice(["litellm"]),
+    default=None,
+    help="Print the routes as a LiteLLM proxy config (YAML) on stdout: per route a model group with fallbacks.",
+)
+@click.option(
     "--at",
     "at_level",
     metavar="LEVEL",
@@ -110,6 +117,7 @@ def recommend(
     at_level=None,
     load_run=None,
     slo=None,
+    export=None,
 ):
     """Per suite of RUN (default: the latest): the cheapest eligible model not significantly worse than the best.
 
@@ -143,6 +151,11 @@ def recommend(
             slo,
             lambda excluded: do_recommend(store, run, margin=margin, alpha=alpha, limits=limits, excluded=excluded),
         )
+    if export == "litellm":
+        from harness.traffic.litellm import router_yaml
+
+        click.echo(router_yaml(rec), nl=False)
+        return
     if as_json:
         doc = to_json(rec)
         if load is not None:

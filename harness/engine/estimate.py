@@ -6,7 +6,7 @@ import json
 
 import click
 
-from harness.engine.units import generation_for, prepare_suites
+from harness.engine.units import generation_for, prepare_suites, replayed_generation
 from harness.formatting import money
 from harness.plan import Plan
 from harness.providers.tokens import estimate_tokens
@@ -21,12 +21,16 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
     """
     suites = prepare_suites(plan, data_override=data_override)
     per_suite = {}
+    replayed: dict[str, list] = {}
     for p in suites:
         n_items = 0
         prompt_tokens = 0
         first = None
         images: list[tuple[int, int, str | None]] = []  # (width, height, detail) of every image sent
+        replayed[p.suite.name] = []
         for item in p.suite.items():
+            if p.suite.request_field:  # each logged request keeps its own max_tokens
+                replayed[p.suite.name].append(item)
             prompt = p.builder.build(item)
             if first is None:
                 first = prompt
@@ -65,7 +69,12 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
                 cost += model.price.cost(req * budget, req * turns * gen.max_tokens, batched=bool(model.batch))
                 continue
             requests += req
-            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
+            answer_tokens = req * gen.max_tokens
+            if replayed.get(p.suite.name):
+                answer_tokens = plan.samples * sum(
+                    replayed_generation(plan, model, p.suite, item, gen).max_tokens for item in replayed[p.suite.name]
+                )
+            cost += model.price.cost(prompt_tokens * plan.samples, answer_tokens, batched=bool(model.batch))
         shown_images = figures.get(model.name, {}).get("image_tokens")
         figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
         if shown_images:
@@ -92,4 +101,15 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
                 f"  {'':<24} incl. ≈{shown_images:,} image tokens ({rule_for(model.api_model)} rule, "
                 "estimated: the server's counts replace it)"
             )
+    from harness.graders import needs_of
+
+    pairwise = [p for p in suites if needs_of(p.suite.grader.name).incumbent]
+    if pairwise and plan.judges:
+        candidates = len([m for m in plan.models if m.name != plan.incumbent])
+        items = sum(per_suite[p.suite.name][0] for p in pairwise) * plan.samples
+        asks = items * candidates * 2  # both orders
+        click.echo(
+            f"  judges (pairwise, both orders): up to {asks:,} requests each ({items:,} items x {candidates} "
+            f"candidates x 2), not priced here; cached verdicts are not asked again"
+        )
     return figures

@@ -8,12 +8,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import Callable
 
 from harness.engine.pacing import AdaptiveLimiter, RateLimiter, backoff_delay, rate_limit_delay
 from harness.engine.units import PreparedSuite, WorkUnit, cache_key
 from harness.errors import HarnessError
 from harness.graders.grading import SuiteGrader
+from harness.graders.pairwise import NOT_JUDGED
 from harness.plan import ModelSpec, Plan
 from harness.providers import Provider, ProviderError, Request
 from harness.providers.reasoning import split_reasoning
@@ -108,6 +110,13 @@ class UnitRunner:
         for name, p in suites.items():
             if self.graders[name].needs.judge is not None:
                 self.graders[name].options["context"] = self._judge_context(p.suite)
+        from harness.engine.pairwise_run import PairwiseRun
+
+        self.pairwise = {
+            name: PairwiseRun(self, p.suite, self.graders[name].options)
+            for name, p in suites.items()
+            if self.graders[name].needs.incumbent
+        }
 
     def _judge_context(self, suite: Suite):
         """Lend the judge grader (running on a grading thread) the plan's models and the suite's templates."""
@@ -244,9 +253,13 @@ class UnitRunner:
         it is not stored, so that rerunning the plan once the cause is fixed asks it again.
         """
         state = self.models[unit.model]
+        self._loop = self._loop or asyncio.get_running_loop()
         agent = None
+        shared = self.pairwise.get(unit.suite)
         if unit.suite in self.agents:
             completion, attempts, fatal, agent = await self._agent_loop(state, unit, ticket)
+        elif shared is not None and unit.model == shared.incumbent:  # candidates' grades may have asked it already
+            completion, attempts, fatal = await shared.shared_request(unit, ticket)
         else:
             completion, attempts, fatal = await self._request(state, unit, ticket)
         state.note_outcome(completion, fatal)
@@ -288,7 +301,13 @@ class UnitRunner:
             grade = Grade.of(False, f"request failed: {completion.error}")
         else:
             grader = self.graders[unit.suite]
-            if grader.inline:
+            if unit.suite in self.pairwise:
+                context = self.pairwise[unit.suite].context(unit, self._loop)
+                with_context = partial(grader.with_context, context)
+                grade = await asyncio.get_running_loop().run_in_executor(
+                    self.grade_pool, with_context, answer, unit.item
+                )
+            elif grader.inline:
                 grade = grader(answer, unit.item)
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(
@@ -297,6 +316,9 @@ class UnitRunner:
         cost = state.spec.price.cost(
             completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
         )
+        error = completion.error
+        if not error and unit.suite in self.pairwise and grade.reason.startswith(NOT_JUDGED):
+            error = grade.reason  # no comparison was received: an error, counted and shown, not a loss
         record = SampleRecord(
             run_id=self.run_id,
             model=unit.model,
@@ -314,7 +336,7 @@ class UnitRunner:
             latency_s=completion.latency_s,
             ttft_s=completion.ttft_s,
             served_model=completion.served_model,
-            error=completion.error,
+            error=error,
             attempts=attempts,
             cost_usd=cost,
             score=grade.score,
@@ -329,7 +351,7 @@ class UnitRunner:
             transcript_json=json.dumps(agent.to_json(), ensure_ascii=False, default=str) if agent else None,
         )
         state.done += 1
-        if completion.error:
+        if error:
             state.errors += 1
         if completion.usage_estimated:
             state.estimated += 1

@@ -6,7 +6,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Container, Iterator
+from typing import Any, Container, Iterator
 
 from harness.graders.grading import check_needs
 from harness.plan import ModelSpec, Plan
@@ -53,6 +53,32 @@ def generation_for(plan: Plan, model: ModelSpec, suite: Suite) -> Generation:
     return Generation(**values)
 
 
+def replayed_generation(plan: Plan, model: ModelSpec, suite: Suite, item: Item, gen: Generation) -> Generation:
+    """A replayed request's own sampling settings, under whatever the plan or the model sets explicitly."""
+    if not suite.request_field:
+        return gen
+    request = item.fields.get(suite.request_field) or {}
+    from harness.traffic.request import replay_settings
+
+    own = replay_settings(request) if isinstance(request, dict) else {}
+    entry: dict[str, Any] = next((dict(ref.generation) for ref in plan.suites if ref.name == suite.name), {})
+    fixed = {**entry, **plan.generation, **model.generation}
+    values = asdict(gen)
+    for key, value in own.items():
+        if key in values and key not in fixed:
+            values[key] = value
+    stop = values.get("stop")
+    values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    try:
+        values["max_tokens"] = int(values["max_tokens"])
+        values["temperature"] = float(values["temperature"])
+    except (TypeError, ValueError):
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"suite '{suite.name}': item {item.id}: max_tokens/temperature are not numbers") from None
+    return Generation(**values)
+
+
 def in_shard(suite: str, item_id: str, shard: tuple[int, int] | None) -> bool:
     """Whether an item belongs to shard i of n: a stable hash, the same on every machine."""
     if shard is None or shard[1] <= 1:
@@ -80,7 +106,8 @@ def plan_units(
                 if done and (model.name, name, item.id, sample_index) in done:
                     continue
                 prompt = prompt or prepared.builder.build(item)
-                yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, gen)
+                item_gen = replayed_generation(plan, model, prepared.suite, item, gen)
+                yield WorkUnit(model.name, name, prepared.hash, item, sample_index, prompt, item_gen)
 
 
 def samples_per_model(plan: Plan, suites: list[PreparedSuite]) -> int | None:

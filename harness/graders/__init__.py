@@ -28,7 +28,18 @@ Grader = Callable[..., Grade]
 ENTRY_POINT_GROUP = "harness.graders"
 
 # Modules holding built-in graders, imported on first use; a new family (e.g. judge) is one more name.
-_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge", "vision", "tool_calls", "agent_state")
+_BUILTIN_MODULES = (
+    "exact",
+    "numeric",
+    "mcq",
+    "code",
+    "judge",
+    "vision",
+    "tool_calls",
+    "agent_state",
+    "label",
+    "pairwise",
+)
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,15 @@ class Needs:
     `judge`: the option naming the plan model(s) (a name or a list of names) that grade; a run
     checks they are in the plan and lends the grader a `context` (graders.judge.JudgeContext).
     `whole_item`: reads the item's fields beyond its reference (tests, choices, rubric fields).
+    `incumbent`: compares each answer with the incumbent's answer to the same item (logged, or the plan's
+    `incumbent:` model, whose request the run then shares); the run lends it a pairwise context.
     """
 
     inline: bool = False
     sandbox: bool = False
     judge: str | None = None
     whole_item: bool = False
+    incumbent: bool = False
 
 
 # A plugin function may carry its needs as an attribute of this name (else it needs nothing).

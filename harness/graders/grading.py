@@ -69,6 +69,10 @@ class SuiteGrader:
             options["agent"] = agent
         return self._call(self.name, self.fn, answer, item, options)
 
+    def with_context(self, context, answer: str, item: Item) -> Grade:
+        """Grade with a per-sample `context` option (the pairwise grader's judges and incumbent)."""
+        return self._call(self.name, self.fn, answer, item, {**self.options, "context": context})
+
 
 def _takes(fn, name: str) -> bool:
     import inspect
@@ -77,6 +81,10 @@ def _takes(fn, name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+    def with_context(self, context, answer: str, item: Item) -> Grade:
+        """Grade with a per-sample `context` option (the pairwise grader's judges and incumbent)."""
+        return self._call(self.name, self.fn, answer, item, {**self.options, "context": context})
 
 
 def grade_answer(suite: Suite, answer: str, item: Item) -> Grade:

@@ -19,6 +19,7 @@ from harness.formatting import money
 from harness.report import charts, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.report.tool_section import tool_context
+from harness.report.traffic_page import write_traffic_page
 from harness.store import Store
 from harness.store import reports as queries
 
@@ -349,6 +350,7 @@ def _build_run(
         weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
         load=_under_load(store, summary),
         tools=tool_context(summary, site, _chart_ctx),
+        traffic_href=write_traffic_page(store, r, site, run.id, _chart_ctx),
     )
     return summary
 

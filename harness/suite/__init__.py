@@ -104,6 +104,7 @@ class Suite:
     image_settings: ImageSettings = ImageSettings()
     tools: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `tools:` (see _TOOLS_KEYS)
     agent: Mapping[str, Any] = field(default_factory=dict)  # suite.yaml `agent:` (harness.engine.agent)
+    request_field: str | None = None  # items hold a whole logged chat request: replayed as is, no template
 
     # -- data ---------------------------------------------------------------------------
 
@@ -301,6 +302,8 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         raise yaml_error(str(config_path), exc) from None
     where = str(config_path)
     check_suite_file(raw, where)  # keys, types, required ones: one line naming the file and the field
+    if not raw.get("request_field") and "template" not in raw:
+        raise HarnessError(f"{where}: template: is required (or request_field, for items that are whole requests)")
     for tpl_key in ("template", "system"):
         if raw.get(tpl_key) and not (folder / str(raw[tpl_key])).is_file():
             raise HarnessError(f"{where}: {tpl_key} file {raw[tpl_key]} not found in {folder}")
@@ -340,7 +343,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         dir=folder,
         family=str(raw.get("family", "")),
         description=str(raw.get("description", "")).strip(),
-        template=raw["template"],
+        template=raw.get("template", ""),
         system=raw.get("system"),
         grader=GraderSpec(grader_raw["name"], dict(grader_raw.get("options") or {})),
         generation=generation,
@@ -369,6 +372,7 @@ def load_suite(ref: SuiteRef | str, *, data: str | None = None) -> Suite:
         ),
         tools=tools,
         agent=agent,
+        request_field=raw.get("request_field"),
     )
 
 

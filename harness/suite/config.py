@@ -52,7 +52,7 @@ class SuiteFile(TypedDict, total=False):
     group_field: str | None
     reference_field: str | None
     reference_response: str | None
-    template: Required[str]
+    template: str  # required unless request_field names whole logged requests (checked in load_suite)
     system: str | None
     fewshot: FewShotConfig | None
     grader: Required[GraderConfig]  # `grader: NAME` is read as {name: NAME}
@@ -61,6 +61,7 @@ class SuiteFile(TypedDict, total=False):
     images_field: str | None  # the item field naming its images (harness/suite/images.py)
     images: dict[str, Any] | None  # image settings: max_edge, detail, max_bytes, max_pixels, remote
     tools: dict[str, Any] | None  # which item fields carry the offered tools and the conversation (suite/tool_items.py)
+    request_field: str | None  # items hold a whole logged chat request, replayed as is (harness/traffic/)
     agent: dict[str, Any] | None  # the tool environment and loop limits of an agent suite (engine/agent.py)
 
 

@@ -197,6 +197,10 @@ class PromptBuilder:
     def __init__(self, suite: Suite):
         self.suite = suite
         env = self._env = template_environment(suite.dir)
+        if suite.request_field:  # replayed traffic: the item is the request, there is nothing to render
+            self._system = self._answer = self._reference = None
+            self._pool, self._system_text = [], None
+            return
         self._user = self._load(env, suite.template)
         self._system = self._load(env, suite.system) if suite.system else None
         self._answer = self._load(env, suite.fewshot.answer_template) if suite.fewshot.answer_template else None
@@ -250,6 +254,8 @@ class PromptBuilder:
         return pool[:k]
 
     def build(self, item: Item) -> Prompt:
+        if self.suite.request_field:
+            return self._replayed(item)
         try:
             with self._env.limits():
                 return self._build(item)
@@ -308,6 +314,17 @@ class PromptBuilder:
                 parts.append(TextPart(piece.strip()))
         parts.extend(img for n, img in enumerate(images, 1) if n not in placed)
         return tuple(parts)
+
+    def _replayed(self, item: Item) -> Prompt:
+        from harness.traffic.request import RequestError, prompt_from_openai
+
+        try:
+            return prompt_from_openai(item.fields.get(self.suite.request_field) or {})
+        except RequestError as exc:
+            raise HarnessError(
+                f"suite '{self.suite.name}': item {item.id}: its {self.suite.request_field} cannot be sent ({exc}); "
+                f"fix or drop the item in {self.suite.dir}"
+            ) from None
 
     def reference_response(self, item: Item) -> str:
         """A response that must grade correct (used by `harness suites validate`)."""

@@ -165,6 +165,7 @@ class FakeOpenAIServer:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._clients: set = set()  # open connections: a stopped server closes them, as a real one does
 
     def reseed(self, seed: int) -> None:
         """Restart the fault rolls from `seed` (tests set faults after the fixture built the server)."""
@@ -201,10 +202,13 @@ class FakeOpenAIServer:
 
             async def close():
                 self._server.close()
+                for client in list(self._clients):  # keep-alive clients (a gateway's pool) see the server go
+                    client.close()
 
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            self._server = None
 
     def __enter__(self):
         return self.start()
@@ -215,6 +219,7 @@ class FakeOpenAIServer:
     # -- HTTP -----------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             while True:
                 request_line = await reader.readline()
@@ -239,6 +244,7 @@ class FakeOpenAIServer:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
+            self._clients.discard(writer)
             try:
                 writer.close()
             except Exception:
