@@ -3,7 +3,6 @@
 with that model's server stopped, with the fallback."""
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -121,32 +120,18 @@ def _ask(url, route):
 
 @pytest.mark.slow
 def test_litellm_runs_the_exported_config_and_falls_back_when_the_route_model_is_down(tmp_path, monkeypatch, servers):
-    from support.servers import free_port, litellm_executable, stop, wait_until_up
+    from support.servers import start_litellm, stop
 
     from harness.analysis.recommend import recommend
     from harness.traffic.litellm import router_yaml
 
     store, _ = _traffic_run(tmp_path, monkeypatch, *servers)
     (tmp_path / "router.yaml").write_text(router_yaml(recommend(store)))
-    exe = litellm_executable()
-    port = free_port()
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_TELEMETRY": "False",
-        "LITELLM_MASTER_KEY": "sk-master",  # what the exported config reads its master key from
-    }
-    log = open(tmp_path / "proxy.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(tmp_path / "router.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
+    proc, url = start_litellm(
+        tmp_path / "router.yaml",
+        {"LITELLM_MASTER_KEY": "sk-master"},  # what the exported config reads its key from
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
-        url = f"http://127.0.0.1:{port}/v1"
         assert _ask(url, "summaries").endswith("from glm-cheap")
         servers[0].stop()  # the recommended model's server goes away: the route falls back
         assert _ask(url, "summaries").endswith("from qwen-mid")

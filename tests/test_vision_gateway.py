@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import yaml
-from support.servers import free_port, litellm_executable, stop, wait_until_up
+from support.servers import litellm_executable, start_litellm, stop
 from support.vision import REPO, request_images, seeing_responder, write_mmmu
 
 MASTER_KEY = "sk-harness-vision-gateway-0123456789"
@@ -23,7 +23,7 @@ MASTER_KEY = "sk-harness-vision-gateway-0123456789"
 def vision_gateway(tmp_path_factory):
     from support.fakeserver import FakeOpenAIServer, Faults, ServerState
 
-    exe = litellm_executable()
+    litellm_executable()  # skips, saying why, when .ci/run has not prepared LiteLLM's environment
     backend = FakeOpenAIServer(ServerState(responder=seeing_responder, faults=Faults()))
     backend.start()
     folder = tmp_path_factory.mktemp("litellm-vision")
@@ -38,22 +38,11 @@ def vision_gateway(tmp_path_factory):
         "general_settings": {"master_key": MASTER_KEY},
     }
     (folder / "cfg.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(folder / "proxy.log", "w")
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(folder / "cfg.yaml"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=folder,
-    )
+    proc, url = start_litellm(folder / "cfg.yaml")
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
-        yield f"http://127.0.0.1:{port}/v1", backend
+        yield url, backend
     finally:
         stop(proc)
-        log.close()
         backend.stop()
 
 

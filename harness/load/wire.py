@@ -441,6 +441,7 @@ class Endpoint:
         host, port = (self.proxy_host, self.proxy_port) if self.proxy else (self.host, self.port)
         where = f"{host}:{port}" + (" (the proxy)" if self.proxy else "")
         sock = None
+        handshaking = False  # a failure (or a timeout) once TCP is up is the TLS handshake's
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             family, kind, proto, _name, address = infos[0]
@@ -453,12 +454,13 @@ class Endpoint:
                 await self._tunnel(sock)
             if self.tls_context is None:
                 return Connection(sock)
+            handshaking = True
             return await self._handshake(sock)
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             if sock is not None:
                 sock.close()
-            tls = " (TLS)" if isinstance(exc, ssl.SSLError) else ""
-            raise WireError("connection", f"cannot connect to {where}{tls}: {exc or 'timed out'}") from None
+            tls = " (TLS)" if handshaking or isinstance(exc, ssl.SSLError) else ""
+            raise WireError("connection", f"cannot connect to {where}{tls}: {str(exc) or 'timed out'}") from None
 
     async def _tunnel(self, sock: socket.socket) -> None:
         """CONNECT through the proxy; the TLS handshake then runs inside the tunnel."""

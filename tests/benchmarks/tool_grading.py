@@ -21,6 +21,8 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
+from support.tools import first_accepted as _first  # noqa: E402
+
 
 def _java(v):
     if isinstance(v, bool):
@@ -38,20 +40,6 @@ def _java(v):
             + " }}"
         )
     return str(v)
-
-
-def _pick(value):
-    """One accepted value of a nested key: its list's first non-empty entry, or the value itself."""
-    return _first(value) if isinstance(value, list) and any(x != "" for x in value) else value
-
-
-def _first(accepted):
-    value = next(v for v in accepted if v != "")
-    if isinstance(value, dict):
-        return {k: _pick(v) for k, v in value.items() if v != [""]}
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return [{k: _pick(v) for k, v in d.items() if v != [""]} for d in value]
-    return value
 
 
 def write_answers(items, path: Path) -> None:

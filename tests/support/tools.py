@@ -91,7 +91,7 @@ def gold_calls(reference):
     calls = []
     for expected in reference:
         ((name, params),) = expected.items()
-        args = {k: _first(acc) for k, acc in params.items() if any(v != "" for v in acc)}
+        args = {k: first_accepted(acc) for k, acc in params.items() if any(v != "" for v in acc)}
         calls.append(ToolCall.parse(name, json.dumps(args, ensure_ascii=False)))
     return tuple(calls)
 
@@ -164,10 +164,10 @@ def agent_tasks() -> dict:
 
 def _pick(value):
     """One accepted value of a nested key: its list's first non-empty entry, or the value itself."""
-    return _first(value) if isinstance(value, list) and any(x != "" for x in value) else value
+    return first_accepted(value) if isinstance(value, list) and any(x != "" for x in value) else value
 
 
-def _first(accepted):
+def first_accepted(accepted):
     """The first accepted value, with BFCL's nested dicts (each key's accepted list) resolved the same way."""
     value = next(v for v in accepted if v != "")
     if isinstance(value, dict):
