@@ -39,6 +39,20 @@ def echo_responder(model: str, messages: list[dict]) -> str:
     return content.rsplit("\n", 1)[-1]
 
 
+def prompt_words(messages: list[dict]) -> list[str]:
+    """The fake's tokens of a prompt: the words of its messages' contents, in order."""
+    return [w for m in messages for w in str(m.get("content", "")).split()]
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass
 class Faults:
     latency_s: float = 0.0
@@ -66,6 +80,13 @@ class Faults:
     status_message: str = "request refused"  # that error body's message
     echo_auth: bool = False  # error bodies quote the request's Authorization header (a careless server)
     body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
+    # Report prompt-cache hits in usage: "openai" (prompt_tokens_details.cached_tokens) or "deepseek"
+    # (prompt_cache_hit_tokens / prompt_cache_miss_tokens). A hit is the longest run of leading prompt
+    # tokens (words here) shared with an earlier prompt to the same model, in whole `cache_block`s.
+    prompt_cache: str | None = None
+    cache_block: int = 1
+    # Refuse prompts of more tokens (words) than this with llama-cpp-python's 400 context_length_exceeded.
+    context_window: int | None = None
 
 
 TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
@@ -115,6 +136,7 @@ class ServerState:
     max_in_flight: int = 0  # the most chat requests being answered at once
     log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
     batch: BatchState = field(default_factory=BatchState)
+    prompts_seen: dict = field(default_factory=dict)  # model -> earlier prompts' token (word) lists
 
     def snapshot(self) -> dict:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
@@ -295,6 +317,19 @@ class FakeOpenAIServer:
             said = f" (you sent Authorization: {headers.get('authorization', '')})" if f.echo_auth else ""
             self._send(writer, f.status, {"error": {"message": f"{f.status_message}{said}", "type": "error"}})
             return True
+        if f.context_window is not None and len(prompt_words(messages)) > f.context_window:
+            # llama-cpp-python's server, word for word (its errors.py), streamed or not.
+            n, out = len(prompt_words(messages)), int(payload.get("max_tokens") or 16)
+            self._log(key, "context_length")
+            st.status_counts["context_length"] += 1
+            message = (
+                f"This model's maximum context length is {f.context_window} tokens. However, you requested "
+                f"{n + out} tokens ({n} in the messages, {out} in the completion). "
+                f"Please reduce the length of the messages or completion."
+            )
+            error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+            self._send(writer, 400, {"error": {**error, "code": "context_length_exceeded"}})
+            return True
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")
             st.status_counts["429"] += 1
@@ -361,6 +396,7 @@ class FakeOpenAIServer:
                 usage["completion_tokens"],
                 interrupted=bool(interrupted),
                 usage=f.stream_usage,
+                extra_usage={k: v for k, v in usage.items() if k.startswith("prompt_")},
             )
             return True
         if f.body is not None:
@@ -375,19 +411,26 @@ class FakeOpenAIServer:
         text = st.responder(model, messages)
         st.successes[prompt_key(model, messages)] += 1
         served = st.served_model(model) if st.served_model else model
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        words = prompt_words(messages)
+        prompt_tokens = len(words)
         completion_tokens = max(1, len(text.split()))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        if st.faults.prompt_cache:
+            seen = st.prompts_seen.setdefault(model, [])
+            shared = max((_common_prefix(words, earlier) for earlier in seen), default=0)
+            hit = shared - shared % max(1, st.faults.cache_block)
+            seen.append(words)
+            if st.faults.prompt_cache == "deepseek":
+                usage.update(prompt_cache_hit_tokens=hit, prompt_cache_miss_tokens=prompt_tokens - hit)
+            else:
+                usage["prompt_tokens_details"] = {"cached_tokens": hit}
         return {
             "id": f"chatcmpl-{st.requests}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": served,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": {**usage, "total_tokens": prompt_tokens + completion_tokens},
         }
 
     # -- Files and Batches API ----------------------------------------------------------
@@ -643,7 +686,16 @@ class FakeOpenAIServer:
             self.state.log.append((time.monotonic(), key, outcome))
 
     async def _stream(
-        self, writer, served, text, prompt_tokens, completion_tokens, *, interrupted: bool = False, usage: bool = True
+        self,
+        writer,
+        served,
+        text,
+        prompt_tokens,
+        completion_tokens,
+        *,
+        interrupted: bool = False,
+        usage: bool = True,
+        extra_usage: dict | None = None,
     ) -> None:
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -675,6 +727,7 @@ class FakeOpenAIServer:
                     **base,
                     "choices": [],
                     "usage": {
+                        **(extra_usage or {}),
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens,

@@ -130,7 +130,10 @@ class UnitRunner:
             if completion.error:
                 raise RuntimeError(f"judge request failed: {completion.error}")
             state.cost += state.spec.price.cost(
-                completion.prompt_tokens, completion.completion_tokens, at=datetime.now(timezone.utc)
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                at=datetime.now(timezone.utc),
+                cached_tokens=completion.cached_tokens,
             )
             return completion.text
 
@@ -255,7 +258,11 @@ class UnitRunner:
             else:
                 grade = await asyncio.get_running_loop().run_in_executor(self.grade_pool, grader, answer, unit.item)
         cost = state.spec.price.cost(
-            completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            batched=batched,
+            at=datetime.now(timezone.utc),
+            cached_tokens=completion.cached_tokens,
         )
         record = SampleRecord(
             run_id=self.run_id,
@@ -284,7 +291,7 @@ class UnitRunner:
             batched=batched,
             usage_estimated=completion.usage_estimated,
             tool_calls=completion.tool_calls,
-            cached_tokens=completion.cached_tokens or None,
+            cached_tokens=completion.cached_tokens,
         )
         state.done += 1
         if completion.error:

@@ -220,6 +220,7 @@ def _execute(
                         m.price.input,
                         m.price.output,
                         *(m.price.batch_rates() if m.batch else (None, None)),
+                        m.price.cached_input,
                     )
                     for m in plan.models
                 ],

@@ -29,6 +29,7 @@ from harness.errors import HarnessError, register_secret
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
 from harness.providers.chat_format import openai_prompt_fields
+from harness.providers.context_limit import context_length_message, is_context_length
 from harness.providers.openai_body import SHOWN_BODY_CHARS, StreamReader, completion_from_json
 from harness.records import Completion
 
@@ -260,6 +261,10 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
         if header and retry_after is None:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
+    if is_context_length(status, detail, _error_code(exc)):
+        # The item is over the model's window: the same request fails the same way every time, and the
+        # model's other items are fine, so it is neither retried nor counted towards stopping the model.
+        return ProviderError(context_length_message(f"HTTP {status}: {detail}"), retryable=False, status=status)
     retryable = status == 429 or status >= 500 or status == 408
     fatal = status in (401, 403, 404) or (
         status in (400, 422) and bool(_UNKNOWN_MODEL.search(detail) or _KEY_REFUSED.search(detail))
@@ -272,6 +277,13 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
         rate_limited=status == 429,
         fatal=fatal,
     )
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    err = body.get("error", body) if isinstance(body, dict) else None
+    code = err.get("code") or err.get("type") if isinstance(err, dict) else ""
+    return code if isinstance(code, str) else ""
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:

@@ -13,7 +13,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
+from harness.analysis.summary import RunSummary, cache_and_window_notes, estimate_mark, summarize_run
 from harness.records import money
 from harness.report import analysis, charts, pages, queries, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
@@ -329,6 +329,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         n_comparisons=analysis.n_comparisons(boards),
         alpha=analysis.ALPHA,
         ops=ops,
+        ops_notes=[n for o in summary.ops for n in cache_and_window_notes(o)],
         cell_ops=cell_ops,
         suite_names=suite_names,
         matrix=matrix,

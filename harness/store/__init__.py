@@ -125,6 +125,7 @@ class RunModelInfo:
     price_output: float
     batch_price_input: float | None = None  # per million tokens through a Batch API; None: not batched
     batch_price_output: float | None = None
+    price_cached_input: float | None = None  # per million cache-hit input tokens; None: none set
 
 
 @dataclass(frozen=True)
@@ -443,6 +444,7 @@ class Store:
                     r.price_output,
                     r.batch_price_input,
                     r.batch_price_output,
+                    r.price_cached_input,
                 )
                 for r in rows
             ]
