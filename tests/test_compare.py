@@ -376,6 +376,7 @@ EXPORT_FIELDS = [
     "usage_estimated",
     "tool_calls",
     "cached_tokens",
+    "item",
 ]
 
 

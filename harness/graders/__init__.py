@@ -25,7 +25,7 @@ Grader = Callable[..., Grade]
 ENTRY_POINT_GROUP = "harness.graders"
 
 # Modules holding built-in graders, imported on first use; a new family (e.g. judge) is one more name.
-_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge")
+_BUILTIN_MODULES = ("exact", "numeric", "mcq", "code", "judge", "needle")
 
 _builtins: dict[str, Grader] = {}
 _plugins: dict[str, Grader] = {}

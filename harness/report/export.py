@@ -37,6 +37,7 @@ COLUMNS = (
     "usage_estimated",
     "tool_calls",
     "cached_tokens",
+    "item",
 )
 
 
@@ -77,16 +78,19 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
     graders = {s.suite: s.grader for s in store.run_suites(run_id)}
     untimed = {m.model for m in store.run_models(run_id) if m.provider == "samples"}
     prompts: dict[str, dict[str, tuple[str, str]]] = {}
+    fields: dict[str, dict[str, dict]] = {}
     n = 0
     for r in store.samples(run_id):
         if r.suite_hash not in prompts:
             prompts[r.suite_hash] = store.prompts(r.suite_hash)
+            fields[r.suite_hash] = store.item_fields(r.suite_hash)
         messages_json, stored_reference = prompts[r.suite_hash].get(r.item_id, (None, ""))
         computed = {
             "run": r.run_id,
             "prompt": _prompt(messages_json),
             "tool_calls": _tool_calls(r.tool_calls),
             "reference": shown_reference(graders.get(r.suite, ""), stored_reference or ""),
+            "item": fields[r.suite_hash].get(r.item_id, {}),  # the item's own fields ({} if stored without)
         }
         if r.model in untimed:
             computed["latency_s"] = computed["ttft_s"] = None
@@ -97,6 +101,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
                     **row,
                     "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False),
                     "tool_calls": json.dumps(row["tool_calls"], ensure_ascii=False) if row["tool_calls"] else "",
+                    "item": json.dumps(row["item"], ensure_ascii=False) if row["item"] else "",
                 }
             )
         else:

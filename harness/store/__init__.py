@@ -350,13 +350,14 @@ class Store:
             else set()
         )
         new = {}
-        for item_id, messages_json, reference in items:
+        for item_id, messages_json, reference, *fields_json in items:  # fields_json: optional 4th value
             if item_id not in have and item_id not in new:
                 new[item_id] = {
                     "suite_hash": suite_hash,
                     "item_id": item_id,
                     "messages_json": messages_json,
                     "reference": reference,
+                    "fields_json": fields_json[0] if fields_json else None,
                 }
         if new:
             rows = list(new.values())
@@ -479,6 +480,12 @@ class Store:
             if item_ids is not None:
                 q = q.where(PromptRow.item_id.in_(list(item_ids)))
             return {r[0]: (r[1], r[2]) for r in s.execute(q)}
+
+    def item_fields(self, suite_hash: str) -> dict[str, dict]:
+        """item_id -> the item's fields as stored with its prompt ({} for prompts stored without them)."""
+        with Session(self.engine) as s:
+            q = select(PromptRow.item_id, PromptRow.fields_json).where(PromptRow.suite_hash == suite_hash)
+            return {r[0]: json.loads(r[1]) if r[1] else {} for r in s.execute(q)}
 
     def count_samples(self, run_id: str) -> int:
         with Session(self.engine) as s:

@@ -73,6 +73,8 @@ class PromptRow(Base):
     item_id: Mapped[str] = mapped_column(String(300))
     messages_json: Mapped[str] = mapped_column(Text)
     reference: Mapped[str] = mapped_column(Text, default="")
+    # The item's own fields as JSON (a needle item's length and depth...), for export; NULL in older rows.
+    fields_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("suite_hash", "item_id"),)
 
 
