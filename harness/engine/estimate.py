@@ -10,41 +10,108 @@ from harness.providers.tokens import estimate_tokens
 from harness.records import money
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    """Characters at the start of `a` that `b` begins with too."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # binary search on the first differing character: C-speed slices, not a Python loop
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def estimate_suites(plan: Plan, *, data_override: dict[str, str] | None = None) -> list[dict]:
+    """Per suite: items, estimated prompt tokens, the tokens a prompt cache could serve (each prompt's
+    start shared with the previous or the first prompt), the first prompt, and the same per item
+    `length` when the items carry one (needle suites)."""
+    suites = prepare_suites(plan, data_override=data_override)
+    out = []
+    for p in suites:
+        n_items = prompt_tokens = cached_tokens = 0
+        first = None
+        first_text = previous = ""
+        by_length: dict[int, list[int]] = {}
+        for item in p.suite.items():
+            prompt = p.builder.build(item)
+            text = prompt.text
+            tokens = estimate_tokens(text)
+            if first is None:
+                first, first_text = prompt, text
+            else:
+                shared = max(_shared_prefix(text, previous), _shared_prefix(text, first_text))
+                cached_tokens += min(tokens, estimate_tokens(text[:shared]) if shared else 0)
+            previous = text
+            n_items += 1
+            prompt_tokens += tokens
+            length = item.fields.get("length") if isinstance(item.fields, dict) else None
+            if isinstance(length, int) and not isinstance(length, bool):
+                row = by_length.setdefault(length, [0, 0])
+                row[0] += 1
+                row[1] += tokens
+        out.append(
+            dict(
+                prepared=p,
+                items=n_items,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=cached_tokens,
+                first=first,
+                by_length=by_length,
+            )
+        )
+    return out
+
+
+def plan_costs(plan: Plan, per_suite: list[dict]) -> dict[str, dict]:
+    """model -> requests and estimated cost (completions at max_tokens), with cache hits where priced."""
+    figures = {}
+    for model in plan.models:
+        requests = 0
+        cost = cached_cost = 0.0
+        for s in per_suite:
+            gen = generation_for(plan, model, s["prepared"].suite)
+            req = s["items"] * plan.samples
+            requests += req
+            out_tokens = req * gen.max_tokens
+            prompt = s["prompt_tokens"] * plan.samples
+            batched = bool(model.batch)
+            cost += model.price.cost(prompt, out_tokens, batched=batched)
+            # Later samples of an item repeat its whole prompt: a cache could serve all of it.
+            cached = s["cached_tokens"] + (plan.samples - 1) * s["prompt_tokens"]
+            cached_cost += model.price.cost(prompt, out_tokens, batched=batched, cached_tokens=cached)
+        figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
+        if model.price.cached_input is not None:
+            figures[model.name]["estimated_cached_cost_usd"] = cached_cost
+    return figures
+
+
 def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
     """Print each suite's first prompt, request counts and an estimated cost per model; return the figures.
 
     Tokens are estimated from the prompt text (about 4 characters a token, 1.5 for Chinese);
     completions are assumed to use their full max_tokens, so the estimate is an upper bound.
     """
-    suites = prepare_suites(plan, data_override=data_override)
-    per_suite = {}
-    for p in suites:
-        n_items = 0
-        prompt_tokens = 0
-        first = None
-        for item in p.suite.items():
-            prompt = p.builder.build(item)
-            if first is None:
-                first = prompt
-            n_items += 1
-            prompt_tokens += estimate_tokens(prompt.text)
-        per_suite[p.suite.name] = (n_items, prompt_tokens, first)
-        click.echo(f"=== suite {p.suite.name}: {n_items} items x {plan.samples} samples, hash {p.hash}")
+    per_suite = estimate_suites(plan, data_override=data_override)
+    for s in per_suite:
+        p, first = s["prepared"], s["first"]
+        click.echo(f"=== suite {p.suite.name}: {s['items']} items x {plan.samples} samples, hash {p.hash}")
         if first is not None:
             for m in first.messages:
-                click.echo(f"--- {m.role}\n{m.text}")
-    figures = {}
+                text = (
+                    m.text
+                    if len(m.text) <= 4000
+                    else m.text[:2000] + f"\n[... {len(m.text) - 4000:,} characters ...]\n" + m.text[-2000:]
+                )
+                click.echo(f"--- {m.role}\n{text}")
+    figures = plan_costs(plan, per_suite)
     click.echo("\nrequests and estimated cost (completions at max_tokens: an upper bound)")
     for model in plan.models:
-        requests = 0
-        cost = 0.0
-        for p in suites:
-            n_items, prompt_tokens, _ = per_suite[p.suite.name]
-            gen = generation_for(plan, model, p.suite)
-            req = n_items * plan.samples
-            requests += req
-            cost += model.price.cost(prompt_tokens * plan.samples, req * gen.max_tokens, batched=bool(model.batch))
-        figures[model.name] = {"requests": requests, "estimated_cost_usd": cost}
+        requests = figures[model.name]["requests"]
+        cost = figures[model.name]["estimated_cost_usd"]
         how = ""
         if model.batch:
             from harness.engine.batch import limits_for
@@ -61,5 +128,32 @@ def dry_run(plan: Plan, *, data_override: dict[str, str] | None = None) -> dict:
             off_cost = cost * (1 - off.discount)
             figures[model.name]["estimated_off_peak_cost_usd"] = off_cost
             how = f" at the list price; ~{money(off_cost)} off-peak ({off.hours} UTC, {off.discount:.0%} off)"
+        if "estimated_cached_cost_usd" in figures[model.name]:
+            how += (
+                f"; ~{money(figures[model.name]['estimated_cached_cost_usd'])} if the server caches the prompts' "
+                f"shared starts (cached input at ${model.price.cached_input:g}/M)"
+            )
         click.echo(f"  {model.name:<24} {requests:>7} requests   ~{money(cost)}{how}")
+    _print_lengths(plan, per_suite)
     return figures
+
+
+def _print_lengths(plan: Plan, per_suite: list[dict]) -> None:
+    """Suites whose items carry a `length` (needle suites): tokens and cost per length and model."""
+    for s in per_suite:
+        if not s["by_length"]:
+            continue
+        suite = s["prepared"].suite
+        click.echo(f"\nsuite {suite.name} by prompt length (estimated tokens; completions at max_tokens)")
+        for length in sorted(s["by_length"]):
+            n, tokens = s["by_length"][length]
+            costs = []
+            for model in plan.models:
+                gen = generation_for(plan, model, suite)
+                c = model.price.cost(
+                    tokens * plan.samples, n * plan.samples * gen.max_tokens, batched=bool(model.batch)
+                )
+                costs.append(f"{model.name} ~{money(c)}")
+            click.echo(
+                f"  {length:>9,} tokens: {n:>4} items, ~{tokens * plan.samples:,} input tokens   " + ", ".join(costs)
+            )

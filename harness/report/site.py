@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.analysis.summary import RunSummary, cache_and_window_notes, estimate_mark, summarize_run
 from harness.records import money
-from harness.report import analysis, charts, pages, queries, weekly
+from harness.report import analysis, charts, long_context, pages, queries, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.store import Store
 
@@ -339,6 +339,7 @@ def _build_run(store: Store, r: Renderer, site: Path, run_id: str, cache: dict |
         models=summary.models,
         weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
         load=_under_load(store, summary),
+        long_context=long_context.section(store, summary, site, _chart_ctx),
     )
     return summary
 
