@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_report_browser import _check_page, _screenshot_dir, browser  # noqa: F401 - the Chromium fixture
 
 from harness.analysis import long_context as lc
 from harness.analysis.summary import summarize_run
@@ -169,7 +170,9 @@ def test_several_needles_score_the_share_recalled():
 def test_effective_length_by_hand():
     rows = [(1024, 0.0, 1.0, False)] * 10 + [(2048, 0.0, 0.95, False)] * 10 + [(4096, 0.0, 0.5, False)] * 10
     eff = lc.effective_length(rows, drop=0.10)
-    assert eff.value == 2048 and eff.baseline == 1.0 and eff.by_length == pytest.approx({1024: 1.0, 2048: 0.95, 4096: 0.5})
+    assert (
+        eff.value == 2048 and eff.baseline == 1.0 and eff.by_length == pytest.approx({1024: 1.0, 2048: 0.95, 4096: 0.5})
+    )
     assert eff.lo == 2048 and eff.hi == 2048  # no item varies: the interval is the point
     # Over-window items score 0: a model cannot reach a length it refuses.
     refused = [(1024, 0.0, 1.0, False)] * 5 + [(8192, 0.0, 0.0, True)] * 5
@@ -276,3 +279,27 @@ def test_dry_run_shows_tokens_and_cost_per_length_and_confirm_above_refuses(need
     )
     assert isinstance(refused.exception, HarnessError) and "exceeds --confirm-above" in str(refused.exception)
     assert fake_server.state.requests == before  # nothing sent
+
+
+def test_the_long_context_section_in_headless_chromium(needle_run, browser, tmp_path):  # noqa: F811
+    result, store, _, _ = needle_run
+    from harness.report import write_report
+
+    index = write_report(store, [result.run_id], tmp_path / "site")
+    page = tmp_path / "site" / run_dir(result.run_id) / "index.html"
+    state = _check_page(browser, page)
+    assert "Long context" in state["text"] and "Effective length: 2k tokens" in state["text"]
+    # accuracy, cost-vs-accuracy, latency; the heatmap; TTFT is not measured (not streamed); cost by length.
+    assert len(state["images"]) == 5
+    geometry = browser.js(
+        """const h = document.getElementById('long-context');
+        h.scrollIntoView();
+        const r = h.getBoundingClientRect();
+        const imgs = Array.from(document.querySelectorAll('#long-context ~ figure img, #long-context ~ .charts img'));
+        return {top: r.top, widths: imgs.map(i => i.getBoundingClientRect().width),
+                overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth};"""
+    )
+    assert not geometry["overflow"] and all(w > 200 for w in geometry["widths"])
+    shots = _screenshot_dir(tmp_path)
+    browser.screenshot(shots / "long-context.png")
+    assert (shots / "long-context.png").read_bytes().startswith(b"\x89PNG") and index.exists()

@@ -132,7 +132,7 @@ def heatmap(model: str, suite: str, cells: list[lc.Cell]) -> charts.Chart:
 
     lengths = sorted({c.length for c in cells})
     depths = sorted({c.depth for c in cells})
-    fig = charts._figure(1.6 + 0.62 * len(depths), 1.2 + 0.42 * len(lengths))
+    fig = charts._figure(max(3.6, 1.6 + 0.62 * len(depths)), 1.2 + 0.42 * len(lengths))
     ax = fig.add_subplot()
     cmap = _cmap()
     for c in cells:
@@ -148,7 +148,7 @@ def heatmap(model: str, suite: str, cells: list[lc.Cell]) -> charts.Chart:
     ax.set_ylim(-0.5, len(lengths) - 0.5)
     ax.set_xticks(range(len(depths)), [f"{d:g}%" for d in depths], fontsize=8)
     ax.set_yticks(range(len(lengths)), [_tokens(n) for n in lengths], fontsize=8)
-    ax.set_xlabel("needle depth (share of the document before it)")
+    ax.set_xlabel("needle depth (% of the document before it)", fontsize=8)
     ax.set_ylabel("prompt tokens")
     ax.set_title(charts._label(f"{model} · {suite}", 60), fontsize=9)
     alt = f"{model} on {suite}: recall (%) by prompt length and needle depth; grey cells are over the window"
