@@ -303,3 +303,30 @@ def test_the_long_context_section_in_headless_chromium(needle_run, browser, tmp_
     shots = _screenshot_dir(tmp_path)
     browser.screenshot(shots / "long-context.png")
     assert (shots / "long-context.png").read_bytes().startswith(b"\x89PNG") and index.exists()
+
+
+@pytest.mark.parametrize(
+    "status, message, code, expected",
+    [
+        (400, "This model's maximum context length is 8192 tokens. However, you requested 9300 tokens", "", True),
+        (400, "the request exceeds the available context size, try increasing it", "exceed_context_size_error", True),
+        (400, "The input (9000 tokens) is longer than the model's context length (8192 tokens).", "", True),
+        (400, "prompt is too long: 210000 tokens > 200000 maximum", "", True),
+        (400, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096", "", True),
+        (400, "whatever", "context_length_exceeded", True),
+        (None, "llama.cpp: Requested tokens (9000) exceed context window of 8192", "", True),
+        (400, "The model `gpt-9` does not exist", "model_not_found", False),
+        (500, "maximum context length is 8192", "", False),  # a 5xx is the server's failure, retried
+        (400, "temperature must be at most 2", "", False),
+    ],
+)
+def test_over_window_refusals_in_each_servers_words(status, message, code, expected):
+    from harness.providers.context_limit import is_context_length
+
+    assert is_context_length(status, message, code) is expected
+
+
+def test_the_reference_answers_pass_the_grader(tmp_path):
+    made = make(tmp_path, langs=("en", "zh"), needles=(1, 3), distractors=1, lengths=(1024,), depths=(0.0, 100.0))
+    out = CliRunner().invoke(cli, ["suites", "validate", str(made.path)])
+    assert out.exit_code == 0 and "8/8 reference answers graded correct" in out.output, out.output

@@ -346,6 +346,7 @@ def make_needle_suite(out: Path, options: NeedleOptions, counter: TokenCounter) 
         "id_field": "id",
         "group_field": "group",
         "reference_field": "answer",
+        "reference_response": "{{ answer }}",
         "template": "prompt.j2",
         "grader": {"name": "needle", "options": {}},
         "generation": {"max_tokens": 16 + 16 * max(options.needles), "temperature": 0.0},
