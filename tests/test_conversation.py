@@ -62,7 +62,7 @@ def test_a_rich_prompt_round_trips_without_image_bytes():
     assert back.messages[2].tool_calls[0].arguments == {"city": "Paris"}
     assert back.messages[3].tool_call_id == "call_1"
     assert back.messages[1].images[0].source == "a.png"
-    assert back.text == prompt.text == "You help.\n\nWhat is in this chart?\n\n\n\n{\"temp\": 21}"
+    assert back.text == prompt.text == 'You help.\n\nWhat is in this chart?\n\n\n\n{"temp": 21}'
 
 
 def test_the_wire_form_is_openais():
@@ -149,7 +149,10 @@ def test_streamed_calls_interleave_by_index_and_arguments_arrive_in_pieces():
     ):
         reader.feed_line(line)
     completion = reader.completion(0.2, None)
-    assert [(c.id, c.name, c.arguments) for c in completion.tool_calls] == [("c0", "a", {"x": 1}), ("c1", "b", {"y": 2})]
+    assert [(c.id, c.name, c.arguments) for c in completion.tool_calls] == [
+        ("c0", "a", {"x": 1}),
+        ("c1", "b", {"y": 2}),
+    ]
     assert completion.completion_tokens > 0  # no usage: the calls are counted in the estimate
 
 
@@ -157,7 +160,9 @@ def test_a_server_that_repeats_id_and_name_in_every_delta_gets_them_once():
     # llama.cpp's server sends the id and the whole name with every piece of the arguments.
     deltas = ToolCallDeltas()
     for piece in ['{"city"', ': "Pa', 'ris"}']:
-        deltas.feed({"tool_calls": [{"index": 0, "id": "call_x", "function": {"name": "get_weather", "arguments": piece}}]})
+        deltas.feed(
+            {"tool_calls": [{"index": 0, "id": "call_x", "function": {"name": "get_weather", "arguments": piece}}]}
+        )
     (call,) = deltas.result()
     assert (call.id, call.name, call.arguments) == ("call_x", "get_weather", {"city": "Paris"})
 
