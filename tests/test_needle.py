@@ -215,7 +215,8 @@ def needle_run(tmp_path, fake_server, db_url):
     fake_server.state.responder = needle_oracle(forget_above_words=words[2048] + 10)
     fake_server.state.faults.context_window = (words[4096] + words[8192]) // 2  # the 8k items are over it
     plan = tmp_path / "plan.yaml"
-    model = {"provider": "openai", "base_url": fake_server.base_url, "model": "m", "concurrency": 2}
+    # Streamed: TTFT is measured, so the report's TTFT-against-length chart has points.
+    model = {"provider": "openai", "base_url": fake_server.base_url, "model": "m", "concurrency": 2, "stream": True}
     plan.write_text(
         yaml.safe_dump(
             {
@@ -289,8 +290,8 @@ def test_the_long_context_section_in_headless_chromium(needle_run, browser, tmp_
     page = tmp_path / "site" / run_dir(result.run_id) / "index.html"
     state = _check_page(browser, page)
     assert "Long context" in state["text"] and "Effective length: 2k tokens" in state["text"]
-    # accuracy, cost-vs-accuracy, latency; the heatmap; TTFT is not measured (not streamed); cost by length.
-    assert len(state["images"]) == 5
+    # accuracy, cost-vs-accuracy, latency; the heatmap; TTFT and cost against prompt length.
+    assert len(state["images"]) == 6
     geometry = browser.js(
         """const h = document.getElementById('long-context');
         h.scrollIntoView();

@@ -121,8 +121,9 @@ def section(store: Store, summary, site: Path, chart_ctx) -> dict | None:
 def _effective_text(eff: lc.EffectiveLength) -> str:
     if eff.value is None:
         return "none: not even the shortest length was recalled"
-    lo = "—" if eff.lo is None else _tokens(eff.lo)
-    hi = "—" if eff.hi is None else _tokens(eff.hi)
+    # An end of None: in some resamples not even the shortest length held up.
+    lo = "none" if eff.lo is None else _tokens(eff.lo)
+    hi = "none" if eff.hi is None else _tokens(eff.hi)
     return f"{_tokens(eff.value)} tokens (95% interval {lo} – {hi}; short-context score {100 * eff.baseline:.0f}%)"
 
 
@@ -144,6 +145,11 @@ def heatmap(model: str, suite: str, cells: list[lc.Cell]) -> charts.Chart:
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=cmap(c.mean), edgecolor="white"))
         label = f"{100 * c.mean:.0f}" + ("*" if c.over_window else "")
         ax.text(x, y, label, ha="center", va="center", fontsize=8, color="white" if c.mean < 0.55 else "#111111")
+    measured = {(c.length, c.depth) for c in cells}
+    for y, length in enumerate(lengths):
+        for x, depth in enumerate(depths):
+            if (length, depth) not in measured:  # no sample stored (a run stopped early, or --limit)
+                ax.text(x, y, "—", ha="center", va="center", fontsize=9, color="#777777")
     ax.set_xlim(-0.5, len(depths) - 0.5)
     ax.set_ylim(-0.5, len(lengths) - 0.5)
     ax.set_xticks(range(len(depths)), [f"{d:g}%" for d in depths], fontsize=8)
