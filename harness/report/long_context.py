@@ -11,34 +11,40 @@ from harness.analysis import long_context as lc
 from harness.records import CONTEXT_LENGTH, error_class, money
 from harness.report import charts
 from harness.store import Store
+from harness.suite.needle import LONG_CONTEXT_FAMILY
 
 
 def needle_rows(store: Store, summary) -> dict:
-    """model -> suite -> [(length, depth, item score, over the window)] and the samples' (prompt tokens,
-    TTFT, cost) for every suite whose items carry numeric `length` and `depth` fields."""
+    """model -> suite -> [(length, depth, item score, over the window)] and the samples' (length, prompt
+    tokens, TTFT, cost, estimated) for the long-context suites' items that carry numeric `length` and `depth`."""
     rows: dict = defaultdict(lambda: defaultdict(list))
     points: dict = defaultdict(list)
-    fields_by_hash: dict[str, dict] = {}
-    for suite in summary.suites:
-        fields_by_hash.setdefault(suite.suite_hash, store.item_fields(suite.suite_hash))
+    # Only long-context suites are read again (a 100k-sample run of other suites pays nothing here).
+    wanted = [s for s in summary.suites if s.family == LONG_CONTEXT_FAMILY or s.grader == "needle"]
+    fields_by_hash = {s.suite_hash: store.item_fields(s.suite_hash) for s in wanted}
     per_item: dict = defaultdict(list)
-    for s in store.samples(summary.run.id):
-        fields = fields_by_hash.get(s.suite_hash)
-        if fields is None:
-            fields_by_hash[s.suite_hash] = fields = store.item_fields(s.suite_hash)
-        f = fields.get(s.item_id) or {}
-        if not (_number(f.get("length")) and _number(f.get("depth"))):
-            continue
-        refused = error_class(s.error) == CONTEXT_LENGTH
-        per_item[(s.model, s.suite, s.item_id)].append((int(f["length"]), float(f["depth"]), s.score, refused))
-        if not s.error and not s.batched:
-            points[s.model].append((int(f["length"]), s.prompt_tokens, s.ttft_s, s.cost_usd, s.usage_estimated))
+    for suite in wanted:
+        for s in store.samples(summary.run.id, suite=suite.suite):
+            if s.suite_hash not in fields_by_hash:  # samples stored under another content of the suite
+                fields_by_hash[s.suite_hash] = store.item_fields(s.suite_hash)
+            _file_sample(s, fields_by_hash[s.suite_hash], per_item, points)
     for (model, suite, _), samples in per_item.items():
         length, depth = samples[0][0], samples[0][1]
         refused = all(x[3] for x in samples)
         score = sum(x[2] for x in samples) / len(samples)
         rows[model][suite].append((length, depth, score, refused))
     return {"rows": rows, "points": points}
+
+
+def _file_sample(s, fields: dict, per_item: dict, points: dict) -> None:
+    """File one sample under its item (length, depth, score, over the window) and its request's figures."""
+    f = fields.get(s.item_id) or {}
+    if not (_number(f.get("length")) and _number(f.get("depth"))):
+        return
+    refused = error_class(s.error) == CONTEXT_LENGTH
+    per_item[(s.model, s.suite, s.item_id)].append((int(f["length"]), float(f["depth"]), s.score, refused))
+    if not s.error and not s.batched:
+        points[s.model].append((int(f["length"]), s.prompt_tokens, s.ttft_s, s.cost_usd, s.usage_estimated))
 
 
 def _number(x) -> bool:

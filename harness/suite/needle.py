@@ -22,6 +22,7 @@ from harness.suite import haystack as hay
 from harness.suite.token_counter import TokenCounter
 
 LANGS = ("en", "zh")
+LONG_CONTEXT_FAMILY = "long-context"  # the family of generated suites: the report draws their grid
 _COLOURS = {
     "en": ("red", "blue", "green", "yellow", "purple", "orange", "silver", "black", "white", "brown", "grey", "pink"),
     "zh": ("红色", "蓝色", "绿色", "黄色", "紫色", "橙色", "银色", "黑色", "白色", "棕色", "灰色", "粉色"),
@@ -340,7 +341,7 @@ def make_needle_suite(out: Path, options: NeedleOptions, counter: TokenCounter) 
             f"Needle in a haystack ({', '.join(options.langs)}; {source}): codes hidden at known depths in "
             f"prompts of known length, graded by exact recall. Token counts: {counter.name}."
         ),
-        "family": "long-context",
+        "family": LONG_CONTEXT_FAMILY,
         "version": 1,
         "data": "items.jsonl",
         "id_field": "id",
