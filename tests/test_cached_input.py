@@ -149,3 +149,14 @@ def test_an_older_database_gets_the_cached_price_column(tmp_path):
 
     store = Store(f"sqlite:///{db}")
     assert "price_cached_input" in {c["name"] for c in inspect(store.engine).get_columns("run_models")}
+
+
+def test_dry_run_shows_the_estimate_with_cache_hits(tmp_path, fake_server, db_url):
+    plan = fewshot_plan(tmp_path, fake_server, "dry", PRICE)
+    out = CliRunner().invoke(cli, ["run", str(plan), "--dry-run", "--db", db_url])
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if ln.strip().startswith("m "))
+    listed, cached = (float(part.split("~$")[1].split()[0]) for part in line.split(";"))
+    # Six 3-shot prompts share their shots: five of them could be mostly cache hits at a quarter of the price.
+    assert cached < 0.75 * listed and "if the server caches the prompts' shared starts" in line
+    assert fake_server.state.requests == 0
