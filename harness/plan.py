@@ -106,6 +106,8 @@ class Price:
     batch_input: NonNegativeFloat | None = None
     batch_output: NonNegativeFloat | None = None
     off_peak: OffPeak | None = None  # online requests in these hours pay less (no batch API needed)
+    # Input tokens the server read from its prompt cache (a repeated prefix); None: billed as `input`.
+    cached_input: NonNegativeFloat | None = None
 
     def batch_rates(self) -> tuple[float, float]:
         """What a batched request pays per million input and output tokens."""
@@ -114,14 +116,33 @@ class Price:
         rate_out = self.output * keep if self.batch_output is None else self.batch_output
         return rate_in, rate_out
 
+    def cached_rate(self, batched: bool = False) -> float:
+        """What a cache-hit input token pays per million: `cached_input`, scaled as the input price is
+        when batched (a batch discount applies to cached tokens too); `input`'s rate when not set."""
+        if self.cached_input is None:
+            return self.batch_rates()[0] if batched else self.input
+        if not batched:
+            return self.cached_input
+        rate_in = self.batch_rates()[0]
+        return self.cached_input * (rate_in / self.input) if self.input else min(self.cached_input, rate_in)
+
     def cost(
-        self, prompt_tokens: int, completion_tokens: int, batched: bool = False, at: datetime | None = None
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        batched: bool = False,
+        at: datetime | None = None,
+        cached_tokens: int | None = None,
     ) -> float:
-        """The price of one request; `at`: when it was answered (off-peak hours apply to online requests)."""
+        """The price of one request: (prompt - cached)·input + cached·cached_input + completion·output, per
+        million; `at`: when it was answered (off-peak hours apply to online requests)."""
         rate_in, rate_out = self.batch_rates() if batched else (self.input, self.output)
+        rate_cached = self.cached_rate(batched)
         if not batched and at is not None and self.off_peak is not None and self.off_peak.covers(at):
-            rate_in, rate_out = rate_in * (1 - self.off_peak.discount), rate_out * (1 - self.off_peak.discount)
-        return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
+            keep = 1 - self.off_peak.discount
+            rate_in, rate_out, rate_cached = rate_in * keep, rate_out * keep, rate_cached * keep
+        cached = min(max(cached_tokens or 0, 0), prompt_tokens)
+        return ((prompt_tokens - cached) * rate_in + cached * rate_cached + completion_tokens * rate_out) / 1e6
 
 
 @dataclass(frozen=True)
@@ -599,7 +620,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             model.pop("batch", None)
         if model.get("priced", True):
             model.pop("priced", None)
-        for key in ("batch_discount", "batch_input", "batch_output", "off_peak"):
+        for key in ("batch_discount", "batch_input", "batch_output", "off_peak", "cached_input"):
             if model["price"].get(key) is None:
                 model["price"].pop(key, None)
     for model in (*data["models"], *data["judges"]):

@@ -335,7 +335,9 @@ class Completion:
     error: str = ""  # empty when the request succeeded
     usage_estimated: bool = False  # the server reported no usable token counts: they were estimated
     tool_calls: tuple[ToolCall, ...] = ()  # the functions the model called, in the order it sent them
-    cached_tokens: int = 0  # of prompt_tokens, how many the server read from its prompt cache
+    # Of prompt_tokens, how many the server read from its prompt cache; None: it reported nothing about
+    # a cache (most servers), 0: it reported that nothing was cached.
+    cached_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -373,3 +375,15 @@ class Grade:
 class GraderSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The error class of an item whose prompt does not fit the model's window: an answer about the model
+# (it cannot read this much), not a failure of the service. Stored errors of that class start with it.
+CONTEXT_LENGTH = "context_length"
+
+
+def error_class(error: str) -> str:
+    """A stored sample error's class: "" (no error), "context_length" (over the window) or "error"."""
+    if not error:
+        return ""
+    return CONTEXT_LENGTH if error.startswith(CONTEXT_LENGTH + ":") else "error"

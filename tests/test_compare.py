@@ -375,6 +375,7 @@ EXPORT_FIELDS = [
     "cached_tokens",
     "tool_outcome",
     "transcript",
+    "item",
 ]
 
 

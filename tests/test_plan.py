@@ -192,7 +192,7 @@ def test_missing_plan_file(tmp_path):
         ("models: {a: {provider: llamacpp}}\nsuites: [x]\nsamples: two", "samples: must be a valid integer, got 'two'"),
         (
             "models: {a: {provider: llamacpp, price: {in: 1}}}\nsuites: [x]",
-            "models.a.price: unknown key(s) in (known: batch_discount, batch_input, batch_output, input, off_peak, output)",
+            "models.a.price: unknown key(s) in (known: batch_discount, batch_input, batch_output, cached_input, input, off_peak, output)",
         ),
         ("- just\n- a list", "a plan is a YAML mapping"),
         (

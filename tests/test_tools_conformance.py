@@ -8,20 +8,18 @@ The embedded model calls a function reliably only when `tool_choice` forces it, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import yaml
-from support.servers import litellm_executable, start_litellm, start_llama_server, stop
+from support.servers import litellm_executable, missing_server_deps, start_litellm, start_llama_server, stop
 
 from harness.engine.runs import execute_plan
 from harness.plan import load_plan
 from harness.store import Store
 
 MASTER_KEY = "sk-harness-tools-conformance-0123456789"
-SERVER_DEPS = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
-missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
+missing = missing_server_deps()
 
 pytestmark = [
     pytest.mark.slow,

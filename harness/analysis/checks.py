@@ -325,6 +325,16 @@ def check_run(
                     f"${before.price_output:g} to ${m.price_input:g}/${m.price_output:g}",
                 )
             )
+        if before.price_cached_input != m.price_cached_input:
+            price_alarms.append(
+                Alarm(
+                    "price",
+                    m.model,
+                    "",
+                    f"cached-input price per million tokens changed from {_per_million(before.price_cached_input)} "
+                    f"to {_per_million(m.price_cached_input)}",
+                )
+            )
         old_batch = (before.batch_price_input, before.batch_price_output)
         new_batch = (m.batch_price_input, m.batch_price_output)
         # Only when both runs were batched: moving a model to or from a Batch API is no price change.
@@ -560,3 +570,7 @@ def notify(result: CheckResult, *, timeout: float = 10) -> WebhookResult | None:
     if url is None:
         return WebhookResult(False, None, problem, "") if problem else None
     return post_webhook(url, webhook_payload(result), timeout=timeout)
+
+
+def _per_million(price: float | None) -> str:
+    return "none (billed as input)" if price is None else f"${price:g}"

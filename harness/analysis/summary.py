@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from harness.providers.registry import capabilities_of
 from harness.providers.text_calls import OUTCOMES
+from harness.records import CONTEXT_LENGTH, error_class
 from harness.store import RunInfo, RunModelInfo, RunSuiteInfo, Store
 
 
@@ -78,6 +79,17 @@ class ModelOps:
     failure: str = ""  # why the model was stopped (bad key, unknown model, unreachable), if it was
     batched: int = 0  # samples answered through a provider Batch API (no latency, batch price)
     batch_saved_usd: float = 0.0  # what those samples would have cost more at the online price
+    prompt_tokens: int = 0
+    cached_tokens: int | None = None  # of prompt_tokens, read from the server's cache; None: never reported
+    cache_saved_usd: float | None = None  # what the cached tokens saved at the list price; None: no cached price
+    over_window: int = 0  # samples refused as longer than the model's context window (not errors of service)
+
+    @property
+    def cached_share(self) -> float | None:
+        """The share of input tokens read from the server's cache; None when the server never said."""
+        if self.cached_tokens is None or not self.prompt_tokens:
+            return None
+        return self.cached_tokens / self.prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,29 @@ def estimate_mark(estimated_samples: int) -> str:
     return ESTIMATE_MARK if estimated_samples else ""
 
 
+def cache_and_window_notes(o: ModelOps) -> list[str]:
+    """One model's prompt-cache and context-window lines, as the summary and the report show them."""
+    from harness.records import money
+
+    notes = []
+    share = o.cached_share
+    if share is not None:
+        saving = (
+            f", saving {money(o.cache_saved_usd)} at the list price"
+            if o.cache_saved_usd is not None
+            else " (no cached_input price in the plan: billed as input)"
+        )
+        notes.append(
+            f"{o.model}: {share:.0%} of input tokens were cached ({o.cached_tokens:,} of {o.prompt_tokens:,}){saving}"
+        )
+    if o.over_window:
+        notes.append(
+            f"{o.model}: {o.over_window:,} sample(s) over the window: the server refused the prompt as longer "
+            f"than the model's context (scored 0, not retried, not counted as errors)"
+        )
+    return notes
+
+
 class _Acc:
     def __init__(self):
         self.scores_by_item: dict[str, list[float]] = defaultdict(list)
@@ -125,10 +160,12 @@ class _Acc:
         self.outcomes: Counter = Counter()
         self.turns: list[int] = []  # agent tasks: model turns each took
         self.turn_seconds = 0.0
+        self.cached_tokens: int | None = None  # summed over the samples whose server reported its cache
+        self.over_window = 0
 
     @property
     def length_rate(self) -> float:
-        answered = self.n - self.errors
+        answered = self.n - self.errors - self.over_window
         return self.length / answered if answered else float("nan")
 
     def add(self, r, timed: bool = True) -> None:
@@ -152,7 +189,12 @@ class _Acc:
             self.batched_tokens[0] += r.prompt_tokens
             self.batched_tokens[1] += r.completion_tokens
             self.batched_cost += r.cost_usd
-        if r.error:
+        if r.cached_tokens is not None:
+            self.cached_tokens = (self.cached_tokens or 0) + r.cached_tokens
+        if error_class(r.error) == CONTEXT_LENGTH:
+            # Over the window: the model's limit showing (scored 0, shown apart), not the service failing.
+            self.over_window += 1
+        elif r.error:
             self.errors += 1
         elif timed and not r.batched:
             self.latency.append(r.latency_s)
@@ -295,6 +337,14 @@ def summarize_run(store: Store, run_id: str | None = None) -> RunSummary:
                     (acc.batched_tokens[0] * m.price_input + acc.batched_tokens[1] * m.price_output) / 1e6
                     - acc.batched_cost,
                 ),
+                prompt_tokens=acc.prompt_tokens,
+                cached_tokens=acc.cached_tokens,
+                cache_saved_usd=(
+                    None
+                    if m.price_cached_input is None or acc.cached_tokens is None
+                    else acc.cached_tokens * (m.price_input - m.price_cached_input) / 1e6
+                ),
+                over_window=acc.over_window,
             )
         )
     return RunSummary(run, models, suites, cells, ops)

@@ -46,7 +46,7 @@ def fmt_s(x: float) -> str:
 def print_summary(summary) -> None:
     from rich.table import Table
 
-    from harness.analysis.summary import ESTIMATE_MARK, estimate_mark
+    from harness.analysis.summary import ESTIMATE_MARK, cache_and_window_notes, estimate_mark
 
     table = Table(title=f"run {summary.run.id} ({summary.run.plan_name})")
     for col in ("model", "suite", "n", "score %", "95% CI", "errors", "p50 s", "p99 s", "tok/s", "cost"):
@@ -111,6 +111,8 @@ def print_summary(summary) -> None:
             highlight=False,
         )
     for o in summary.ops:
+        for line in cache_and_window_notes(o):
+            console.print(line, markup=False, highlight=False)
         if o.batched:
             console.print(
                 f"{o.model}: {o.batched} samples through the provider's Batch API (no latency), "

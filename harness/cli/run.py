@@ -33,6 +33,13 @@ from harness.errors import HarnessError
 @click.option("--cache", is_flag=True, help="Reuse stored completions of identical requests from earlier runs.")
 @click.option("--dry-run", is_flag=True, help="Show prompts, request counts and estimated cost; send nothing.")
 @click.option(
+    "--confirm-above",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Ask before sending anything when the estimated cost (as --dry-run shows it) exceeds this.",
+)
+@click.option("--yes", is_flag=True, help="With --confirm-above: do not ask.")
+@click.option(
     "--out",
     "out_dir",
     default="reports",
@@ -120,6 +127,8 @@ def run(
     address=None,
     workers=None,
     runtime_env=None,
+    confirm_above=None,
+    yes=False,
 ):
     """Run PLAN (default: evals/smoke.yaml): every model on every suite, graded and stored.
 
@@ -146,6 +155,8 @@ def run(
 
         do_dry_run(p, data_override=overrides)
         return
+    if confirm_above is not None and not yes:
+        _confirm_cost(p, overrides, confirm_above)
     from harness.engine import tuning
 
     tuning.quiet_startup()  # the engine turns the collector back on before the first request
@@ -318,3 +329,19 @@ def _parse_data_overrides(values, plan) -> dict[str, str]:
             raise HarnessError(f"--data {value}: the plan has no suite '{suite}' (its suites: {', '.join(names)})")
         out[suite] = path
     return out
+
+
+def _confirm_cost(plan, overrides, limit: float) -> None:
+    """Ask before an expensive run (long prompts add up), as `harness load` does; refuse without a terminal."""
+    from harness.engine.estimate import estimate_suites, plan_costs
+
+    figures = plan_costs(plan, estimate_suites(plan, data_override=overrides))
+    total = sum(f["estimated_cost_usd"] for f in figures.values())
+    if total <= limit:
+        return
+    if not sys.stdin.isatty():
+        raise HarnessError(
+            f"estimated cost ${total:.2f} exceeds --confirm-above ${limit:g}; pass --yes to run without asking "
+            f"(or --max-cost USD to cap it; --dry-run shows the estimate per model and length)"
+        )
+    click.confirm(f"The run may cost up to ${total:.2f} (see --dry-run). Run it?", abort=True, err=True)

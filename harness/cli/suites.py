@@ -112,3 +112,50 @@ def grade(suite, samples_path, data, as_json):
             f"{result.summary['samples']} samples over {result.summary['tasks']} tasks; "
             f"results in {result.results_path}"
         )
+
+
+@suites.group("make")
+def suites_make():
+    """Write a generated suite folder."""
+
+
+@suites_make.command("needle")
+@click.option("--lengths", required=True, help="Prompt lengths in tokens: 1k,2k,4k (k = 1024) or 1000,2000.")
+@click.option("--depths", required=True, help="Needle depths in percent: 0,50,100 or 0,10,...,100.")
+@click.option("--out", "out", required=True, type=click.Path(), help="The suite folder to write (new or empty).")
+@click.option(
+    "--tokenizer",
+    metavar="MODEL",
+    help="Count tokens with 'embedded' (the embedded model), a .gguf file or a server URL (its /tokenize); "
+    "default: the estimate.",
+)
+@click.option("--needles", default="1", show_default=True, help="Needles per item, e.g. 1,3 (each a variant).")
+@click.option("--lang", default="en", show_default=True, help="Haystack and question language: en, zh or en,zh.")
+@click.option("--haystack", type=click.Path(), help="Your own text (UTF-8; paragraphs split by blank lines).")
+@click.option(
+    "--distractors", type=click.IntRange(0, 10), default=0, show_default=True, help="Near-miss facts per item."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Which codes, keys and prose are drawn.")
+def suites_make_needle(lengths, depths, out, tokenizer, needles, lang, haystack, distractors, seed):
+    """A needle-in-a-haystack suite: codes hidden at known depths in prompts of known token length."""
+    from harness.suite.needle import NeedleOptions, make_needle_suite, parse_counts, parse_depths, parse_lengths
+    from harness.suite.token_counter import counter_for
+
+    options = NeedleOptions(
+        lengths=parse_lengths(lengths),
+        depths=parse_depths(depths),
+        needles=parse_counts(needles, "--needles"),
+        langs=tuple(dict.fromkeys(p.strip() for p in lang.split(",") if p.strip())),
+        distractors=distractors,
+        haystack=haystack,
+        seed=seed,
+    )
+    counter = counter_for(tokenizer)
+    made = make_needle_suite(out, options, counter)
+    click.echo(f"wrote {made.items} items to {made.path} ({made.bytes_on_disk / 1e6:.2f} MB)")
+    how = "" if made.exact else " (an estimate: pass --tokenizer for the model's own counts)"
+    click.echo(f"token counts: {made.counted_by}{how}; largest miss of a length: {made.worst_miss:.2%}")
+    for lang_name, times in made.repeated.items():
+        if haystack and times > 1:
+            click.echo(f"your haystack was repeated {times} times to fill {lang_name} prompts")
+    click.echo(f"name it in a plan by its path: suites: [{made.path}]")

@@ -140,6 +140,7 @@ class LineResult:
 def read_result_lines(data: bytes) -> dict[str, LineResult]:
     """custom_id -> result for every readable line; a line that cannot be read is skipped (then
     its sample counts as missing and is retried)."""
+    from harness.providers.context_limit import context_length_message, is_context_length
     from harness.providers.openai_api import completion_from_body
 
     results: dict[str, LineResult] = {}
@@ -165,9 +166,10 @@ def read_result_lines(data: bytes) -> dict[str, LineResult]:
             detail = body.get("error")
             detail = detail if isinstance(detail, dict) else {}
             message = str(detail.get("message") or body)[:200]
-            results[line["custom_id"]] = LineResult(
-                None, f"HTTP {status}: {message}", status in (408, 409, 429) or status >= 500
-            )
+            text = f"HTTP {status}: {message}"
+            if is_context_length(status, message, str(detail.get("code") or "")):
+                text = context_length_message(text)  # over the window: the item's answer, as online
+            results[line["custom_id"]] = LineResult(None, text, status in (408, 409, 429) or status >= 500)
         elif error is not None:
             code = str(error.get("code") or "error")
             results[line["custom_id"]] = LineResult(None, f"batch {code}: {str(error.get('message') or '')[:200]}")

@@ -153,7 +153,10 @@ class UnitRunner:
             if completion.error:
                 raise RuntimeError(f"judge request failed: {completion.error}")
             state.cost += state.spec.price.cost(
-                completion.prompt_tokens, completion.completion_tokens, at=datetime.now(timezone.utc)
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                at=datetime.now(timezone.utc),
+                cached_tokens=completion.cached_tokens,
             )
             return completion.text
 
@@ -314,7 +317,11 @@ class UnitRunner:
                     self.grade_pool, grader, answer, unit.item, completion.tool_calls, agent
                 )
         cost = state.spec.price.cost(
-            completion.prompt_tokens, completion.completion_tokens, batched=batched, at=datetime.now(timezone.utc)
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            batched=batched,
+            at=datetime.now(timezone.utc),
+            cached_tokens=completion.cached_tokens,
         )
         error = completion.error
         if not error and unit.suite in self.pairwise and grade.reason.startswith(NOT_JUDGED):
@@ -346,7 +353,7 @@ class UnitRunner:
             batched=batched,
             usage_estimated=completion.usage_estimated,
             tool_calls=completion.tool_calls,
-            cached_tokens=completion.cached_tokens or None,
+            cached_tokens=completion.cached_tokens,
             tool_outcome=outcome,
             transcript_json=json.dumps(agent.to_json(), ensure_ascii=False, default=str) if agent else None,
         )

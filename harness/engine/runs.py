@@ -127,21 +127,7 @@ def _execute(plan: Plan, store: Store, suites, executor: Executor, options: RunO
         run_id, resumed = choose_run(store, plan, resume=options.resume, new=options.new, tag=options.tag)
         lease.attach(run_id)
         try:
-            store.record_models(
-                run_id,
-                [
-                    RunModelInfo(
-                        m.name,
-                        m.provider,
-                        m.api_model,
-                        m.base_url or (m.path or ""),
-                        m.price.input,
-                        m.price.output,
-                        *(m.price.batch_rates() if m.batch else (None, None)),
-                    )
-                    for m in plan.models
-                ],
-            )
+            store.record_models(run_id, [_model_info(m) for m in plan.models])
             for p in suites:
                 store.record_suite(
                     run_id, RunSuiteInfo(p.suite.name, p.hash, p.suite.family, p.suite.grader.name, p.suite.count())
@@ -165,3 +151,19 @@ def _mark_ended(store: Store, run_id: str, status: str) -> None:
         store.mark_run(run_id, status)
     except Exception:  # the database itself failed: keep the original error, not this one
         log.warning("could not mark run %s %s", run_id, status, exc_info=True)
+
+
+def _model_info(m) -> RunModelInfo:
+    """What the store keeps of a model: its identity and every price it was charged at."""
+    batch_input, batch_output = m.price.batch_rates() if m.batch else (None, None)
+    return RunModelInfo(
+        m.name,
+        m.provider,
+        m.api_model,
+        m.base_url or (m.path or ""),
+        m.price.input,
+        m.price.output,
+        batch_price_input=batch_input,
+        batch_price_output=batch_output,
+        price_cached_input=m.price.cached_input,
+    )

@@ -79,7 +79,7 @@ class StoreWriter:
                 return
 
     def _write(self, batch: list) -> None:
-        by_suite: dict[str, list[tuple[str, str, str]]] = {}
+        by_suite: dict[str, list[tuple[str, ...]]] = {}
         records = []
         cache_rows = []
         for entry in batch:
@@ -97,7 +97,8 @@ class StoreWriter:
             messages = json.dumps(unit.prompt.to_json(), ensure_ascii=False)
             ref = unit.item.reference
             ref_text = ref if isinstance(ref, str) else json.dumps(ref, ensure_ascii=False, default=str)
-            by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or ""))
+            fields = json.dumps(dict(unit.item.fields), ensure_ascii=False, default=str)
+            by_suite.setdefault(unit.suite_hash, []).append((unit.item.id, messages, ref_text or "", fields))
         if not self.store.save_batch(records, prompts=by_suite, cache=cache_rows, new_suites=self._new_suites):
             self._new_suites = frozenset()  # someone else stores prompts too: check from now on
         self.written += len(records)

@@ -39,6 +39,7 @@ _BUILTIN_MODULES = (
     "agent_state",
     "label",
     "pairwise",
+    "needle",
 )
 
 

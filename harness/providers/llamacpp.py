@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
 from harness.providers.chat_format import openai_prompt_fields, tool_calls_of
+from harness.providers.context_limit import context_length_message, is_context_length
 from harness.providers.tokens import token_count
 from harness.records import Completion
 
@@ -130,7 +131,10 @@ class LlamaCppProvider:
                     **fields, **settings, seed=(gen.seed or 0) + request.sample_index
                 )
         except ValueError as exc:  # e.g. the prompt does not fit the context window
-            raise ProviderError(f"llama.cpp: {exc}", retryable=False) from None
+            message = f"llama.cpp: {exc}"
+            if is_context_length(None, message):
+                message = context_length_message(message)
+            raise ProviderError(message, retryable=False) from None
         latency = time.perf_counter() - start
         choice = out["choices"][0]
         text = choice["message"].get("content") or ""

@@ -26,6 +26,7 @@ import openai
 
 from harness.plan import ModelSpec
 from harness.providers.base import ProviderError, Request
+from harness.providers.context_limit import context_length_message, is_context_length
 from harness.providers.http_request import (  # noqa: F401 (resolve_*: imported from here by older callers)
     chat_body,
     check_redirect,
@@ -223,6 +224,10 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
         if header and retry_after is None:
             retry_after = _parse_retry_after(header)
     detail = _error_detail(exc)
+    if is_context_length(status, detail, _error_code(exc)):
+        # The item is over the model's window: the same request fails the same way every time, and the
+        # model's other items are fine, so it is neither retried nor counted towards stopping the model.
+        return ProviderError(context_length_message(f"HTTP {status}: {detail}"), retryable=False, status=status)
     retryable = status == 429 or status >= 500 or status == 408
     fatal = refusal_is_fatal(status, detail)
     return ProviderError(
@@ -233,6 +238,13 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
         rate_limited=status == 429,
         fatal=fatal,
     )
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    err = body.get("error", body) if isinstance(body, dict) else None
+    code = err.get("code") or err.get("type") if isinstance(err, dict) else ""
+    return code if isinstance(code, str) else ""
 
 
 def _error_detail(exc: openai.APIStatusError) -> str:

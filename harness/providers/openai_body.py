@@ -81,6 +81,19 @@ class Usage:
     completion_tokens: int
     reasoning_tokens: int
     estimated: bool
+    cached_tokens: int | None = None  # None: the server said nothing about its prompt cache
+
+
+def cached_prompt_tokens(usage: dict) -> int | None:
+    """Of the prompt, the tokens the server read from its prompt cache, in either usage form:
+    OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's `prompt_cache_hit_tokens`.
+    None when the usage names neither (a reported 0 is a real 0: no hit)."""
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and "cached_tokens" in details:
+        count = token_count(details.get("cached_tokens"))
+        if count is not None:
+            return count
+    return token_count(usage.get("prompt_cache_hit_tokens"))
 
 
 def read_usage(usage: Any, prompt_contents: Sequence[str], text: str, reasoning: str) -> Usage:
@@ -91,6 +104,10 @@ def read_usage(usage: Any, prompt_contents: Sequence[str], text: str, reasoning:
     """
     usage = usage if isinstance(usage, dict) else {}
     prompt = token_count(usage.get("prompt_tokens"))
+    cached = cached_prompt_tokens(usage)
+    if not prompt and cached is not None:
+        # DeepSeek splits the prompt in hits and misses; their sum is the prompt when no total is given.
+        prompt = cached + (token_count(usage.get("prompt_cache_miss_tokens")) or 0) or None
     completion = token_count(usage.get("completion_tokens"))
     details = usage.get("completion_tokens_details")
     reasoning_tokens = token_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
@@ -99,7 +116,9 @@ def read_usage(usage: Any, prompt_contents: Sequence[str], text: str, reasoning:
         prompt, estimated = estimate_prompt_tokens(prompt_contents), True
     if not completion and (text or reasoning or completion is None):
         completion, estimated = estimate_completion_tokens(text + reasoning), True
-    return Usage(prompt, completion or 0, reasoning_tokens or 0, estimated)
+    if cached is not None:
+        cached = min(cached, prompt)  # never more cached than the prompt it is part of
+    return Usage(prompt, completion or 0, reasoning_tokens or 0, estimated, cached)
 
 
 def completion_from_json(body: bytes, latency: float, prompt_contents: Sequence[str]) -> Completion:
@@ -153,6 +172,7 @@ def build_completion(
         completion_tokens=counts.completion_tokens,
         reasoning_tokens=counts.reasoning_tokens,
         usage_estimated=counts.estimated,
+        cached_tokens=counts.cached_tokens,
         latency_s=latency,
         ttft_s=ttft,
         served_model=served,

@@ -40,6 +40,7 @@ COLUMNS = (
     "cached_tokens",
     "tool_outcome",
     "transcript",
+    "item",
 )
 
 
@@ -83,10 +84,12 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
     unknown_cost = unpriced_models(store.run(run_id))  # no price in the plan: cost unknown (null), not 0
     untimed = {m.model for m in store.run_models(run_id) if not capabilities_of(m.provider).timed}
     prompts: dict[str, dict[str, tuple[str, str]]] = {}
+    fields: dict[str, dict[str, dict]] = {}
     n = 0
     for r in store.samples(run_id):
         if r.suite_hash not in prompts:
             prompts[r.suite_hash] = store.prompts(r.suite_hash)
+            fields[r.suite_hash] = store.item_fields(r.suite_hash)
         messages_json, stored_reference = prompts[r.suite_hash].get(r.item_id, (None, ""))
         computed = {
             "run": r.run_id,
@@ -94,6 +97,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
             "tool_calls": _tool_calls(r.tool_calls),
             "transcript": json.loads(r.transcript_json) if r.transcript_json else None,
             "reference": shown_reference(graders.get(r.suite, ""), stored_reference or ""),
+            "item": fields[r.suite_hash].get(r.item_id, {}),  # the item's own fields ({} if stored without)
         }
         if r.model in untimed:
             computed["latency_s"] = computed["ttft_s"] = None
@@ -107,6 +111,7 @@ def export_run(store: Store, run_id: str, fmt: str, out: TextIO) -> int:
                     "prompt": "" if row["prompt"] is None else json.dumps(row["prompt"], ensure_ascii=False),
                     "tool_calls": json.dumps(row["tool_calls"], ensure_ascii=False) if row["tool_calls"] else "",
                     "transcript": r.transcript_json or "",
+                    "item": json.dumps(row["item"], ensure_ascii=False) if row["item"] else "",
                 }
             )
         else:

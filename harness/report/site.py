@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from harness.analysis import leaderboard as analysis
-from harness.analysis.summary import RunSummary, estimate_mark, summarize_run
+from harness.analysis.summary import RunSummary, cache_and_window_notes, estimate_mark, summarize_run
 from harness.formatting import money
-from harness.report import charts, pages, weekly
+from harness.report import charts, long_context, pages, weekly
 from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
 from harness.report.tool_section import tool_context
 from harness.report.traffic_page import write_traffic_page
@@ -340,6 +340,7 @@ def _build_run(
         n_comparisons=analysis.n_comparisons(boards),
         alpha=analysis.ALPHA,
         ops=ops,
+        ops_notes=[n for o in summary.ops for n in cache_and_window_notes(o)],
         cell_ops=cell_ops,
         suite_names=suite_names,
         matrix=matrix,
@@ -351,6 +352,7 @@ def _build_run(
         load=_under_load(store, summary),
         tools=tool_context(summary, site, _chart_ctx),
         traffic_href=write_traffic_page(store, r, site, run.id, _chart_ctx),
+        long_context=long_context.section(store, summary, site, _chart_ctx),
     )
     return summary
 

@@ -131,6 +131,7 @@ class RunModelInfo:
     price_output: float
     batch_price_input: float | None = None  # per million tokens through a Batch API; None: not batched
     batch_price_output: float | None = None
+    price_cached_input: float | None = None  # per million cache-hit input tokens; None: none set
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ class Store:
         self,
         records: list[SampleRecord],
         *,
-        prompts: dict[str, list[tuple[str, str, str]]] | None = None,
+        prompts: dict[str, list[tuple[str, ...]]] | None = None,
         cache: Iterable[tuple[str, str]] | None = None,
         new_suites: frozenset[str] = frozenset(),
     ) -> bool:
@@ -349,7 +350,7 @@ class Store:
         except IntegrityError:
             pass
 
-    def _insert_prompts(self, conn, suite_hash: str, items: list[tuple[str, str, str]], check: bool = True) -> None:
+    def _insert_prompts(self, conn, suite_hash: str, items: list[tuple[str, ...]], check: bool = True) -> None:
         table = PromptRow.__table__
         have = (
             set(
@@ -363,13 +364,14 @@ class Store:
             else set()
         )
         new = {}
-        for item_id, messages_json, reference in items:
+        for item_id, messages_json, reference, *fields_json in items:  # fields_json: optional 4th value
             if item_id not in have and item_id not in new:
                 new[item_id] = {
                     "suite_hash": suite_hash,
                     "item_id": item_id,
                     "messages_json": messages_json,
                     "reference": reference,
+                    "fields_json": fields_json[0] if fields_json else None,
                 }
         if new:
             rows = list(new.values())
@@ -456,6 +458,7 @@ class Store:
                     r.price_output,
                     r.batch_price_input,
                     r.batch_price_output,
+                    r.price_cached_input,
                 )
                 for r in rows
             ]
@@ -490,6 +493,12 @@ class Store:
             if item_ids is not None:
                 q = q.where(PromptRow.item_id.in_(list(item_ids)))
             return {r[0]: (r[1], r[2]) for r in s.execute(q)}
+
+    def item_fields(self, suite_hash: str) -> dict[str, dict]:
+        """item_id -> the item's fields as stored with its prompt ({} for prompts stored without them)."""
+        with Session(self.engine) as s:
+            q = select(PromptRow.item_id, PromptRow.fields_json).where(PromptRow.suite_hash == suite_hash)
+            return {r[0]: json.loads(r[1]) if r[1] else {} for r in s.execute(q)}
 
     def count_samples(self, run_id: str) -> int:
         with Session(self.engine) as s:

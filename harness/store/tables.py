@@ -48,6 +48,8 @@ class RunModelRow(Base):
     # What a batched request paid per million tokens; NULL when the model was not batched.
     batch_price_input: Mapped[float | None] = mapped_column(Float, nullable=True)
     batch_price_output: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What a cache-hit input token paid per million; NULL: no cached price (billed as input, or an older run).
+    price_cached_input: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Why the model was stopped (fatal errors in a row: bad key, unknown model, unreachable); NULL when not.
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("run_id", "model"),)
@@ -74,6 +76,8 @@ class PromptRow(Base):
     item_id: Mapped[str] = mapped_column(String(300))
     messages_json: Mapped[str] = mapped_column(Text)
     reference: Mapped[str] = mapped_column(Text, default="")
+    # The item's own fields as JSON (a needle item's length and depth...), for export; NULL in older rows.
+    fields_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     __table_args__ = (UniqueConstraint("suite_hash", "item_id"),)
 
 

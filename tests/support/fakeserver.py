@@ -41,6 +41,36 @@ def echo_responder(model: str, messages: list[dict]) -> str:
     return str(content).rsplit("\n", 1)[-1]
 
 
+def prompt_words(messages: list[dict]) -> list[str]:
+    """The fake's tokens of a prompt: the words of its messages' text (text parts of a list), in order."""
+    words = []
+    for m in messages:
+        content = m.get("content", "")
+        if isinstance(content, list):
+            words += [
+                w
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+                for w in str(p.get("text", "")).split()
+            ]
+        else:
+            words += str(content or "").split()
+    return words
+
+
+def _text_words(message: dict) -> int:
+    return len(prompt_words([message]))
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass
 class Faults:
     latency_s: float = 0.0
@@ -70,6 +100,13 @@ class Faults:
     body: Callable[[dict], bytes] | None = None  # the raw body of every 200 answer, from the request payload
     # Answer chat requests whose path lacks "/moved/" with 307 Location: this URL (a relative one stays on this server)
     redirect_to: str | None = None
+    # Report prompt-cache hits in usage: "openai" (prompt_tokens_details.cached_tokens) or "deepseek"
+    # (prompt_cache_hit_tokens / prompt_cache_miss_tokens). A hit is the longest run of leading prompt
+    # tokens (words here) shared with an earlier prompt to the same model, in whole `cache_block`s.
+    prompt_cache: str | None = None
+    cache_block: int = 1
+    # Refuse prompts of more tokens (words) than this with llama-cpp-python's 400 context_length_exceeded.
+    context_window: int | None = None
 
 
 TERMINAL_BATCH_STATES = ("completed", "expired", "failed", "cancelled")
@@ -121,8 +158,9 @@ class ServerState:
     log: list = field(default_factory=list)  # (time.monotonic(), prompt key, outcome) per chat request, bounded
     batch: BatchState = field(default_factory=BatchState)
     # Requests offering tools: payload -> {"message": {...}, "finish_reason": str, "deltas": [...]} or None
-    # (None: answer as text). See tests/tool_fakes.py for the tool-call quirks of real servers.
+    # (None: answer as text). See tests/support/tools.py for the tool-call quirks of real servers.
     tool_answer: Callable[[dict], dict | None] | None = None
+    prompts_seen: dict = field(default_factory=dict)  # model -> earlier prompts' token (word) lists
 
     def snapshot(self) -> dict:
         """Counters as plain JSON (served at GET /_stats for a server run in another process)."""
@@ -328,6 +366,19 @@ class FakeOpenAIServer:
             said = f" (you sent Authorization: {headers.get('authorization', '')})" if f.echo_auth else ""
             self._send(writer, f.status, {"error": {"message": f"{f.status_message}{said}", "type": "error"}})
             return True
+        if f.context_window is not None and len(prompt_words(messages)) > f.context_window:
+            # llama-cpp-python's server, word for word (its errors.py), streamed or not.
+            n, out = len(prompt_words(messages)), int(payload.get("max_tokens") or 16)
+            self._log(key, "context_length")
+            st.status_counts["context_length"] += 1
+            message = (
+                f"This model's maximum context length is {f.context_window} tokens. However, you requested "
+                f"{n + out} tokens ({n} in the messages, {out} in the completion). "
+                f"Please reduce the length of the messages or completion."
+            )
+            error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+            self._send(writer, 400, {"error": {**error, "code": "context_length_exceeded"}})
+            return True
         if f.max_concurrent is not None and st.in_flight > f.max_concurrent:
             self._log(key, "429")
             st.status_counts["429"] += 1
@@ -399,6 +450,7 @@ class FakeOpenAIServer:
                 usage["completion_tokens"],
                 interrupted=bool(interrupted),
                 usage=f.stream_usage,
+                extra_usage={k: v for k, v in usage.items() if k.startswith("prompt_")},
             )
             return True
         if f.body is not None:
@@ -433,19 +485,27 @@ class FakeOpenAIServer:
         text = st.responder(model, messages)
         st.successes[prompt_key(model, messages)] += 1
         served = st.served_model(model) if st.served_model else model
-        prompt_tokens = sum(_content_tokens(m.get("content", "")) for m in messages)
+        words = prompt_words(messages)
+        # Image parts count IMAGE_TOKENS each (their base64 is not words), as a vision server counts them.
+        prompt_tokens = len(words) + sum(_content_tokens(m.get("content", "")) - _text_words(m) for m in messages)
         completion_tokens = max(1, len(text.split()))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        if st.faults.prompt_cache:
+            seen = st.prompts_seen.setdefault(model, [])
+            shared = max((_common_prefix(words, earlier) for earlier in seen), default=0)
+            hit = shared - shared % max(1, st.faults.cache_block)
+            seen.append(words)
+            if st.faults.prompt_cache == "deepseek":
+                usage.update(prompt_cache_hit_tokens=hit, prompt_cache_miss_tokens=prompt_tokens - hit)
+            else:
+                usage["prompt_tokens_details"] = {"cached_tokens": hit}
         return {
             "id": f"chatcmpl-{st.requests}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": served,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": {**usage, "total_tokens": prompt_tokens + completion_tokens},
         }
 
     # -- Files and Batches API ----------------------------------------------------------
@@ -703,7 +763,16 @@ class FakeOpenAIServer:
             self.state.log.append((time.monotonic(), key, outcome))
 
     async def _stream(
-        self, writer, served, text, prompt_tokens, completion_tokens, *, interrupted: bool = False, usage: bool = True
+        self,
+        writer,
+        served,
+        text,
+        prompt_tokens,
+        completion_tokens,
+        *,
+        interrupted: bool = False,
+        usage: bool = True,
+        extra_usage: dict | None = None,
     ) -> None:
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -735,6 +804,7 @@ class FakeOpenAIServer:
                     **base,
                     "choices": [],
                     "usage": {
+                        **(extra_usage or {}),
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens,

