@@ -198,7 +198,7 @@ def gather_secrets(plan: Plan, db_url: str) -> Secrets:
 # -- limits shared by every worker ----------------------------------------------------------------
 
 
-@ray.remote(num_cpus=0, max_concurrency=10_000)
+@ray.remote(num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]  # Ray's stubs lack max_concurrency
 class ModelGate:
     """One model's concurrency window and rate buckets for the whole cluster (an async actor)."""
 

@@ -39,8 +39,8 @@ class OpenAIBatchAPI:
             self.client.batches.create(
                 input_file_id=input_file_id,
                 # Other providers' paths (/v4/chat/completions) and windows are not in the SDK's literals.
-                endpoint=endpoint,
-                completion_window=window,
+                endpoint=endpoint,  # type: ignore[arg-type]  # other providers' paths are not in the SDK's literals
+                completion_window=window,  # type: ignore[arg-type]  # nor their windows
                 metadata=metadata,
             )
         )

@@ -19,7 +19,7 @@ from harness.store.tables import LeaseRow, _now
 
 log = logging.getLogger(__name__)
 
-_TABLE = cast(Table, LeaseRow.__table__)
+_TABLE: Table = LeaseRow.__table__
 
 
 def insert_lease(store: Store, *, key: str, fingerprint: str, shard: str, owner: str, host: str, pid: int) -> bool:

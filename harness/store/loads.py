@@ -88,7 +88,9 @@ def save_stage(
     }
     store._text_rules.fit(LoadStageRow.__table__, [row])
     with store.engine.begin() as conn:
-        stage_id = conn.execute(insert(LoadStageRow).values(**row)).inserted_primary_key[0]
+        key = conn.execute(insert(LoadStageRow).values(**row)).inserted_primary_key
+        assert key is not None  # an INSERT of one row always has its key
+        stage_id = key[0]
         rows = [
             {
                 "stage_id": stage_id,
