@@ -48,4 +48,6 @@ def test_default_run_grades_every_sample_and_writes_a_report(tmp_path):
     assert report, proc.stdout
     index = (tmp_path / report[0]) if not Path(report[0]).is_absolute() else Path(report[0])
     assert index.is_file() and "<html" in index.read_text(encoding="utf-8").lower()
+    # The embedded model reports its file's name, not a swap: the route carries no "served as" warning.
+    assert "served as" not in index.read_text(encoding="utf-8")
     assert "smollm2-135m" in proc.stdout and "math-word" in proc.stdout

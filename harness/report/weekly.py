@@ -109,13 +109,19 @@ def routing_context(store: Store, run_id: str, cache: dict[str, RunSummary]) -> 
     except HarnessError as exc:
         return dict(error=str(exc))
     from harness.analysis.checks import served_name_matches
+    from harness.providers.registry import capabilities_of
 
-    asked = {m.model: m.api_model for m in _summary(store, run_id, cache).models}
+    # Only a server says which model answered; an embedded model reports its file's name, not a swap.
+    asked = {
+        m.model: m.api_model for m in _summary(store, run_id, cache).models if capabilities_of(m.provider).served_model
+    }
     rows = []
     for s in rec.suites:
         c = s.chosen
         # A routed model the server answers as another one: say so beside the route, not only in the check.
-        swapped = [x for x in (c.served_models if c else ()) if not served_name_matches(asked.get(c.model, ""), x)]
+        swapped = [
+            x for x in (c.served_models if c and c.model in asked else ()) if not served_name_matches(asked[c.model], x)
+        ]
         b = s.candidate(s.best) if s.best else None
         per_1k = "—"
         if c is not None:
