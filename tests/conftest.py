@@ -60,3 +60,15 @@ def browser(tmp_path_factory):
     driver = WebDriver(chromedriver, chromium, tmp / "profile", tmp / "chromedriver.log")
     yield driver
     driver.close()
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus(request):
+    """A local Ray instance with two CPUs for the module's tests; the module's own functions travel by value."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (it is in the test extra)")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="warning")
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    try:
+        yield
+    finally:
+        ray.shutdown()

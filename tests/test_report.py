@@ -20,7 +20,7 @@ from support.report_data import EVIL_MODEL, EVIL_MODELS, EVIL_PLAN, EVIL_SUITE, 
 from harness.analysis import leaderboard as analysis
 from harness.analysis import paired, stats
 from harness.analysis.summary import summarize_run
-from harness.report import pages, site, write_report
+from harness.report import pages, site, trend, write_report
 from harness.store import RunModelInfo, RunSuiteInfo, SampleRecord, Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -400,8 +400,8 @@ def test_trend_spaces_runs_by_run_and_marks_drift_events(store, tmp_path):
     ]
     out = tmp_path / "site"
     write_report(store, [ids[-1]], out)
-    per_run = [(store.run(r), site._run_data(store, out, store.run(r), store.count_samples(r))) for r in ids]
-    assert site.drift_events(per_run) == [(2, "moving: price changed")]
+    per_run = [(store.run(r), trend.run_data(store, out, store.run(r), store.count_samples(r))) for r in ids]
+    assert trend.drift_events(per_run) == [(2, "moving: price changed")]
     page = (out / "trends" / f"{pages.slug('drift')}.html").read_text("utf-8")
     assert "⚠ moving: price changed" in page and ids[2] in page
     # The operations chart (p99, error rate, cost per 1,000 requests) and one chart per suite.

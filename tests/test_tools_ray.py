@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
 
@@ -19,17 +17,7 @@ from harness.store import Store  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="warning")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def test_tool_and_agent_suites_run_on_ray_workers(tmp_path, fake_server, pg_url, ray_local):
+def test_tool_and_agent_suites_run_on_ray_workers(tmp_path, fake_server, pg_url, ray_two_cpus):
     tools, agent = oracle(), scripted_agent()
 
     def decide(payload):

@@ -11,17 +11,8 @@ from support.judges import answer, traffic_responder  # noqa: E402
 from support.judges import write_traffic_log as _log  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="warning")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 @pytest.mark.slow
-def test_pairwise_on_two_ray_workers(tmp_path, fake_server, pg_url, monkeypatch, ray_local):  # noqa: F811
+def test_pairwise_on_two_ray_workers(tmp_path, fake_server, pg_url, monkeypatch, ray_two_cpus):
     from harness.engine.executors import RayOptions
     from harness.engine.runs import execute_plan
     from harness.plan import load_plan

@@ -16,16 +16,7 @@ from harness.plan import load_plan  # noqa: E402
 from harness.store import Store  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def ray_two():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="warning")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def test_image_suites_on_two_ray_workers(ray_two, tmp_path: Path, fake_server):
+def test_image_suites_on_two_ray_workers(ray_two_cpus, tmp_path: Path, fake_server):
     fake_server.state.responder = seeing_responder
     path = tmp_path / "plan.yaml"
     path.write_text(

@@ -10,7 +10,9 @@ import math
 import os
 import re
 from array import array
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
@@ -23,6 +25,9 @@ from harness.providers.registry import capabilities_of
 from harness.records import Prompt
 from harness.report.images import ImageShelf
 from harness.store import Store
+
+if TYPE_CHECKING:
+    from harness.report.charts import Chart
 from harness.store import reports as queries
 
 PAGE_SIZE = 200  # samples per page
@@ -423,3 +428,22 @@ def render_cells(
     finally:
         if own:
             store.close()
+
+
+def when(d: datetime | None) -> str:
+    return d.strftime("%Y-%m-%d %H:%M") if d else ""
+
+
+def chart_ctx(chart: Chart | None, path: Path, href: str) -> dict | None:
+    """Save the PNG (for download) and inline it as a data: URI (CSP allows only those images)."""
+    if chart is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(chart.png)
+    return dict(
+        src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"),
+        file=href,
+        alt=chart.alt,
+        width=chart.width,
+        height=chart.height,
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import math
 import os
@@ -16,8 +14,22 @@ from pathlib import Path
 from harness.analysis import leaderboard as analysis
 from harness.analysis.summary import RunSummary, cache_and_window_notes, estimate_mark, summarize_run
 from harness.formatting import money
-from harness.report import charts, long_context, pages, weekly
-from harness.report.pages import Renderer, cell_folder, ci_text, finite, page_of, pct, points, pval, run_dir, secs, slug
+from harness.report import charts, long_context, pages, trend, weekly
+from harness.report.pages import (
+    Renderer,
+    cell_folder,
+    chart_ctx,
+    ci_text,
+    finite,
+    page_of,
+    pct,
+    points,
+    pval,
+    run_dir,
+    secs,
+    slug,
+    when,
+)
 from harness.report.tool_section import tool_context
 from harness.report.traffic_page import write_traffic_page
 from harness.store import Store
@@ -26,15 +38,10 @@ from harness.store import reports as queries
 log = logging.getLogger(__name__)
 
 COMPARE_PAGE_SIZE = 500  # disagreeing items per A-vs-B page
-CACHE_FORMAT = 2  # 2: with per-model operations, prices and served names (trend charts, drift events)
 # Runs with at least this many samples render part of their sample pages in a second process
 # while this one summarizes the run (the machine has two cores; 100k samples must take < 10 s).
 PARALLEL_MIN_SAMPLES = 20_000
 MAIN_SHARE = 0.15  # of the samples, rendered here; the worker, which has no summary or charts to do, takes the rest
-
-
-def _when(d: datetime | None) -> str:
-    return d.strftime("%Y-%m-%d %H:%M") if d else ""
 
 
 def _duration(a: datetime | None, b: datetime | None) -> str:
@@ -44,21 +51,6 @@ def _duration(a: datetime | None, b: datetime | None) -> str:
     if s >= 86400:
         return f"{s // 86400}d {s % 86400 // 3600:02d}h"
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
-def _chart_ctx(chart: charts.Chart | None, path: Path, href: str) -> dict | None:
-    """Save the PNG (for download) and inline it as a data: URI (CSP allows only those images)."""
-    if chart is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(chart.png)
-    return dict(
-        src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"),
-        file=href,
-        alt=chart.alt,
-        width=chart.width,
-        height=chart.height,
-    )
 
 
 # --------------------------------------------------------------------------- one run
@@ -86,7 +78,7 @@ def _write_run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _save_cache(out, summary, store.count_samples(run_id))
+    trend.save_cache(out, summary, store.count_samples(run_id))
     return summary
 
 
@@ -179,9 +171,9 @@ def _build_run(
         # ---- charts from the summary
         values = {(c.model, c.suite): (c.mean, c.lo, c.hi) for c in summary.cells if c.n_items}
         worse = {(row.cell.model, row.cell.suite) for rows in boards.values() for row in rows if row.worse}
-        chart_ctx = {"accuracy": None, "cost": None, "latency": None}
+        run_charts = {"accuracy": None, "cost": None, "latency": None}
         if values:
-            chart_ctx["accuracy"] = _chart_ctx(
+            run_charts["accuracy"] = chart_ctx(
                 charts.accuracy_chart(suite_names, colours, values, worse),
                 site / "charts" / "accuracy.png",
                 "charts/accuracy.png",
@@ -195,7 +187,7 @@ def _build_run(
             ]
             for s in suite_names
         }
-        chart_ctx["cost"] = _chart_ctx(
+        run_charts["cost"] = chart_ctx(
             charts.suite_cost_score_chart(per_suite, colours),
             site / "charts" / "cost_accuracy.png",  # the name it always had: links to it keep working
             "charts/cost_accuracy.png",
@@ -206,7 +198,7 @@ def _build_run(
         sample_pages.kill()
         raise
     if any(latencies.values()):
-        chart_ctx["latency"] = _chart_ctx(
+        run_charts["latency"] = chart_ctx(
             charts.latency_chart(latencies, colours), site / "charts" / "latency.png", "charts/latency.png"
         )
 
@@ -325,8 +317,8 @@ def _build_run(
         plan=run.plan_name,
         tag=run.tag,
         status=run.status,
-        started=_when(run.started_at),
-        finished=_when(run.finished_at),
+        started=when(run.started_at),
+        finished=when(run.finished_at),
         samples=f"{sum(v[0] for v in counts.values()):,}",
         trend_href=f"../trends/{slug(run.plan_name)}.html",
     )
@@ -335,7 +327,7 @@ def _build_run(
         site / "index.html",
         root="../",
         run=run_ctx,
-        charts=chart_ctx,
+        charts=run_charts,
         boards=board_ctx,
         n_comparisons=analysis.n_comparisons(boards),
         alpha=analysis.ALPHA,
@@ -350,9 +342,9 @@ def _build_run(
         models=summary.models,
         weekly=weekly.run_sections(store, summary, {} if cache is None else cache, site.parent),
         load=_under_load(store, summary),
-        tools=tool_context(summary, site, _chart_ctx),
-        traffic_href=write_traffic_page(store, r, site, run.id, _chart_ctx),
-        long_context=long_context.section(store, summary, site, _chart_ctx),
+        tools=tool_context(summary, site, chart_ctx),
+        traffic_href=write_traffic_page(store, r, site, run.id, chart_ctx),
+        long_context=long_context.section(store, summary, site, chart_ctx),
     )
     return summary
 
@@ -485,187 +477,6 @@ def _write_compare(
         )
 
 
-# --------------------------------------------------------------------------- trends
-
-
-def _cache_path(out: Path, run_id: str) -> Path:
-    return out / "trends" / "data" / f"{run_dir(run_id)}.json"
-
-
-def _save_cache(out: Path, summary: RunSummary, n_samples: int) -> list[dict]:
-    cells = [
-        dict(model=c.model, suite=c.suite, suite_hash=c.suite_hash, mean=c.mean, lo=c.lo, hi=c.hi, n_items=c.n_items)
-        for c in summary.cells
-    ]
-    info = {m.model: m for m in summary.models}
-    ops = {
-        o.model: dict(
-            latency_p99=o.latency_p99,
-            error_rate=o.error_rate,
-            cost_per_1k=1000 * o.cost_usd / o.n_samples if o.n_samples else float("nan"),
-            served=list(o.served_models),
-            api_model=f"{info[o.model].provider}/{info[o.model].api_model}" if o.model in info else "",
-            price=[info[o.model].price_input, info[o.model].price_output] if o.model in info else None,
-        )
-        for o in summary.ops
-    }
-    path = _cache_path(out, summary.run.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(
-        json.dumps(
-            dict(
-                format=CACHE_FORMAT,
-                run_id=summary.run.id,
-                status=summary.run.status,
-                n_samples=n_samples,
-                cells=cells,
-                ops=ops,
-            )
-        ),
-        encoding="utf-8",
-    )
-    os.replace(tmp, path)
-    return cells
-
-
-def _run_data(store: Store, out: Path, run, n_samples: int) -> dict:
-    """A run's per-cell scores and per-model operations: from the cache its last report left, else now."""
-    path = _cache_path(out, run.id)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if (
-            data.get("format") == CACHE_FORMAT
-            and data.get("run_id") == run.id
-            and data.get("status") == run.status
-            and data.get("n_samples") == n_samples
-        ):
-            return data
-    except (OSError, ValueError, AttributeError):
-        pass
-    _save_cache(out, summarize_run(store, run.id), n_samples)
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _run_cells(store: Store, out: Path, run, n_samples: int) -> list[dict]:
-    return _run_data(store, out, run, n_samples)["cells"]
-
-
-def drift_events(per_run: list[tuple]) -> list[tuple[int, str]]:
-    """(run index, what changed) between consecutive runs of a plan: the API model asked for, the
-    served model names, the price. The check's alarms say the same for one pair of runs."""
-    events = []
-    for i in range(1, len(per_run)):
-        before, now = per_run[i - 1][1].get("ops", {}), per_run[i][1].get("ops", {})
-        for model, o in now.items():
-            b = before.get(model)
-            if b is None:
-                continue
-            if b.get("api_model") != o.get("api_model"):
-                events.append((i, f"{model}: API model changed"))
-            if b.get("served") and o.get("served") and b.get("served") != o.get("served"):
-                events.append((i, f"{model}: served model changed"))
-            if b.get("price") != o.get("price"):
-                events.append((i, f"{model}: price changed"))
-    return events
-
-
-def _write_trend(
-    store: Store, r: Renderer, out: Path, plan: str, cache: dict | None = None, palette: list[str] | None = None
-) -> None:
-    runs = store.runs(plan_name=plan)
-    counts = queries.sample_counts(store, [x.id for x in runs])
-    per_run = [(x, _run_data(store, out, x, counts.get(x.id, 0))) for x in runs]
-    labels = [x.started_at.strftime("%m-%d %H:%M") for x in runs]
-    events = drift_events(per_run)
-    suites: list[str] = []
-    all_models: list[str] = []
-    for _, data in per_run:
-        for c in data["cells"]:
-            if c["suite"] not in suites:
-                suites.append(c["suite"])
-            if c["model"] not in all_models:
-                all_models.append(c["model"])
-    colours = charts.palette_order(all_models, palette)
-    stem = slug(plan)
-    suite_ctx = []
-    for suite in suites:
-        models: list[str] = []
-        rows, changes = [], []
-        suite_events = list(events)
-        series: dict[str, list[tuple]] = {}
-        prev_hash, segment = None, 0
-        for index, (run, data) in enumerate(per_run):
-            here = {c["model"]: c for c in data["cells"] if c["suite"] == suite}
-            if not here:
-                continue
-            suite_hash = next(iter(here.values()))["suite_hash"]
-            changed = prev_hash is not None and suite_hash != prev_hash
-            if changed:
-                segment += 1
-                changes.append(dict(run=run.id, started=_when(run.started_at), old=prev_hash, new=suite_hash))
-                suite_events.append((index, "suite content changed"))
-            prev_hash = suite_hash
-            for m in here:
-                if m not in models:
-                    models.append(m)
-                c = here[m]
-                series.setdefault(m, []).append((index, c["mean"], c["lo"], c["hi"], segment))
-            href = f"../{run_dir(run.id)}/index.html" if (out / run_dir(run.id) / "index.html").exists() else None
-            rows.append(
-                dict(run=run.id, href=href, started=_when(run.started_at), hash=suite_hash, changed=changed, here=here)
-            )
-        for row in rows:
-            here = row.pop("here")
-            row["scores"] = [
-                f"{pct(here[m]['mean'])} [{ci_text(here[m]['lo'], here[m]['hi'])}]" if m in here else "—"
-                for m in models
-            ]
-        n_runs = len({p[0] for pts in series.values() for p in pts})
-        # One run is a point, not a trend: the table shows it, the chart starts with the second run.
-        chart = (
-            charts.trend_runs_chart(suite, [m for m in colours if m in models], series, labels, suite_events)
-            if n_runs > 1
-            else None
-        )
-        name = slug(suite)
-        suite_ctx.append(
-            dict(
-                suite=suite,
-                models=models,
-                rows=rows,
-                changes=changes,
-                n_runs=n_runs,
-                chart=_chart_ctx(chart, out / "trends" / stem / f"{name}.png", f"{stem}/{name}.png"),
-            )
-        )
-    ops_series: dict[str, list[tuple[int, dict]]] = {}
-    for index, (_, data) in enumerate(per_run):
-        for model, o in (data.get("ops") or {}).items():
-            ops_series.setdefault(model, []).append((index, o))
-    ops_chart = None
-    if len(per_run) > 1 and ops_series:
-        ops_chart = _chart_ctx(
-            charts.trend_ops_chart([m for m in colours if m in ops_series], ops_series, labels, events),
-            out / "trends" / stem / "operations.png",
-            f"{stem}/operations.png",
-        )
-    r.write(
-        "trend.html.j2",
-        out / "trends" / f"{stem}.html",
-        root="../",
-        plan=plan,
-        suites=suite_ctx,
-        runs=[dict(id=x.id, started=_when(x.started_at)) for x in runs],
-        latest=weekly.trend_sections(store, runs, {} if cache is None else cache, out),
-        ops_chart=ops_chart,
-        events=[dict(run=runs[i].id, started=_when(runs[i].started_at), what=text) for i, text in events],
-    )
-
-
-# --------------------------------------------------------------------------- index and entry point
-
-
 INDEX_CHECKS = 20  # the newest runs whose check (regressions, alarms, watch) the index shows
 
 
@@ -697,7 +508,7 @@ def _write_index(store: Store, r: Renderer, out: Path, cache: dict | None = None
                 plan=x["plan"],
                 tag=x["tag"],
                 status=x["status"],
-                started=_when(x["started"]),
+                started=when(x["started"]),
                 duration=_duration(x["started"], x["finished"]),
                 models=x["models"],
                 suites=x["suites"],
@@ -721,7 +532,7 @@ def _write_index(store: Store, r: Renderer, out: Path, cache: dict | None = None
                 href=page if (out / page).exists() else None,
                 latest=latest["id"],
                 latest_href=f"{d}/index.html" if (out / d / "index.html").exists() else None,
-                latest_started=_when(latest["started"]),
+                latest_started=when(latest["started"]),
                 route=route,
             )
         )
@@ -735,7 +546,7 @@ def _write_index(store: Store, r: Renderer, out: Path, cache: dict | None = None
                 plan=lr.plan_name,
                 tag=lr.tag,
                 status=lr.status,
-                started=_when(lr.started_at),
+                started=when(lr.started_at),
                 models=[m.model for m in results.models(store, lr.id)],
                 slo=((lr.profile or {}).get("slo") or {}).get("text")
                 if isinstance((lr.profile or {}).get("slo"), dict)
@@ -771,7 +582,7 @@ def build_site(store: Store, run_ids: list[str] | None, out_dir: str | Path) -> 
         if summary.run.plan_name not in plans:
             plans.append(summary.run.plan_name)
     for plan in plans:
-        _write_trend(store, r, out, plan, cache, palette)
+        trend.write_trend(store, r, out, plan, cache, palette)
         from harness.report.load_page import write_plan_load_pages
 
         write_plan_load_pages(store, r, out, plan, palette)
