@@ -3,11 +3,10 @@ plan's latest load run with the run's scores."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from harness.load import join
-from harness.report.pages import Renderer, pct, run_dir, secs
+from harness.report.pages import Renderer, chart_ctx, pct, run_dir, secs
 from harness.store import Store
 from harness.store import loads as results
 
@@ -47,18 +46,6 @@ def _cell(value, kind: str) -> str:
     if kind == "s":
         return secs(value)
     return f"{value:,.1f}"
-
-
-def _chart(chart, path: Path, href: str) -> dict:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(chart.png)
-    return dict(
-        src="data:image/png;base64," + base64.b64encode(chart.png).decode("ascii"),
-        file=href,
-        alt=chart.alt,
-        width=chart.width,
-        height=chart.height,
-    )
 
 
 # What a reader of the load page needs first (the rest is one click away): speed, errors, goodput, verdict.
@@ -102,7 +89,7 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str, pale
     charts = []
     if stored:
         charts.append(
-            _chart(
+            chart_ctx(
                 load_curves_chart(per_model, models, closed, slo_terms, palette),
                 out / "load" / name / "curves.png",
                 f"{name}/curves.png",
@@ -110,7 +97,7 @@ def write_load_page(store: Store, r: Renderer, out: Path, load_run_id: str, pale
         )
         if any(v for d in ttfts.values() for v in d.values()):
             charts.append(
-                _chart(
+                chart_ctx(
                     ttft_distribution_chart(ttfts, models, closed, palette),
                     out / "load" / name / "ttft.png",
                     f"{name}/ttft.png",
